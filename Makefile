@@ -1,0 +1,45 @@
+# zhongtai task runner. `make help` lists the targets; CI runs `make test` (.ci/run).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ZT := $(BIN)/zhongtai
+
+.PHONY: help install stack-up stack-down status test test-unit demo bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/activate  ## create .venv and install zhongtai with pinned dependencies
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+
+stack-up: install  ## start Kafka, HBase + Thrift, Redis (fetched from Maven Central / apt on first use)
+	$(ZT) stack up
+
+stack-down:  ## stop what stack-up started
+	$(ZT) stack down
+
+status:  ## show the local services
+	$(ZT) stack status
+
+test-unit: install  ## pure unit tests only (no services)
+	$(BIN)/python -m pytest -q -m "not stack and not flink"
+
+test: install  ## install, start the stack, run the whole suite
+	$(ZT) stack up --flink-cluster
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m pytest -q
+
+demo: install  ## stack + sample stream + job on the embedded mini-cluster + summary from Redis
+	$(ZT) stack up
+	$(ZT) demo
+
+bench: install  ## throughput benchmark (writes bench/results/latest.json)
+	$(ZT) stack up
+	$(ZT) bench
+
+clean:  ## remove the local stack's data (keeps the jar cache)
+	-$(ZT) stack down
+	rm -rf .zt

@@ -1,0 +1,53 @@
+"""Child-process entry of one contender: ``python -m bench.contender <args.json>``.
+
+``args.json`` holds ``{"name", "settings", "kwargs", "result"}``; the child runs the contender,
+measures its own wall time (from just before the first client or JVM is created until the last
+record is processed and written) and writes ``{"seconds", ...}`` to ``result``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _run_job(settings: Any, **kw: Any) -> dict[str, Any]:
+    from zhongtai.runner import RunOptions, run_events_job
+
+    kw.setdefault("bounded", True)
+    run_events_job(settings, RunOptions(resume=False, **kw))
+    return {"complete": True}
+
+
+def run(name: str, settings: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if name == "job":
+        fn = _run_job
+    elif name == "sql":
+        from .sql_only import run_sql as fn
+    else:
+        from . import consumers
+
+        fn = {"raw": consumers.run_raw, "naive": consumers.run_naive, "tuned": consumers.run_tuned}[name]
+    t0 = time.monotonic()
+    out = fn(settings, **kwargs)
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from config.settings import Settings
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = orjson.loads(Path(argv[0]).read_bytes())
+    settings = Settings.model_validate_json(args["settings"])
+    out = run(args["name"], settings, args["kwargs"])
+    Path(args["result"]).write_bytes(orjson.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

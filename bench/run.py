@@ -1,0 +1,320 @@
+"""``zhongtai bench``: the event job side by side with (a) a naive and (b) a tuned hand-written
+consumer, (c) a JVM-only Flink SQL job and (d) raw Kafka consumption, on the same pre-filled topics.
+
+:func:`main` pre-fills fresh topics ``zt.bench.<runid>.{web,app,offline}`` with ``events`` generated
+records (the oracle's answer lands in ``<run_dir>/expected/bench-<runid>.json``), runs every contender
+in its own child process (wall time measured in the child, peak RSS of the child's process tree
+sampled from /proc every 0.5 s by the parent), checks each contender's counters against the oracle
+field by field, writes the results to ``out`` (JSON) and prints a table with ratios. See README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+
+from config.settings import Settings, settings_to_json
+
+from .check import diff_counters, diff_profiles, diff_stats
+from .procs import RssSampler
+
+logger = logging.getLogger(__name__)
+
+CONTENDERS = ("job", "naive", "tuned", "sql", "raw")
+#: Extra contender names accepted in ``only``: the job writing Redis only (no HBase).
+EXTRA = ("job-redis",)
+HBASE_PREFIX = "ztbench"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _StatsPoller:
+    """Polls the job's ``{prefix}:stats`` ``received`` every 0.1 s: first and last Redis write times."""
+
+    def __init__(self, settings: Settings, prefix: str, total: int) -> None:
+        from connectors.redis_store import RedisStore
+
+        self.store = RedisStore(settings.redis, prefix=prefix)
+        self.total = total
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            v = self.store.client.hget(self.store.stats_key, "received")
+            now = time.monotonic()
+            if v is not None:
+                n = int(v)
+                if self.first is None and n > 0:
+                    self.first = (now, n)
+                if self.last is None and n >= self.total:
+                    self.last = (now, n)
+                    return
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.store.close()
+
+    def steady_rate(self) -> float | None:
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
+
+
+def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
+           poller: _StatsPoller | None = None) -> dict[str, Any]:
+    """Run one contender in a child process; returns its result plus ``peak_rss_mb``."""
+    args_path, result_path = work / f"{name}.args.json", work / f"{name}.result.json"
+    args_path.write_bytes(orjson.dumps({
+        "name": "job" if name.startswith("job") else name, "settings": settings_to_json(settings),
+        "kwargs": kwargs, "result": str(result_path),
+    }))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    log = (work / f"{name}.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.contender", str(args_path)], cwd=os.getcwd(),
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    with RssSampler(proc.pid) as rss:
+        if poller is not None:
+            with poller:
+                rc = proc.wait()
+        else:
+            rc = proc.wait()
+    log.close()
+    if rc != 0 or not result_path.exists():
+        tail = (work / f"{name}.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"bench: contender {name!r} failed (exit {rc}); log {work / (name + '.log')}:\n{tail}")
+    out = orjson.loads(result_path.read_bytes())
+    out["peak_rss_mb"] = round(rss.peak / 2**20, 1)
+    return out
+
+
+def _redis_store(settings: Settings, prefix: str) -> Any:
+    from connectors.redis_store import RedisStore
+
+    return RedisStore(settings.redis, prefix=prefix)
+
+
+def _ensure_hbase(settings: Settings) -> None:
+    """The job's HBase writer expects its tables; the bench writes under the ``ztbench`` prefix."""
+    from connectors.hbase_store import HBaseStore
+
+    store = HBaseStore(settings.hbase, prefix=HBASE_PREFIX)
+    try:
+        have = {t.decode() for t in store.conn.tables()}
+        if "profile" not in have:
+            store.ensure_tables()
+    finally:
+        store.conn.close()
+
+
+def _create_topic(settings: Settings, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        fut.result()
+
+
+def _delete_topics(settings: Settings, topics: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    for fut in admin.delete_topics(topics, operation_timeout=30).values():
+        try:
+            fut.result()
+        except Exception as e:  # noqa: BLE001 - cleanup only; a missing topic is fine
+            logger.info("bench: deleting topic failed: %s", e)
+
+
+def run_bench(
+    settings: Settings,
+    events: int = 1_000_000,
+    only: list[str] | None = None,
+    *,
+    naive_budget_s: float | None = 300.0,
+    latency: bool | None = None,
+    keep: bool = False,
+    persons: int = 2_000,
+) -> dict[str, Any]:
+    """Run the bench and return the result document (see :func:`main`)."""
+    from zhongtai.generator import GeneratorConfig
+    from zhongtai.generator.produce import produce
+
+    names = list(only) if only else list(CONTENDERS)
+    unknown = set(names) - set(CONTENDERS) - set(EXTRA)
+    if unknown:
+        raise ValueError(f"bench: unknown contenders {sorted(unknown)}; known: {list(CONTENDERS + EXTRA)}")
+    runid = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    topic_prefix = f"zt.bench.{runid}."
+    work = settings.run_dir / "bench" / runid
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = GeneratorConfig(events=events, persons=persons, topic_prefix=topic_prefix,
+                          partitions=settings.kafka.partitions)
+    print(f"[bench] run {runid}: producing {events:,} events to {topic_prefix}*", flush=True)
+    rep = produce(settings, cfg, name=f"bench-{runid}", progress=False)
+    assert rep.expected_path is not None
+    expected = orjson.loads(rep.expected_path.read_bytes())
+    topics = cfg.topics()
+    # Exactly the input topics: the bench's own DLQ and output topics share the prefix.
+    pattern = "|".join(re.escape(t) for t in topics)
+    doc: dict[str, Any] = {
+        "runid": runid, "events": events, "topics": topics, "partitions": settings.kafka.partitions,
+        "flink_parallelism": settings.flink.parallelism, "cpus": os.cpu_count(),
+        "produce": {"seconds": round(rep.seconds, 2), "records_per_s": round(rep.records_per_s)},
+        "expected": str(rep.expected_path), "contenders": {},
+    }
+    extra_topics: list[str] = []
+    order = [n for n in ("raw", "tuned", "naive", "job", "job-redis", "sql") if n in names]
+    for name in order:
+        prefix = f"ztbench:{runid}:{name}"
+        group = f"zt-bench-{runid}-{name}"
+        poller = None
+        if name in ("raw", "naive", "tuned"):
+            kwargs: dict[str, Any] = {"topics": topics, "group": group}
+            if name != "raw":
+                kwargs["prefix"] = prefix
+            if name == "naive":
+                kwargs["budget_s"] = naive_budget_s
+        elif name.startswith("job"):
+            dlq = f"zt.bench.{runid}.dlq.{name}"
+            extra_topics.append(dlq)
+            kwargs = {"group": group, "topic_pattern": pattern, "dlq_topic": dlq, "redis_prefix": prefix,
+                      "hbase_prefix": HBASE_PREFIX, "hbase": name == "job", "job_name": f"zt-bench-{runid}-{name}"}
+            poller = _StatsPoller(settings, prefix, events)
+            if name == "job":
+                _ensure_hbase(settings)
+        else:  # sql
+            out_topic = f"zt.bench.{runid}.sql-counters"
+            extra_topics.append(out_topic)
+            _create_topic(settings, out_topic)
+            kwargs = {"topic_pattern": pattern, "group": group, "out_topic": out_topic,
+                      "job_name": f"zt-bench-{runid}-sql"}
+        print(f"[bench] {name} ...", flush=True)
+        try:
+            res = _spawn(name, settings, kwargs, work, poller)
+        except RuntimeError as e:  # one failing contender must not lose the others' numbers
+            logger.error("%s", e)
+            doc["contenders"][name] = {"error": str(e)[-1500:], "exact": False, "events_per_s": 0,
+                                       "seconds": 0.0, "peak_rss_mb": 0.0}
+            print(f"[bench] {name}: FAILED (log {work / (name + '.log')})", flush=True)
+            continue
+        res["events_per_s"] = round(events / res["seconds"]) if res.get("complete", True) else \
+            round(res["records"] / res["seconds"])
+        if poller is not None:
+            steady = poller.steady_rate()
+            res["steady_events_per_s"] = round(steady) if steady else None
+            res["startup_s"] = round(poller.first[0] - (poller.last[0] - res["seconds"]), 1) \
+                if poller.first and poller.last else None
+        res["seconds"] = round(res["seconds"], 2)
+        # exactness
+        if name == "raw":
+            res["exact"] = None
+            res["note"] = f"read {res['records']:,} records (expected {events:,})"
+        elif not res.get("complete", True):
+            res["exact"] = None
+            res["note"] = f"stopped after the {naive_budget_s:.0f} s budget at {res['records']:,} records"
+        else:
+            if name == "sql":
+                from .sql_only import read_counters
+
+                actual = read_counters(settings, out_topic)
+            else:
+                store = _redis_store(settings, prefix)
+                actual = store.all_counters()
+            n, shown = diff_counters(actual, expected["counters"])
+            problems = shown
+            if name.startswith("job"):
+                problems += diff_stats(store.stats(), expected["stats"])
+                pn, pshown = diff_profiles(store, expected["profiles"])
+                problems += pshown
+                n += pn
+                res["profiles_checked"] = len(expected["profiles"])
+            res["counters_checked"] = len(expected["counters"])
+            res["exact"] = n == 0 and not problems
+            if problems:
+                res["differences"] = problems[:20]
+        if name not in ("raw", "sql") and not keep:
+            _redis_store(settings, prefix).delete_prefix()
+        doc["contenders"][name] = res
+        print(f"[bench] {name}: {_fmt_row(name, res)}", flush=True)
+    if latency if latency is not None else "job" in names:
+        from .latency import measure_latency
+
+        print("[bench] latency (live run) ...", flush=True)
+        doc["latency"] = measure_latency(settings, runid, work)
+        extra_topics += doc["latency"].pop("topics", [])
+    doc["ratios"] = _ratios(doc["contenders"])
+    if not keep:
+        _delete_topics(settings, topics + extra_topics)
+    return doc
+
+
+def _fmt_row(name: str, r: dict[str, Any]) -> str:
+    steady = r.get("steady_events_per_s")
+    return (f"{r['events_per_s']:>10,} ev/s  steady {steady if steady else '-':>8}  "
+            f"{r['seconds']:>8.1f} s  rss {r['peak_rss_mb']:>7.0f} MB  exact {r.get('exact')}")
+
+
+def _ratios(c: dict[str, Any]) -> dict[str, Any]:
+    job = c.get("job") or c.get("job-redis")
+    if not job:
+        return {}
+    out = {}
+    for other in ("naive", "tuned", "sql", "raw"):
+        if other in c:
+            o = c[other]["events_per_s"]
+            out[f"job_vs_{other}"] = round(job["events_per_s"] / o, 3) if o else None
+            if job.get("steady_events_per_s"):
+                out[f"job_steady_vs_{other}"] = round(job["steady_events_per_s"] / o, 3) if o else None
+    return out
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    head = (f"zhongtai bench {doc['runid']}: {doc['events']:,} events, {doc['partitions']} partitions/topic, "
+            f"flink parallelism {doc['flink_parallelism']}, {doc['cpus']} CPUs")
+    cols = (f"{'contender':<10} {'events/s':>10} {'steady/s':>10} {'wall s':>8} {'peak RSS MB':>12} {'exact':>6}"
+            f" {'job/this':>9}")
+    lines = [head, cols]
+    job = doc["contenders"].get("job") or doc["contenders"].get("job-redis")
+    for name, r in doc["contenders"].items():
+        ratio = f"{job['events_per_s'] / r['events_per_s']:.2f}x" if job and r["events_per_s"] else "-"
+        steady = r.get("steady_events_per_s")
+        lines.append(f"{name:<10} {r['events_per_s']:>10,} {steady or '-':>10} {r['seconds']:>8.1f} "
+                     f"{r['peak_rss_mb']:>12.0f} {r.get('exact')!s:>6} {ratio:>9}")
+    lat = doc.get("latency")
+    if lat:
+        lines.append(f"job event→Redis latency at {lat['rate']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
+                     f"max {lat['max_ms']} ms ({lat['samples']} minute counters)")
+    if doc.get("ratios"):
+        lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in doc["ratios"].items()))
+    return "\n".join(lines)
+
+
+def main(settings: Settings, events: int = 1_000_000, out: str = "bench/results/latest.json",
+         only: list[str] | None = None) -> int:
+    """Run the bench, write ``out`` and print the table. Returns 0 when every checked contender is exact."""
+    doc = run_bench(settings, events, only)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    print(format_table(doc))
+    print(f"[bench] results written to {path}")
+    return 0 if all(r.get("exact") is not False for r in doc["contenders"].values()) else 1

@@ -1,0 +1,238 @@
+"""The one frozen, validated configuration tree of zhongtai.
+
+Loaded once at an entry point (``load_settings``) from the shipped ``defaults.yaml``, an optional
+user YAML file and ``ZT__``-prefixed environment variables (``ZT__KAFKA__BOOTSTRAP=host:9092``;
+a double underscore separates levels). Everything below is passed down in slices; operators never
+read the environment themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+ENV_PREFIX = "ZT__"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaTopics(_Frozen):
+    """Topic names. ``events`` is a regular expression: every matching topic is consumed."""
+
+    events: str = r"zt\.events\..*"
+    dlq: str = "zt.dlq"
+    identity_changes: str = "zt.identity.changes"
+    tag_changes: str = "zt.tags.changes"
+    actions_prefix: str = "zt.actions."
+    control: str = "zt.control"
+    control_results: str = "zt.control.results"
+    delivery: str = "zt.delivery"
+
+
+class KafkaSettings(_Frozen):
+    bootstrap: str = "127.0.0.1:9092"
+    topics: KafkaTopics = KafkaTopics()
+    consumer_group: str = "zt-job"
+    #: Where a new job starts when no checkpoint is restored: earliest | latest.
+    start_from: Literal["earliest", "latest"] = "earliest"
+    #: Partitions per topic created by ``zhongtai produce`` and the tests.
+    partitions: int = Field(2, ge=1)
+    #: Transaction timeout asked of the broker by the exactly-once sink (must be ≤ the broker's cap).
+    transaction_timeout_ms: int = Field(600_000, ge=1_000)
+
+
+class RedisSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 6390
+    db: int = 0
+    password: SecretStr | None = None
+    #: Key prefix of every key zhongtai writes (``{prefix}:id:...``).
+    prefix: str = "zt"
+    #: Time to live of the per-minute counter hashes.
+    minute_counter_ttl_s: int = Field(7 * 86_400, ge=60)
+
+
+class HBaseSettings(_Frozen):
+    host: str = "127.0.0.1"
+    #: Thrift1 server port (happybase).
+    port: int = 9090
+    namespace: str = "zt"
+    #: Rows per happybase ``batch()``.
+    batch_size: int = Field(1_000, ge=1)
+    timeout_ms: int = Field(30_000, ge=100)
+
+
+class FlinkSettings(_Frozen):
+    #: ``mini``: the embedded mini-cluster in this process; ``cluster``: submit to ``rest_url``.
+    mode: Literal["mini", "cluster"] = "mini"
+    rest_url: str = "http://127.0.0.1:8081"
+    parallelism: int = Field(1, ge=1)
+    checkpoint_interval_ms: int = Field(5_000, ge=100)
+    #: ``file://`` URL; empty means ``<run_dir>/checkpoints``.
+    checkpoint_dir: str = ""
+    #: Extra Flink options passed as they are (``python.execution-mode``: ``thread``...).
+    options: dict[str, str] = {}
+
+
+class JobSettings(_Frozen):
+    """Semantics of the event job (see docs/semantics.md)."""
+
+    #: Payloads larger than this many bytes go to the DLQ as ``oversized``.
+    max_event_bytes: int = Field(32_768, ge=256)
+    #: ``ts`` more than this far ahead of the Kafka record timestamp is ``future_ts``.
+    max_future_skew_ms: int = Field(300_000, ge=0)
+    #: Bounded out-of-orderness of the watermark.
+    watermark_delay_ms: int = Field(5_000, ge=0)
+    #: Events older than watermark minus this go to the DLQ as ``late``.
+    allowed_lateness_ms: int = Field(3_600_000, ge=0)
+    #: How long an event_id is remembered for deduplication.
+    dedup_ttl_ms: int = Field(86_400_000, ge=60_000)
+    #: Idle source partitions stop holding the watermark back after this long.
+    source_idle_timeout_ms: int = Field(10_000, ge=100)
+    #: Mini-batch aggregation latency bound (JVM side).
+    mini_batch_latency_ms: int = Field(1_000, ge=10)
+    mini_batch_size: int = Field(20_000, ge=1)
+
+
+class PiiSettings(_Frozen):
+    #: Keyed HMAC secret for phone and e-mail (ASCII). Override it in production.
+    hmac_secret: SecretStr = SecretStr("zhongtai-dev-secret-change-me")
+    default_country_code: str = "86"
+
+    @field_validator("hmac_secret")
+    @classmethod
+    def _ascii_secret(cls, v: SecretStr) -> SecretStr:
+        raw = v.get_secret_value()
+        if not raw or not raw.isascii() or len(raw) > 64:
+            raise ValueError("pii.hmac_secret must be 1-64 ASCII characters (generate one with `openssl rand -hex 32`)")
+        return v
+
+
+class StackSettings(_Frozen):
+    """The local stack that ``zhongtai stack up`` starts (ignored when pointing at real clusters)."""
+
+    #: Cache for jars fetched from Maven Central (kept across checkouts).
+    home: str = "~/.cache/zhongtai"
+    #: Data, logs and PID files of the local services (relative to the working directory).
+    run_dir: str = ".zt"
+    kafka_version: str = "4.1.1"
+    hbase_version: str = "2.6.1-hadoop3"
+    flink_kafka_connector: str = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2"
+    kafka_heap: str = "512m"
+    hbase_heap: str = "1g"
+    thrift_heap: str = "384m"
+    kafka_controller_port: int = 9093
+    zookeeper_port: int = 2181
+    start_timeout_s: int = Field(180, ge=5)
+
+
+class Settings(_Frozen):
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    hbase: HBaseSettings = HBaseSettings()
+    flink: FlinkSettings = FlinkSettings()
+    job: JobSettings = JobSettings()
+    pii: PiiSettings = PiiSettings()
+    stack: StackSettings = StackSettings()
+
+    @field_validator("flink")
+    @classmethod
+    def _checkpoint_url(cls, v: FlinkSettings) -> FlinkSettings:
+        if v.checkpoint_dir and not v.checkpoint_dir.startswith(("file://", "s3://", "hdfs://")):
+            raise ValueError("flink.checkpoint_dir must be a URL such as file:///abs/path")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.stack.run_dir).expanduser().resolve()
+
+    @property
+    def home(self) -> Path:
+        return Path(self.stack.home).expanduser().resolve()
+
+    def checkpoint_url(self) -> str:
+        return self.flink.checkpoint_dir or (self.run_dir / "checkpoints").as_uri()
+
+
+class ConfigError(ValueError):
+    """A configuration file or variable is wrong; the message names where and what to do."""
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _env_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: pass an existing --config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the YAML file at ``path``, then ``ZT__`` variables, then ``overrides``."""
+    data = _read_yaml(DEFAULTS_FILE)
+    if path:
+        data = _deep_merge(data, _read_yaml(Path(path)))
+    data = _deep_merge(data, _env_tree(os.environ if env is None else env))
+    if overrides:
+        data = _deep_merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        src = f" (from {path})" if path else ""
+        raise ConfigError("invalid configuration" + src + ":\n" + "\n".join(lines)) from None
+
+
+def _reveal(obj: Any) -> Any:
+    if isinstance(obj, SecretStr):
+        return obj.get_secret_value()
+    if isinstance(obj, dict):
+        return {k: _reveal(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_reveal(v) for v in obj]
+    return obj
+
+
+def settings_to_json(settings: Settings) -> str:
+    """Serialise with secrets revealed, for shipping to Flink workers (never log the result)."""
+    import json
+
+    return json.dumps(_reveal(settings.model_dump(mode="python")))

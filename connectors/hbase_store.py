@@ -1,0 +1,121 @@
+"""HBase: the durable profile store. The only module importing ``happybase``.
+
+Layout (DESIGN.md, tables named ``{namespace}_{table}`` through happybase's table prefix):
+``profile`` row = person id; family ``b`` holds the absolute per-minute buckets
+(``b:m:{epoch_minute}`` = ``views,carts,purchases,events,gmv_cents,first,last,last_purchase``,
+the same row the Redis profile applies), family ``i`` the identifier the person key came from.
+A bucket cell is written with its absolute value from Flink state, so a replay writes the same
+cell again: idempotent, and order-independent because one bucket is owned by one aggregate key.
+Lifetime totals and rolling windows are derived from the buckets by ``operators.profile_windows``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import happybase
+
+from connectors.redis_store import StoreRow, _cents
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import HBaseSettings
+
+logger = logging.getLogger(__name__)
+
+TABLES: dict[str, dict[str, dict]] = {
+    "profile": {"b": {"max_versions": 1}, "m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}},
+    "identity": {"p": {"max_versions": 1}, "e": {"max_versions": 1}},
+    "actions": {"a": {"max_versions": 1}},
+}
+
+
+class HBaseStore:
+    def __init__(self, cfg: HBaseSettings, prefix: str | None = None) -> None:
+        self.cfg = cfg
+        self.prefix = prefix or cfg.namespace
+        self.conn = happybase.Connection(
+            host=cfg.host, port=cfg.port, table_prefix=self.prefix, table_prefix_separator="_",
+            timeout=cfg.timeout_ms, autoconnect=True,
+        )
+
+    def ensure_tables(self) -> None:
+        """Create the missing tables (safe when several workers race to create the same one)."""
+        from Hbase_thrift import AlreadyExists  # happybase's generated Thrift module
+
+        existing = {t.decode() for t in self.conn.tables()}
+        for name, families in TABLES.items():
+            if name not in existing:
+                try:
+                    self.conn.create_table(name, families)
+                    logger.info("hbase: created table %s_%s", self.prefix, name)
+                except AlreadyExists:
+                    pass
+
+    def write(self, rows: Sequence[StoreRow]) -> int:
+        """Write the person bucket rows of a batch in one happybase batch."""
+        table = self.conn.table("profile")
+        n = 0
+        with table.batch(batch_size=self.cfg.batch_size) as b:
+            for r in rows:
+                if r.kind != "p":
+                    continue
+                value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}"
+                id_type = r.key.split(":", 1)[0]
+                b.put(r.key.encode(), {f"b:m:{r.bucket}".encode(): value.encode(), f"i:{id_type}".encode(): b"1"})
+                n += 1
+        return n
+
+    def profile_buckets(self, person: str) -> dict[str, str]:
+        """The profile row as a hash shaped like the Redis one (for ``profile_windows.evaluate``)."""
+        row = self.conn.table("profile").row(person.encode())
+        out: dict[str, str] = {}
+        for col, val in row.items():
+            fam, _, q = col.decode().partition(":")
+            if fam == "b":
+                out[q] = val.decode()
+        return out
+
+    def delete_rows(self, table: str) -> int:
+        t = self.conn.table(table)
+        n = 0
+        with t.batch(batch_size=1000) as b:
+            for key, _ in t.scan(columns=[]):
+                b.delete(key)
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def derive_profile_hash(buckets: dict[str, str]) -> dict[str, str]:
+    """Rebuild the Redis-shaped profile hash (totals, hour/day buckets) from HBase minute buckets."""
+    out: dict[str, str] = {}
+    tot = {"views": 0, "carts": 0, "purchases": 0, "events": 0, "gmv_cents": 0}
+    first = last = lastp = 0
+    agg: dict[str, int] = {}
+    for q, val in buckets.items():
+        if not q.startswith("m:"):
+            continue
+        minute = int(q[2:])
+        v, c, p, e, g, f, la, lp = (int(x) for x in val.split(","))
+        out[q] = val
+        tot["views"] += v
+        tot["carts"] += c
+        tot["purchases"] += p
+        tot["events"] += e
+        tot["gmv_cents"] += g
+        first = f if not first else min(first, f)
+        last = max(last, la)
+        lastp = max(lastp, lp)
+        h, d = minute // 60, minute // 1440
+        for k, x in ((f"hv:{h}", v), (f"hc:{h}", c), (f"dp:{d}", p), (f"dg:{d}", g)):
+            agg[k] = agg.get(k, 0) + x
+    out.update({k: str(v) for k, v in tot.items()})
+    out.update({k: str(v) for k, v in agg.items()})
+    out["first_seen"], out["last_seen"] = str(first), str(last)
+    if lastp:
+        out["last_purchase"] = str(lastp)
+    return out

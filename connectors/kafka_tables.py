@@ -1,0 +1,73 @@
+"""Flink SQL DDL for the Kafka tables of the event job (the connector jar comes from Maven Central)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import KafkaSettings
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = None,
+               group: str | None = None, bounded: bool = False, watermark_delay_ms: int = 5000,
+               idle_timeout_ms: int = 10_000) -> str:
+    """Raw events: the original bytes plus topic/partition/offset/record timestamp.
+
+    ``bounded`` stops at the offsets that were latest when the job started (drain mode, used by
+    the demo, the bench and tests). The watermark follows the record timestamp (arrival time):
+    lateness itself is decided per record (docs/semantics.md).
+    """
+    opts = {
+        "connector": "kafka",
+        "topic-pattern": topic_pattern or kafka.topics.events,
+        "properties.bootstrap.servers": kafka.bootstrap,
+        "properties.group.id": group or kafka.consumer_group,
+        "properties.isolation.level": "read_committed",
+        "properties.partition.discovery.interval.ms": "10000",
+        "scan.startup.mode": "group-offsets",
+        "properties.auto.offset.reset": "earliest" if kafka.start_from == "earliest" else "latest",
+        "format": "raw",
+        "scan.watermark.idle-timeout": f"{idle_timeout_ms} ms",
+    }
+    if bounded:
+        opts["scan.bounded.mode"] = "latest-offset"
+    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
+    return f"""
+CREATE TEMPORARY TABLE {name} (
+  payload BYTES,
+  topic STRING METADATA FROM 'topic' VIRTUAL,
+  part INT METADATA FROM 'partition' VIRTUAL,
+  off BIGINT METADATA FROM 'offset' VIRTUAL,
+  kts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+  WATERMARK FOR kts AS kts - INTERVAL '{watermark_delay_ms / 1000:.3f}' SECOND
+) WITH (
+  {with_}
+)"""
+
+
+def dlq_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str | None = None, exactly_once: bool = True,
+                 transactional_id_prefix: str = "zt-dlq") -> str:
+    """Dead letters: value = the original bytes, headers = reason and source coordinates."""
+    opts = {
+        "connector": "kafka",
+        "topic": topic or kafka.topics.dlq,
+        "properties.bootstrap.servers": kafka.bootstrap,
+        "format": "raw",
+        "sink.delivery-guarantee": "exactly-once" if exactly_once else "at-least-once",
+        "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+    }
+    if exactly_once:
+        opts["sink.transactional-id-prefix"] = transactional_id_prefix
+    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
+    return f"""
+CREATE TEMPORARY TABLE {name} (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA,
+  ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
+) WITH (
+  {with_}
+)"""

@@ -1,0 +1,186 @@
+"""Redis: the live store (counters, profiles, pipeline totals). The only module importing ``redis``.
+
+Writes are idempotent under replay (DESIGN.md): counters and totals are absolute values taken from
+Flink state (``HSET``), profile buckets go through ``redis_profile.lua`` which applies the change
+against the value stored before. Nothing here is a blind increment of a replayable input.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from operators import profile_windows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import RedisSettings
+
+logger = logging.getLogger(__name__)
+
+_LUA = Path(__file__).with_name("redis_profile.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRow:
+    """One upsert from the job's aggregates (the ``zt_store_rows`` view).
+
+    kind ``c``: live counters, ``key`` = scope, ``bucket`` = epoch minute;
+    kind ``p``: person minute bucket, ``key`` = person, ``bucket`` = epoch minute;
+    kind ``s``: pipeline total, ``key`` = name, ``n1`` = value.
+    """
+
+    kind: str
+    key: str
+    bucket: int
+    n1: int  # views | value
+    n2: int  # carts
+    n3: int  # purchases
+    n4: int  # events
+    n5: int  # persons (counters only)
+    amount: Decimal  # revenue / gmv
+    t1: int  # first ts in bucket
+    t2: int  # last ts in bucket
+    t3: int  # last purchase ts in bucket, 0 if none
+
+
+def minute_label(epoch_minute: int) -> str:
+    """Epoch minute → ``YYYYMMDDHHMM`` (UTC)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch_minute * 60, tz=dt.UTC).strftime("%Y%m%d%H%M")
+
+
+def _cents(amount: Decimal | None) -> int:
+    return int((amount or Decimal(0)) * 100)
+
+
+class RedisStore:
+    """Batched, idempotent writer and reader of zhongtai's Redis keys.
+
+    Create it where it is used (inside a Flink function's ``open``): it holds a connection.
+    """
+
+    def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
+        self.cfg = cfg
+        self.prefix = prefix or cfg.prefix
+        self.client = redis.Redis(
+            host=cfg.host,
+            port=cfg.port,
+            db=cfg.db,
+            password=cfg.password.get_secret_value() if cfg.password else None,
+            decode_responses=True,
+            socket_timeout=30,
+        )
+        self._profile_script = self.client.register_script(_LUA)
+
+    # ---- keys -----------------------------------------------------------------------------------
+    def counter_key(self, scope: str, minute_label_: str) -> str:
+        return f"{self.prefix}:m:{scope}:{minute_label_}"
+
+    def profile_key(self, person: str) -> str:
+        return f"{self.prefix}:profile:{person}"
+
+    @property
+    def stats_key(self) -> str:
+        return f"{self.prefix}:stats"
+
+    # ---- writing --------------------------------------------------------------------------------
+    def write(self, rows: Sequence[StoreRow]) -> int:
+        """Write one batch in a single pipelined round trip. Returns the number of rows applied."""
+        if not rows:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        scopes: set[str] = set()
+        for r in rows:
+            if r.kind == "c":
+                key = self.counter_key(r.key, minute_label(r.bucket))
+                pipe.hset(
+                    key,
+                    mapping={
+                        "views": r.n1,
+                        "carts": r.n2,
+                        "purchases": r.n3,
+                        "events": r.n4,
+                        "persons": r.n5,
+                        "revenue": str((r.amount or Decimal(0)).quantize(Decimal("0.01"))),
+                    },
+                )
+                pipe.expire(key, self.cfg.minute_counter_ttl_s)
+                scopes.add(r.key)
+            elif r.kind == "p":
+                self._profile_script(
+                    keys=[self.profile_key(r.key)],
+                    args=[
+                        r.bucket, r.n1, r.n2, r.n3, r.n4, _cents(r.amount), r.t1, r.t2, r.t3,
+                        profile_windows.KEEP_MINUTES, profile_windows.KEEP_HOURS, profile_windows.KEEP_DAYS,
+                    ],
+                    client=pipe,
+                )
+            elif r.kind == "s":
+                pipe.hset(self.stats_key, r.key, r.n1)
+            else:  # pragma: no cover - the SQL only produces the three kinds
+                raise ValueError(f"redis store: unknown row kind {r.kind!r} for key {r.key!r}")
+        if scopes:
+            pipe.sadd(f"{self.prefix}:m:scopes", *sorted(scopes))
+        pipe.execute()
+        return len(rows)
+
+    # ---- reading --------------------------------------------------------------------------------
+    def profile_hash(self, person: str) -> dict[str, str]:
+        return self.client.hgetall(self.profile_key(person))
+
+    def profile(self, person: str, as_of: int | None = None) -> dict[str, object]:
+        return profile_windows.evaluate(self.profile_hash(person), as_of)
+
+    def counters(self, scope: str, minute_label_: str) -> dict[str, str]:
+        return self.client.hgetall(self.counter_key(scope, minute_label_))
+
+    def all_counters(self) -> dict[str, dict[str, str]]:
+        """Every live counter hash, keyed ``<scope>:<YYYYMMDDHHMM>`` (for tests and the demo)."""
+        out: dict[str, dict[str, str]] = {}
+        head = f"{self.prefix}:m:"
+        keys = [k for k in self.client.scan_iter(match=head + "*", count=1000) if k != head + "scopes"]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        for k, v in zip(keys, pipe.execute(), strict=True):
+            out[k[len(head):]] = v
+        return out
+
+    def persons(self) -> list[str]:
+        head = f"{self.prefix}:profile:"
+        return [k[len(head):] for k in self.client.scan_iter(match=head + "*", count=1000)]
+
+    def stats(self) -> dict[str, int]:
+        """Pipeline totals; ``duplicates`` is derived as ``valid - unique``."""
+        out = {k: int(v) for k, v in self.client.hgetall(self.stats_key).items()}
+        if "valid" in out:
+            out["duplicates"] = out["valid"] - out.get("unique", 0)
+        return out
+
+    def delete_prefix(self) -> int:
+        """Delete every key under this store's prefix (tests, ``zhongtai reset``)."""
+        n = 0
+        for batch in _chunks(self.client.scan_iter(match=f"{self.prefix}:*", count=1000), 500):
+            n += self.client.delete(*batch)
+        return n
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _chunks(it: Iterable[str], n: int) -> Iterable[list[str]]:
+    buf: list[str] = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf

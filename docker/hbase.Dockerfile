@@ -1,0 +1,16 @@
+# Standalone HBase 2.6.1 (hadoop3 build) + Thrift1 server from the same Maven Central jars as the
+# local stack (zhongtai/stack/hbase-pom.xml).   docker build -f docker/hbase.Dockerfile .
+FROM maven:3.9-eclipse-temurin-17 AS jars
+COPY zhongtai/stack/hbase-pom.xml /build/pom.xml
+RUN mvn -B -q -f /build/pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+      -Dhbase.version=2.6.1-hadoop3 -Dhbase.thrift.version=2.6.1 -DincludeScope=runtime \
+      -DoutputDirectory=/opt/hbase/lib
+
+FROM eclipse-temurin:17-jre
+COPY --from=jars /opt/hbase/lib /opt/hbase/lib
+COPY docker/hbase-site.xml /opt/hbase/conf/hbase-site.xml
+COPY zhongtai/stack/hbase-log4j2.properties /opt/hbase/conf/log4j2.properties
+COPY docker/hbase-entrypoint.sh /opt/hbase/entrypoint.sh
+RUN chmod +x /opt/hbase/entrypoint.sh && mkdir -p /data
+EXPOSE 9090 2181
+ENTRYPOINT ["/opt/hbase/entrypoint.sh"]

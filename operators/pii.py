@@ -1,0 +1,71 @@
+"""Normalisation and keyed hashing of personal identifiers (phone, e-mail).
+
+Pure: no pyflink, no clients. The Flink SQL decode step computes the same function on the JVM
+(``pipelines/sql/decode.py`` builds it from :func:`hmac_key_pads`); ``tests/test_pii.py`` keeps the
+two in agreement.
+
+The MAC is standard HMAC-SHA256 (RFC 2104) keyed with the configured secret over
+``"<type>:<normalised value>"``; the SQL side receives the two padded keys as hex constants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+PII_TYPES = frozenset({"phone", "email"})
+_NON_DIGITS = re.compile(r"\D+")
+
+
+def normalise_phone(raw: str, default_country_code: str = "86") -> str:
+    """Digits only; a leading ``00`` dropped; an 11-digit number starting with 1 gets the country code.
+
+    >>> normalise_phone(" 138-0000-0000 ")
+    '+8613800000000'
+    """
+    digits = _NON_DIGITS.sub("", raw)
+    if digits.startswith("00"):
+        digits = digits[2:]
+    if len(digits) == 11 and digits.startswith("1"):
+        digits = default_country_code + digits
+    return "+" + digits
+
+
+#: ASCII white space, trimmed from e-mail addresses (the SQL implementation trims the same set).
+ASCII_SPACE = " \t\n\r\f\v"
+
+
+def normalise_email(raw: str) -> str:
+    return raw.strip(ASCII_SPACE).lower()
+
+
+def normalise(id_type: str, raw: str, default_country_code: str = "86") -> str:
+    if id_type == "phone":
+        return normalise_phone(raw, default_country_code)
+    if id_type == "email":
+        return normalise_email(raw)
+    return raw
+
+
+def hmac_key(secret: str) -> bytes:
+    """The HMAC block key K0 (RFC 2104): the secret's UTF-8 bytes, hashed first if longer than 64."""
+    key = secret.encode("utf-8")
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    return key.ljust(64, b"\0")
+
+
+def hmac_pads_hex(secret: str) -> tuple[str, str]:
+    """(K0 XOR ipad, K0 XOR opad) in hex, for the SQL implementation of the same HMAC."""
+    key = hmac_key(secret)
+    return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
+
+
+def pseudonymise(id_type: str, raw: str, secret: str, default_country_code: str = "86") -> str:
+    """The stored form of an identifier value: PII types are normalised and HMAC'd, others unchanged."""
+    if id_type not in PII_TYPES:
+        return raw
+    value = normalise(id_type, raw, default_country_code)
+    msg = f"{id_type}:{value}".encode("utf-8")
+    return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).hexdigest()

@@ -1,0 +1,168 @@
+"""The event job: decode + validate → DLQ | dedup → live counters, person buckets, totals → stores.
+
+``build(t_env, settings, source, sinks)`` adds the job's statements to a ``StatementSet`` and
+returns it. ``source`` names a table with the raw-record columns (see ``pipelines.decode``);
+``sinks`` names the DLQ table and the store table. The job passes Kafka tables and the
+Redis/HBase store (``pipelines.store_sink``); tests pass their own.
+
+Everything per event runs as Flink SQL on the JVM; Python sees only the aggregated upserts,
+in Arrow batches (``pipelines.store_sink``). See docs/performance.md for the measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipelines.decode import decode_statements
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyflink.table import StatementSet, TableEnvironment
+
+    from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Names of the sink tables.
+
+    ``dlq`` takes (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
+    when ``store_udf`` names a registered function, the one BIGINT column that function returns
+    (the job's Redis/HBase writer, ``pipelines.store_sink``).
+    """
+
+    dlq: str
+    store: str
+    store_udf: str | None = None
+
+
+#: Columns of the ``zt_store_rows`` view, in order (see connectors.redis_store.StoreRow, whose first
+#: two fields are swapped: a pandas UDF measures the batch by its first argument, which must
+#: therefore never be a constant such as the row kind).
+STORE_COLUMNS = ("k", "kind", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3")
+
+
+def job_options(settings: Settings) -> dict[str, str]:
+    """Table options the statements rely on (UTC, mini-batch, state TTL)."""
+    job = settings.job
+    ttl_ms = max(job.dedup_ttl_ms, job.allowed_lateness_ms + job.max_future_skew_ms + 3_600_000)
+    return {
+        "table.local-time-zone": "UTC",
+        "table.exec.mini-batch.enabled": "true",
+        "table.exec.mini-batch.allow-latency": f"{job.mini_batch_latency_ms} ms",
+        "table.exec.mini-batch.size": str(job.mini_batch_size),
+        "table.optimizer.agg-phase-strategy": "TWO_PHASE",
+        "table.exec.state.ttl": f"{ttl_ms} ms",
+        "table.exec.source.idle-timeout": f"{job.source_idle_timeout_ms} ms",
+        "pipeline.object-reuse": "true",
+        # SQL views are expanded per INSERT; this lets the optimiser plan a shared view once
+        # (one decode, one dedup) instead of once per consumer with different projections.
+        "table.optimizer.reuse-optimize-block-with-digest-enabled": "true",
+    }
+
+
+def view_statements(source: str, settings: Settings) -> list[str]:
+    # The dedup input is one opaque ROW (behind a materialisation barrier) so that every consumer
+    # asks for the same columns: the planner then keeps ONE dedup operator and state for all of them.
+    dedup = """
+CREATE TEMPORARY VIEW zt_unique AS
+SELECT x.u.event_type AS event_type, x.u.ts_ms AS ts_ms, x.u.person AS person, x.u.campaign AS campaign,
+       x.u.channel AS channel, x.u.amount AS amount
+FROM (
+  SELECT u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
+  FROM (SELECT event_id,
+               CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount) AS
+                 ROW<event_type STRING, ts_ms BIGINT, person STRING, campaign STRING, channel STRING,
+                     amount DECIMAL(18, 2)>) END AS u,
+               PROCTIME() AS pt
+        FROM zt_decoded WHERE reason IS NULL)) AS x
+WHERE x.rn = 1"""
+    counters = """
+CREATE TEMPORARY VIEW zt_counters AS
+SELECT
+  CASE WHEN GROUPING(campaign) = 1 THEN 'all' ELSE CONCAT(campaign, '|', channel) END AS k,
+  mb AS bucket,
+  COUNT(*) FILTER (WHERE event_type = 'page_view') AS n_views,
+  COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS n_carts,
+  COUNT(*) FILTER (WHERE event_type = 'purchase') AS n_purchases,
+  COUNT(*) AS n_events,
+  COUNT(DISTINCT person) AS n_persons,
+  SUM(amount) AS n_revenue
+FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
+GROUP BY GROUPING SETS ((campaign, channel, mb), (mb))"""
+    person_minutes = """
+CREATE TEMPORARY VIEW zt_person_minutes AS
+SELECT person, mb,
+  COUNT(*) FILTER (WHERE event_type = 'page_view') AS n_views,
+  COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS n_carts,
+  COUNT(*) FILTER (WHERE event_type = 'purchase') AS n_purchases,
+  COUNT(*) AS n_events,
+  SUM(amount) AS n_gmv,
+  MIN(ts_ms) AS first_ts,
+  MAX(ts_ms) AS last_ts,
+  MAX(CASE WHEN event_type = 'purchase' THEN ts_ms END) AS last_purchase
+FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
+GROUP BY person, mb"""
+    # Pipeline totals: two-phase (local/global) aggregation keeps these cheap.
+    totals = """
+CREATE TEMPORARY VIEW zt_totals AS
+SELECT name, SUM(n) AS n FROM (
+  SELECT name, COUNT(*) AS n FROM (
+    SELECT CASE WHEN reason IS NULL THEN 'valid' ELSE CONCAT('dlq:', reason) END AS name FROM zt_decoded
+    UNION ALL SELECT 'received' AS name FROM zt_decoded
+    UNION ALL SELECT 'dlq' AS name FROM zt_decoded WHERE reason IS NOT NULL
+    UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
+  GROUP BY name)
+GROUP BY name"""
+    store_rows = """
+CREATE TEMPORARY VIEW zt_store_rows AS
+SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3 FROM (
+  SELECT op, 'c' AS kind, k, bucket, n_views AS n1, n_carts AS n2, n_purchases AS n3, n_events AS n4, n_persons AS n5,
+         CAST(COALESCE(n_revenue, 0) AS DECIMAL(38, 2)) AS amount,
+         CAST(0 AS BIGINT) AS t1, CAST(0 AS BIGINT) AS t2, CAST(0 AS BIGINT) AS t3
+  FROM TO_CHANGELOG(input => TABLE zt_counters)
+  UNION ALL
+  SELECT op, 'p', person, mb, n_views, n_carts, n_purchases, n_events, CAST(0 AS BIGINT),
+         CAST(COALESCE(n_gmv, 0) AS DECIMAL(38, 2)), first_ts, last_ts, COALESCE(last_purchase, CAST(0 AS BIGINT))
+  FROM TO_CHANGELOG(input => TABLE zt_person_minutes)
+  UNION ALL
+  SELECT op, 's', name, CAST(0 AS BIGINT), n, CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT),
+         CAST(0 AS BIGINT), CAST(0 AS DECIMAL(38, 2)), CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT)
+  FROM TO_CHANGELOG(input => TABLE zt_totals))
+WHERE op IN ('INSERT', 'UPDATE_AFTER')"""
+    return [
+        *decode_statements(source, settings.job, settings.pii),
+        dedup,
+        counters,
+        person_minutes,
+        totals,
+        store_rows,
+    ]
+
+
+def dlq_insert(sink: str) -> str:
+    return f"""
+INSERT INTO {sink}
+SELECT payload,
+  MAP['zt.reason', ENCODE(reason, 'UTF-8'),
+      'zt.source.topic', ENCODE(topic, 'UTF-8'),
+      'zt.source.partition', ENCODE(CAST(part AS STRING), 'UTF-8'),
+      'zt.source.offset', ENCODE(CAST(off AS STRING), 'UTF-8'),
+      'zt.source.timestamp', ENCODE(DATE_FORMAT(kts, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), 'UTF-8')],
+  kts
+FROM zt_decoded WHERE reason IS NOT NULL"""
+
+
+def build(t_env: TableEnvironment, settings: Settings, source: str, sinks: Sinks) -> StatementSet:
+    """Register the views over ``source`` and return the statement set writing to ``sinks``."""
+    conf = t_env.get_config()
+    for k, v in job_options(settings).items():
+        conf.set(k, v)
+    for stmt in view_statements(source, settings):
+        t_env.execute_sql(stmt)
+    stmt_set = t_env.create_statement_set()
+    stmt_set.add_insert_sql(dlq_insert(sinks.dlq))
+    cols = ", ".join(STORE_COLUMNS)
+    select = f"{sinks.store_udf}({cols})" if sinks.store_udf else cols
+    stmt_set.add_insert_sql(f"INSERT INTO {sinks.store} SELECT {select} FROM zt_store_rows")
+    return stmt_set

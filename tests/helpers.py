@@ -1,0 +1,94 @@
+"""Shared helpers of the integration tests: fresh names, running the job, comparing with the oracle."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from config import load_settings
+from config.settings import Settings
+
+PROFILE_FIELDS = (
+    "first_seen", "last_seen", "last_purchase", "events", "views", "carts", "purchases", "gmv",
+    "views_1h", "views_24h", "views_7d", "carts_7d", "purchases_30d", "gmv_30d", "purchases_90d", "gmv_90d",
+)
+COUNTER_FIELDS = ("views", "carts", "purchases", "events", "persons", "revenue")
+
+
+@dataclass(frozen=True)
+class Names:
+    """Fresh Kafka/Redis/HBase/Flink names for one test, so tests never see each other's data."""
+
+    tag: str
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"zt.t{self.tag}.events."
+
+    @property
+    def topic_pattern(self) -> str:
+        return f"zt\\.t{self.tag}\\.events\\..*"
+
+    @property
+    def dlq(self) -> str:
+        return f"zt.t{self.tag}.dlq"
+
+    @property
+    def prefix(self) -> str:
+        return f"t{self.tag}"
+
+    @property
+    def group(self) -> str:
+        return f"g{self.tag}"
+
+    @property
+    def job(self) -> str:
+        return f"job{self.tag}"
+
+
+def fresh_names() -> Names:
+    return Names(uuid.uuid4().hex[:10])
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return load_settings(overrides=overrides or None)
+
+
+def load_expected(path: Any) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _norm_counter(d: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for k in COUNTER_FIELDS:
+        v = d.get(k, 0 if k != "revenue" else "0.00")
+        out[k] = str(v)
+    return out
+
+
+def counter_mismatches(expected: dict[str, dict[str, Any]], actual: dict[str, dict[str, str]]) -> list[str]:
+    """Field-by-field differences between the oracle's counters and Redis (missing = zero)."""
+    bad = []
+    for key in sorted(set(expected) | set(actual)):
+        e = _norm_counter(expected.get(key, {}))
+        a = _norm_counter(actual.get(key, {}))
+        if e != a:
+            bad.append(f"{key}: expected {e} got {a}")
+    return bad
+
+
+def profile_mismatches(expected: dict[str, dict[str, Any]], read: Any) -> list[str]:
+    """``read(person) -> summary`` compared with the oracle's profiles on PROFILE_FIELDS."""
+    bad = []
+    for person, exp in sorted(expected.items()):
+        got = read(person)
+        for f in PROFILE_FIELDS:
+            ev, gv = exp.get(f), got.get(f)
+            if ev is None and gv is None:
+                continue
+            if str(ev) != str(gv):
+                bad.append(f"{person}.{f}: expected {ev} got {gv}")
+    return bad

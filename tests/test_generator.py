@@ -1,0 +1,348 @@
+"""The synthetic stream: deterministic, faults at their exact counts, labels that an independent
+reading of the bytes (the oracle) agrees with, duplicates behind their originals.
+
+Pure: no Kafka. The streams are small (tens of thousands of records) so the module runs in seconds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter, defaultdict
+
+import pytest
+
+from config.settings import JobSettings
+from operators.pii import normalise_email, normalise_phone
+from zhongtai.generator import DLQ_REASONS, FAULT_CLASSES, GeneratorConfig, Oracle, generate
+from zhongtai.generator.faults import BAD_UTF8
+from zhongtai.generator.model import fault_rates
+from zhongtai.generator.oracle import decode
+from zhongtai.generator.population import email_spellings, phone_spellings
+
+JOB = JobSettings()
+N = 30_000
+#: Many faults of every class, every DLQ record also breaking a later check where one exists.
+STRESS = GeneratorConfig(
+    seed=7, persons=300, events=20_000, faults=fault_rates(0.3), edge_rate=0.05, compound_share=1.0
+)
+
+
+@pytest.fixture(scope="module")
+def stream() -> list:
+    return list(generate(GeneratorConfig(events=N)))
+
+
+@pytest.fixture(scope="module")
+def stress() -> list:
+    return list(generate(STRESS))
+
+
+def _dup_classes(records: list) -> Counter:
+    """Classify each ``dup`` record as exact (same bytes as the first record of its event_id) or not."""
+    first: dict[str, bytes] = {}
+    out: Counter = Counter()
+    pseudo = lambda t, v: v
+    for r in records:
+        e = decode(r.value, r.timestamp_ms, JOB, pseudo)
+        if isinstance(e, str):
+            continue
+        if e.event_id not in first:
+            first[e.event_id] = r.value
+        elif r.kind == "dup":
+            out["dup_exact" if first[e.event_id] == r.value else "dup_conflict"] += 1
+    return out
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+
+def test_same_seed_same_bytes(stream):
+    again = list(generate(GeneratorConfig(events=N)))
+    assert again == stream
+
+
+def test_other_seed_other_bytes(stream):
+    other = list(generate(GeneratorConfig(seed=43, events=N)))
+    assert len(other) == len(stream)
+    assert sum(a.value == b.value for a, b in zip(other, stream, strict=True)) == 0
+
+
+# --- counts and labels -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["stream", "stress"])
+def test_every_fault_class_at_its_exact_count(name, request):
+    records = request.getfixturevalue(name)
+    cfg = GeneratorConfig(events=N) if name == "stream" else STRESS
+    want = cfg.fault_counts()
+    assert len(records) == cfg.events
+    got = Counter(r.kind for r in records)
+    for reason in DLQ_REASONS:
+        assert got[reason] == want[reason] > 0, reason
+    assert _dup_classes(records) == Counter(
+        {"dup_exact": want["dup_exact"], "dup_conflict": want["dup_conflict"]}
+    )
+    assert got["ok"] == cfg.events - sum(want.values())
+
+
+def test_default_rates_add_up_to_two_percent_bad():
+    cfg = GeneratorConfig(events=100_000)
+    assert sum(cfg.fault_counts().values()) == 2_000
+    assert set(cfg.faults) == set(FAULT_CLASSES)
+    assert GeneratorConfig(faults={"late": 0.01}).fault_counts()["oversized"] == 0
+    with pytest.raises(ValueError, match="unknown fault"):
+        GeneratorConfig(faults={"lateish": 0.01})
+
+
+@pytest.mark.parametrize("name", ["stream", "stress"])
+def test_oracle_reads_every_record_as_labelled(name, request):
+    records = request.getfixturevalue(name)
+    oracle = Oracle(JOB)
+    wrong = [
+        (r.kind, k, r.value[:200]) for r in records if (k := oracle.feed(r.value, r.timestamp_ms)) != r.kind
+    ]
+    assert wrong == []
+
+
+def test_a_wrong_label_would_be_caught(stream):
+    """Negative control: the comparison above notices a single mislabelled record."""
+    i = next(i for i, r in enumerate(stream) if r.kind == "late")
+    tampered = stream[:i] + [stream[i]._replace(kind="ok")] + stream[i + 1 :]
+    oracle = Oracle(JOB)
+    assert sum(oracle.feed(r.value, r.timestamp_ms) != r.kind for r in tampered) == 1
+
+
+def _also_fails(r) -> set[str]:
+    """Later checks a DLQ record fails besides its own, judged leniently from the bytes."""
+    import json
+
+    out = set()
+    try:
+        text = r.value.decode("utf-8")
+    except UnicodeDecodeError:
+        out.add("not_utf8")
+        text = r.value.decode("utf-8", "replace")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return out | {"malformed_json"}
+    if isinstance(obj, dict) and type(obj.get("ts")) is int:
+        if obj["ts"] > r.timestamp_ms + JOB.max_future_skew_ms:
+            out.add("future_ts")
+        if r.timestamp_ms - obj["ts"] > JOB.allowed_lateness_ms:
+            out.add("late")
+    return out - {r.kind}
+
+
+def test_stress_has_records_that_fail_several_checks(stress):
+    """So the label agreement above also proves the check order (first failing check wins)."""
+    also = Counter((r.kind, extra) for r in stress if r.kind in DLQ_REASONS for extra in _also_fails(r))
+    assert also[("oversized", "not_utf8")] > 0 and also[("oversized", "malformed_json")] > 0
+    assert also[("not_utf8", "malformed_json")] > 0
+    assert also[("missing_field:event_id", "late")] > 0
+    assert also[("wrong_type:props.qty", "future_ts")] > 0
+
+
+# --- placement ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["stream", "stress"])
+def test_duplicates_follow_their_original_in_the_same_partition(name, request):
+    records = request.getfixturevalue(name)
+    where: dict[str, tuple[str, int, bytes, int]] = {}
+    pseudo = lambda t, v: v
+    dups = 0
+    for pos, r in enumerate(records):
+        e = decode(r.value, r.timestamp_ms, JOB, pseudo)
+        if isinstance(e, str):
+            continue
+        if e.event_id in where:
+            assert r.kind == "dup"
+            topic, partition, key, first_pos = where[e.event_id]
+            assert (r.topic, r.partition, r.key) == (topic, partition, key)
+            assert pos > first_pos
+            dups += 1
+        else:
+            assert r.kind == "ok"
+            where[e.event_id] = (r.topic, r.partition, r.key, pos)
+    assert dups == sum(r.kind == "dup" for r in records) > 0
+
+
+def test_partition_topic_and_key(stream):
+    cfg = GeneratorConfig(events=N)
+    for r in stream:
+        assert r.partition == zlib.crc32(r.key) % cfg.partitions
+        assert r.topic in cfg.topics()
+    assert {r.topic for r in stream} == {"zt.events.web", "zt.events.app", "zt.events.offline"}
+    assert {cfg.topic_for(s) for s in ("store", "crm", "cs")} == {"zt.events.offline"}
+    assert Counter(r.partition for r in stream).keys() == {0, 1}
+
+
+def test_record_timestamps_nearly_in_order_per_partition(stream):
+    """Within a partition a record timestamp is never more than 1.5 s below an earlier one."""
+    high: dict[tuple[str, int], int] = defaultdict(int)
+    worst = 0
+    for r in stream:
+        k = (r.topic, r.partition)
+        worst = max(worst, high[k] - r.timestamp_ms)
+        high[k] = max(high[k], r.timestamp_ms)
+    assert 0 < worst < 1_500
+
+
+def test_valid_events_cluster_in_sessions_and_span(stream):
+    cfg = GeneratorConfig(events=N)
+    pseudo = lambda t, v: v
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    delays = []
+    for r in stream:
+        if r.kind != "ok":
+            continue
+        e = decode(r.value, r.timestamp_ms, JOB, pseudo)
+        assert cfg.start_ms <= e.ts < cfg.start_ms + cfg.span_ms + JOB.max_future_skew_ms
+        by_key[r.key].append(e.ts)
+        delays.append(r.timestamp_ms - e.ts)
+    gaps = [b - a for ts in by_key.values() for a, b in zip(sorted(ts), sorted(ts)[1:])]
+    assert sum(g <= 150_000 for g in gaps) / len(gaps) > 0.6  # a person's events come in bursts
+    assert sum(0 <= d <= 3_000 for d in delays) / len(delays) > 0.97
+    assert max(delays) == JOB.allowed_lateness_ms  # the boundary case "delay_equals_lateness"
+
+
+def test_event_mix_and_purchase_fields(stream):
+    pseudo = lambda t, v: v
+    import json
+
+    types: Counter = Counter()
+    for r in stream:
+        if r.kind != "ok":
+            continue
+        d = json.loads(r.value)
+        types[d["event_type"]] += 1
+        if d["event_type"] == "purchase":
+            p = d["props"]
+            assert p["order_id"].startswith("SO")
+            assert str(p.get("qty", 1)) in ("1", "2", "3")
+        assert not isinstance(decode(r.value, r.timestamp_ms, JOB, pseudo), str)
+    assert (
+        types["page_view"]
+        > types["exposure"]
+        > types["add_to_cart"]
+        > types["purchase"]
+        > types["register"]
+        > 0
+    )
+    assert types["login"] > 0 and types["coupon_redeem"] > 0
+
+
+def test_ids_mix_exercises_every_identifier_type(stream):
+    import json
+
+    seen: Counter = Counter()
+    iso = 0
+    for r in stream:
+        if r.kind == "ok":
+            d = json.loads(r.value)
+            seen.update(k for k, v in d["ids"].items() if v)
+            iso += isinstance(d["ts"], str)
+    assert set(seen) >= {"user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id"}
+    assert 0.05 < iso / len(stream) < 0.2
+
+
+# --- raw PII spellings and bad bytes -----------------------------------------------------------------
+
+
+def test_phone_and_email_spellings_normalise_to_one_value():
+    assert {normalise_phone(s) for s in phone_spellings("13800138000")} == {"+8613800138000"}
+    assert len(set(phone_spellings("13800138000"))) == 8
+    assert {normalise_email(s) for s in email_spellings("wang.lei7@example.com")} == {"wang.lei7@example.com"}
+    assert len(set(email_spellings("wang.lei7@example.com"))) == 5
+
+
+@pytest.mark.parametrize("bad", BAD_UTF8)
+def test_bad_utf8_sequences_are_invalid_between_ascii(bad):
+    with pytest.raises(UnicodeDecodeError):
+        (b'{"t": "a' + bad + b'b"}').decode("utf-8")
+
+
+def test_limits_are_taken_from_the_job_settings():
+    job = JobSettings(max_event_bytes=4_096, allowed_lateness_ms=2 * 3_600_000, max_future_skew_ms=0)
+    cfg = GeneratorConfig(seed=3, persons=50, events=5_000, faults=fault_rates(0.2))
+    records = list(generate(cfg, job))
+    oracle = Oracle(job)
+    assert all(oracle.feed(r.value, r.timestamp_ms) == r.kind for r in records)
+    assert max(len(r.value) for r in records if r.kind == "ok") == 4_096
+    # Negative control: the same stream judged with the default limits disagrees somewhere.
+    default = Oracle(JOB)
+    assert any(default.feed(r.value, r.timestamp_ms) != r.kind for r in records)
+
+
+# --- producing (needs the local Kafka; skipped when it is not reachable) ------------------------------
+
+
+def _kafka_or_skip(settings) -> None:
+    import socket
+
+    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        pytest.skip(f"no Kafka at {settings.kafka.bootstrap} (`zhongtai stack up`)")
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("mode", ["after", "parallel"])
+def test_produce_writes_each_partition_in_stream_order(tmp_path, mode):
+    import json
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from config import load_settings
+    from zhongtai.generator.produce import produce
+
+    settings = load_settings(overrides={"stack": {"run_dir": str(tmp_path)}})
+    _kafka_or_skip(settings)
+    cfg = GeneratorConfig(
+        seed=11,
+        persons=100,
+        events=3_000,
+        faults=fault_rates(0.1),
+        # Outside zt.events.* so a job reading the default topic pattern never sees test data.
+        topic_prefix=f"zt.test.gen.{uuid.uuid4().hex[:8]}.",
+    )
+    report = produce(settings, cfg, progress=False, expected=mode)
+    assert report.records == 3_000 and report.kinds == dict(
+        sorted(Counter(r.kind for r in generate(cfg)).items())
+    )
+
+    want: dict[tuple[str, int], list] = defaultdict(list)
+    for r in generate(cfg, settings.job):
+        want[(r.topic, r.partition)].append((r.key, r.value, r.timestamp_ms))
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": "t-" + uuid.uuid4().hex,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        for (topic, partition), expected_records in want.items():
+            consumer.assign([TopicPartition(topic, partition, 0)])
+            got = []
+            while len(got) < len(expected_records):
+                msgs = consumer.consume(len(expected_records) - len(got), timeout=10)
+                assert msgs, f"{topic}[{partition}]: only {len(got)} of {len(expected_records)} records"
+                for m in msgs:
+                    assert m.error() is None, m.error()
+                    got.append((m.key(), m.value(), m.timestamp()[1]))
+            assert got == expected_records, f"{topic}[{partition}] differs"
+    finally:
+        consumer.close()
+        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+        for fut in admin.delete_topics(cfg.topics(), operation_timeout=30).values():
+            fut.result()
+
+    expected_file = json.loads(report.expected_path.read_text())
+    assert expected_file["meta"]["digest"] == report.digest
+    assert expected_file["stats"]["received"] == 3_000
+    assert expected_file["stats"]["dlq"] == sum(n for k, n in report.kinds.items() if k in DLQ_REASONS)

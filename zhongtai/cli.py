@@ -1,0 +1,171 @@
+"""The ``zhongtai`` command line. Every verb has ``--help``; nothing happens at import time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from config import ConfigError, load_settings
+from config.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict = {}
+    if getattr(args, "parallelism", None):
+        overrides.setdefault("flink", {})["parallelism"] = args.parallelism
+    return load_settings(args.config, overrides=overrides)
+
+
+# ---- stack ------------------------------------------------------------------------------------
+def cmd_stack(args: argparse.Namespace) -> int:
+    from zhongtai import stack
+
+    s = _settings(args)
+    if args.action == "up":
+        services = tuple(args.services) if args.services else ("redis", "kafka", "hbase")
+        stack.up(s, services=services, flink_cluster=args.flink_cluster)
+    elif args.action == "down":
+        stack.down(s, services=tuple(args.services) if args.services else None)
+    else:
+        rows = stack.status(s)
+        for r in rows:
+            ports = ",".join(str(p) for p in r.get("ports") or [])
+            print(f"{r['name']:<18} {r['state']:<8} pid={r.get('pid') or '-':<8} ports={ports:<16} log={r.get('log')}")
+    return 0
+
+
+# ---- produce ----------------------------------------------------------------------------------
+def cmd_produce(args: argparse.Namespace) -> int:
+    from zhongtai.generator import GeneratorConfig, fault_rates
+    from zhongtai.generator.produce import produce
+
+    s = _settings(args)
+    cfg = GeneratorConfig(
+        seed=args.seed, persons=args.persons, events=args.events, partitions=s.kafka.partitions,
+        topic_prefix=args.topic_prefix, faults=fault_rates(total=args.bad_rate),
+    )
+    report = produce(s, cfg, name=args.name, progress=not args.quiet)
+    print(json.dumps(report.summary() if hasattr(report, "summary") else str(report), indent=2, default=str))
+    return 0
+
+
+# ---- run / submit -----------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from zhongtai.runner import RunOptions, run_events_job
+
+    s = _settings(args)
+    opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase)
+    t0 = time.monotonic()
+    run_events_job(s, opts, wait=True)
+    print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from zhongtai.submit import submit
+
+    s = _settings(args)
+    job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait)
+    print(job_id)
+    return 0
+
+
+# ---- demo / profile / bench -------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from zhongtai.demo import run_demo
+
+    return run_demo(_settings(args), events=args.events, persons=args.persons)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from zhongtai.profiles import get_profile
+
+    s = _settings(args)
+    out = get_profile(s, args.identifier, as_of=args.as_of)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0 if out else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.run import main as bench_main
+
+    return bench_main(_settings(args), events=args.events, out=args.out, only=args.only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zhongtai", description="zhongtai: real-time marketing platform on Flink.")
+    p.add_argument("--config", help="YAML file merged over config/defaults.yaml (env ZT__SECTION__KEY overrides)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    st = sub.add_parser("stack", help="start/stop/show the local stack (Kafka, HBase+Thrift, Redis, Flink)")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("services", nargs="*", help="redis kafka hbase flink (default: redis kafka hbase)")
+    st.add_argument("--flink-cluster", action="store_true", help="also start a standalone Flink cluster")
+    st.set_defaults(func=cmd_stack)
+
+    pr = sub.add_parser("produce", help="write a seeded synthetic clickstream (+ ground truth) to Kafka")
+    pr.add_argument("--events", type=int, default=100_000)
+    pr.add_argument("--persons", type=int, default=2_000)
+    pr.add_argument("--seed", type=int, default=42)
+    pr.add_argument("--bad-rate", type=float, default=0.02, help="share of injected bad events (all DLQ reasons)")
+    pr.add_argument("--topic-prefix", default="zt.events.")
+    pr.add_argument("--name", default=None, help="name of the expected-results file under .zt/expected/")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_produce)
+
+    ru = sub.add_parser("run", help="run the event job on the embedded Flink mini-cluster")
+    ru.add_argument("--drain", action="store_true", help="stop once the topics are read to their current end")
+    ru.add_argument("--group", default=None, help="Kafka consumer group (default from config)")
+    ru.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
+    ru.add_argument("--no-hbase", action="store_true", help="write Redis only")
+    ru.add_argument("-p", "--parallelism", type=int, default=None)
+    ru.set_defaults(func=cmd_run)
+
+    su = sub.add_parser("submit", help="submit the event job to a Flink cluster (flink.rest_url)")
+    su.add_argument("--drain", action="store_true")
+    su.add_argument("--group", default=None)
+    su.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    su.add_argument("-p", "--parallelism", type=int, default=None)
+    su.set_defaults(func=cmd_submit)
+
+    de = sub.add_parser("demo", help="stack + sample stream + job + summary read back from Redis")
+    de.add_argument("--events", type=int, default=50_000)
+    de.add_argument("--persons", type=int, default=1_000)
+    de.set_defaults(func=cmd_demo)
+
+    pf = sub.add_parser("profile", help="look up a person's live profile")
+    pf_sub = pf.add_subparsers(dest="action", required=True)
+    pg = pf_sub.add_parser("get", help="profile of an identifier, e.g. user_id:u42 or phone:+8613800000000")
+    pg.add_argument("identifier")
+    pg.add_argument("--as-of", type=int, default=None, help="evaluate windows at this epoch ms (default last_seen)")
+    pg.set_defaults(func=cmd_profile)
+
+    be = sub.add_parser("bench", help="throughput benchmark: job vs naive/tuned consumers, SQL-only, raw consume")
+    be.add_argument("--events", type=int, default=1_000_000)
+    be.add_argument("--out", default="bench/results/latest.json")
+    be.add_argument("--only", nargs="*", default=None, help="subset: job naive tuned sql raw")
+    be.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"zhongtai: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

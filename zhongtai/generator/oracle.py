@@ -1,0 +1,446 @@
+"""Ground truth: an independent reference implementation of docs/semantics.md.
+
+It reads records' bytes and Kafka timestamps only (never the generator's ``kind``), parses them with
+the standard library, and computes what the job must write: the pipeline totals, the live minute
+counters and the person profiles, keyed exactly like the Redis key suffixes.
+
+Order: feed the records of each (topic, partition) in offset order. Everything here is independent of
+the interleaving of partitions, except "first read wins" for an event_id seen in two partitions (the
+generator keeps duplicates in the partition of their original). Dedup assumes every record is read
+within ``job.dedup_ttl_ms`` of the first (processing time is not modelled).
+
+Readings of the contract where docs/semantics.md leaves room (tests/test_oracle.py pins each):
+  * "JSON": RFC 8259 as Python's ``json`` reads it, minus ``NaN``/``Infinity``; duplicate keys: the
+    last wins; a leading BOM is malformed.
+  * String-typed fields (event_id, event_type, identifier values, source, props.campaign_id,
+    props.channel) take a JSON number or boolean as its text (``12`` → ``"12"``, ``true`` → ``"true"``);
+    an object or array is never a value. "Empty" means the empty string. Lengths count code points.
+  * ``event_type`` an object or array → ``wrong_type:event_type`` (present, not null, not empty).
+  * ``ts``: a JSON integer literal of at most 15 digits or a string of such digits (not ``1.0``, not ``1e3``), or exactly
+    ``YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)`` with three fraction digits if any, a real calendar date,
+    hours 00–23, offsets up to ±23:59.
+  * "Numbers given as JSON strings" apply to ``props.price`` and ``props.qty`` only. A number
+    string is ``[+-]?(digits[.digits]|.digits)([eE][+-]?digits)?`` (no blanks, no NaN); an integer
+    is a JSON integer literal or a string of ``[+-]?digits``; ``2.0`` is not an integer.
+  * ``props`` that is not an object counts as empty; ``props.price``/``props.qty`` null count as absent.
+  * A purchase without a price has amount 0.00.
+  * A person's ``first_seen``/``last_seen``/``last_purchase`` are the min/max event times, not the
+    first/last read.
+  * Bucket fields (the doc names them only ``b:*``): ``b:views:m:<YYYYMMDDHHMM>``,
+    ``b:views:h:<YYYYMMDDHH>``, ``b:carts:h:<YYYYMMDDHH>``, ``b:purchases:d:<YYYYMMDD>``,
+    ``b:gmv:d:<YYYYMMDD>``; only non-zero buckets inside the longest window of their series as of
+    ``last_seen`` (60 minutes, 168 hours, 90 days) are kept.
+  * Output always carries every counter and profile field (zeros included) except ``last_purchase``
+    for a person without purchases; ``stats`` has ``dlq:<reason>`` only for reasons that occurred.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from config.settings import JobSettings, PiiSettings
+from operators.pii import pseudonymise
+
+__all__ = ["Oracle", "ValidEvent", "decode", "expected"]
+
+#: Identifier types, strongest first (the person key takes the first present).
+ID_PRIORITY = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
+NONE = "(none)"
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)
+_ISO = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{3}))?"
+    r"(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))",
+    re.ASCII,
+)
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_TEXT = re.compile(r"-?[0-9]{1,15}", re.ASCII)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_JSON = json.JSONDecoder(parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _text(v: Any) -> str | None:
+    """A string-typed field's value: strings as they are, numbers/booleans as their JSON text."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | Decimal):
+        return str(v)
+    return None
+
+
+def parse_ts(v: Any) -> int | None:
+    """Epoch ms of a ``ts`` value, or None when it is neither an integer nor the ISO-8601 form."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if len(str(abs(v))) <= 15 else None  # the job reads at most 15 digits
+    if not isinstance(v, str):
+        return None
+    if _EPOCH_TEXT.fullmatch(v):  # a JSON string of digits is read as epoch ms too
+        return int(v)
+    m = _ISO.fullmatch(v)
+    if m is None:
+        return None
+    y, mo, d, h, mi, s, frac, z, sign, oh, om = m.groups()
+    if z is None:
+        if int(oh) > 23 or int(om) > 59:
+            return None
+        off = timedelta(hours=int(oh), minutes=int(om)) * (1 if sign == "+" else -1)
+    else:
+        off = timedelta(0)
+    try:
+        dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone(off))
+    except ValueError:
+        return None
+    return (dt - _EPOCH) // timedelta(milliseconds=1) + (int(frac) if frac else 0)
+
+
+def _number(v: Any) -> Decimal | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | Decimal):
+        return Decimal(v)
+    if isinstance(v, str) and _NUMBER.fullmatch(v):
+        return Decimal(v)
+    return None
+
+
+def _integer(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and _INTEGER.fullmatch(v):
+        return int(v)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    event_id: str
+    event_type: str
+    ts: int
+    person: str
+    campaign: str
+    channel: str
+    #: ``price`` (rounded half-up to cents) × ``qty`` for purchases; 0.00 for other events.
+    amount: Decimal
+
+
+class _Pseudonyms:
+    """``pseudonymise`` with a cache: the same raw spellings recur on every event of a person."""
+
+    def __init__(self, pii: PiiSettings) -> None:
+        self._secret = pii.hmac_secret.get_secret_value()
+        self._cc = pii.default_country_code
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, id_type: str, raw: str) -> str:
+        key = (id_type, raw)
+        out = self._cache.get(key)
+        if out is None:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            out = self._cache[key] = pseudonymise(id_type, raw, self._secret, self._cc)
+        return out
+
+
+def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> ValidEvent | str:
+    """The validated event, or the DLQ reason of the first failing check (docs/semantics.md table)."""
+    if len(value) > job.max_event_bytes:
+        return "oversized"
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not_utf8"
+    try:
+        obj = _JSON.decode(text)
+    except (ValueError, RecursionError):
+        return "malformed_json"
+    if not isinstance(obj, dict):
+        return "malformed_json"
+
+    raw_id = obj.get("event_id")
+    if raw_id is None or raw_id == "":
+        return "missing_field:event_id"
+    event_id = raw_id if type(raw_id) is str else _text(raw_id)
+    if event_id is None or len(event_id) > 128:
+        return "wrong_type:event_id"
+
+    raw_type = obj.get("event_type")
+    if raw_type is None or raw_type == "":
+        return "missing_field:event_type"
+    event_type = raw_type if type(raw_type) is str else _text(raw_type)
+    if event_type is None or not _EVENT_TYPE.fullmatch(event_type):
+        return "wrong_type:event_type"
+
+    raw_ts = obj.get("ts")
+    if raw_ts is None:
+        return "missing_field:ts"
+    ts = parse_ts(raw_ts)
+    if ts is None:
+        return "wrong_type:ts"
+
+    ids = obj.get("ids")
+    if ids is None:
+        return "missing_field:ids"
+    if not isinstance(ids, dict):
+        return "wrong_type:ids"
+    person = None
+    for id_type in ID_PRIORITY:
+        v = ids.get(id_type)
+        if v is None:
+            continue
+        if type(v) is not str:
+            v = _text(v)
+        if v:
+            person = f"{id_type}:{pseudonyms(id_type, v) if id_type in ('phone', 'email') else v}"
+            break
+    if person is None:
+        return "no_identifier"
+
+    props = obj.get("props")
+    if not isinstance(props, dict):
+        props = {}
+    price = qty = None
+    if props.get("price") is not None:
+        price = _number(props["price"])
+        if price is None:
+            return "wrong_type:props.price"
+    if props.get("qty") is not None:
+        qty = _integer(props["qty"])
+        if qty is None:
+            return "wrong_type:props.qty"
+
+    if ts > record_ts + job.max_future_skew_ms:
+        return "future_ts"
+    if record_ts - ts > job.allowed_lateness_ms:
+        return "late"
+
+    amount = ZERO
+    if event_type == "purchase":
+        unit = price.quantize(CENT, rounding=ROUND_HALF_UP) if price is not None else ZERO
+        amount = (unit * (1 if qty is None else qty)).quantize(CENT)
+    campaign = _text(props.get("campaign_id")) or NONE
+    channel = _text(props.get("channel")) or _text(obj.get("source")) or NONE
+    return ValidEvent(event_id, event_type, ts, person, campaign, channel, amount)
+
+
+@dataclass(slots=True)
+class _Counter:
+    views: int = 0
+    carts: int = 0
+    purchases: int = 0
+    revenue: Decimal = ZERO
+    events: int = 0
+    persons: set[str] = field(default_factory=set)
+
+    def add(self, e: ValidEvent) -> None:
+        self.events += 1
+        self.persons.add(e.person)
+        if e.event_type == "page_view":
+            self.views += 1
+        elif e.event_type == "add_to_cart":
+            self.carts += 1
+        elif e.event_type == "purchase":
+            self.purchases += 1
+            self.revenue += e.amount
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "views": self.views,
+            "carts": self.carts,
+            "purchases": self.purchases,
+            "revenue": _money(self.revenue),
+            "persons": len(self.persons),
+            "events": self.events,
+        }
+
+
+@dataclass(slots=True)
+class _Profile:
+    first_seen: int
+    last_seen: int
+    last_purchase: int | None = None
+    events: int = 0
+    views: int = 0
+    carts: int = 0
+    purchases: int = 0
+    gmv: Decimal = ZERO
+    views_m: dict[int, int] = field(default_factory=dict)
+    views_h: dict[int, int] = field(default_factory=dict)
+    carts_h: dict[int, int] = field(default_factory=dict)
+    purchases_d: dict[int, int] = field(default_factory=dict)
+    gmv_d: dict[int, Decimal] = field(default_factory=dict)
+
+    def add(self, e: ValidEvent) -> None:
+        ts = e.ts
+        self.first_seen = min(self.first_seen, ts)
+        self.last_seen = max(self.last_seen, ts)
+        self.events += 1
+        if e.event_type == "page_view":
+            self.views += 1
+            m, h = ts // MINUTE, ts // HOUR
+            self.views_m[m] = self.views_m.get(m, 0) + 1
+            self.views_h[h] = self.views_h.get(h, 0) + 1
+            if len(self.views_m) > 240:  # bound memory: older minutes can never be in the window again
+                floor = self.last_seen // MINUTE - 59
+                self.views_m = {k: v for k, v in self.views_m.items() if k >= floor}
+        elif e.event_type == "add_to_cart":
+            self.carts += 1
+            h = ts // HOUR
+            self.carts_h[h] = self.carts_h.get(h, 0) + 1
+        elif e.event_type == "purchase":
+            self.purchases += 1
+            self.gmv += e.amount
+            self.last_purchase = ts if self.last_purchase is None else max(self.last_purchase, ts)
+            d = ts // DAY
+            self.purchases_d[d] = self.purchases_d.get(d, 0) + 1
+            self.gmv_d[d] = self.gmv_d.get(d, ZERO) + e.amount
+
+    def as_dict(self) -> dict[str, Any]:
+        m, h, d = self.last_seen // MINUTE, self.last_seen // HOUR, self.last_seen // DAY
+
+        def window(buckets: dict[int, Any], end: int, n: int, zero: Any = 0) -> Any:
+            return sum((v for k, v in buckets.items() if end - n < k <= end), zero)
+
+        out: dict[str, Any] = {"first_seen": self.first_seen, "last_seen": self.last_seen}
+        if self.last_purchase is not None:
+            out["last_purchase"] = self.last_purchase
+        out.update(
+            events=self.events,
+            views=self.views,
+            carts=self.carts,
+            purchases=self.purchases,
+            gmv=_money(self.gmv),
+            views_1h=window(self.views_m, m, 60),
+            views_24h=window(self.views_h, h, 24),
+            views_7d=window(self.views_h, h, 168),
+            carts_7d=window(self.carts_h, h, 168),
+            purchases_30d=window(self.purchases_d, d, 30),
+            gmv_30d=_money(window(self.gmv_d, d, 30, ZERO)),
+            purchases_90d=window(self.purchases_d, d, 90),
+            gmv_90d=_money(window(self.gmv_d, d, 90, ZERO)),
+        )
+        for series, buckets, unit, end, n, label in (
+            ("views", self.views_m, "m", m, 60, minute_label),
+            ("views", self.views_h, "h", h, 168, hour_label),
+            ("carts", self.carts_h, "h", h, 168, hour_label),
+            ("purchases", self.purchases_d, "d", d, 90, day_label),
+            ("gmv", self.gmv_d, "d", d, 90, day_label),
+        ):
+            for k in sorted(buckets):
+                if end - n < k <= end and buckets[k]:
+                    v = buckets[k]
+                    out[f"b:{series}:{unit}:{label(k)}"] = _money(v) if isinstance(v, Decimal) else v
+        return out
+
+
+def _money(v: Decimal) -> str:
+    return str(v.quantize(CENT))
+
+
+def minute_label(minute: int) -> str:
+    return (_EPOCH + timedelta(minutes=minute)).strftime("%Y%m%d%H%M")
+
+
+def hour_label(hour: int) -> str:
+    return (_EPOCH + timedelta(hours=hour)).strftime("%Y%m%d%H")
+
+
+def day_label(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).strftime("%Y%m%d")
+
+
+class Oracle:
+    """Feed records one by one (:meth:`feed`), then read :meth:`result`.
+
+    Holds the set of event_ids seen, one counter per (campaign, channel, minute) and per minute, and one
+    profile per person (bounded bucket maps).
+    """
+
+    def __init__(self, job: JobSettings | None = None, pii: PiiSettings | None = None) -> None:
+        self.job = job or JobSettings()
+        self._pseudonyms = _Pseudonyms(pii or PiiSettings())
+        self._seen: set[str] = set()
+        self.received = 0
+        self.valid = 0
+        self.dlq: dict[str, int] = {}
+        self._counters: dict[tuple[str, int], _Counter] = {}
+        self._profiles: dict[str, _Profile] = {}
+
+    def feed(self, value: bytes, timestamp_ms: int) -> str:
+        """Account for one record; returns its kind: ``"ok"``, ``"dup"`` or the DLQ reason."""
+        self.received += 1
+        e = decode(value, timestamp_ms, self.job, self._pseudonyms)
+        if isinstance(e, str):
+            self.dlq[e] = self.dlq.get(e, 0) + 1
+            return e
+        self.valid += 1
+        if e.event_id in self._seen:
+            return "dup"
+        self._seen.add(e.event_id)
+        minute = e.ts // MINUTE
+        for scope in (f"{e.campaign}|{e.channel}", "all"):
+            c = self._counters.get((scope, minute))
+            if c is None:
+                c = self._counters[(scope, minute)] = _Counter()
+            c.add(e)
+        p = self._profiles.get(e.person)
+        if p is None:
+            p = self._profiles[e.person] = _Profile(first_seen=e.ts, last_seen=e.ts)
+        p.add(e)
+        return "ok"
+
+    def stats(self) -> dict[str, int]:
+        unique = len(self._seen)
+        out = {
+            "received": self.received,
+            "valid": self.valid,
+            "unique": unique,
+            "duplicates": self.valid - unique,
+            "dlq": sum(self.dlq.values()),
+        }
+        out.update({f"dlq:{r}": n for r, n in sorted(self.dlq.items())})
+        return out
+
+    def result(self) -> dict[str, Any]:
+        """``{"stats": {...}, "counters": {"<campaign>|<channel>:<YYYYMMDDHHMM>" | "all:<...>": {...}},
+        "profiles": {"<person>": {...}}}`` — keys are the Redis key suffixes, values its hash fields."""
+        labels: dict[int, str] = {}
+        counters = {}
+        for (scope, minute), c in sorted(self._counters.items()):
+            label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
+            counters[f"{scope}:{label}"] = c.as_dict()
+        profiles = {p: prof.as_dict() for p, prof in sorted(self._profiles.items())}
+        return {"stats": self.stats(), "counters": counters, "profiles": profiles}
+
+
+def expected(
+    records: Iterable[Any],
+    job: JobSettings | None = None,
+    pii: PiiSettings | None = None,
+) -> dict[str, Any]:
+    """The oracle's result for ``records`` (anything with ``.value`` and ``.timestamp_ms``)."""
+    o = Oracle(job, pii)
+    for r in records:
+        o.feed(r.value, r.timestamp_ms)
+    return o.result()

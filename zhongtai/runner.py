@@ -1,0 +1,147 @@
+"""Build and run the event job: on the embedded mini-cluster (default) or a Flink cluster.
+
+``run_events_job(settings, ...)`` wires the real connectors into ``pipelines.events.build``:
+the Kafka raw source, the transactional Kafka DLQ sink and the Redis/HBase store writer. It is
+what ``zhongtai run``, ``zhongtai demo``, the bench and the integration tests call, and what
+``zhongtai submit`` ships to a cluster (``zhongtai/job_main.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from config.settings import Settings, settings_to_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyflink.table import TableEnvironment, TableResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one run of the event job is wired (names default to the configured ones)."""
+
+    bounded: bool = False  # stop at the offsets that were latest at start (drain)
+    group: str | None = None
+    topic_pattern: str | None = None
+    dlq_topic: str | None = None
+    redis_prefix: str | None = None
+    hbase_prefix: str | None = None
+    hbase: bool = True
+    resume: bool = True  # restore from the newest retained checkpoint when one is there
+    job_name: str = "zhongtai-events"
+    transactional_id_prefix: str | None = None
+    naive_control: bool = False  # also run pipelines.naive_sink (blind HINCRBY; fault-tolerance control)
+    naive_prefix: str | None = None  # Redis prefix of the naive sink (default "<redis prefix>:naive")
+
+
+def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
+    """Newest complete retained checkpoint (``chk-N`` with ``_metadata``) under the job's folder."""
+    if not checkpoint_url.startswith("file://"):
+        return None
+    root = Path(checkpoint_url[len("file://"):]) / job_name
+    best: tuple[float, Path] | None = None
+    for meta in root.glob("*/chk-*/_metadata"):
+        m = meta.stat().st_mtime
+        if best is None or m > best[0]:
+            best = (m, meta.parent)
+    return best[1].as_uri() if best else None
+
+
+def flink_options(settings: Settings, opts: RunOptions, jars: list[Path]) -> dict[str, str]:
+    f = settings.flink
+    ck_root = settings.checkpoint_url().rstrip("/") + "/" + opts.job_name
+    conf = {
+        "pipeline.name": opts.job_name,
+        "parallelism.default": str(f.parallelism),
+        "execution.checkpointing.interval": f"{f.checkpoint_interval_ms} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": ck_root,
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        "state.backend.type": "hashmap",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "20",
+        "restart-strategy.fixed-delay.delay": "2 s",
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+        "python.fn-execution.arrow.batch.size": "5000",
+        "python.fn-execution.bundle.size": "5000",
+        "python.fn-execution.bundle.time": "500",
+        "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
+        "table.exec.sink.not-null-enforcer": "DROP",
+    }
+    conf.update(f.options)
+    return conf
+
+
+def make_table_env(settings: Settings, opts: RunOptions, jars: list[Path]) -> TableEnvironment:
+    from pyflink.common import Configuration
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    conf = Configuration()
+    for k, v in flink_options(settings, opts, jars).items():
+        conf.set_string(k, v)
+    if opts.resume:
+        ck = latest_checkpoint(settings.checkpoint_url(), opts.job_name)
+        if ck:
+            logger.info("restoring %s from %s", opts.job_name, ck)
+            conf.set_string("execution.state-recovery.path", ck)
+    env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
+    return TableEnvironment.create(env_settings)
+
+
+def register_events_job(t_env: TableEnvironment, settings: Settings, opts: RunOptions):  # noqa: ANN201
+    """Create the real source/sinks and return the job's StatementSet."""
+    from connectors.kafka_tables import dlq_sink_ddl, source_ddl
+    from pipelines.events import Sinks, build
+    from pipelines.store_sink import store_udf
+
+    job = settings.job
+    t_env.execute_sql(source_ddl(
+        "zt_source", settings.kafka, topic_pattern=opts.topic_pattern, group=opts.group, bounded=opts.bounded,
+        watermark_delay_ms=job.watermark_delay_ms, idle_timeout_ms=job.source_idle_timeout_ms,
+    ))
+    t_env.execute_sql(dlq_sink_ddl(
+        "zt_dlq", settings.kafka, topic=opts.dlq_topic,
+        transactional_id_prefix=opts.transactional_id_prefix or f"{opts.job_name}-dlq",
+    ))
+    t_env.execute_sql("CREATE TEMPORARY TABLE zt_store_sink (written BIGINT) WITH ('connector' = 'blackhole')")
+    t_env.create_temporary_function("zt_store", store_udf(
+        settings_to_json(settings), redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix, hbase=opts.hbase,
+    ))
+    stmt_set = build(t_env, settings, "zt_source", Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store"))
+    if opts.naive_control:
+        from pipelines.naive_sink import add_naive_sink
+
+        add_naive_sink(t_env, stmt_set, settings,
+                       prefix=opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")
+    return stmt_set
+
+
+def connector_jars(settings: Settings) -> list[Path]:
+    from zhongtai.stack import kafka_connector_jars
+
+    return kafka_connector_jars(settings)
+
+
+def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -> TableResult:
+    """Run the event job on the mini-cluster (in this process's JVM). Blocks until done if ``wait``."""
+    t0 = time.monotonic()
+    t_env = make_table_env(settings, opts, connector_jars(settings))
+    result = register_events_job(t_env, settings, opts).execute()
+    if wait:
+        result.wait()
+        logger.info("%s finished in %.1f s", opts.job_name, time.monotonic() - t0)
+    return result
+
+
+def explain(settings: Settings, opts: RunOptions) -> str:
+    t_env = make_table_env(settings, opts, connector_jars(settings))
+    return register_events_job(t_env, settings, opts).explain()
