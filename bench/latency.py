@@ -84,7 +84,7 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 2_00
                 raise RuntimeError(f"bench latency: the job exited early; see {work / 'latency.log'}")
             send(int(time.time() * 1000) - 30 * 60_000)
             producer.flush(5)
-            if int(r.hget(f"{prefix}:stats", "received") or 0) > 0:
+            if int(r.hget(f"{prefix}:stats", "valid") or 0) > 0:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"bench latency: the job did not start in 180 s; see {work / 'latency.log'}")

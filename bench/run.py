@@ -52,7 +52,7 @@ class _StatsPoller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            v = self.store.client.hget(self.store.stats_key, "received")
+            v = self.store.stats().get("received")
             now = time.monotonic()
             if v is not None:
                 n = int(v)

@@ -158,10 +158,13 @@ class RedisStore:
         return [k[len(head):] for k in self.client.scan_iter(match=head + "*", count=1000)]
 
     def stats(self) -> dict[str, int]:
-        """Pipeline totals; ``duplicates`` is derived as ``valid - unique``."""
+        """Pipeline totals as written (``valid``, ``unique``, ``dlq:<reason>``) plus the derived
+        ``dlq`` (sum of the reasons), ``received`` (valid + dlq) and ``duplicates`` (valid - unique)."""
         out = {k: int(v) for k, v in self.client.hgetall(self.stats_key).items()}
-        if "valid" in out:
-            out["duplicates"] = out["valid"] - out.get("unique", 0)
+        if out:
+            out["dlq"] = sum(v for k, v in out.items() if k.startswith("dlq:"))
+            out["received"] = out.get("valid", 0) + out["dlq"]
+            out["duplicates"] = out.get("valid", 0) - out.get("unique", 0)
         return out
 
     def delete_prefix(self) -> int:

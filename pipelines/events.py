@@ -103,16 +103,14 @@ SELECT person, mb,
   MAX(CASE WHEN event_type = 'purchase' THEN ts_ms END) AS last_purchase
 FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
 GROUP BY person, mb"""
-    # Pipeline totals: two-phase (local/global) aggregation keeps these cheap.
+    # Pipeline totals: one row per record (its outcome) plus one per unique event; two-phase
+    # (local/global) aggregation keeps this cheap. ``received`` and ``dlq`` are sums the reader
+    # derives (connectors.redis_store.RedisStore.stats).
     totals = """
 CREATE TEMPORARY VIEW zt_totals AS
-SELECT name, SUM(n) AS n FROM (
-  SELECT name, COUNT(*) AS n FROM (
-    SELECT CASE WHEN reason IS NULL THEN 'valid' ELSE CONCAT('dlq:', reason) END AS name FROM zt_decoded
-    UNION ALL SELECT 'received' AS name FROM zt_decoded
-    UNION ALL SELECT 'dlq' AS name FROM zt_decoded WHERE reason IS NOT NULL
-    UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
-  GROUP BY name)
+SELECT name, COUNT(*) AS n FROM (
+  SELECT CASE WHEN reason IS NULL THEN 'valid' ELSE CONCAT('dlq:', reason) END AS name FROM zt_decoded
+  UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
 GROUP BY name"""
     store_rows = """
 CREATE TEMPORARY VIEW zt_store_rows AS
