@@ -13,13 +13,16 @@ def _q(s: str) -> str:
 
 
 def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = None,
-               group: str | None = None, bounded: bool = False, watermark_delay_ms: int = 5000,
+               group: str | None = None, bounded: bool = False, watermark_delay_ms: int | None = None,
                idle_timeout_ms: int = 10_000) -> str:
     """Raw events: the original bytes plus topic/partition/offset/record timestamp.
 
     ``bounded`` stops at the offsets that were latest when the job started (drain mode, used by
-    the demo, the bench and tests). The watermark follows the record timestamp (arrival time):
-    lateness itself is decided per record (docs/semantics.md).
+    the demo, the bench and tests). ``watermark_delay_ms`` set: a watermark follows the record
+    timestamp (arrival time), for pipelines with event-time timers. The event job declares none:
+    with a rowtime attribute the planner switches mini-batches to watermark-driven batches, and on
+    a backlog (event time racing ahead) those are tiny, so the aggregates pre-aggregate nothing.
+    Lateness is decided per record anyway (docs/semantics.md).
     """
     opts = {
         "connector": "kafka",
@@ -36,14 +39,17 @@ def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = N
     if bounded:
         opts["scan.bounded.mode"] = "latest-offset"
     with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
+    watermark = (
+        f",\n  WATERMARK FOR kts AS kts - INTERVAL '{watermark_delay_ms / 1000:.3f}' SECOND"
+        if watermark_delay_ms is not None else ""
+    )
     return f"""
 CREATE TEMPORARY TABLE {name} (
   payload BYTES,
   topic STRING METADATA FROM 'topic' VIRTUAL,
   part INT METADATA FROM 'partition' VIRTUAL,
   off BIGINT METADATA FROM 'offset' VIRTUAL,
-  kts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-  WATERMARK FOR kts AS kts - INTERVAL '{watermark_delay_ms / 1000:.3f}' SECOND
+  kts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL{watermark}
 ) WITH (
   {with_}
 )"""

@@ -106,7 +106,7 @@ def register_events_job(t_env: TableEnvironment, settings: Settings, opts: RunOp
     job = settings.job
     t_env.execute_sql(source_ddl(
         "zt_source", settings.kafka, topic_pattern=opts.topic_pattern, group=opts.group, bounded=opts.bounded,
-        watermark_delay_ms=job.watermark_delay_ms, idle_timeout_ms=job.source_idle_timeout_ms,
+        idle_timeout_ms=job.source_idle_timeout_ms,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_dlq", settings.kafka, topic=opts.dlq_topic,
