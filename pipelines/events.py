@@ -65,9 +65,8 @@ def view_statements(source: str, settings: Settings) -> list[str]:
     # The dedup input is one opaque ROW (behind a materialisation barrier) so that every consumer
     # asks for the same columns: the planner then keeps ONE dedup operator and state for all of them.
     dedup = """
-CREATE TEMPORARY VIEW zt_unique AS
-SELECT x.u.event_type AS event_type, x.u.ts_ms AS ts_ms, x.u.person AS person, x.u.campaign AS campaign,
-       x.u.channel AS channel, x.u.amount AS amount
+CREATE TEMPORARY VIEW zt_first AS
+SELECT x.u AS u
 FROM (
   SELECT u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
   FROM (SELECT event_id,
@@ -77,6 +76,15 @@ FROM (
                PROCTIME() AS pt
         FROM zt_decoded WHERE reason IS NULL)) AS x
 WHERE x.rn = 1"""
+    # Keep-first dedup only ever inserts, but with mini-batch on the planner declares its output an
+    # updating stream, which turns every downstream aggregate into its retracting variant (MIN/MAX
+    # then keep a map of all values). TO_CHANGELOG states the truth: an append-only stream.
+    unique = """
+CREATE TEMPORARY VIEW zt_unique AS
+SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y.u.campaign AS campaign,
+       y.u.channel AS channel, y.u.amount AS amount
+FROM TO_CHANGELOG(input => TABLE zt_first) AS y
+WHERE y.op = 'INSERT'"""
     counters = """
 CREATE TEMPORARY VIEW zt_counters AS
 SELECT
@@ -131,6 +139,7 @@ WHERE op IN ('INSERT', 'UPDATE_AFTER')"""
     return [
         *decode_statements(source, settings.job, settings.pii),
         dedup,
+        unique,
         counters,
         person_minutes,
         totals,
