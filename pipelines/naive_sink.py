@@ -4,7 +4,8 @@ It does what many teams write first: for every deduplicated event (``zt_unique``
 ``HINCRBY`` of views / carts / purchases / events on the event's counter hashes
 (``<prefix>:m:<campaign>|<channel>:<YYYYMMDDHHMM>`` and ``<prefix>:m:all:<YYYYMMDDHHMM>``, the same
 key suffixes and field names as the real store). ``<prefix>:progress`` counts the rows handled
-(replays included) and ``<prefix>:worker`` records which file and interpreter the worker ran. Without failures its counts equal the truth.
+(replays included) and ``<prefix>:worker`` records which file and interpreter the worker ran.
+Without failures its counts equal the truth.
 After a failure Flink restores the last checkpoint and replays every event read since then; the
 increments of those events already reached Redis, so they are applied twice: the counts exceed the
 truth. The real store (``pipelines.store_sink``) writes absolute values from Flink state instead,
@@ -50,14 +51,19 @@ class NaiveIncrementWriter:
 
         cfg = Settings.model_validate_json(self._settings_json).redis
         self._client = redis.Redis(
-            host=cfg.host, port=cfg.port, db=cfg.db,
+            host=cfg.host,
+            port=cfg.port,
+            db=cfg.db,
             password=cfg.password.get_secret_value() if cfg.password else None,
-            decode_responses=True, socket_timeout=30,
+            decode_responses=True,
+            socket_timeout=30,
         )
         # Where this worker's code came from (the tests check that the cluster ran the shipped copy).
         import sys
 
-        self._client.hset(f"{self._prefix}:worker", mapping={"module_file": __file__, "python": sys.executable})
+        self._client.hset(
+            f"{self._prefix}:worker", mapping={"module_file": __file__, "python": sys.executable}
+        )
 
     def __call__(self, event_type: Any, ts_ms: Any, campaign: Any, channel: Any) -> Any:
         import pandas as pd
@@ -69,8 +75,9 @@ class NaiveIncrementWriter:
         n = len(event_type)
         pipe = self._client.pipeline(transaction=False)
         labels: dict[int, str] = {}
-        for et, ts, camp, chan in zip(event_type.tolist(), ts_ms.tolist(), campaign.tolist(), channel.tolist(),
-                                      strict=True):
+        for et, ts, camp, chan in zip(
+            event_type.tolist(), ts_ms.tolist(), campaign.tolist(), channel.tolist(), strict=True
+        ):
             minute = int(ts) // 60_000
             label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
             field = FIELD_OF_TYPE.get(et)
@@ -85,7 +92,7 @@ class NaiveIncrementWriter:
         return pd.Series([n] * n, dtype="int64")
 
 
-def naive_udf(settings_json: str, prefix: str):  # noqa: ANN201 - a PyFlink UserDefinedFunctionWrapper
+def naive_udf(settings_json: str, prefix: str):  # a PyFlink UserDefinedFunctionWrapper
     from pyflink.table import DataTypes
     from pyflink.table.udf import udf
 
@@ -99,11 +106,15 @@ def naive_udf(settings_json: str, prefix: str):  # noqa: ANN201 - a PyFlink User
     )
 
 
-def add_naive_sink(t_env: TableEnvironment, stmt_set: StatementSet, settings: Settings, *, prefix: str) -> None:
-    """Register the naive UDF and a blackhole table; add ``INSERT … SELECT zt_naive(…) FROM zt_unique``."""
+def add_naive_sink(
+    t_env: TableEnvironment, stmt_set: StatementSet, settings: Settings, *, prefix: str
+) -> None:
+    """Register the naive UDF and a blackhole table; add the INSERT reading ``zt_unique``."""
     from config.settings import settings_to_json
 
-    t_env.execute_sql(f"CREATE TEMPORARY TABLE {SINK_TABLE} (written BIGINT) WITH ('connector' = 'blackhole')")
+    t_env.execute_sql(
+        f"CREATE TEMPORARY TABLE {SINK_TABLE} (written BIGINT) WITH ('connector' = 'blackhole')"
+    )
     t_env.create_temporary_function(UDF_NAME, naive_udf(settings_to_json(settings), prefix))
     stmt_set.add_insert_sql(
         f"INSERT INTO {SINK_TABLE} SELECT {UDF_NAME}(event_type, ts_ms, campaign, channel) FROM zt_unique"

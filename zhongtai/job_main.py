@@ -28,11 +28,15 @@ JOB_ID_MARKER = "zhongtai-job-id:"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="job_main.py", description="zhongtai event job, as run by `flink run -py`")
+    p = argparse.ArgumentParser(
+        prog="job_main.py", description="zhongtai event job, as run by `flink run -py`"
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--settings-file", help="JSON written by zhongtai.submit (config.settings_to_json)")
     src.add_argument("--config", help="YAML file merged over config/defaults.yaml (+ ZT__ variables)")
-    p.add_argument("--drain", action="store_true", help="bounded: stop at the offsets that are latest at start")
+    p.add_argument(
+        "--drain", action="store_true", help="bounded: stop at the offsets that are latest at start"
+    )
     p.add_argument("--group", default=None, help="Kafka consumer group")
     p.add_argument("--topic-pattern", default=None, help="regular expression of the event topics")
     p.add_argument("--dlq-topic", default=None)
@@ -41,18 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hbase", action="store_true", help="write Redis only")
     p.add_argument("--job-name", default=None)
     p.add_argument("--txn-prefix", default=None, help="transactional-id prefix of the DLQ sink")
-    p.add_argument("--naive-control", action="store_true",
-                   help="add the naive per-event HINCRBY sink (negative control of the fault-tolerance test)")
+    p.add_argument(
+        "--naive-control",
+        action="store_true",
+        help="add the naive per-event HINCRBY sink (negative control of the fault-tolerance test)",
+    )
     p.add_argument("--naive-prefix", default=None, help="Redis prefix of the naive control sink")
     p.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
     p.add_argument("--recover-from", default=None, help="checkpoint/savepoint URL to restore from")
-    p.add_argument("--jars", default=None, help="';'-separated file:// URLs for pipeline.jars (default: the "
-                   "Kafka connector jar of the local cache)")
-    p.add_argument("--wait", action="store_true", help="block until the job ends (else return once submitted)")
+    p.add_argument(
+        "--jars",
+        default=None,
+        help="';'-separated file:// URLs for pipeline.jars (default: the "
+        "Kafka connector jar of the local cache)",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="block until the job ends (else return once submitted)"
+    )
     return p
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202
+def _settings(args: argparse.Namespace):
     from config import load_settings
     from config.settings import Settings
 
@@ -61,7 +74,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202
     return load_settings(args.config)
 
 
-def run_options(args: argparse.Namespace):  # noqa: ANN201
+def run_options(args: argparse.Namespace):
     from zhongtai.runner import RunOptions
 
     kw = {
@@ -99,7 +112,10 @@ def _merge_jars(existing: object, ours: Sequence[str]) -> list[str]:
 
     out = _split_jars(existing)
     if not any("flink-python" in j for j in out):
-        out += [p.resolve().as_uri() for p in sorted((Path(pyflink.__file__).parent / "opt").glob("flink-python*.jar"))]
+        out += [
+            p.resolve().as_uri()
+            for p in sorted((Path(pyflink.__file__).parent / "opt").glob("flink-python*.jar"))
+        ]
     for j in ours:
         if j not in out:
             out.append(j)
@@ -128,14 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in flink_options(settings, opts, []).items():
         if k != "pipeline.jars":  # merged below with what `flink run` put there (flink-python)
             conf.set_string(k, v)
-    recover = args.recover_from or (latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None)
+    recover = args.recover_from or (
+        latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None
+    )
     if recover:
         logger.info("restoring %s from %s", opts.job_name, recover)
         conf.set_string("execution.state-recovery.path", recover)
     # Under `flink run` this attaches to the cluster's context environment: no mini-cluster.
     env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
     t_env = TableEnvironment.create(env_settings)
-    t_env.get_config().set("pipeline.jars", ";".join(_merge_jars(t_env.get_config().get("pipeline.jars", ""), jars)))
+    t_env.get_config().set(
+        "pipeline.jars", ";".join(_merge_jars(t_env.get_config().get("pipeline.jars", ""), jars))
+    )
     result = register_events_job(t_env, settings, opts).execute()
     client = result.get_job_client()
     job_id = str(client.get_job_id()) if client is not None else ""

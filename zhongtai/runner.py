@@ -116,7 +116,8 @@ def register_events_job(t_env: TableEnvironment, settings: Settings, opts: RunOp
     t_env.create_temporary_function("zt_store", store_udf(
         settings_to_json(settings), redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix, hbase=opts.hbase,
     ))
-    stmt_set = build(t_env, settings, "zt_source", Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store"))
+    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store")
+    stmt_set = build(t_env, settings, "zt_source", sinks)
     if opts.naive_control:
         from pipelines.naive_sink import add_naive_sink
 

@@ -90,8 +90,9 @@ def checkpoints(settings: Settings, job_id: str) -> dict[str, Any]:
     return rest(settings, f"/jobs/{job_id}/checkpoints")
 
 
-def wait_state(settings: Settings, job_id: str, states: set[str] | frozenset[str], timeout: float,
-               poll_s: float = 0.5) -> str:
+def wait_state(
+    settings: Settings, job_id: str, states: set[str] | frozenset[str], timeout: float, poll_s: float = 0.5
+) -> str:
     """Poll until the job is in one of ``states`` (or any terminal state); return the state."""
     deadline = time.monotonic() + timeout
     state = "?"
@@ -103,7 +104,9 @@ def wait_state(settings: Settings, job_id: str, states: set[str] | frozenset[str
         if state in states or state in TERMINAL_STATES:
             return state
         if time.monotonic() > deadline:
-            raise SubmitError(f"job {job_id} still {state} after {timeout:.0f} s (waited for {sorted(states)})")
+            raise SubmitError(
+                f"job {job_id} still {state} after {timeout:.0f} s (waited for {sorted(states)})"
+            )
         time.sleep(poll_s)
 
 
@@ -148,8 +151,8 @@ def package_zip(folder: Path) -> Path:
     A ``.zip`` given to ``-pyfs`` is extracted and *its folder* goes on the workers' PYTHONPATH, so
     ``import zhongtai`` finds the shipped copy. (A plain folder given to ``-pyfs`` is put on
     PYTHONPATH itself: its *contents* become importable, not the package.) Content-addressed, so an
-    unchanged tree reuses the same file; kept after submission because a restarted TaskManager
-    fetches it again through the JobManager's blob server.
+    unchanged tree reuses the same file; kept after submission (a week) because a job may read it
+    again when it is resubmitted or restored.
     """
     entries: list[tuple[str, bytes]] = []
     for pkg in package_dirs():
@@ -167,6 +170,12 @@ def package_zip(folder: Path) -> Path:
             for name, data in entries:
                 z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
         os.replace(tmp, path)
+    else:
+        path.touch()  # in use again: keep it out of the pruning below
+    cutoff = time.time() - 7 * 86_400  # older code trees: jobs submitted with them are long gone
+    for old in folder.glob("zt-pyfiles-*.zip"):
+        if old != path and old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)
     return path
 
 
@@ -187,14 +196,22 @@ def _write_settings(settings: Settings, folder: Path, job_name: str) -> Path:
 def _job_args(opts: Any, settings_file: Path, jars: list[str]) -> list[str]:
     args = ["--settings-file", str(settings_file), "--job-name", opts.job_name, "--jars", ";".join(jars)]
     for flag, value in (
-        ("--group", opts.group), ("--topic-pattern", opts.topic_pattern), ("--dlq-topic", opts.dlq_topic),
-        ("--redis-prefix", opts.redis_prefix), ("--hbase-prefix", opts.hbase_prefix),
-        ("--txn-prefix", opts.transactional_id_prefix), ("--naive-prefix", getattr(opts, "naive_prefix", None)),
+        ("--group", opts.group),
+        ("--topic-pattern", opts.topic_pattern),
+        ("--dlq-topic", opts.dlq_topic),
+        ("--redis-prefix", opts.redis_prefix),
+        ("--hbase-prefix", opts.hbase_prefix),
+        ("--txn-prefix", opts.transactional_id_prefix),
+        ("--naive-prefix", getattr(opts, "naive_prefix", None)),
     ):
         if value:
             args += [flag, value]
-    for flag, on in (("--drain", opts.bounded), ("--no-hbase", not opts.hbase), ("--fresh", not opts.resume),
-                     ("--naive-control", getattr(opts, "naive_control", False))):
+    for flag, on in (
+        ("--drain", opts.bounded),
+        ("--no-hbase", not opts.hbase),
+        ("--fresh", not opts.resume),
+        ("--naive-control", getattr(opts, "naive_control", False)),
+    ):
         if on:
             args.append(flag)
     return args
@@ -208,8 +225,15 @@ def client_log(settings: Settings) -> Path | None:
     return logs[-1] if logs else None
 
 
-def submit(settings: Settings, *, drain: bool = False, group: str | None = None, detached: bool = True,
-           timeout: float | None = None, **run_options: Any) -> str:
+def submit(
+    settings: Settings,
+    *,
+    drain: bool = False,
+    group: str | None = None,
+    detached: bool = True,
+    timeout: float | None = None,
+    **run_options: Any,
+) -> str:
     """Submit the event job to ``settings.flink.rest_url``; return its Flink job id.
 
     ``run_options`` are :class:`zhongtai.runner.RunOptions` fields (``topic_pattern``, ``dlq_topic``,
@@ -222,36 +246,69 @@ def submit(settings: Settings, *, drain: bool = False, group: str | None = None,
     from zhongtai.stack._proc import paths_of
 
     opts = RunOptions(bounded=drain, group=group, **run_options)
+    try:
+        rest(settings, "/overview", timeout=5)
+    except (OSError, urllib.error.URLError) as e:
+        raise SubmitError(
+            f"no Flink cluster answers at {settings.flink.rest_url} ({e}); start the local one with "
+            "`zhongtai stack up --flink-cluster`, or set flink.rest_url"
+        ) from e
     paths = paths_of(settings)
     paths.make()
     jars = [p.resolve().as_uri() for p in connector_jars(settings)]
     settings_file = _write_settings(settings, paths.run / "submit", opts.job_name)
     argv = [
-        *flink_cli(settings), "run", "-m", _host_port(settings), *(["-d"] if detached else []),
-        "-py", str(JOB_MAIN),
-        "-pyexec", sys.executable, "-pyclientexec", sys.executable,
-        "-pyfs", str(package_zip(paths.run / "submit")),
+        *flink_cli(settings),
+        "run",
+        "-m",
+        _host_port(settings),
+        *(["-d"] if detached else []),
+        "-py",
+        str(JOB_MAIN),
+        "-pyexec",
+        sys.executable,
+        "-pyclientexec",
+        sys.executable,
+        "-pyfs",
+        str(package_zip(paths.run / "submit")),
         *_job_args(opts, settings_file, jars),
     ]
     if not detached:
         argv.append("--wait")
     out_file = paths.logs / f"zt-submit-{re.sub(r'[^A-Za-z0-9_.-]', '_', opts.job_name)}.log"
-    shown = " ".join(shlex.quote(a) for a in argv[argv.index("run") - 1:])
+    shown = " ".join(shlex.quote(a) for a in argv[argv.index("run") - 1 :])
     try:
         with out_file.open("w", encoding="utf-8") as out:
             out.write(f"$ {shown}\n")
             out.flush()
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  cwd=str(ROOT), timeout=timeout, check=False)
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=str(ROOT),
+                timeout=timeout,
+                check=False,
+            )
     except subprocess.TimeoutExpired as e:
-        raise SubmitError(f"`{shown}` did not return within {timeout} s; output in {out_file}, "
-                          f"client log {client_log(settings)}") from e
+        raise SubmitError(
+            f"`{shown}` did not return within {timeout} s; output in {out_file}, "
+            f"client log {client_log(settings)}"
+        ) from e
     finally:
         settings_file.unlink(missing_ok=True)
     text = out_file.read_text(encoding="utf-8", errors="replace")
     ids = _JOB_ID.findall(text)
     if proc.returncode != 0 or not ids:
-        tail = "\n".join(text.splitlines()[-40:])
+        lines = text.splitlines()
+        causes = [
+            ln.strip() for ln in lines if ln.lstrip().startswith(("Caused by:", "pyflink.util.exceptions"))
+        ]
+        root = f"\nroot cause: {causes[-1]}" if causes else ""
+        tail = "\n".join(lines[-40:])
         why = f"exited {proc.returncode}" if proc.returncode != 0 else "printed no job id"
-        raise SubmitError(f"`{shown}` {why}; output in {out_file}, client log {client_log(settings)}:\n{tail}")
+        raise SubmitError(
+            f"`{shown}` {why}; output in {out_file}, client log {client_log(settings)}{root}\n"
+            f"--- last lines:\n{tail}"
+        )
     return ids[-1]
