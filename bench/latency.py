@@ -56,6 +56,8 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 2_00
                    "job_name": f"zt-bench-{runid}-lat", "bounded": False},
     }))
     env = dict(os.environ)
+    # A process that already ran a PyFlink job has PYFLINK_GATEWAY_DISABLED set; a fresh child must not.
+    env.pop("PYFLINK_GATEWAY_DISABLED", None)
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     log = (work / "latency.log").open("wb")

@@ -87,6 +87,8 @@ def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
         "kwargs": kwargs, "result": str(result_path),
     }))
     env = dict(os.environ)
+    # A process that already ran a PyFlink job has PYFLINK_GATEWAY_DISABLED set; a fresh child must not.
+    env.pop("PYFLINK_GATEWAY_DISABLED", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     log = (work / f"{name}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "bench.contender", str(args_path)], cwd=os.getcwd(),

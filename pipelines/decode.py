@@ -119,51 +119,64 @@ SELECT payload, topic, part, off, kts, s, oversized, utf8, obj,
   {jv("$.event_type")} AS j_event_type,
   {jv("$.ts")} AS j_ts,
   {jq("$.ids")} AS j_ids,
-  {jq("$.props")} AS j_props,
-  {jv("$.source")} AS j_source
+  {jq("$.props")} AS j_props
 FROM zt_d2"""
-    # Stage 4: the small nested objects (cheap parses of short strings).
-    ids_cols = ",\n  ".join(
-        _once(f"NULLIF(JSON_VALUE(j_ids, '$.{t}'), '')") + f" AS id_{t}" for t in ID_TYPES
-    )
+
+    # Stage 4: the small nested objects. A field is only parsed when its name occurs in the text
+    # (a substring search in a short string costs a fraction of a JSON parse); absent names stay NULL.
+    def small(obj: str, field: str) -> str:
+        return _once(f"CASE WHEN POSITION('\"{field}\"' IN {obj}) > 0 THEN JSON_VALUE({obj}, '$.{field}') END")
+
+    ids_cols = ",\n  ".join(f"{small('j_ids', t)} AS raw_{t}" for t in ID_TYPES)
     ts_expr = _once(
         f"CASE WHEN REGEXP(j_ts, '{_EPOCH_MS}') THEN CAST(j_ts AS BIGINT) "
         f"WHEN REGEXP(j_ts, '{_ISO_TS}') THEN {_iso_ms('j_ts')} END"
     )
     s4 = f"""
 CREATE TEMPORARY VIEW zt_d4 AS
+SELECT *, {", ".join(f"NULLIF(raw_{t}, '') AS id_{t}" for t in ID_TYPES)}
+FROM (
 SELECT *,
   {ids_cols},
-  {_once("JSON_VALUE(j_props, '$.campaign_id')")} AS p_campaign,
-  {_once("JSON_VALUE(j_props, '$.channel')")} AS p_channel,
-  {_once("JSON_VALUE(j_props, '$.price')")} AS p_price,
-  {_once("JSON_VALUE(j_props, '$.qty')")} AS p_qty,
+  {small("j_props", "campaign_id")} AS p_campaign,
+  {small("j_props", "channel")} AS p_channel,
+  {small("j_props", "price")} AS p_price,
+  {small("j_props", "qty")} AS p_qty,
   {ts_expr} AS ts_ms
-FROM zt_d3"""
+FROM zt_d3)"""
     any_id = " OR ".join(f"id_{t} IS NOT NULL" for t in ID_TYPES)
-    # Rule 5 (event_id an object/array or too long) and rules 4/6/8/10: JSON_VALUE returns NULL for
-    # both "missing" and "object"; JSON_EXISTS tells them apart (only on the failure path).
+    # JSON_VALUE returns NULL both for a missing field and for an object/array; the extra parse that
+    # tells them apart sits inside a THEN (evaluated only on that failure path), never in a WHEN.
+    def absent_but_present(obj: str, field: str, query: str) -> str:
+        return f"(CASE WHEN POSITION('\"{field}\"' IN {obj}) > 0 THEN {query} IS NOT NULL ELSE FALSE END)"
+
     reason = f"""
   CASE
     WHEN oversized THEN 'oversized'
     WHEN NOT utf8 THEN 'not_utf8'
     WHEN NOT obj THEN 'malformed_json'
-    WHEN j_event_id IS NULL AND JSON_QUERY(s, '$.event_id') IS NOT NULL THEN 'wrong_type:event_id'
-    WHEN j_event_id IS NULL OR j_event_id = '' THEN 'missing_field:event_id'
+    WHEN j_event_id IS NULL OR j_event_id = '' THEN
+      CASE WHEN j_event_id IS NULL AND JSON_QUERY(s, '$.event_id') IS NOT NULL THEN 'wrong_type:event_id'
+           ELSE 'missing_field:event_id' END
     WHEN CHAR_LENGTH(j_event_id) > 128 THEN 'wrong_type:event_id'
-    WHEN j_event_type IS NULL AND JSON_QUERY(s, '$.event_type') IS NULL OR j_event_type = '' THEN 'missing_field:event_type'
-    WHEN j_event_type IS NULL OR NOT REGEXP(j_event_type, '{_EVENT_TYPE}') THEN 'wrong_type:event_type'
-    WHEN j_ts IS NULL AND JSON_QUERY(s, '$.ts') IS NULL THEN 'missing_field:ts'
+    WHEN j_event_type IS NULL OR j_event_type = '' THEN
+      CASE WHEN j_event_type IS NULL AND JSON_QUERY(s, '$.event_type') IS NOT NULL THEN 'wrong_type:event_type'
+           ELSE 'missing_field:event_type' END
+    WHEN NOT REGEXP(j_event_type, '{_EVENT_TYPE}') THEN 'wrong_type:event_type'
+    WHEN j_ts IS NULL THEN
+      CASE WHEN JSON_QUERY(s, '$.ts') IS NULL THEN 'missing_field:ts' ELSE 'wrong_type:ts' END
     WHEN ts_ms IS NULL THEN 'wrong_type:ts'
-    WHEN j_ids IS NULL AND JSON_VALUE(s, '$.ids') IS NULL AND NOT JSON_EXISTS(s, '$.ids[0]') THEN 'missing_field:ids'
-    WHEN j_ids IS NULL OR SUBSTRING(j_ids FROM 1 FOR 1) <> '{{' THEN 'wrong_type:ids'
+    WHEN j_ids IS NULL THEN
+      CASE WHEN JSON_VALUE(s, '$.ids') IS NULL AND NOT JSON_EXISTS(s, '$.ids[0]') THEN 'missing_field:ids'
+           ELSE 'wrong_type:ids' END
+    WHEN SUBSTRING(j_ids FROM 1 FOR 1) <> '{{' THEN 'wrong_type:ids'
     WHEN NOT ({any_id}) THEN 'no_identifier'
-    WHEN j_props IS NOT NULL AND SUBSTRING(j_props FROM 1 FOR 1) = '{{'
-         AND (p_price IS NULL AND JSON_QUERY(j_props, '$.price') IS NOT NULL
-              OR p_price IS NOT NULL AND NOT REGEXP(p_price, '{_NUMBER}')) THEN 'wrong_type:props.price'
-    WHEN j_props IS NOT NULL AND SUBSTRING(j_props FROM 1 FOR 1) = '{{'
-         AND (p_qty IS NULL AND JSON_QUERY(j_props, '$.qty') IS NOT NULL
-              OR p_qty IS NOT NULL AND NOT REGEXP(p_qty, '^[+-]?[0-9]+\\z')) THEN 'wrong_type:props.qty'
+    WHEN j_props LIKE '{{%' AND p_price IS NOT NULL AND NOT REGEXP(p_price, '{_NUMBER}') THEN 'wrong_type:props.price'
+    WHEN j_props LIKE '{{%' AND p_price IS NULL
+         AND {absent_but_present("j_props", "price", "JSON_QUERY(j_props, '$.price')")} THEN 'wrong_type:props.price'
+    WHEN j_props LIKE '{{%' AND p_qty IS NOT NULL AND NOT REGEXP(p_qty, '^[+-]?[0-9]+\\z') THEN 'wrong_type:props.qty'
+    WHEN j_props LIKE '{{%' AND p_qty IS NULL
+         AND {absent_but_present("j_props", "qty", "JSON_QUERY(j_props, '$.qty')")} THEN 'wrong_type:props.qty'
     WHEN TO_TIMESTAMP_LTZ(ts_ms - {job.max_future_skew_ms}, 3) > kts THEN 'future_ts'
     WHEN TO_TIMESTAMP_LTZ(ts_ms + {job.allowed_lateness_ms}, 3) < kts THEN 'late'
   END"""
@@ -183,7 +196,7 @@ SELECT payload, topic, part, off, kts, reason,
   CASE WHEN reason IS NULL THEN {person} END AS person,
   CASE WHEN {_nonempty("p_campaign")} THEN p_campaign ELSE '(none)' END AS campaign,
   CASE WHEN {_nonempty("p_channel")} THEN p_channel
-       WHEN {_nonempty("j_source")} THEN j_source ELSE '(none)' END AS channel,
+       ELSE COALESCE(NULLIF(JSON_VALUE(s, '$.source'), ''), '(none)') END AS channel,
   CASE WHEN reason IS NULL AND j_event_type = 'purchase'
        THEN CAST(COALESCE(TRY_CAST(p_price AS DECIMAL(18, 2)), 0) * COALESCE(TRY_CAST(p_qty AS BIGINT), 1) AS DECIMAL(18, 2))
   END AS amount
