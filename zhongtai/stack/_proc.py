@@ -29,6 +29,22 @@ logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
 
+#: Variables a process that has run PyFlink carries (gateway, loopback server, Beam boot paths,
+#: PyFlink's own conf dirs). A service started from such a process (the fault tests restart the
+#: TaskManager from pytest) must not inherit them: its Python workers then dial a dead loopback
+#: server and die ("Process died with exit code 0").
+_PYFLINK_RUNTIME_VARS = frozenset({
+    "PYFLINK_GATEWAY_DISABLED", "_PYFLINK_CONN_INFO_PATH", "PYTHON_LOOPBACK_SERVER_ADDRESS",
+    "_PYTHON_WORKER_MEMORY_LIMIT", "BOOT_LOG_DIR", "FLINK_CONF_DIR", "FLINK_LIB_DIR", "FLINK_OPT_DIR",
+    "FLINK_PLUGINS_DIR", "FLINK_BIN_DIR", "FLINK_HOME", "TABLE_LOCAL_TIME_ZONE",
+})
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without the PyFlink runtime variables."""
+    return {k: v for k, v in os.environ.items() if k not in _PYFLINK_RUNTIME_VARS}
+
+
 class StackError(RuntimeError):
     """A local service cannot be started or stopped; the message says what to do."""
 
@@ -204,7 +220,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=str(cwd or paths.run),
-            env={**os.environ, **(env or {})},
+            env={**inherited_env(), **(env or {})},
             start_new_session=True,
             close_fds=True,
         )
@@ -224,7 +240,7 @@ def run_checked(name: str, argv: Sequence[str], paths: Paths, env: Mapping[str, 
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=str(paths.run),
-            env={**os.environ, **(env or {})},
+            env={**inherited_env(), **(env or {})},
             check=False,
         ).returncode
     if rc != 0:
