@@ -13,6 +13,7 @@ bundle (``python.fn-execution.bundle.time``) and the pipelined Redis write; reso
 
 from __future__ import annotations
 
+
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 
 from config.settings import Settings, settings_to_json
+from zhongtai.stack._proc import inherited_env
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -55,9 +57,8 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 2_00
                    "redis_prefix": prefix, "hbase_prefix": "ztbench", "hbase": hbase,
                    "job_name": f"zt-bench-{runid}-lat", "bounded": False},
     }))
-    env = dict(os.environ)
-    # A process that already ran a PyFlink job has PYFLINK_GATEWAY_DISABLED set; a fresh child must not.
-    env.pop("PYFLINK_GATEWAY_DISABLED", None)
+    # A process that already ran a PyFlink job carries its runtime variables; a fresh child must not.
+    env = inherited_env()
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     log = (work / "latency.log").open("wb")

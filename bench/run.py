@@ -10,6 +10,7 @@ field by field, writes the results to ``out`` (JSON) and prints a table with rat
 
 from __future__ import annotations
 
+
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from config.settings import Settings, settings_to_json
 
 from .check import diff_counters, diff_profiles, diff_stats
 from .procs import RssSampler
+from zhongtai.stack._proc import inherited_env
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +88,8 @@ def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
         "name": "job" if name.startswith("job") else name, "settings": settings_to_json(settings),
         "kwargs": kwargs, "result": str(result_path),
     }))
-    env = dict(os.environ)
-    # A process that already ran a PyFlink job has PYFLINK_GATEWAY_DISABLED set; a fresh child must not.
-    env.pop("PYFLINK_GATEWAY_DISABLED", None)
+    # A process that already ran a PyFlink job carries its runtime variables; a fresh child must not.
+    env = inherited_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     log = (work / f"{name}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "bench.contender", str(args_path)], cwd=os.getcwd(),
