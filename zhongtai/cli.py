@@ -150,7 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="bench/results/latest.json")
     be.add_argument("--only", nargs="*", default=None, help="subset: job naive tuned sql raw")
     be.set_defaults(func=cmd_bench)
+
+    import importlib
+
+    for name in _EXTENSIONS:
+        importlib.import_module(name).register(sub, _settings)
     return p
+
+
+#: Modules that add verbs: each has ``register(subparsers, settings_of)`` where ``settings_of(args)``
+#: loads the validated config tree. Kept out of this file so that each area owns its verbs.
+_EXTENSIONS: tuple[str, ...] = (
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
