@@ -116,6 +116,39 @@ class PiiSettings(_Frozen):
         return v
 
 
+class IdentitySettings(_Frozen):
+    """Guard rails of the identity graph (docs/identity.md; ``operators.identity.rules``)."""
+
+    #: Identifier types, strongest first. The strongest identifier of an event anchors its links; the
+    #: weaker side of a rejected link is the one detached.
+    priority: tuple[str, ...] = ("user_id", "unionid", "phone", "email", "openid", "device_id", "cookie_id")
+    #: Most identifiers of a type one person may hold (every type of ``priority`` needs one, ≥ 1).
+    max_per_person: dict[str, int] = {
+        "user_id": 1,
+        "unionid": 1,
+        "phone": 2,
+        "email": 3,
+        "openid": 5,
+        "device_id": 10,
+        "cookie_id": 50,
+    }
+    #: Junk values never used as identifiers (compared trimmed and lower-cased; for phone and e-mail
+    #: the keyed hash of each value is blocked too).
+    blocklist_values: tuple[str, ...] = (
+        "", "null", "undefined", "none", "nan", "nil", "0", "-1", "anonymous", "unknown", "n/a",
+        "(null)", "[object object]", "test",
+    )
+    #: Regular expressions (full match on the trimmed, lower-cased value) of junk values.
+    blocklist_patterns: tuple[str, ...] = (r"[0\-:.]+", r"(.)(?:\1|[\-:.]){3,}")
+
+    @field_validator("priority")
+    @classmethod
+    def _distinct_types(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("identity.priority must list each identifier type once")
+        return v
+
+
 class StackSettings(_Frozen):
     """The local stack that ``zhongtai stack up`` starts (ignored when pointing at real clusters)."""
 
@@ -141,6 +174,7 @@ class Settings(_Frozen):
     flink: FlinkSettings = FlinkSettings()
     job: JobSettings = JobSettings()
     pii: PiiSettings = PiiSettings()
+    identity: IdentitySettings = IdentitySettings()
     stack: StackSettings = StackSettings()
 
     @field_validator("flink")

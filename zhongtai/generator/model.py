@@ -67,6 +67,17 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 
+#: The default identity-noise level (``GeneratorConfig(**IDENTITY_NOISE)``): the level the identity
+#: quality test and bench measure (F1 ≥ 0.99 against the generator's real persons).
+IDENTITY_NOISE: Mapping[str, float] = {
+    "shared_device_share": 0.02,
+    "kiosks": 3,
+    "kiosk_share": 0.005,
+    "junk_id_share": 0.01,
+    "late_share": 0.01,
+}
+
+
 def fault_rates(total: float = 0.02, **overrides: float) -> dict[str, float]:
     """Per-class rates (share of all records) summing to ``total``, then ``overrides`` applied.
 
@@ -134,6 +145,21 @@ class GeneratorConfig(BaseModel):
     #: Share of DLQ records that also break a *later* check (so that check order is exercised).
     compound_share: float = Field(0.25, ge=0, le=1)
 
+    # --- identity noise (docs/identity.md; all off by default, so existing streams stay the same) ----
+    #: Share of persons whose first device is a household device also used by 1–4 other persons
+    #: (a family tablet: same device_id and cookie). The ground truth gives it to its owner.
+    shared_device_share: float = Field(0.0, ge=0, le=1)
+    #: Number of store kiosk devices, and the share of web sessions run on one of them (any person).
+    #: A kiosk belongs to no real person (its own pseudo-person in the ground truth).
+    kiosks: int = Field(0, ge=0)
+    kiosk_share: float = Field(0.0, ge=0, le=1)
+    #: Share of valid events that carry a junk identifier value (``"0"``, ``"null"``, ``"undefined"``,
+    #: the nil UUID, ...) in place of one of their identifiers or in addition.
+    junk_id_share: float = Field(0.0, ge=0, le=1)
+    #: Share of events delivered late: 10 min to ``allowed_lateness / 2`` after their event time
+    #: (still valid; they arrive long after later events of the same person).
+    late_share: float = Field(0.0, ge=0, le=1)
+
     @field_validator("faults")
     @classmethod
     def _known_faults(cls, v: dict[str, float]) -> dict[str, float]:
@@ -151,7 +177,14 @@ class GeneratorConfig(BaseModel):
             raise ValueError(f"fault rates plus edge_rate add up to {share:.3f}; keep them ≤ 0.5")
         if not self.channels:
             raise ValueError("channels must not be empty")
+        if self.kiosk_share > 0 and self.kiosks == 0:
+            raise ValueError("kiosk_share > 0 needs kiosks ≥ 1")
         return self
+
+    @property
+    def identity_noise(self) -> bool:
+        """True when any identity-noise option is on (they draw from their own seeded generator)."""
+        return bool(self.shared_device_share or self.kiosk_share or self.junk_id_share or self.late_share)
 
     def fault_counts(self) -> dict[str, int]:
         """Exact number of records per fault class."""

@@ -47,7 +47,7 @@ from typing import Any
 from config.settings import JobSettings, PiiSettings
 from operators.pii import pseudonymise
 
-__all__ = ["Oracle", "ValidEvent", "decode", "expected"]
+__all__ = ["IdentityExpectation", "Oracle", "ValidEvent", "decode", "expected", "expected_identity", "observations"]
 
 #: Identifier types, strongest first (the person key takes the first present).
 ID_PRIORITY = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
@@ -143,6 +143,8 @@ class ValidEvent:
     channel: str
     #: ``price`` (rounded half-up to cents) × ``qty`` for purchases; 0.00 for other events.
     amount: Decimal
+    #: Every non-empty identifier of a known type, ``(type, stored value)``, in ``ID_PRIORITY`` order.
+    ids: tuple[tuple[str, str], ...] = ()
 
 
 class _Pseudonyms:
@@ -204,7 +206,7 @@ def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> V
         return "missing_field:ids"
     if not isinstance(ids, dict):
         return "wrong_type:ids"
-    person = None
+    found = []
     for id_type in ID_PRIORITY:
         v = ids.get(id_type)
         if v is None:
@@ -212,10 +214,10 @@ def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> V
         if type(v) is not str:
             v = _text(v)
         if v:
-            person = f"{id_type}:{pseudonyms(id_type, v) if id_type in ('phone', 'email') else v}"
-            break
-    if person is None:
+            found.append((id_type, pseudonyms(id_type, v) if id_type in ("phone", "email") else v))
+    if not found:
         return "no_identifier"
+    person = f"{found[0][0]}:{found[0][1]}"
 
     props = obj.get("props")
     if not isinstance(props, dict):
@@ -241,7 +243,7 @@ def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> V
         amount = (unit * (1 if qty is None else qty)).quantize(CENT)
     campaign = _text(props.get("campaign_id")) or NONE
     channel = _text(props.get("channel")) or _text(obj.get("source")) or NONE
-    return ValidEvent(event_id, event_type, ts, person, campaign, channel, amount)
+    return ValidEvent(event_id, event_type, ts, person, campaign, channel, amount, tuple(found))
 
 
 @dataclass(slots=True)
@@ -444,3 +446,64 @@ def expected(
     for r in records:
         o.feed(r.value, r.timestamp_ms)
     return o.result()
+
+
+# --- identity graph ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityExpectation:
+    """What the identity graph must compute for a stream, and how good that is.
+
+    ``observations``: one per unique valid event (first read wins), in read order;
+    ``truth``: identifier → real person (``identity.identity_truth``); ``resolved``: the guard-railed
+    batch resolution (``operators.identity.resolve_batch``), identifier → person id; ``quality``:
+    pairwise precision/recall/F1 of ``resolved`` against ``truth``.
+    """
+
+    observations: list[Any]
+    truth: dict[str, str]
+    resolved: dict[str, str]
+    quality: Any
+
+
+def observations(records: Iterable[Any], job: JobSettings | None = None, pii: PiiSettings | None = None) -> list[Any]:
+    """The identity observations of ``records`` (in read order): unique valid events' identifiers."""
+    from operators.identity import Observation
+
+    job = job or JobSettings()
+    pseudonyms = _Pseudonyms(pii or PiiSettings())
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        e = decode(r.value, r.timestamp_ms, job, pseudonyms)
+        if isinstance(e, str) or e.event_id in seen:
+            continue
+        seen.add(e.event_id)
+        out.append(Observation(e.ids, e.ts, e.event_id))
+    return out
+
+
+def expected_identity(
+    records: Iterable[Any],
+    cfg: Any,
+    rules: Any = None,
+    job: JobSettings | None = None,
+    pii: PiiSettings | None = None,
+) -> IdentityExpectation:
+    """Observations, true persons, guard-railed batch resolution and its quality for ``cfg``'s stream.
+
+    ``rules`` default to ``IdentityRules.from_settings`` of the default config with ``pii`` (so junk
+    phone/e-mail values are recognised in their hashed form).
+    """
+    from config.settings import IdentitySettings
+    from operators.identity import IdentityRules, pairwise_quality, resolve_batch
+
+    from .identity import identity_truth
+
+    pii = pii or PiiSettings()
+    rules = rules or IdentityRules.from_settings(IdentitySettings(), pii)
+    obs = observations(records, job, pii)
+    truth = identity_truth(cfg, pii)
+    resolved = resolve_batch(obs, rules)
+    return IdentityExpectation(obs, truth, resolved, pairwise_quality(resolved, truth))

@@ -31,6 +31,7 @@ import orjson
 from config.settings import JobSettings
 
 from . import faults
+from .identity import JUNK, cookie_of, kiosk_devices, noise_rng, share_devices
 from .model import DLQ_REASONS, EVENT_TYPES, SOURCES, GeneratorConfig, Record
 from .population import STORES, make_campaigns, make_catalogue, make_persons
 from .timeline import (
@@ -104,6 +105,9 @@ def generate(cfg: GeneratorConfig, job: JobSettings | None = None) -> Iterator[R
         openid_share=cfg.openid_share,
         unionid_share=cfg.unionid_share,
     )
+    noise = noise_rng(cfg) if cfg.identity_noise else None
+    if noise is not None and cfg.shared_device_share:
+        persons, _ = share_devices(persons, cfg, noise)
     items = make_catalogue(rng, cfg.items)
     campaigns = make_campaigns(cfg.campaigns, cfg.channels)
     attrs = {
@@ -115,7 +119,7 @@ def generate(cfg: GeneratorConfig, job: JobSettings | None = None) -> Iterator[R
         "unionid": np.array([p.unionid is not None for p in persons]),
         "item_cents": np.array([it.price_cents for it in items], dtype=np.int64),
     }
-    plan = make_plan(cfg, limits, attrs, rng)
+    plan = make_plan(cfg, limits, attrs, rng, noise)
     yield from _serialise(cfg, limits, plan, persons, items, campaigns)
 
 
@@ -137,6 +141,8 @@ def _serialise(
     cache: dict[int, bytes] = {}  # bytes of originals that an exact duplicate re-sends
     dup_exact_src = set(plan.row_src[plan.row_code == DUP_EXACT].tolist())
 
+    kiosks = kiosk_devices(cfg)
+    kiosk_cookies = tuple(cookie_of(d) for d in kiosks)
     n_rows = len(plan.row_src)
     for lo in range(0, n_rows, _CHUNK):
         rows = slice(lo, min(lo + _CHUNK, n_rows))
@@ -164,6 +170,8 @@ def _serialise(
             plan.email_form[src].tolist(),
             plan.order_no[src].tolist(),
             plan.salt[src].tolist(),
+            plan.kiosk[src].tolist() if plan.kiosk is not None else [-1] * len(src),
+            plan.junk[src].tolist() if plan.junk is not None else [-1] * len(src),
             strict=True,
         )
         for (
@@ -189,6 +197,8 @@ def _serialise(
             email_form,
             order_no,
             salt,
+            kiosk,
+            junk,
         ) in cols:
             person = persons[pi]
             if code == DUP_EXACT:
@@ -202,6 +212,8 @@ def _serialise(
                 ids["device_id"] = person.devices[dev]
             if mask & ID_COOKIE:
                 ids["cookie_id"] = person.cookies[dev]
+            if kiosk >= 0:
+                ids["device_id"], ids["cookie_id"] = kiosks[kiosk], kiosk_cookies[kiosk]
             if mask & ID_OPENID:
                 ids["openid"] = person.openid
             if mask & ID_UNIONID:
@@ -248,6 +260,9 @@ def _serialise(
                 "props": props,
             }
             if code == OK:
+                if junk >= 0:
+                    jt, jv = JUNK[junk]
+                    ids[jt] = jv
                 value = dumps(d)
                 if len(value) > max_bytes:
                     raise AssertionError(f"a valid event grew to {len(value)} bytes > {max_bytes}")

@@ -139,6 +139,9 @@ class Plan:
     row_code: np.ndarray  # OK, CODE[reason], DUP_*, EDGE[...]
     row_extra: np.ndarray  # 0 or the CODE of a later check the row also breaks
     row_rec: np.ndarray  # Kafka record timestamp
+    # identity noise (None when off; see identity.py)
+    kiosk: np.ndarray | None = None  # -1 or the kiosk whose device/cookie the event uses
+    junk: np.ndarray | None = None  # -1 or the index into identity.JUNK the event carries
 
 
 def _session_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -162,8 +165,13 @@ def _types_by_source(rng: np.random.Generator, source: np.ndarray) -> np.ndarray
 
 
 def make_plan(
-    cfg: GeneratorConfig, limits: Limits, person_attrs: dict[str, np.ndarray], rng: np.random.Generator
+    cfg: GeneratorConfig,
+    limits: Limits,
+    person_attrs: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    noise: np.random.Generator | None = None,
 ) -> Plan:
+    """The plan; ``noise`` (``identity.noise_rng``) draws the identity noise when ``cfg`` asks for it."""
     counts = cfg.fault_counts()
     n_dup = counts["dup_exact"] + counts["dup_conflict"]
     n_base = cfg.events - n_dup
@@ -217,6 +225,10 @@ def make_plan(
     delay = np.where(rng.random(n_base) < 0.99, rng.integers(0, min(3_000, tail_max) + 1, n_base), tail)
     rec = ts + delay
     del gaps, cum, offset, tail, delay
+    if cfg.late_share and noise is not None:
+        late_ix = np.flatnonzero(noise.random(n_base) < cfg.late_share)
+        hi = max(limits.allowed_lateness_ms // 2, tail_max + 1)
+        rec[late_ix] = ts[late_ix] + noise.integers(tail_max, hi, len(late_ix))
 
     # --- what happens ------------------------------------------------------------------------------
     person = s_person[sess]
@@ -253,6 +265,20 @@ def make_plan(
 
     idmask = _idmasks(rng, person_attrs, person, source, etype, logged)
     device = s_device[sess]
+    kiosk = junk = None
+    if noise is not None and cfg.kiosk_share:
+        s_kiosk = np.where(
+            (s_source == SRC["web"]) & (noise.random(n_sess) < cfg.kiosk_share),
+            noise.integers(0, max(cfg.kiosks, 1), n_sess),
+            -1,
+        ).astype(np.int16)
+        kiosk = s_kiosk[sess]
+    if noise is not None and cfg.junk_id_share:
+        from .identity import JUNK
+
+        junk = np.where(
+            noise.random(n_base) < cfg.junk_id_share, noise.integers(0, len(JUNK), n_base), -1
+        ).astype(np.int8)
     del sess, logged, first
 
     # --- faults ----------------------------------------------------------------------------------
@@ -332,6 +358,8 @@ def make_plan(
         row_code=row_code[order],
         row_extra=row_extra[order],
         row_rec=row_rec[order],
+        kiosk=kiosk,
+        junk=junk,
     )
 
 

@@ -1,0 +1,99 @@
+"""The batch definition of the identity resolution — the oracle the streaming ``graph.step`` must equal.
+
+Written independently of ``graph.py`` (no shared code beyond the rules): a classic union-find with
+path halving over every observation (no de-duplication), sorted once into canonical order
+``(ts_ms, event_id, identifiers)``. Per observation: identifiers strongest first; the first one that
+is not isolated is the anchor; each other identifier is linked to it; a link between two persons is
+merged unless the union would exceed a per-type limit, in which case the other identifier is
+detached: it gets a fresh node (its old node stays behind as an uncounted ghost) and is never linked
+again. The older root survives (first ts, first event_id, founder rank, founder). Person id =
+``"p" + sha256(label)[:16]`` with label the root's founder, or ``detached:<identifier>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from .rules import IdentityRules
+
+
+def resolve_batch(
+    observations: Iterable[Any], rules: IdentityRules, *, guard_rails: bool = True
+) -> dict[str, str]:
+    """identifier (``"type:value"``) → person id for every identifier that has a person.
+
+    ``observations``: anything with ``ids`` (``(type, value)`` pairs), ``ts_ms`` and ``event_id``.
+    Junk, unknown types and dynamically blocked identifiers get no person. With
+    ``guard_rails=False`` the limits are ignored (plain connected components; for cross-checks).
+    """
+    order = rules.priority
+    rank = {t: i for i, t in enumerate(order)}
+    limits = [rules.limits[t] for t in order]
+    blocked, isolated = rules.blocked_identifiers, rules.isolated_identifiers
+
+    rows = []
+    for o in observations:
+        pairs = sorted({(rank[t], v) for t, v in o.ids if t in rank and not rules.is_junk(t, v)})
+        if pairs:
+            rows.append((o.ts_ms, o.event_id, tuple(f"{order[r]}:{v}" for r, v in pairs)))
+    rows.sort()
+
+    parent: dict[str, str] = {}  # node → parent node; a node is "<identifier>#<generation>"
+    node: dict[str, str] = {}  # identifier → its current node
+    age: dict[str, tuple[int, str, int, str]] = {}  # root → age key
+    label: dict[str, str] = {}  # root → what its person id is derived from
+    size: dict[str, list[int]] = {}  # root → identifiers per type rank
+    cut: set[str] = set()  # detached identifiers
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def fresh(i: str, ts: int, eid: str, lab: str, generation: int) -> None:
+        n = f"{i}#{generation}"
+        node[i] = parent[n] = n
+        r = rank[i.split(":", 1)[0]]
+        age[n] = (ts, eid, r, i)
+        label[n] = lab
+        size[n] = [1 if k == r else 0 for k in range(len(order))]
+
+    for ts, eid, idents in rows:
+        idents = tuple(i for i in idents if i not in blocked)
+        if not idents:
+            continue
+        for i in idents:
+            if i not in node:
+                fresh(i, ts, eid, i, 0)
+        free = [i for i in idents if i not in isolated and i not in cut]
+        if not free:
+            continue
+        head = free[0]
+        for other in free[1:]:
+            ra, rb = find(node[head]), find(node[other])
+            if ra == rb:
+                continue
+            if guard_rails and any(a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)):
+                size[rb][rank[other.split(":", 1)[0]]] -= 1  # its old node stays as a ghost
+                fresh(other, ts, eid, "detached:" + other, int(node[other].rsplit("#", 1)[1]) + 1)
+                cut.add(other)
+                continue
+            keep, gone = (ra, rb) if age[ra] < age[rb] else (rb, ra)
+            parent[gone] = keep
+            size[keep] = [a + b for a, b in zip(size[keep], size[gone], strict=True)]
+            del size[gone], age[gone], label[gone]
+
+    labels = {x: label[find(n)] for x, n in node.items()}
+    ids = {f: "p" + hashlib.sha256(f.encode("utf-8")).hexdigest()[:16] for f in set(labels.values())}
+    return {x: ids[f] for x, f in labels.items()}
+
+
+def partition(mapping: dict[str, str]) -> set[frozenset[str]]:
+    """The groups of identifiers of an identifier → person mapping."""
+    groups: dict[str, set[str]] = {}
+    for i, p in mapping.items():
+        groups.setdefault(p, set()).add(i)
+    return {frozenset(g) for g in groups.values()}

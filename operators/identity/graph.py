@@ -1,0 +1,632 @@
+"""The identity graph (ID-Mapping): which identifiers belong to one person. Pure; no pyflink.
+
+Semantics (docs/identity.md is the long form)
+  * An :class:`Observation` is the identifiers one event carried. Its *canonical key* is
+    ``(ts_ms, event_id)``; ties (only possible for conflicting duplicates) by its identifiers.
+  * The resolution of a set of observations is DEFINED as processing them in canonical order:
+    each observation's identifiers, strongest first (``IdentityRules.priority``, then value), are
+    linked to the first one (the *anchor*). Unknown identifiers found a person of their own. A link
+    whose two persons differ merges them unless the merged person would hold more identifiers of some
+    type than ``IdentityRules.limits`` allows: then the link is rejected (reason ``limit:<type>``) and
+    the weaker identifier of the link (``x``, never the anchor) is *detached*: it leaves its person
+    for a person of its own (id ``"p" + sha256("detached:" + x)[:16]``) and every later link to it is
+    rejected (``detached``) — a device seen with two user_ids is evidently shared and glues nobody.
+    Identifiers on the dynamic blocklist are skipped; isolated identifiers (``split``) keep a person
+    of their own and every link to them is rejected (``isolated``). A repeated combination is a
+    no-op: each of its links is inside one person already or touches a detached identifier.
+  * On a merge the survivor is the older person: smaller (first ts, first event_id, founder rank,
+    founder). A person's id is ``"p" + sha256(founder)[:16]``; the founder is the identifier that
+    created it (the strongest identifier of its first observation), so replays give the same ids.
+
+Streaming, component-centric: a :class:`Component` is one raw connected component (all links,
+accepted or not) holding each distinct identifier combination once, with its earliest canonical key,
+plus the persons it resolves to. :func:`step` folds one observation into the components holding its
+identifiers and returns what changed (:class:`StepResult`). Because observations of different raw
+components never touch the same persons, resolving each component in canonical order equals
+resolving everything at once (``batch.resolve_batch``), for every arrival order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rules import IdentityRules, split_identifier
+
+__all__ = [
+    "Change",
+    "Combo",
+    "Component",
+    "ControlCommand",
+    "ControlError",
+    "Edge",
+    "Observation",
+    "Person",
+    "StepResult",
+    "apply_control",
+    "block",
+    "control",
+    "fast_path_hit",
+    "new_component",
+    "person_id",
+    "split",
+    "step",
+    "unblock",
+]
+
+#: Edge reasons: accepted ones, then the rejections (``limit:<type>`` names the type over its limit).
+ACCEPTED_REASONS = frozenset({"merged", "same"})
+
+
+def person_id(founder: str) -> str:
+    """Stable person id of the person founded by identifier ``founder`` (``"type:value"``)."""
+    return "p" + hashlib.sha256(founder.encode("utf-8")).hexdigest()[:16]
+
+
+def detached_person_id(ident: str) -> str:
+    """Person id of identifier ``ident`` once detached (a person of its own, never linked again)."""
+    return "p" + hashlib.sha256(("detached:" + ident).encode("utf-8")).hexdigest()[:16]
+
+
+def component_id(ident: str) -> str:
+    return "c" + hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The identifiers one event carried: ``((type, value), ...)`` as stored (phone/e-mail hashed)."""
+
+    ids: tuple[tuple[str, str], ...]
+    ts_ms: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Combo:
+    """One distinct identifier combination of a component, at the earliest canonical key it was seen.
+
+    ``ids`` are cleaned (static junk dropped) in canonical order; ``edges`` are the decisions its
+    links got in the component's current resolution: ``(a, b, reason)``.
+    """
+
+    ts_ms: int
+    event_id: str
+    ids: tuple[str, ...]
+    edges: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def key(self) -> tuple[int, str, tuple[str, ...]]:
+        return (self.ts_ms, self.event_id, self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """A resolved person: its id, when and by which identifier it was founded, its identifiers."""
+
+    pid: str
+    first_ts: int
+    first_event: str
+    founder: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One raw connected component: its combinations in canonical order and the persons they resolve to.
+
+    ``cid`` is stable while the component lives (a merge keeps the id of the component with the most
+    identifiers). Derived lookups (``person_of``, ``combo_at``, ``idents``) are built once per object.
+    Identifiers on the dynamic blocklist stay in ``idents`` (so ``unblock`` finds them) but belong to
+    no person.
+    """
+
+    cid: str
+    combos: tuple[Combo, ...]
+    persons: tuple[Person, ...]
+    #: Identifiers detached by a rejected link (each is alone in its person and never linked again).
+    detached: frozenset[str] = frozenset()
+    person_of: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    combo_at: Mapping[tuple[str, ...], int] = field(init=False, repr=False, compare=False)
+    idents: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "person_of", {m: p.pid for p in self.persons for m in p.members})
+        object.__setattr__(self, "combo_at", {c.ids: i for i, c in enumerate(self.combos)})
+        object.__setattr__(self, "idents", frozenset(i for c in self.combos for i in c.ids))
+
+    @property
+    def last_key(self) -> tuple[int, str, tuple[str, ...]]:
+        return self.combos[-1].key
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A record for ``zt.identity.changes``.
+
+    ``kind``: ``merge`` (``person`` absorbed ``other``; ``other`` no longer exists), ``split``
+    (``identifiers`` left ``person``, which still exists, for ``other``), ``attach`` (identifiers new
+    to any person joined ``person``), ``detach`` (identifiers left ``person`` and now have none).
+    ``cause``: ``event:<event_id>``, ``late_event:<event_id>`` (an out-of-order re-resolution) or
+    ``control:<op>:<cause given>``.
+    """
+
+    kind: str
+    person: str
+    other: str | None
+    identifiers: tuple[str, ...]
+    ts_ms: int
+    cause: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "person": self.person,
+            "other": self.other,
+            "identifiers": list(self.identifiers),
+            "ts_ms": self.ts_ms,
+            "cause": self.cause,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """An edge-log record: the decision on linking ``a`` (the anchor) with ``b``.
+
+    ``reason``: ``merged`` / ``same`` (accepted); ``limit:<type>`` (rejected, ``b`` detached),
+    ``detached`` (``a`` or ``b`` was detached earlier) or ``isolated`` (split by control) — rejected.
+    """
+
+    a: str
+    b: str
+    accepted: bool
+    reason: str
+    ts_ms: int
+    event_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "ts_ms": self.ts_ms,
+            "event_id": self.event_id,
+        }
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :func:`step` / control call changed.
+
+    ``upserts``: components to write (cid → component); ``deletes``: cids to drop (merged away);
+    ``index``: identifier → cid for identifiers that are new or moved to another component;
+    ``mappings``: identifier → person id, or None when it has no person any more (only changes);
+    ``changes``, ``edges``: records for the changes topic and the edge log; ``path``: ``noop`` (no
+    usable identifier), ``fast`` (known combination), ``append`` (new combination in canonical order:
+    incremental), ``replay`` (out of order or control: the component re-resolved in canonical order).
+    """
+
+    upserts: Mapping[str, Component] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+    index: Mapping[str, str] = field(default_factory=dict)
+    mappings: Mapping[str, str | None] = field(default_factory=dict)
+    changes: tuple[Change, ...] = ()
+    edges: tuple[Edge, ...] = ()
+    path: str = "noop"
+
+
+_NOOP = StepResult()
+_FAST = StepResult(path="fast")
+
+
+class _Engine:
+    """Mutable resolution state of one component: identifier → person, persons' members/age/counts."""
+
+    __slots__ = ("age", "counts", "detached", "limits", "members", "person_of", "priority", "rank", "rules")
+
+    def __init__(self, rules: IdentityRules) -> None:
+        self.rules = rules
+        self.rank = rules.rank
+        self.priority = rules.priority
+        self.limits = tuple(rules.limits[t] for t in rules.priority)
+        self.person_of: dict[str, str] = {}
+        self.members: dict[str, list[str]] = {}
+        self.age: dict[str, tuple[int, str, int, str]] = {}
+        self.counts: dict[str, list[int]] = {}
+        self.detached: set[str] = set()
+
+    def load(self, persons: Iterable[Person], detached: Iterable[str] = ()) -> None:
+        self.detached.update(detached)
+        rank = self.rank
+        for p in persons:
+            counts = [0] * len(self.limits)
+            for m in p.members:
+                self.person_of[m] = p.pid
+                counts[rank[m.partition(":")[0]]] += 1
+            self.members[p.pid] = list(p.members)
+            self.age[p.pid] = (p.first_ts, p.first_event, rank[p.founder.partition(":")[0]], p.founder)
+            self.counts[p.pid] = counts
+
+    def apply(self, ts: int, eid: str, ids: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+        """Process one combination (canonical order); return its link decisions ``(a, b, reason)``."""
+        rules = self.rules
+        if rules.blocked_identifiers:
+            ids = tuple(i for i in ids if i not in rules.blocked_identifiers)
+            if not ids:
+                return ()
+        person_of = self.person_of
+        for i in ids:
+            if i not in person_of:
+                self._found(i, ts, eid)
+        isolated, detached = rules.isolated_identifiers, self.detached
+        anchor = ids[0]
+        if isolated or detached:
+            anchor = next((i for i in ids if i not in isolated and i not in detached), ids[0])
+        out = []
+        for x in ids:
+            if x == anchor:
+                continue
+            if isolated and (x in isolated or anchor in isolated):
+                out.append((anchor, x, "isolated"))
+                continue
+            if detached and (x in detached or anchor in detached):
+                out.append((anchor, x, "detached"))
+                continue
+            pa, px = person_of[anchor], person_of[x]
+            if pa == px:
+                out.append((anchor, x, "same"))
+                continue
+            ca, cx = self.counts[pa], self.counts[px]
+            for r, lim in enumerate(self.limits):
+                if ca[r] + cx[r] > lim:
+                    out.append((anchor, x, "limit:" + self.priority[r]))
+                    self._detach(x, ts, eid)
+                    break
+            else:
+                self._merge(pa, px)
+                out.append((anchor, x, "merged"))
+        return tuple(out)
+
+    def _detach(self, x: str, ts: int, eid: str) -> None:
+        px = self.person_of[x]
+        r = self.rank[x.partition(":")[0]]
+        members = self.members[px]
+        members.remove(x)
+        if members:
+            self.counts[px][r] -= 1
+        else:
+            del self.members[px], self.counts[px], self.age[px]
+        pid = detached_person_id(x)
+        counts = [0] * len(self.limits)
+        counts[r] = 1
+        self.person_of[x] = pid
+        self.members[pid] = [x]
+        self.age[pid] = (ts, eid, r, x)
+        self.counts[pid] = counts
+        self.detached.add(x)
+
+    def _found(self, ident: str, ts: int, eid: str) -> None:
+        pid = person_id(ident)
+        r = self.rank[ident.partition(":")[0]]
+        counts = [0] * len(self.limits)
+        counts[r] = 1
+        self.person_of[ident] = pid
+        self.members[pid] = [ident]
+        self.age[pid] = (ts, eid, r, ident)
+        self.counts[pid] = counts
+
+    def _merge(self, pa: str, px: str) -> None:
+        survivor, loser = (pa, px) if self.age[pa] <= self.age[px] else (px, pa)
+        moved = self.members.pop(loser)
+        person_of = self.person_of
+        for m in moved:
+            person_of[m] = survivor
+        self.members[survivor].extend(moved)
+        cs, cl = self.counts[survivor], self.counts.pop(loser)
+        for r, n in enumerate(cl):
+            cs[r] += n
+        del self.age[loser]
+
+    def persons(self) -> tuple[Person, ...]:
+        rank = self.rank
+        out = []
+        for pid, members in self.members.items():
+            ts, eid, _, founder = self.age[pid]
+            ordered = tuple(sorted(members, key=lambda m: (rank[m.partition(":")[0]], m)))
+            out.append(Person(pid, ts, eid, founder, ordered))
+        out.sort(key=lambda p: self.age[p.pid])
+        return tuple(out)
+
+
+def _resolve(combos: Iterable[Combo], rules: IdentityRules) -> tuple[tuple[Combo, ...], _Engine]:
+    """Resolve ``combos`` (any order) from scratch in canonical order; combos come back with edges."""
+    eng = _Engine(rules)
+    out = []
+    for c in sorted(combos, key=lambda c: c.key):
+        out.append(Combo(c.ts_ms, c.event_id, c.ids, eng.apply(c.ts_ms, c.event_id, c.ids)))
+    return tuple(out), eng
+
+
+def new_component(cid: str, combos: Iterable[Combo], rules: IdentityRules) -> Component:
+    """A component resolved from scratch (used by the codec for old versions and by tests)."""
+    resolved, eng = _resolve(combos, rules)
+    return Component(cid, resolved, eng.persons(), frozenset(eng.detached))
+
+
+def fast_path_hit(component: Component, ids: tuple[str, ...], ts_ms: int, event_id: str) -> bool:
+    """True when combination ``ids`` (cleaned, canonical order) is already in ``component`` at a
+    canonical key ≤ ``(ts_ms, event_id)``: processing it again cannot change anything.
+
+    One dict lookup and a tuple comparison. A Flink operator can keep just ``ids → key`` per
+    component (or a hash of ``ids``) to answer this without decoding the component.
+    """
+    pos = component.combo_at.get(ids)
+    return pos is not None and (ts_ms, event_id) >= (component.combos[pos].ts_ms, component.combos[pos].event_id)
+
+
+def _edges(decisions: Iterable[tuple[str, str, str]], ts: int, eid: str) -> list[Edge]:
+    return [Edge(a, b, r in ACCEPTED_REASONS, r, ts, eid) for a, b, r in decisions]
+
+
+def _diff(
+    old: Mapping[str, str], new: Mapping[str, str], idents: Iterable[str], ts_ms: int, cause: str
+) -> tuple[dict[str, str | None], tuple[Change, ...]]:
+    """Mapping changes and change records between two assignments over ``idents``."""
+    mappings: dict[str, str | None] = {}
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
+    for i in idents:
+        o, n = old.get(i), new.get(i)
+        if o != n:
+            mappings[i] = n
+            groups.setdefault((o, n), []).append(i)
+    if not groups:
+        return mappings, ()
+    alive = set(new.values())
+    changes = []
+    for (o, n), ids in groups.items():
+        ids_t = tuple(sorted(ids))
+        if o is None:
+            changes.append(Change("attach", n, None, ids_t, ts_ms, cause))  # type: ignore[arg-type]
+        elif n is None:
+            changes.append(Change("detach", o, None, ids_t, ts_ms, cause))
+        elif o in alive:
+            changes.append(Change("split", o, n, ids_t, ts_ms, cause))
+        else:
+            changes.append(Change("merge", n, o, ids_t, ts_ms, cause))
+    changes.sort(key=lambda c: (c.kind, c.person, c.other or "", c.identifiers))
+    return mappings, tuple(changes)
+
+
+def step(components: Mapping[str, Component], obs: Observation, rules: IdentityRules) -> StepResult:
+    """Fold ``obs`` into the graph.
+
+    ``components`` must hold every component containing one of ``obs``'s identifiers (look them up in
+    the identifier → cid index that ``StepResult.index`` maintains); others may be present and are
+    ignored. Returns what to write back; the components passed in are not modified.
+
+    Paths: ``fast`` when the combination is known at an earlier-or-equal key (nothing changes);
+    ``append`` when a new combination comes after everything the touched components hold (one
+    incremental union step); ``replay`` otherwise (the merged component re-resolved in canonical
+    order, only the differences emitted).
+    """
+    ids = rules.clean_ids(obs.ids)
+    if not ids:
+        return _NOOP
+    touched = [c for c in components.values() if not c.idents.isdisjoint(ids)]
+    ts, eid = obs.ts_ms, obs.event_id
+    if len(touched) == 1 and fast_path_hit(touched[0], ids, ts, eid):
+        return _FAST
+    key = (ts, eid, ids)
+    cause = f"event:{eid}"
+    if touched:
+        survivor = max(touched, key=lambda c: (len(c.idents), c.cid)).cid
+    else:
+        survivor = component_id(ids[0])
+    old_assign: dict[str, str] = {}
+    for c in touched:
+        old_assign.update(c.person_of)
+    in_order = all(c.last_key < key for c in touched)
+    known = any(ids in c.combo_at for c in touched)
+    if in_order and not known:
+        eng = _Engine(rules)
+        combos: list[Combo] = []
+        for c in sorted(touched, key=lambda c: c.last_key):
+            eng.load(c.persons, c.detached)
+            combos.extend(c.combos)
+        decisions = eng.apply(ts, eid, ids)
+        combos.sort(key=lambda c: c.key)
+        combos.append(Combo(ts, eid, ids, decisions))
+        comp = Component(survivor, tuple(combos), eng.persons(), frozenset(eng.detached))
+        edges = _edges(decisions, ts, eid)
+        path = "append"
+    else:
+        pool: dict[tuple[str, ...], Combo] = {}
+        for c in touched:
+            for cb in c.combos:
+                pool[cb.ids] = cb
+        prev = pool.get(ids)
+        if prev is None or key < prev.key:
+            pool[ids] = Combo(ts, eid, ids)
+        resolved, eng = _resolve(pool.values(), rules)
+        comp = Component(survivor, resolved, eng.persons(), frozenset(eng.detached))
+        edges = _changed_edges(touched, comp, ids)
+        cause = f"late_event:{eid}"
+        path = "replay"
+    mappings, changes = _diff(old_assign, comp.person_of, comp.idents, ts, cause)
+    index = {i: survivor for i in comp.idents if not any(c.cid == survivor and i in c.idents for c in touched)}
+    return StepResult(
+        upserts={survivor: comp},
+        deletes=tuple(sorted(c.cid for c in touched if c.cid != survivor)),
+        index=index,
+        mappings=mappings,
+        changes=changes,
+        edges=tuple(edges),
+        path=path,
+    )
+
+
+def _changed_edges(old: Iterable[Component], new: Component, ids: tuple[str, ...] | None) -> list[Edge]:
+    """Edges of the re-resolved ``new`` that differ from before: every decision of combination ``ids``
+    (the one just seen) and decisions of other combinations whose outcome changed."""
+    before: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = {}
+    for c in old:
+        for cb in c.combos:
+            before[cb.ids] = cb.edges
+    out: list[Edge] = []
+    for cb in new.combos:
+        if cb.ids == ids or before.get(cb.ids) != cb.edges:
+            prev = set(before.get(cb.ids, ())) if cb.ids != ids else set()
+            out.extend(e for e in _edges(cb.edges, cb.ts_ms, cb.event_id) if (e.a, e.b, e.reason) not in prev)
+    return out
+
+
+# --- control: split / block / unblock -----------------------------------------------------------------
+
+
+class ControlError(ValueError):
+    """A control message that cannot be applied; the message says what is wrong and what to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlCommand:
+    """``{"kind": "identity", "op": "split"|"block"|"unblock", "identifier": "type:value", "version": n}``."""
+
+    op: str
+    identifier: str
+    version: int
+
+
+CONTROL_OPS = ("split", "block", "unblock")
+
+
+def apply_control(message: Mapping[str, Any], rules: IdentityRules | None = None) -> ControlCommand:
+    """Parse and validate one control message; raise :class:`ControlError` naming the bad field.
+
+    With ``rules``, the identifier's type must be one of ``rules.priority``.
+    """
+    if not isinstance(message, Mapping):
+        raise ControlError(f"identity control message must be a JSON object, got {type(message).__name__}")
+    if message.get("kind") != "identity":
+        raise ControlError(f"identity control message: 'kind' must be 'identity', got {message.get('kind')!r}")
+    unknown = set(message) - {"kind", "op", "identifier", "version"}
+    if unknown:
+        raise ControlError(f"identity control message: unknown fields {sorted(unknown)}; allowed: kind, op, identifier, version")
+    op = message.get("op")
+    if op not in CONTROL_OPS:
+        raise ControlError(f"identity control message: 'op' must be one of {list(CONTROL_OPS)}, got {op!r}")
+    ident = message.get("identifier")
+    if not isinstance(ident, str):
+        raise ControlError("identity control message: 'identifier' must be a string like 'device_id:abc'")
+    try:
+        id_type, value = split_identifier(ident)
+    except ValueError as e:
+        raise ControlError(f"identity control message: {e}") from None
+    if not value:
+        raise ControlError(f"identity control message: identifier {ident!r} has an empty value")
+    if rules is not None and id_type not in rules.rank:
+        raise ControlError(
+            f"identity control message: identifier type {id_type!r} is not configured (identity.priority: {list(rules.priority)})"
+        )
+    version = message.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ControlError(f"identity control message: 'version' must be a whole number ≥ 0, got {version!r}")
+    return ControlCommand(op, ident, version)
+
+
+def control(
+    components: Mapping[str, Component],
+    command: ControlCommand,
+    rules: IdentityRules,
+    ts_ms: int,
+    cause: str = "",
+) -> tuple[IdentityRules, StepResult]:
+    """Apply ``command``: the new rules (overlay changed) and the re-resolution of the component that
+    holds the identifier (``components`` must contain it if it exists; none: rules change only).
+
+    ``split`` isolates the identifier (it keeps a person of its own, never linked again); ``block``
+    ignores it entirely (its mapping becomes None); ``unblock`` lifts either. Each is reversible:
+    the result equals ``resolve_batch`` of all observations under the new rules.
+    """
+    ident = command.identifier
+    if command.op == "split":
+        new_rules = rules.without([ident]).with_isolated([ident])
+    elif command.op == "block":
+        new_rules = rules.without([ident]).with_blocked([ident])
+    else:
+        new_rules = rules.without([ident])
+    holder = next((c for c in components.values() if ident in c.idents), None)
+    if holder is None:
+        return new_rules, _NOOP
+    resolved, eng = _resolve(holder.combos, new_rules)
+    comp = Component(holder.cid, resolved, eng.persons(), frozenset(eng.detached))
+    why = f"control:{command.op}:{cause}" if cause else f"control:{command.op}"
+    mappings, changes = _diff(holder.person_of, comp.person_of, comp.idents, ts_ms, why)
+    edges = tuple(_changed_edges([holder], comp, None))
+    result = StepResult(upserts={comp.cid: comp}, mappings=mappings, changes=changes, edges=edges, path="replay")
+    return new_rules, result
+
+
+def split(
+    components: Mapping[str, Component], ident: str, rules: IdentityRules, ts_ms: int, cause: str = ""
+) -> tuple[IdentityRules, StepResult]:
+    """Cut ``ident`` out of its person (isolate it); see :func:`control`."""
+    return control(components, ControlCommand("split", ident, 0), rules, ts_ms, cause)
+
+
+def block(
+    components: Mapping[str, Component], ident: str, rules: IdentityRules, ts_ms: int, cause: str = ""
+) -> tuple[IdentityRules, StepResult]:
+    """Blocklist ``ident`` from now on and retroactively; see :func:`control`."""
+    return control(components, ControlCommand("block", ident, 0), rules, ts_ms, cause)
+
+
+def unblock(
+    components: Mapping[str, Component], ident: str, rules: IdentityRules, ts_ms: int, cause: str = ""
+) -> tuple[IdentityRules, StepResult]:
+    """Undo ``split``/``block`` of ``ident``; see :func:`control`."""
+    return control(components, ControlCommand("unblock", ident, 0), rules, ts_ms, cause)
+
+
+# --- the state handling of an operator, in memory ------------------------------------------------------
+
+
+class InMemoryGraph:
+    """What the Flink operator does with :func:`step`, over dicts: the reference driver for tests/bench.
+
+    State: ``components`` (cid → Component; in Flink one codec blob per cid in MapState), ``index``
+    (identifier → cid), ``mapping`` (identifier → person id: what Redis ``zt:id:*`` holds) and the
+    current ``rules`` (overlay changed by control messages).
+    """
+
+    def __init__(self, rules: IdentityRules) -> None:
+        self.rules = rules
+        self.components: dict[str, Component] = {}
+        self.index: dict[str, str] = {}
+        self.mapping: dict[str, str] = {}
+
+    def observe(self, obs: Observation) -> StepResult:
+        cids = {c for t, v in obs.ids if (c := self.index.get(f"{t}:{v}")) is not None}
+        res = step({c: self.components[c] for c in cids}, obs, self.rules)
+        self.apply(res)
+        return res
+
+    def control(self, message: Mapping[str, Any], ts_ms: int, cause: str = "") -> StepResult:
+        cmd = apply_control(message, self.rules)
+        cid = self.index.get(cmd.identifier)
+        comps = {cid: self.components[cid]} if cid is not None else {}
+        self.rules, res = control(comps, cmd, self.rules, ts_ms, cause)
+        self.apply(res)
+        return res
+
+    def apply(self, res: StepResult) -> None:
+        for cid in res.deletes:
+            del self.components[cid]
+        self.components.update(res.upserts)
+        self.index.update(res.index)
+        for i, p in res.mappings.items():
+            if p is None:
+                self.mapping.pop(i, None)
+            else:
+                self.mapping[i] = p

@@ -1,0 +1,165 @@
+"""Guard rails of the identity graph: identifier types and their priority, per-person limits, junk values.
+
+Pure (no pyflink). :class:`IdentityRules` is built once from ``config.settings.IdentitySettings``
+(:meth:`IdentityRules.from_settings`) and passed to every call of ``operators.identity.graph``.
+
+Identifiers are written ``"<type>:<value>"`` everywhere (the value as stored: phone and e-mail are
+already the keyed HMAC of ``operators.pii``). Besides the static configuration the rules carry the
+*dynamic* overlay set by control messages (``graph.apply_control``): identifiers that are blocked
+(ignored as if never seen) and identifiers that are isolated (kept, but never linked to anything).
+The resolution is a function of the observations and these rules; changing the overlay re-resolves
+the affected component (``graph.control``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from operators.pii import PII_TYPES, pseudonymise
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import IdentitySettings, PiiSettings
+
+DEFAULT_PRIORITY: tuple[str, ...] = ("user_id", "unionid", "phone", "email", "openid", "device_id", "cookie_id")
+DEFAULT_LIMITS: Mapping[str, int] = {
+    "user_id": 1,
+    "unionid": 1,
+    "phone": 2,
+    "email": 3,
+    "openid": 5,
+    "device_id": 10,
+    "cookie_id": 50,
+}
+DEFAULT_BLOCKED_VALUES: tuple[str, ...] = (
+    "", "null", "undefined", "none", "nan", "nil", "0", "-1", "anonymous", "unknown", "n/a",
+    "(null)", "[object object]", "test",
+)
+#: All zeros (with separators: the nil UUID), one character repeated (``ffffffff``, ``1111-1111``).
+DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (r"[0\-:.]+", r"(.)(?:\1|[\-:.]){3,}")
+
+
+def identifier(id_type: str, value: str) -> str:
+    """The one spelling of an identifier: ``"<type>:<value>"``."""
+    return f"{id_type}:{value}"
+
+
+def split_identifier(ident: str) -> tuple[str, str]:
+    """``"device_id:abc"`` → ``("device_id", "abc")``; ValueError naming the input when there is no ``:``."""
+    id_type, sep, value = ident.partition(":")
+    if not sep or not id_type:
+        raise ValueError(f"identifier {ident!r} is not of the form '<type>:<value>' (e.g. 'device_id:abc')")
+    return id_type, value
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """Identifier types strongest first, per-type limits, blocklist, and the dynamic control overlay.
+
+    ``rank[t]`` is the position of type ``t`` in ``priority`` (0 = strongest); types not listed are
+    not identifiers and are ignored. ``limits[t]`` is the most identifiers of type ``t`` one person
+    may hold. ``blocked_hashes`` holds, for phone/e-mail, the stored (hashed) form of each blocked
+    value, so junk is also recognised after pseudonymisation (patterns cannot be: check raw values
+    with :meth:`is_blocked_raw` before hashing).
+    """
+
+    priority: tuple[str, ...] = DEFAULT_PRIORITY
+    limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    blocked_values: frozenset[str] = frozenset(DEFAULT_BLOCKED_VALUES)
+    blocked_patterns: tuple[str, ...] = DEFAULT_BLOCKED_PATTERNS
+    blocked_hashes: frozenset[str] = frozenset()
+    #: Dynamic overlay (control messages): identifiers ignored entirely / kept but never linked.
+    blocked_identifiers: frozenset[str] = frozenset()
+    isolated_identifiers: frozenset[str] = frozenset()
+    rank: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.priority or len(set(self.priority)) != len(self.priority):
+            raise ValueError(f"identity.priority {self.priority!r}: list each identifier type once")
+        missing = [t for t in self.priority if t not in self.limits]
+        if missing:
+            raise ValueError(f"identity.max_per_person has no limit for {missing}: add one per type of identity.priority")
+        bad = {t: n for t, n in self.limits.items() if not isinstance(n, int) or n < 1}
+        if bad:
+            raise ValueError(f"identity.max_per_person {bad}: limits must be whole numbers ≥ 1")
+        for p in self.blocked_patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"identity.blocklist_patterns: {p!r} is not a regular expression ({e})") from None
+        object.__setattr__(self, "limits", dict(self.limits))
+        object.__setattr__(self, "rank", {t: i for i, t in enumerate(self.priority)})
+        joined = "|".join(f"(?:{p})" for p in self.blocked_patterns)
+        object.__setattr__(self, "_regex", re.compile(joined, re.DOTALL) if joined else None)
+
+    @classmethod
+    def from_settings(cls, identity: IdentitySettings, pii: PiiSettings | None = None) -> IdentityRules:
+        """Rules from the config tree; with ``pii`` the hashed forms of blocked phone/e-mail values too."""
+        values = frozenset(v.strip().lower() for v in identity.blocklist_values)
+        hashes: frozenset[str] = frozenset()
+        if pii is not None:
+            secret, cc = pii.hmac_secret.get_secret_value(), pii.default_country_code
+            hashes = frozenset(
+                pseudonymise(t, v, secret, cc) for t in PII_TYPES if t in identity.priority for v in values
+            )
+        return cls(
+            priority=tuple(identity.priority),
+            limits=dict(identity.max_per_person),
+            blocked_values=values,
+            blocked_patterns=tuple(identity.blocklist_patterns),
+            blocked_hashes=hashes,
+        )
+
+    # --- junk values -----------------------------------------------------------------------------
+
+    def is_blocked_raw(self, id_type: str, raw: str) -> bool:
+        """True when the raw (not yet hashed) value is junk: a blocklisted value or pattern."""
+        v = raw.strip().lower()
+        if v in self.blocked_values:
+            return True
+        return self._regex is not None and self._regex.fullmatch(v) is not None
+
+    def is_junk(self, id_type: str, value: str) -> bool:
+        """Static junk: a blocklisted value or pattern, or the hashed form of a junk phone/e-mail."""
+        if id_type in PII_TYPES and value in self.blocked_hashes:
+            return True
+        return self.is_blocked_raw(id_type, value)
+
+    def is_blocked(self, id_type: str, value: str) -> bool:
+        """True when the stored value must not be used as an identifier of ``id_type`` now:
+        static junk (:meth:`is_junk`) or on the dynamic blocklist."""
+        if self.is_junk(id_type, value):
+            return True
+        return bool(self.blocked_identifiers) and identifier(id_type, value) in self.blocked_identifiers
+
+    # --- dynamic overlay ---------------------------------------------------------------------------
+
+    def with_blocked(self, idents: Iterable[str]) -> IdentityRules:
+        return replace(self, blocked_identifiers=self.blocked_identifiers | frozenset(idents))
+
+    def with_isolated(self, idents: Iterable[str]) -> IdentityRules:
+        return replace(self, isolated_identifiers=self.isolated_identifiers | frozenset(idents))
+
+    def without(self, idents: Iterable[str]) -> IdentityRules:
+        """The overlay minus ``idents`` (neither blocked nor isolated any more)."""
+        s = frozenset(idents)
+        return replace(
+            self, blocked_identifiers=self.blocked_identifiers - s, isolated_identifiers=self.isolated_identifiers - s
+        )
+
+    def clean_ids(self, ids: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+        """The identifiers an event's ``(type, value)`` pairs contribute, strongest first.
+
+        Unknown types and static junk (:meth:`is_junk`) are dropped, duplicates collapse; identifiers
+        on the *dynamic* blocklist are kept (the resolution skips them, so an ``unblock`` can bring
+        them back). Order is (type rank, value): the canonical order of one observation's identifiers.
+        """
+        rank = self.rank
+        keep = {(rank[t], v) for t, v in ids if t in rank and not self.is_junk(t, v)}
+        return tuple(identifier(self.priority[r], v) for r, v in sorted(keep))
+
+    def type_rank(self, ident: str) -> int:
+        return self.rank[ident.partition(":")[0]]
