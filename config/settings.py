@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "ZT__"
@@ -167,6 +167,109 @@ class StackSettings(_Frozen):
     start_timeout_s: int = Field(180, ge=5)
 
 
+class ChannelRate(_Frozen):
+    """Token bucket of one channel: ``per_s`` deliveries per second on average, bursts of ``burst``."""
+
+    per_s: float = Field(50.0, gt=0)
+    burst: int = Field(50, ge=1)
+
+
+class SmtpSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 25
+    #: ``STARTTLS`` after EHLO (set it for any relay that is not on this host).
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "no-reply@zhongtai.local"
+    #: Right-hand side of the ``Message-ID: <action_id@domain>`` header.
+    message_id_domain: str = "zhongtai.local"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class HttpProviderSettings(_Frozen):
+    """An HTTP delivery endpoint (SMS gateway, push service, coupon service, default webhook)."""
+
+    #: Where actions are POSTed; for webhooks a contact's own ``webhook_url`` wins.
+    url: str = ""
+    #: ``Authorization: Bearer <token>`` when set.
+    token: SecretStr | None = None
+    #: HMAC-SHA256 key of the ``X-Zhongtai-Signature`` header (webhooks; empty: no signature).
+    signing_secret: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ContactsSettings(_Frozen):
+    """Where destination addresses are resolved at delivery time (the stream carries none)."""
+
+    kind: Literal["file", "http"] = "file"
+    #: ``file``: a YAML or JSON mapping ``person_id -> {email, phone, push_token, webhook_url, opt_out}``.
+    path: str = "contacts.yaml"
+    #: ``http``: ``GET {url}/{person_id}`` answering that object as JSON, 404 when unknown.
+    url: str = ""
+    token: SecretStr | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class WorkerSettings(_Frozen):
+    """Channel workers (``zhongtai worker``): delivery of ``zt.actions.<channel>``; docs/workers.md."""
+
+    #: Consumer group; each channel's workers share it (topics differ per channel).
+    group: str = "zt-workers"
+    #: Stable per worker process of a channel (part of the Kafka transactional id: a restarted
+    #: process with the same id fences its dead predecessor and aborts its open transaction).
+    instance_id: str = "0"
+    batch_size: int = Field(100, ge=1)
+    poll_timeout_ms: int = Field(200, ge=1)
+    #: Kafka transaction timeout of the receipt/DLQ/offset transactions.
+    transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    #: A claim on an action expires after this long; a worker that died holding it is then
+    #: presumed dead and the action is re-delivered with the same idempotency key (in doubt).
+    lease_ms: int = Field(30_000, ge=1_000)
+    #: How long idempotency records live (keep it above the action topics' retention).
+    record_ttl_s: int = Field(30 * 86_400, ge=60)
+    #: Delivery attempts before an action goes to the dead-letter topic.
+    max_attempts: int = Field(5, ge=1)
+    backoff_base_ms: int = Field(500, ge=1)
+    backoff_max_ms: int = Field(60_000, ge=1)
+    backoff_multiplier: float = Field(2.0, ge=1.0)
+    #: Share of each delay that is randomised (0: none, 1: full jitter).
+    backoff_jitter: float = Field(0.5, ge=0.0, le=1.0)
+    #: Parked (waiting for retry) actions above which consumption pauses.
+    max_parked: int = Field(10_000, ge=1)
+    #: Per-channel rate limits; channels not listed use ``default_rate``.
+    default_rate: ChannelRate = ChannelRate()
+    rates: dict[str, ChannelRate] = {}
+    #: Keep the token bucket in Redis so every worker process of a channel shares it.
+    shared_rate_limit: bool = True
+    #: The idempotency record. Switching it off breaks at-most-once (tests' negative control only).
+    idempotency: bool = True
+    metrics_port: int = Field(0, ge=0)
+    contacts: ContactsSettings = ContactsSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    webhook: HttpProviderSettings = HttpProviderSettings()
+    sms: HttpProviderSettings = HttpProviderSettings()
+    push: HttpProviderSettings = HttpProviderSettings()
+    coupon: HttpProviderSettings = HttpProviderSettings()
+    #: ``template -> {subject, body}`` with ``$param`` placeholders (``string.Template``).
+    templates: dict[str, dict[str, str]] = {}
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_delivery(self) -> WorkerSettings:
+        longest = self.contacts.timeout_s + max(
+            self.smtp.timeout_s, *(p.timeout_s for p in (self.webhook, self.sms, self.push, self.coupon))
+        )
+        if self.lease_ms / 1000 <= longest:
+            raise ValueError(
+                f"worker.lease_ms ({self.lease_ms}) must exceed the longest contact lookup + delivery "
+                f"call ({longest:.1f} s), or a slow delivery could be taken over and sent twice"
+            )
+        return self
+
+    def rate(self, channel: str) -> ChannelRate:
+        return self.rates.get(channel, self.default_rate)
+
+
 class Settings(_Frozen):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -176,6 +279,7 @@ class Settings(_Frozen):
     pii: PiiSettings = PiiSettings()
     identity: IdentitySettings = IdentitySettings()
     stack: StackSettings = StackSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @field_validator("flink")
     @classmethod

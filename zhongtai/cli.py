@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Modules that add verbs: each has ``register(subparsers, settings_of)`` where ``settings_of(args)``
 #: loads the validated config tree. Kept out of this file so that each area owns its verbs.
 _EXTENSIONS: tuple[str, ...] = (
+    "zhongtai.cli_workers",
 )
 
 

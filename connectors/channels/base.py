@@ -1,0 +1,171 @@
+"""The channel adapter contract: typed actions and contacts in, a classified delivery result out.
+
+An adapter sends one action to one resolved contact and says what happened:
+
+* ``delivered``: the provider accepted it; ``provider_id`` is its message id (or ours).
+* ``transient``: worth retrying later (timeouts, connection errors, 4xx SMTP replies, HTTP 408/425/429/5xx).
+  ``retry_after_s`` carries a provider's ``Retry-After`` hint.
+* ``permanent``: retrying cannot help (bad address, HTTP 4xx, SMTP 5xx); the action goes to the DLQ.
+* ``suppressed``: not sent on purpose (no contact, no address for the channel, opted out).
+
+Adapters never raise for a delivery problem (errors are data); they raise only for a programming or
+configuration error. Every adapter sends the action id as its idempotency key (``Idempotency-Key``
+header, ``Message-ID``), so that a re-delivery after a crash is recognisable by the provider.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import orjson
+
+CHANNELS = ("email", "sms", "push", "webhook", "coupon")
+
+Status = Literal["delivered", "transient", "permanent", "suppressed"]
+
+
+class ActionDecodeError(ValueError):
+    """An action message is not the JSON object the rules engine writes; it goes to the DLQ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One marketing action from ``zt.actions.<channel>`` (written by the job's rules engine)."""
+
+    action_id: str
+    rule_id: str
+    rule_version: int
+    person_id: str
+    channel: str
+    template: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    campaign: str = ""
+    trigger: Mapping[str, Any] = field(default_factory=dict)
+    ts_ms: int = 0
+    priority: int = 0
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> Action:
+        """Parse and validate one message value; raises ``ActionDecodeError`` with the reason."""
+        if not raw:
+            raise ActionDecodeError("empty message value")
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise ActionDecodeError(f"not JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ActionDecodeError("not a JSON object")
+        aid = d.get("action_id")
+        if not isinstance(aid, str) or not (1 <= len(aid) <= 128):
+            raise ActionDecodeError("action_id missing or not a string of 1-128 characters")
+        for name in ("person_id", "channel", "template"):
+            if not isinstance(d.get(name), str) or not d[name]:
+                raise ActionDecodeError(f"{name} missing or empty (action {aid})")
+        params = {} if d.get("params") is None else d["params"]
+        trigger = {} if d.get("trigger") is None else d["trigger"]
+        if not isinstance(params, dict) or not isinstance(trigger, dict):
+            raise ActionDecodeError(f"params and trigger must be JSON objects (action {aid})")
+        try:
+            return cls(
+                action_id=aid, rule_id=str(d.get("rule_id") or ""), rule_version=int(d.get("rule_version") or 0),
+                person_id=d["person_id"], channel=d["channel"], template=d["template"], params=params,
+                campaign=str(d.get("campaign") or ""), trigger=trigger, ts_ms=int(d.get("ts_ms") or 0),
+                priority=int(d.get("priority") or 0),
+            )
+        except (TypeError, ValueError) as e:
+            raise ActionDecodeError(f"bad field type (action {aid}): {e}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "action_id": self.action_id, "rule_id": self.rule_id, "rule_version": self.rule_version,
+            "person_id": self.person_id, "channel": self.channel, "template": self.template,
+            "params": dict(self.params), "campaign": self.campaign, "trigger": dict(self.trigger),
+            "ts_ms": self.ts_ms, "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """Where a person is reached, resolved at delivery time (the stream only carries HMACs)."""
+
+    person_id: str
+    email: str | None = None
+    phone: str | None = None
+    push_token: str | None = None
+    webhook_url: str | None = None
+    name: str | None = None
+    #: Channels the person opted out of (the directory's view; the job enforces consent too).
+    opt_out: frozenset[str] = frozenset()
+
+    def address(self, channel: str) -> str | None:
+        """The address this channel sends to, or None; ``coupon`` is issued to the person id itself."""
+        return {
+            "email": self.email, "sms": self.phone, "push": self.push_token,
+            "webhook": self.webhook_url, "coupon": self.person_id,
+        }.get(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    status: Status
+    provider_id: str | None = None
+    reason: str = ""
+    retry_after_s: float | None = None
+
+    @classmethod
+    def delivered(cls, provider_id: str) -> DeliveryResult:
+        return cls("delivered", provider_id=provider_id)
+
+    @classmethod
+    def transient(cls, reason: str, retry_after_s: float | None = None) -> DeliveryResult:
+        return cls("transient", reason=reason, retry_after_s=retry_after_s)
+
+    @classmethod
+    def permanent(cls, reason: str) -> DeliveryResult:
+        return cls("permanent", reason=reason)
+
+    @classmethod
+    def suppressed(cls, reason: str) -> DeliveryResult:
+        return cls("suppressed", reason=reason)
+
+
+@runtime_checkable
+class ChannelAdapter(Protocol):
+    """Sends actions of one channel. One instance per worker process; not thread-safe.
+
+    ``destination(action, contact)`` names the endpoint a delivery goes to (webhook host, mail
+    domain, provider host): the worker parks every action of a destination that failed transiently
+    and keeps delivering to the others. ``deliver`` must be safe to call again for the same action
+    (send ``action.action_id`` as the provider idempotency key) and must return within its
+    configured timeout.
+    """
+
+    channel: str
+
+    def destination(self, action: Action, contact: Contact) -> str: ...
+
+    def deliver(self, action: Action, contact: Contact) -> DeliveryResult: ...
+
+    def close(self) -> None: ...
+
+
+def render(templates: Mapping[str, Mapping[str, str]], action: Action) -> tuple[str, str]:
+    """``(subject, body)`` of an action: its template's ``$param`` placeholders filled from params.
+
+    An unknown template renders a neutral text naming the template (never a failed delivery: the
+    template catalogue belongs to the content team and may lag the rules). Unknown placeholders
+    are left as written.
+    """
+    values = {k: str(v) for k, v in action.params.items()}
+    values.setdefault("person_id", action.person_id)
+    values.setdefault("campaign", action.campaign)
+    t = templates.get(action.template)
+    if t is None:
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(action.params.items()))
+        return action.template, f"{action.template}" + (f" ({extra})" if extra else "")
+    subject = string.Template(t.get("subject", action.template)).safe_substitute(values)
+    body = string.Template(t.get("body", "")).safe_substitute(values)
+    return subject, body
