@@ -1,0 +1,401 @@
+"""The strategy engine: one person's rules, patterns, journeys and guard rails per input (pure).
+
+``evaluate(ruleset, state, event, profile, tags, now_ms) -> EngineResult`` is the whole contract
+the Flink job needs (keyed by person; the rule set comes from broadcast state):
+
+* ``event`` an :class:`Event`: consent/unsubscribe events update consent; the event is buffered
+  by the patterns and journeys that consume it (they act on timers, in event time); the rules
+  triggered by its type are evaluated now. ``now_ms`` is the time conditions are evaluated at
+  (the job passes the event's ts, so a replay decides the same).
+* ``event`` a :class:`TagChange`: rules on that tag being added/removed; journeys entered by it.
+* ``event`` None: a timer fired at ``now_ms`` (the watermark passed it). Everything due runs in
+  event-time order: held actions whose quiet hours ended, pattern matches (→ rules triggered by
+  the pattern), journey steps (→ the rules they send). Conditions of these are evaluated at the
+  trigger's own event time.
+
+Rules found by the trigger index are evaluated (``condition`` true or absent = firing), then every
+candidate action passes the guard rails of :mod:`operators.rules.guards` in their fixed order.
+The result holds the actions to emit (those with ``budget_max`` go to the campaign-keyed
+:func:`operators.rules.guards.budget_step` first), the suppressed actions with their reasons,
+the actions held by quiet hours, the timers to register and the new state (None: clear the key).
+
+Expression environment: ``event`` (``type``, ``id``, ``ts``, ``props``; for tag changes ``tag``),
+``profile`` (the mapping given), ``tags`` (a set), ``person`` (``id``), and for pattern triggers
+``match`` (``pattern``, ``key``, ``count``, ``ts``, ``start_ts``), for journey sends ``journey``
+(``id``, ``step``, ``entered``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from operators.rules.guards import (
+    Consent, Send, consent_allows, frequency_block, person_zone, prune_sends, quiet_release_ms,
+    select_by_group, update_consent,
+)
+from operators.rules.journeys import JourneyInput, JourneySend, JourneyState, journey_step
+from operators.rules.model import Event, Rule, TagChange
+from operators.rules.patterns import Buffered, Match, PatternState, pattern_step
+from operators.rules.registry import RuleSet
+
+__all__ = [
+    "Action", "EngineResult", "Held", "PersonState", "Suppressed", "action_id", "evaluate",
+    "prune_state", "state_from_json", "state_to_json",
+]
+
+STATE_CODEC_VERSION = 1
+
+
+def action_id(rule_id: str, version: int, person_id: str, trigger_key: str, index: int = 0) -> str:
+    """Deterministic id of one action: sha256 over (rule, version, person, trigger, action index), 32 hex.
+
+    ``index`` is the action's position in the rule's ``actions`` (0 for the first). The same
+    input replayed after a restore gives the same id, which the channel workers deduplicate on.
+    """
+    payload = json.dumps([rule_id, version, person_id, trigger_key, index], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One action for ``zt.actions.<channel>`` (JSON via :meth:`to_json`; see docs/rules.md).
+
+    ``ts_ms`` is the event time the action is due (the trigger's, or the end of quiet hours for a
+    held action); ``trigger`` says what caused it. ``budget_max`` is set when the rule has a
+    campaign budget: the action must pass :func:`~operators.rules.guards.budget_step` first.
+    """
+
+    action_id: str
+    rule_id: str
+    rule_version: int
+    person_id: str
+    channel: str
+    template: str
+    params: Mapping[str, Any]
+    campaign: str | None
+    trigger: Mapping[str, Any]
+    ts_ms: int
+    priority: int
+    budget_max: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action_id": self.action_id, "rule_id": self.rule_id, "rule_version": self.rule_version,
+                "person_id": self.person_id, "channel": self.channel, "template": self.template,
+                "params": dict(self.params), "campaign": self.campaign, "trigger": dict(self.trigger),
+                "ts_ms": self.ts_ms, "priority": self.priority, "budget_max": self.budget_max}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Action:
+        return cls(d["action_id"], d["rule_id"], d["rule_version"], d["person_id"], d["channel"], d["template"],
+                   dict(d["params"]), d["campaign"], dict(d["trigger"]), d["ts_ms"], d["priority"],
+                   d.get("budget_max"))
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """An action a guard stopped: ``reason`` (group_excluded, no_consent, quiet_hours,
+    frequency_capped, budget_exhausted, rule_unavailable) and a human ``detail``."""
+
+    action: Action
+    reason: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.action.to_json(), "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An action waiting for the end of quiet hours (``release_ms``, event time)."""
+
+    action: Action
+    release_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    """Everything the engine keeps per person (keyed state; codec: :func:`state_to_json`).
+
+    ``consent`` latest decision per channel; ``sends`` recent sends (pruned to the longest cap
+    window); ``held`` actions waiting for quiet hours to end; ``patterns``/``journeys`` per id.
+    """
+
+    person_id: str
+    consent: tuple[Consent, ...] = ()
+    sends: tuple[Send, ...] = ()
+    held: tuple[Held, ...] = ()
+    patterns: tuple[tuple[str, PatternState], ...] = ()
+    journeys: tuple[tuple[str, JourneyState], ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.consent or self.sends or self.held or self.patterns or self.journeys)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    actions: tuple[Action, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()
+    held: tuple[Held, ...] = ()
+    timers: tuple[int, ...] = ()
+    new_state: PersonState | None = None
+    matches: tuple[Match, ...] = ()
+    rule_evaluations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Trigger:
+    key: str
+    ts_ms: int
+    info: Mapping[str, Any]
+    env_extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def prune_state(ruleset: RuleSet, state: PersonState) -> PersonState:
+    """Drop the state of deleted patterns and journeys (a deleted rule's held actions are
+    suppressed with ``rule_unavailable`` when they come due)."""
+    pats = tuple((pid, ps) for pid, ps in state.patterns if pid in ruleset.patterns)
+    jrs = tuple((jid, js) for jid, js in state.journeys if jid in ruleset.journeys)
+    if len(pats) == len(state.patterns) and len(jrs) == len(state.journeys):
+        return state
+    return replace(state, patterns=pats, journeys=jrs)
+
+
+class _Eval:
+    """One evaluate() call: accumulates outputs while updating the person's state."""
+
+    def __init__(self, ruleset: RuleSet, st: PersonState, profile: Mapping[str, Any], tags: Any):
+        self.rs = ruleset
+        self.st = st
+        self.profile = profile
+        self.tags = tags if isinstance(tags, (set, frozenset)) else frozenset(tags or ())
+        self.actions: list[Action] = []
+        self.suppressed: list[Suppressed] = []
+        self.held: list[Held] = []
+        self.timers: set[int] = set()
+        self.matches: list[Match] = []
+        self.evaluations = 0
+        self.base_env = {"profile": profile, "tags": self.tags, "person": {"id": st.person_id}}
+
+    def env(self, event: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        env = dict(self.base_env)
+        env["event"] = event
+        if extra:
+            env.update(extra)
+        return env
+
+    # ---- rules and guards
+
+    def fire(self, rules: tuple[Rule, ...], trig: _Trigger, env: Mapping[str, Any], eval_ms: int) -> None:
+        firing = []
+        for r in rules:
+            self.evaluations += 1
+            if r.condition is None or r.condition.evaluate(env, eval_ms) is True:
+                firing.append(r)
+        if not firing:
+            return
+        acting, excluded = select_by_group(firing)
+        for r, winner in excluded:
+            for a in self.build(r, trig):
+                self.suppressed.append(Suppressed(a, "group_excluded", f"group {r.group}: rule {winner.id} "
+                                                  f"(priority {winner.priority}) acts"))
+        for r in acting:
+            for a in self.build(r, trig):
+                self.guard(a, r)
+
+    def build(self, r: Rule, trig: _Trigger) -> list[Action]:
+        budget = r.constraints.budget
+        return [Action(action_id(r.id, r.version, self.st.person_id, trig.key, i), r.id, r.version,
+                       self.st.person_id, spec.channel, spec.template, spec.params,
+                       budget.campaign if budget else r.campaign, trig.info, trig.ts_ms, r.priority,
+                       budget.max if budget else None)
+                for i, spec in enumerate(r.actions)]
+
+    def guard(self, a: Action, r: Rule) -> None:
+        ok, detail = consent_allows(self.st.consent, a.channel, self.rs.policy, r)
+        if not ok:
+            self.suppressed.append(Suppressed(a, "no_consent", detail))
+            return
+        qh = r.constraints.quiet_hours
+        if qh is not None:
+            tz = person_zone(self.profile, qh.timezone, self.rs.policy)
+            release = quiet_release_ms(qh, tz, a.ts_ms)
+            if release is not None:
+                if qh.mode == "drop":
+                    self.suppressed.append(Suppressed(a, "quiet_hours", f"{tz} quiet hours, dropped"))
+                    return
+                h = Held(replace(a, ts_ms=release), release)
+                self.st = replace(self.st, held=self.st.held + (h,))
+                self.held.append(h)
+                self.timers.add(release)
+                return
+        capped = frequency_block(self.st.sends, r, a.channel, self.rs.policy, a.ts_ms)
+        if capped is not None:
+            self.suppressed.append(Suppressed(a, "frequency_capped", capped))
+            return
+        sends = self.st.sends + (Send(a.ts_ms, r.id, a.channel),)
+        self.st = replace(self.st, sends=prune_sends(sends, max(s.ts_ms for s in sends), self.rs.max_window_ms))
+        self.actions.append(a)
+
+    # ---- timer-driven work
+
+    def release(self, h: Held) -> None:
+        r = self.rs.rules.get(h.action.rule_id)
+        self.st = replace(self.st, held=tuple(x for x in self.st.held if x is not h))
+        if r is None or r.paused:
+            why = "deleted" if r is None else "paused"
+            self.suppressed.append(Suppressed(h.action, "rule_unavailable", f"rule {h.action.rule_id} {why} while held"))
+            return
+        self.guard(h.action, r)
+
+    def on_match(self, m: Match) -> None:
+        self.matches.append(m)
+        rules = self.rs.rules_for_pattern(m.pattern_id)
+        if not rules:
+            return
+        match = {"pattern": m.pattern_id, "key": m.key, "count": m.count, "ts": m.ts_ms, "start_ts": m.start_ts_ms}
+        trig = _Trigger(m.trigger_key, m.ts_ms, {"type": "pattern", "pattern": m.pattern_id, "key": m.key,
+                                                  "event_id": m.event_id, "ts_ms": m.ts_ms})
+        self.fire(rules, trig, self.env(None, {"match": match}), m.ts_ms)
+
+    def on_send(self, s: JourneySend) -> None:
+        r = self.rs.rules.get(s.rule_id)
+        if r is None or r.paused:
+            return
+        trig = _Trigger(s.trigger_key, s.ts_ms, {"type": "journey", "journey": s.journey_id, "step": s.step_id,
+                                                 "event_id": s.entry_id, "ts_ms": s.ts_ms})
+        journey = {"id": s.journey_id, "step": s.step_id}
+        self.fire((r,), trig, self.env(None, {"journey": journey}), s.ts_ms)
+
+
+def _event_env(event: Event) -> dict[str, Any]:
+    return {"type": event.event_type, "id": event.event_id, "ts": event.ts_ms, "props": event.props}
+
+
+def evaluate(ruleset: RuleSet, state: PersonState | None, event: Event | TagChange | None,
+             profile: Mapping[str, Any] | None, tags: Any, now_ms: int) -> EngineResult:
+    """Run one input for one person (see the module docstring). Never raises on data."""
+    if state is None and event is None:
+        return EngineResult()
+    person = event.person_id if event is not None else state.person_id  # type: ignore[union-attr]
+    ev = _Eval(ruleset, prune_state(ruleset, state or PersonState(person)), profile or {}, tags)
+    if isinstance(event, Event):
+        _on_event(ev, event, now_ms)
+    elif isinstance(event, TagChange):
+        _on_tag(ev, event, now_ms)
+    else:
+        _on_timer(ev, now_ms)
+    st = ev.st
+    return EngineResult(tuple(ev.actions), tuple(ev.suppressed), tuple(ev.held), tuple(sorted(ev.timers)),
+                        None if st.is_empty() else st, tuple(ev.matches), ev.evaluations)
+
+
+def _on_event(ev: _Eval, event: Event, now_ms: int) -> None:
+    if event.event_type in ("consent", "unsubscribe"):
+        ev.st = replace(ev.st, consent=update_consent(ev.st.consent, event))
+    env = ev.env(_event_env(event))
+    rs = ev.rs
+    _feed(ev, "patterns", rs.patterns_for_event(event.event_type),
+          lambda cur, p: pattern_step(cur, event, now_ms, p, env))
+    _feed(ev, "journeys", rs.journeys_for_event(event.event_type),
+          lambda cur, j: journey_step(cur, event, None, j, env))
+    ev.fire(rs.rules_for_event(event.event_type), _Trigger(
+        f"event:{event.event_id}", event.ts_ms,
+        {"type": "event", "event_type": event.event_type, "event_id": event.event_id, "ts_ms": event.ts_ms}),
+        env, now_ms)
+
+
+def _feed(ev: _Eval, attr: str, defs: tuple[Any, ...], step: Any) -> None:
+    """Hand one input to each pattern/journey in ``defs``; keep their states under ``attr``."""
+    if not defs:
+        return
+    cur = dict(getattr(ev.st, attr))
+    for d in defs:
+        new, _, timers = step(cur.get(d.id), d)
+        if new is not None:
+            cur[d.id] = new
+        ev.timers.update(timers)
+    ev.st = replace(ev.st, **{attr: tuple(sorted(cur.items()))})
+
+
+def _on_tag(ev: _Eval, change: TagChange, now_ms: int) -> None:
+    kind = "tag_added" if change.added else "tag_removed"
+    env = ev.env({"type": kind, "tag": change.tag, "ts": change.ts_ms})
+    if change.added:
+        _feed(ev, "journeys", ev.rs.journeys_for_tag(change.tag),
+              lambda cur, j: journey_step(cur, change, None, j, env))
+    trig = _Trigger(f"{kind}:{change.tag}:{change.ts_ms}", change.ts_ms,
+                    {"type": kind, "tag": change.tag, "ts_ms": change.ts_ms})
+    ev.fire(ev.rs.rules_for_tag(change.tag, change.added), trig, env, now_ms)
+
+
+def _on_timer(ev: _Eval, now_ms: int) -> None:
+    rs = ev.rs
+    work: list[tuple[int, str, Any]] = [(h.release_ms, h.action.action_id, h) for h in ev.st.held
+                                        if h.release_ms <= now_ms]
+    pats = []
+    for pid, ps in ev.st.patterns:
+        new, matches, timers = pattern_step(ps, None, now_ms, rs.patterns[pid])
+        ev.timers.update(timers)
+        if new is not None:
+            pats.append((pid, new))
+        work.extend((m.ts_ms, m.trigger_key, m) for m in matches)
+    jrs = []
+    env = ev.env(None)
+    for jid, js in ev.st.journeys:
+        new, sends, timers = journey_step(js, None, now_ms, rs.journeys[jid], env)
+        ev.timers.update(timers)
+        if new is not None:
+            jrs.append((jid, new))
+        work.extend((s.ts_ms, s.trigger_key, s) for s in sends)
+    ev.st = replace(ev.st, patterns=tuple(pats), journeys=tuple(jrs))
+    for _, _, item in sorted(work, key=lambda w: (w[0], w[1])):
+        if isinstance(item, Held):
+            ev.release(item)
+        elif isinstance(item, Match):
+            ev.on_match(item)
+        else:
+            ev.on_send(item)
+    ev.timers = {t for t in ev.timers if t > now_ms} | {h.release_ms for h in ev.st.held if h.release_ms > now_ms}
+
+
+# --------------------------------------------------------------------------------------- state codec
+
+
+def state_to_json(st: PersonState) -> dict[str, Any]:
+    """A JSON-ready value of the state (lists and scalars only), tagged with the codec version."""
+    return {
+        "v": STATE_CODEC_VERSION, "p": st.person_id,
+        "c": [[c.channel, c.granted, c.ts_ms] for c in st.consent],
+        "s": [[s.ts_ms, s.rule_id, s.channel] for s in st.sends],
+        "h": [[h.release_ms, h.action.to_json()] for h in st.held],
+        "pt": [[pid, ps.version, ps.frontier, [[b.ts_ms, b.rank, b.event_id, list(b.roles), b.key] for b in ps.buffer],
+                [list(o) for o in ps.open], [[k, list(ts)] for k, ts in ps.counts], [list(r) for r in ps.runs],
+                ps.too_late] for pid, ps in st.patterns],
+        "j": [[jid, js.version, js.frontier, [[b.ts_ms, b.input_id, b.input_type, list(b.roles)] for b in js.buffer],
+               js.step, js.entry_id, js.entered_ts, js.wait_since, js.wait_until, js.exit_reason, js.exited_ts,
+               js.too_late] for jid, js in st.journeys],
+    }
+
+
+def state_from_json(d: Mapping[str, Any]) -> PersonState:
+    """Inverse of :func:`state_to_json`; raises ValueError on an unknown codec version."""
+    if d.get("v") != STATE_CODEC_VERSION:
+        raise ValueError(f"rules person state has codec version {d.get('v')!r}, this code reads "
+                         f"{STATE_CODEC_VERSION}; add a decoder for it in operators/rules/engine.py")
+    return PersonState(
+        d["p"],
+        tuple(Consent(ch, g, ts) for ch, g, ts in d["c"]),
+        tuple(Send(ts, r, ch) for ts, r, ch in d["s"]),
+        tuple(Held(Action.from_json(a), rel) for rel, a in d["h"]),
+        tuple((pid, PatternState(ver, fr, tuple(Buffered(t, rk, e, tuple(ro), k) for t, rk, e, ro, k in buf),
+                                 tuple(tuple(o) for o in op), tuple((k, tuple(ts)) for k, ts in cn),
+                                 tuple(tuple(r) for r in rn), late))
+              for pid, ver, fr, buf, op, cn, rn, late in d["pt"]),
+        tuple((jid, JourneyState(ver, fr, tuple(JourneyInput(t, i, ty, tuple(ro)) for t, i, ty, ro in buf),
+                                 step, eid, ets, ws, wu, er, ex, late))
+              for jid, ver, fr, buf, step, eid, ets, ws, wu, er, ex, late in d["j"]),
+    )
