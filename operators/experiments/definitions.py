@@ -7,8 +7,8 @@ key, hash seed, hash version, unit, coverage, variations with weights, namespace
 what the stream needs to measure it: the event types at which the stream itself assigns a unit
 (``assign_on``), the conversion metric (event type + window after exposure), the revenue metric
 (sum of ``amount`` of an event type after exposure) and the CUPED covariate (the same revenue in
-the ``covariate_days`` before exposure). ``targeting`` is a tag expression kept as text (validated
-with ``operators.expr.compile_expr`` when that module exists).
+the ``covariate_days`` before exposure). ``targeting`` is a tag expression (``operators.expr``), kept
+as text and checked with ``compile_expr`` (skipped when that module is not importable).
 
 YAML (``config/experiments.yaml``)::
 
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,6 +188,7 @@ class _LocatedDict(dict):
 
     line: int | None = None
     key_lines: dict[Any, int]
+    value_starts: dict[Any, tuple[int, int]]  # (line, column) where the value's text starts
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -198,7 +198,13 @@ class _LineLoader(yaml.SafeLoader):
 def _construct_located(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LocatedDict:
     out = _LocatedDict(loader.construct_mapping(node, deep=True))
     out.line = node.start_mark.line + 1
-    out.key_lines = {loader.construct_object(k, deep=True): k.start_mark.line + 1 for k, _ in node.value}
+    out.key_lines = {}
+    out.value_starts = {}
+    for k, v in node.value:
+        key = loader.construct_object(k, deep=True)
+        out.key_lines[key] = k.start_mark.line + 1
+        quoted = isinstance(v, yaml.ScalarNode) and v.style in ("'", '"')
+        out.value_starts[key] = (v.start_mark.line + 1, v.start_mark.column + 1 + (1 if quoted else 0))
     return out
 
 
@@ -322,7 +328,7 @@ def _variants(raw: Any, path: str, p: _Problems, parent: Any) -> tuple[tuple[str
                     raise ValueError("must be >= 0")
             except ValueError as e:
                 p.add(v, "weight", f"{vpath}.weight", str(e))
-                w = None
+                return tuple(keys), None
         weights.append(w)
     given = [w for w in weights if w is not None]
     if given and len(given) != len(raw):
@@ -364,15 +370,16 @@ def _targeting(raw: Any, path: str, p: _Problems, parent: Any) -> str | None:
         p.add(parent, "targeting", path, "must be a tag expression (text) or null")
         return None
     try:
-        expr = importlib.import_module("operators.expr")
-    except ModuleNotFoundError:  # the expression language is not in this tree yet: kept as text
+        from operators.expr import ExprError, compile_expr
+    except ImportError:  # the expression language is not in this tree: kept as text
         return raw
-    compile_expr = getattr(expr, "compile_expr", None)
-    if compile_expr is not None:
-        try:
-            compile_expr(raw)
-        except Exception as e:  # noqa: BLE001 - any compile failure is a definition error, reported
-            p.add(parent, "targeting", path, f"does not compile: {e}")
+    line, column = 1, 1
+    if isinstance(parent, _LocatedDict):
+        line, column = parent.value_starts.get("targeting", (1, 1))
+    try:
+        compile_expr(raw, source=p.source, line=line, column=column)
+    except ExprError as e:
+        p.errors.append(f"{e.source}:{e.line}:{e.column}: {path}: does not compile: {e.message}")
     return raw
 
 
