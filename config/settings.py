@@ -270,6 +270,18 @@ class WorkerSettings(_Frozen):
         return self.rates.get(channel, self.default_rate)
 
 
+class ExperimentSettings(_Frozen):
+    """A/B experiments (docs/experiments.md). Control messages go to ``kafka.topics.control``."""
+
+    #: Definitions the job starts from, and the report's fallback when Redis has no meta hash.
+    definitions_file: str = "config/experiments.yaml"
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    #: Multiple-comparison correction across treatments x metrics: holm | bh (Benjamini-Hochberg).
+    correction: Literal["holm", "bh"] = "holm"
+    #: Planned units per comparison: the always-valid intervals are tightest there.
+    target_n: int = Field(5000, ge=1)
+
+
 class Settings(_Frozen):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -280,6 +292,7 @@ class Settings(_Frozen):
     identity: IdentitySettings = IdentitySettings()
     stack: StackSettings = StackSettings()
     worker: WorkerSettings = WorkerSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @field_validator("flink")
     @classmethod
