@@ -47,9 +47,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "EXPERIMENT_STORE_COLUMNS",
     "SOURCE_COLUMNS",
+    "ExperimentStoreWriter",
     "assign_udf",
     "default_state_ttl_ms",
     "experiment_statements",
+    "experiment_store_udf",
 ]
 
 #: Columns the source view must have (names and types).
@@ -301,4 +303,65 @@ def assign_udf(definitions: Sequence[ExperimentDefinition]) -> UserDefinedScalar
         result_type=DataTypes.INT(),
         func_type="pandas",
         name="zt_exp_assign",
+    )
+
+
+class ExperimentStoreWriter:
+    """Writes Arrow batches of ``{prefix}_store_rows`` to Redis (``connectors.redis_experiments``).
+
+    Returns the batch size per row. The client is created on the first batch in the worker (never
+    at import time, never pickled); that first batch also records the definitions' meta hashes.
+    """
+
+    def __init__(self, settings_json: str, definitions: Sequence[ExperimentDefinition],
+                 redis_prefix: str | None = None) -> None:  # fmt: skip
+        self.__name__ = "zt_exp_store"
+        self._settings_json = settings_json
+        self._definitions = tuple(definitions)
+        self._redis_prefix = redis_prefix
+        self._store: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    def _open(self) -> None:
+        from config.settings import Settings
+        from connectors.redis_experiments import RedisExperiments
+
+        settings = Settings.model_validate_json(self._settings_json)
+        self._store = RedisExperiments(settings.redis, prefix=self._redis_prefix)
+        self._store.write_meta(self._definitions)
+
+    def __call__(self, *cols: Any) -> Any:
+        import pandas as pd
+
+        from connectors.redis_experiments import ExperimentRow
+
+        if self._store is None:
+            self._open()
+        n = next(len(c) for c in cols if isinstance(c, pd.Series))
+        lists = [c.tolist() if isinstance(c, pd.Series) else [c] * n for c in cols]
+        rows = [ExperimentRow(*vals) for vals in zip(*lists, strict=True)]
+        self._store.write(rows)
+        return pd.Series([len(rows)] * len(rows), dtype="int64")
+
+
+def experiment_store_udf(settings_json: str, definitions: Sequence[ExperimentDefinition], *,
+                         redis_prefix: str | None = None) -> UserDefinedScalarFunctionWrapper:  # fmt: skip
+    """Pandas UDF over :data:`EXPERIMENT_STORE_COLUMNS` -> BIGINT that writes them to Redis.
+
+    Use: ``INSERT INTO <blackhole> SELECT zt_exp_store(<columns>) FROM {prefix}_store_rows``.
+    Non-deterministic so that the planner never folds or drops it.
+    """
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import udf
+
+    s, d2, d4 = DataTypes.STRING(), DataTypes.DECIMAL(38, 2), DataTypes.DECIMAL(38, 4)
+    return udf(
+        ExperimentStoreWriter(settings_json, definitions, redis_prefix),
+        input_types=[s, s, DataTypes.BIGINT(), DataTypes.BIGINT(), d2, d4, d2, d4, d4],
+        result_type=DataTypes.BIGINT(),
+        func_type="pandas",
+        deterministic=False,
+        name="zt_exp_store",
     )

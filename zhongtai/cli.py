@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: loads the validated config tree. Kept out of this file so that each area owns its verbs.
 _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_workers",
+    "zhongtai.cli_experiments",
 )
 
 

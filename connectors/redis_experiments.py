@@ -1,0 +1,165 @@
+"""Redis layout of the experiment statistics: writer (from the job) and reader (CLI, dashboard).
+
+Keys (prefix configurable, default ``zt``):
+
+- ``{prefix}:exp:{key}:{variant}``: hash of one variant's sufficient statistics, absolute values
+  from Flink state: ``units``, ``converted`` (integers), ``rev_sum``, ``cov_sum`` (2 decimals),
+  ``rev_sumsq``, ``cov_sumsq``, ``cov_rev_sum`` (4 decimals), as exact decimal strings;
+- ``{prefix}:exp:{key}``: meta hash of the definition the job measures: ``definition`` (JSON,
+  ``ExperimentDefinition.to_dict``), ``version``, ``unit``, ``variations`` (JSON list).
+
+Every write is an ``HSET`` of absolute values (DESIGN.md): replaying a batch after a failure writes
+the same values again, never adds to them. Each variant key is produced by one Flink subtask in
+order, so the last write is the newest state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import redis
+
+from operators.experiments.definitions import DefinitionError, ExperimentDefinition, definition_from_mapping
+from operators.experiments.stats import VariantStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import RedisSettings
+
+logger = logging.getLogger(__name__)
+
+#: Hash fields of a variant key, in the order of ``pipelines.experiments.EXPERIMENT_STORE_COLUMNS[2:]``.
+STAT_FIELDS = ("units", "converted", "rev_sum", "rev_sumsq", "cov_sum", "cov_sumsq", "cov_rev_sum")
+_Q2, _Q4 = Decimal("0.01"), Decimal("0.0001")
+_SCALES = {"rev_sum": _Q2, "cov_sum": _Q2, "rev_sumsq": _Q4, "cov_sumsq": _Q4, "cov_rev_sum": _Q4}
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRow:
+    """One upsert of ``{prefix}_store_rows`` (pipelines/experiments.py): absolute per-variant values."""
+
+    exp_key: str
+    variant: str
+    units: int
+    converted: int
+    rev_sum: Decimal
+    rev_sumsq: Decimal
+    cov_sum: Decimal
+    cov_sumsq: Decimal
+    cov_rev_sum: Decimal
+
+    def fields(self) -> dict[str, str]:
+        out = {"units": str(int(self.units)), "converted": str(int(self.converted))}
+        for name, q in _SCALES.items():
+            out[name] = str(Decimal(getattr(self, name) or 0).quantize(q))
+        return out
+
+
+def stats_from_hash(h: dict[str, str]) -> VariantStats:
+    """A variant hash as :class:`VariantStats` (missing fields are 0)."""
+
+    def num(name: str) -> float:
+        return float(Decimal(h.get(name) or "0"))
+
+    return VariantStats(
+        n=int(h.get("units") or 0),
+        conversions=int(h.get("converted") or 0),
+        sum_y=num("rev_sum"),
+        sum_y2=num("rev_sumsq"),
+        sum_x=num("cov_sum"),
+        sum_x2=num("cov_sumsq"),
+        sum_xy=num("cov_rev_sum"),
+    )
+
+
+class RedisExperiments:
+    """Batched, idempotent writer and reader of the ``{prefix}:exp:*`` keys.
+
+    Create it where it is used (inside a Flink function on the worker, or in the CLI): it holds a
+    connection.
+    """
+
+    def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
+        self.prefix = prefix or cfg.prefix
+        self.client = redis.Redis(
+            host=cfg.host,
+            port=cfg.port,
+            db=cfg.db,
+            password=cfg.password.get_secret_value() if cfg.password else None,
+            decode_responses=True,
+            socket_timeout=30,
+        )
+
+    # ---- keys -------------------------------------------------------------------------------------
+    def meta_key(self, key: str) -> str:
+        return f"{self.prefix}:exp:{key}"
+
+    def variant_key(self, key: str, variant: str) -> str:
+        return f"{self.prefix}:exp:{key}:{variant}"
+
+    # ---- writing ----------------------------------------------------------------------------------
+    def write(self, rows: Sequence[ExperimentRow]) -> int:
+        """HSET each row's absolute values, one pipelined round trip. Returns the rows written."""
+        if not rows:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for r in rows:
+            pipe.hset(self.variant_key(r.exp_key, r.variant), mapping=r.fields())
+        pipe.execute()
+        return len(rows)
+
+    def write_meta(self, definitions: Sequence[ExperimentDefinition]) -> None:
+        """Record the definitions being measured (absolute, idempotent)."""
+        pipe = self.client.pipeline(transaction=False)
+        for d in definitions:
+            pipe.hset(self.meta_key(d.key), mapping={
+                "definition": json.dumps(d.to_dict(), ensure_ascii=False, sort_keys=True),
+                "version": d.version,
+                "unit": d.unit,
+                "variations": json.dumps(list(d.variations), ensure_ascii=False),
+            })  # fmt: skip
+        pipe.execute()
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def definition(self, key: str) -> ExperimentDefinition | None:
+        """The definition recorded in the meta hash, or None when there is none."""
+        raw = self.client.hget(self.meta_key(key), "definition")
+        if raw is None:
+            return None
+        try:
+            return definition_from_mapping(json.loads(raw), source=self.meta_key(key))
+        except (ValueError, DefinitionError) as e:
+            raise ValueError(f"experiment {key!r}: the meta hash {self.meta_key(key)} holds a bad definition: {e}; "
+                             "republish it with `zhongtai experiment publish FILE`") from None  # fmt: skip
+
+    def variants(self, key: str) -> list[str]:
+        """Variants with a statistics hash (from the meta hash when present, else by scanning)."""
+        raw = self.client.hget(self.meta_key(key), "variations")
+        if raw is not None:
+            return list(json.loads(raw))
+        head = self.variant_key(key, "")
+        return sorted(k[len(head):] for k in self.client.scan_iter(match=head + "*", count=1000))
+
+    def read_stats(self, key: str, variants: Sequence[str] | None = None) -> dict[str, VariantStats]:
+        """Per-variant sufficient statistics of experiment ``key`` (variants with no hash are left out),
+        shaped for ``operators.experiments.report.experiment_report``."""
+        names = list(variants) if variants is not None else self.variants(key)
+        pipe = self.client.pipeline(transaction=False)
+        for v in names:
+            pipe.hgetall(self.variant_key(key, v))
+        return {v: stats_from_hash(h) for v, h in zip(names, pipe.execute(), strict=True) if h}
+
+    def raw(self, key: str, variant: str) -> dict[str, str]:
+        return self.client.hgetall(self.variant_key(key, variant))
+
+    def delete_experiment(self, key: str) -> int:
+        """Delete the meta hash and every variant hash of ``key`` (reset before a new run)."""
+        keys = [self.meta_key(key), *self.client.scan_iter(match=self.variant_key(key, "*"), count=1000)]
+        return int(self.client.delete(*keys))
+
+    def close(self) -> None:
+        self.client.close()
