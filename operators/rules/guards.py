@@ -154,7 +154,8 @@ def quiet_release_ms(qh: QuietHours, tz_name: str, ts_ms: int) -> int | None:
     so across a DST change the window keeps its local times and the release is the UTC instant of
     the local ``end`` that day (``08:00`` New York is 12:00 UTC in summer, 13:00 in winter). An
     ``end`` that falls into a spring-forward gap releases at the PEP 495 ``fold=0`` instant, i.e.
-    the wall time shifted by the gap (02:30 → 03:30), never inside the window.
+    the wall time shifted by the gap (02:30 → 03:30), never inside the window. An ambiguous ``end``
+    (the repeated hour of a fall-back) releases at the first of its two instants after ``ts_ms``.
     """
     zone = _zone(tz_name) or ZoneInfo("UTC")
     local = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).astimezone(zone)
@@ -164,8 +165,18 @@ def quiet_release_ms(qh: QuietHours, tz_name: str, ts_ms: int) -> int | None:
     day = local.date()
     if qh.start_min >= qh.end_min and minute >= qh.start_min:
         day = day + timedelta(days=1)  # evening part of a window that wraps midnight
-    end = datetime(day.year, day.month, day.day, qh.end_min // 60, qh.end_min % 60, tzinfo=zone)
-    return int(end.timestamp() * 1000)
+    h, m = divmod(qh.end_min, 60)
+    # An ambiguous end (the repeated hour of a fall-back) has two instants: the first one after ts.
+    # A nonexistent one (spring-forward gap) has none: fold=0, the wall time shifted by the gap.
+    ends = []
+    for fold in (0, 1):
+        ms = int(datetime(day.year, day.month, day.day, h, m, tzinfo=zone, fold=fold).timestamp() * 1000)
+        back = datetime.fromtimestamp(ms / 1000, tz=zone)
+        if (back.hour, back.minute) == (h, m):
+            ends.append(ms)
+    if not ends:
+        return int(datetime(day.year, day.month, day.day, h, m, tzinfo=zone).timestamp() * 1000)
+    return next((e for e in sorted(ends) if e > ts_ms), max(ends))
 
 
 # ---------------------------------------------------------------------------------------- frequency
