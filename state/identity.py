@@ -10,8 +10,9 @@ Declaration
 Codec: one version byte, then compact orjson. Identifiers are interned in a table so each is
 written once per blob.
 
-  * v2 (current): ``[cid, idents, combos, persons]`` with combos ``[ts, event_id, [id#...],
-    [[a#, b#, reason]...]]`` and persons ``[pid, first_ts, first_event, founder#, [member#...]]``.
+  * v2 (current): ``[cid, idents, combos, persons, detached]`` with combos ``[ts, event_id,
+    [id#...], [[a#, b#, reason]...]]``, persons ``[pid, first_ts, first_event, founder#,
+    [member#...]]`` and detached ``[id#...]`` (``#``: position in ``idents``).
   * v1 (old, still decoded): ``[cid, [[ts, event_id, [identifier...]]...]]`` — combinations only;
     persons and edge decisions are re-derived on decode with the rules given.
 """
@@ -46,7 +47,8 @@ def encode_component(c: Component) -> bytes:
         for cb in c.combos
     ]
     persons = [[p.pid, p.first_ts, p.first_event, ref(p.founder), [ref(m) for m in p.members]] for p in c.persons]
-    return bytes([VERSION]) + orjson.dumps([c.cid, list(table), combos, persons])
+    detached = sorted(ref(i) for i in c.detached)
+    return bytes([VERSION]) + orjson.dumps([c.cid, list(table), combos, persons, detached])
 
 
 def decode_component(blob: bytes, rules: IdentityRules) -> Component:
@@ -59,7 +61,7 @@ def decode_component(blob: bytes, rules: IdentityRules) -> Component:
     except orjson.JSONDecodeError as e:
         raise CodecError(f"identity component blob v{version} is not valid JSON: {e}") from None
     if version == 2:
-        cid, idents, combos, persons = data
+        cid, idents, combos, persons, detached = data
         return Component(
             cid,
             tuple(
@@ -70,6 +72,7 @@ def decode_component(blob: bytes, rules: IdentityRules) -> Component:
                 Person(pid, ts, eid, idents[f], tuple(idents[m] for m in members))
                 for pid, ts, eid, f, members in persons
             ),
+            frozenset(idents[i] for i in detached),
         )
     if version == 1:
         cid, combos = data

@@ -72,7 +72,7 @@ EVENT_TYPES: tuple[str, ...] = (
 IDENTITY_NOISE: Mapping[str, float] = {
     "shared_device_share": 0.02,
     "kiosks": 3,
-    "kiosk_share": 0.005,
+    "kiosk_share": 0.02,
     "junk_id_share": 0.01,
     "late_share": 0.01,
 }
