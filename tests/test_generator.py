@@ -275,6 +275,102 @@ def test_limits_are_taken_from_the_job_settings():
     assert any(default.feed(r.value, r.timestamp_ms) != r.kind for r in records)
 
 
+# --- identity noise and ground truth -------------------------------------------------------------------
+
+
+def _digest(records) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.topic.encode() + bytes([r.partition]) + r.key + r.value + str(r.timestamp_ms).encode() + r.kind.encode())
+    return h.hexdigest()
+
+
+def test_identity_noise_off_keeps_the_existing_stream_byte_for_byte():
+    """Pinned digest, computed with the generator as it was before the identity options existed."""
+    cfg = GeneratorConfig(seed=5, persons=80, events=3000)
+    assert not cfg.identity_noise
+    assert _digest(generate(cfg)) == "2f83b1066f932f67a3185ff88ce3a3c00cd05f22df8e766631178dca5be8d16c"
+    # Negative control: any noise option changes it.
+    assert _digest(generate(cfg.model_copy(update={"junk_id_share": 0.01}))) != _digest(generate(cfg))
+
+
+NOISY = GeneratorConfig(
+    seed=3, persons=300, events=15_000, shared_device_share=0.1, kiosks=2, kiosk_share=0.05,
+    junk_id_share=0.03, late_share=0.03,
+)
+
+
+@pytest.fixture(scope="module")
+def noisy() -> list:
+    return list(generate(NOISY))
+
+
+def _ok_events(records) -> list[dict]:
+    import json
+
+    return [json.loads(r.value) | {"_rec": r.timestamp_ms} for r in records if r.kind == "ok"]
+
+
+def test_noisy_stream_is_still_labelled_exactly(noisy):
+    oracle = Oracle(JOB)
+    assert [r.kind for r in noisy] == [oracle.feed(r.value, r.timestamp_ms) for r in noisy]
+    assert Counter(r.kind for r in noisy)["ok"] == NOISY.events - sum(NOISY.fault_counts().values())
+
+
+def test_noise_shows_shared_devices_kiosks_junk_and_late_events(noisy):
+    from zhongtai.generator.identity import JUNK, kiosk_devices
+
+    users_of: dict[str, set] = defaultdict(set)
+    junk = late = 0
+    for d in _ok_events(noisy):
+        ids = d["ids"]
+        if "user_id" in ids and "device_id" in ids and ids["user_id"] != "-1":
+            users_of[ids["device_id"]].add(ids["user_id"])
+        junk += any((t, v) in JUNK for t, v in ids.items())
+        ts = d["ts"] if isinstance(d["ts"], int) else None
+        late += ts is not None and d["_rec"] - ts > 600_000
+    kiosks = set(kiosk_devices(NOISY))
+    shared = [dv for dv, us in users_of.items() if len(us) >= 2 and dv not in kiosks]
+    assert len(shared) >= 5
+    assert max(len(users_of[k]) for k in kiosks) >= 5
+    ok = sum(r.kind == "ok" for r in noisy)
+    assert 0.02 < junk / ok < 0.04
+    assert 0.015 < late / ok < 0.04
+    # Negative control: the same config without noise has none of it.
+    plain = NOISY.model_copy(update={"shared_device_share": 0, "kiosk_share": 0, "junk_id_share": 0, "late_share": 0})
+    assert not any(any((t, v) in JUNK for t, v in d["ids"].items()) for d in _ok_events(generate(plain)))
+
+
+def test_ground_truth_covers_every_real_identifier_and_no_junk(noisy):
+    from config.settings import PiiSettings
+    from operators.pii import pseudonymise
+    from zhongtai.generator.identity import JUNK, identity_truth, kiosk_devices, population
+    from zhongtai.generator.oracle import observations
+
+    def hashed_null(pii: PiiSettings) -> str:
+        return pseudonymise("email", "null", pii.hmac_secret.get_secret_value())
+
+    truth = identity_truth(NOISY)
+    seen = {f"{t}:{v}" for o in observations(noisy, JOB, PiiSettings()) for t, v in o.ids}
+    unknown = seen - truth.keys()
+    # Only junk values (e-mail "null" as the job stores it: hashed) and the boundary case's "d-edge".
+    pii = PiiSettings()
+    junk = {f"{t}:{pseudonymise(t, v, pii.hmac_secret.get_secret_value())}" for t, v in JUNK}
+    assert unknown <= junk | {"device_id:d-edge"} and "email:" + hashed_null(pii) in unknown
+    assert {truth[f"device_id:{k}"] for k in kiosk_devices(NOISY)} == {"kiosk0", "kiosk1"}
+    persons, owner = population(NOISY)
+    device, o = next(iter(owner.items()))
+    assert truth[f"device_id:{device}"] == f"person{o}"
+    assert sum(device in p.devices for p in persons) >= 2
+
+
+def test_kiosk_share_needs_kiosks():
+    with pytest.raises(ValueError, match="kiosks"):
+        GeneratorConfig(kiosk_share=0.1)
+
+
 # --- producing (needs the local Kafka; skipped when it is not reachable) ------------------------------
 
 

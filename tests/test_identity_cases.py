@@ -1,4 +1,5 @@
-"""Helpers shared by the identity tests: observations written by hand and an in-memory driver."""
+"""Helpers shared by the identity tests (hand-written observations, independent person ids, an
+in-memory driver), and a check that they agree with the implementation."""
 
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ def feed(observations, rules: IdentityRules = RULES) -> InMemoryGraph:
     for o in observations:
         g.observe(o)
     return g
+
+
+def test_the_helpers_agree_with_the_implementation():
+    from operators.identity.graph import detached_person_id, person_id
+
+    assert pid("user_id:A") == person_id("user_id:A") and pid("user_id:A").startswith("p") and len(pid("x:y")) == 17
+    assert detached_pid("device_id:D") == detached_person_id("device_id:D") != pid("device_id:D")

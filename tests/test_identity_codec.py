@@ -11,7 +11,7 @@ from operators.identity import Combo
 from operators.identity.graph import new_component
 from state.identity import CodecError, decode_component, encode_component, encode_component_v1
 
-from .identity_cases import RULES, detached_pid, feed, ob, pid
+from .test_identity_cases import RULES, detached_pid, feed, ob, pid
 
 OBS = [
     ob(1, "e1", user_id="A", device_id="D", cookie_id="C"),

@@ -21,7 +21,7 @@ from operators.identity import (
 )
 from operators.identity.rules import DEFAULT_LIMITS
 
-from .identity_cases import RULES, detached_pid, feed, ob, pid
+from .test_identity_cases import RULES, detached_pid, feed, ob, pid
 
 UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS})
 

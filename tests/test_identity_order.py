@@ -20,7 +20,7 @@ from operators.identity.rules import DEFAULT_LIMITS
 from zhongtai.generator import GeneratorConfig, generate
 from zhongtai.generator.oracle import observations
 
-from .identity_cases import RULES, feed
+from .test_identity_cases import RULES, feed
 
 UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS})
 NOISY = GeneratorConfig(

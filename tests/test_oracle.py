@@ -466,3 +466,30 @@ def test_readings_of_loose_ends_are_pinned():
     # A phone without digits normalises to "+" and is still a person (docs/semantics.md as written).
     out = run(rec(ev(ids={"phone": "n/a", "device_id": "d"})))
     assert list(out["profiles"]) == ["phone:" + hashed("phone", "+")]
+
+
+# --- identity observations ---------------------------------------------------------------------------
+
+
+def test_valid_event_carries_every_identifier_stored():
+    from zhongtai.generator.oracle import observations
+
+    e = ev(ids={"user_id": "", "device_id": "d1", "phone": "138 0013 8000", "email": " A@B.cn ", "imei": "86", "openid": 7})
+    (o,) = observations([rec(e)], JOB, PII)
+    assert o.ids == (
+        ("openid", "7"),
+        ("phone", hashed("phone", "+8613800138000")),
+        ("email", hashed("email", "a@b.cn")),
+        ("device_id", "d1"),
+    )
+    assert (o.ts_ms, o.event_id) == (T0, "e1")
+
+
+def test_identity_observations_first_read_wins_and_skip_rejected():
+    from zhongtai.generator.oracle import observations
+
+    first = ev(ids={"device_id": "a"})
+    again = ev(ids={"device_id": "b"})  # same event_id, other content: a duplicate
+    bad = ev(event_id="e2", ids={"device_id": "c"}, ts="yesterday")
+    obs = observations([rec(first), rec(again), rec(bad)], JOB, PII)
+    assert [o.ids for o in obs] == [(("device_id", "a"),)]
