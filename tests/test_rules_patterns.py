@@ -30,28 +30,33 @@ def ev(eid: str, etype: str, minute: float, **props) -> Event:
     return Event(eid, etype, T0 + int(minute * MIN), "p1", props)
 
 
-def simulate(p: Pattern, arrivals: list[Event], delay_ms: int) -> tuple[list[Match], PatternState | None]:
-    """Flink-like driver: watermark = max ts seen - delay - 1 (Flink's bounded out-of-orderness);
-    registered timers fire once the watermark reaches them."""
+def drive(step, arrivals: list, delay_ms: int) -> tuple[list, object]:
+    """Flink-like driver of a ``step(state, input | None, timer_ms)`` function: watermark = max ts
+    seen - delay - 1 (Flink's bounded out-of-orderness); registered timers fire once the watermark
+    reaches them; at the end the watermark goes to +inf. Returns (all outputs, final state)."""
     st, timers, out, max_ts = None, set(), [], None
     for e in arrivals:
-        st, matches, new = pattern_step(st, e, 0, p)
-        assert matches == ()
+        st, produced, new = step(st, e, None)
+        assert produced == ()  # inputs are only buffered
         timers |= set(new)
         max_ts = e.ts_ms if max_ts is None else max(max_ts, e.ts_ms)
         while any(t <= max_ts - delay_ms - 1 for t in timers):  # incl. timers registered meanwhile
             t = min(timers)
             timers.discard(t)
-            st, matches, new = pattern_step(st, None, t, p)
-            out += matches
+            st, produced, new = step(st, None, t)
+            out += produced
             timers |= set(new)
-    while timers:  # end of input: the watermark goes to +inf
+    while timers:
         t = min(timers)
         timers.discard(t)
-        st, matches, new = pattern_step(st, None, t, p)
-        out += matches
+        st, produced, new = step(st, None, t)
+        out += produced
         timers |= set(new)
     return out, st
+
+
+def simulate(p: Pattern, arrivals: list[Event], delay_ms: int) -> tuple[list[Match], PatternState | None]:
+    return drive(lambda st, e, t: pattern_step(st, e, t or 0, p), arrivals, delay_ms)  # type: ignore[return-value]
 
 
 def summary(ms: list[Match]) -> list[tuple[str, str, int]]:

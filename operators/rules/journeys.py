@@ -25,6 +25,10 @@ in keyed state, so it survives restarts). Like patterns, journeys run in **event
   the deadline; ``end`` exits ``completed``. More than 1,000 steps in one go exit ``step_limit``.
 
 Inputs with ``ts <= frontier`` (the last processed timer time) are too late: dropped and counted.
+State is kept only for persons who entered (their position, or how they left, which also blocks
+re-entry) and, briefly, for buffered inputs: a person who never entered returns to ``None`` once
+the buffer is processed (so a register that arrives later than that, behind the watermark, still
+enters, without the inputs processed before it).
 A new journey version keeps persons whose current step still exists (they continue on the new
 definition) and exits the others with ``version_changed``. A paused journey admits nobody; persons
 inside keep moving.
@@ -136,9 +140,9 @@ def journey_step(state: JourneyState | None, event: Event | TagChange | None, ti
         if not roles:
             return state, (), ()
         if state is None:
-            if "entry" not in roles or journey.paused:
+            if roles == ("entry",) and journey.paused:
                 return None, (), ()
-            state = JourneyState(journey.version)
+            state = JourneyState(journey.version)  # also for exits/waits: an earlier entry may still come
         ts, iid, itype = _input_of(event)
         if state.frontier is not None and ts <= state.frontier:
             return replace(state, too_late=state.too_late + 1), (), ()
@@ -226,4 +230,7 @@ def _process(st: JourneyState, timer_ms: int, journey: Journey, env: Mapping[str
             break
     frontier = timer_ms if st.frontier is None else max(st.frontier, timer_ms)
     new = replace(r.st, buffer=buf[i:], frontier=frontier)
-    return new, tuple(r.sends), tuple(sorted(set(t for t in r.timers if t > timer_ms)))
+    timers = tuple(sorted(set(t for t in r.timers if t > timer_ms)))
+    if new.entry_id is None and not new.buffer:
+        return None, tuple(r.sends), timers  # never entered and nothing pending: keep no state
+    return new, tuple(r.sends), timers

@@ -244,8 +244,9 @@ def _json_path(path: Sequence[str | int]) -> str:
 class _Source:
     """Where each JSON path starts in the text (1-based line/column), plus duplicate YAML keys."""
 
-    def __init__(self, file: str, root: yaml.Node | None, base: Path_ = ()):
+    def __init__(self, file: str, root: yaml.Node | None, base: Path_ = (), text: str = ""):
         self.file = file
+        self.lines = text.split("\n")
         self.marks: dict[Path_, tuple[int, int]] = {}
         self.scalar_style: dict[Path_, str | None] = {}
         self.duplicates: list[tuple[Path_, str]] = []
@@ -284,8 +285,22 @@ class _Source:
         if style in ("'", '"'):
             return line, col + 1
         if style in ("|", ">"):
-            return line + 1, col + 2  # block scalars: first content line, indented under the key
+            return line + 1, self.block_indent(line) + 1
         return line, col
+
+    def block_indent(self, header_line: int) -> int:
+        """Indentation of a block scalar's first content line (the line after its header)."""
+        content = self.lines[header_line] if header_line < len(self.lines) else ""
+        return len(content) - len(content.lstrip(" "))
+
+    def expr_position(self, path: Path_, text: str, offset: int) -> tuple[int, int]:
+        """File line/column of character ``offset`` of the expression at ``path``."""
+        line, col = self.expr_start(path)
+        nl = text.count("\n", 0, offset)
+        in_line = offset - (text.rfind("\n", 0, offset) + 1)
+        if self.scalar_style.get(tuple(path)) in ("|", ">"):
+            return line + nl, self.block_indent(line - 1) + in_line + 1
+        return line + nl, (col + in_line) if nl == 0 else in_line + 1
 
 
 def _object_name(doc: Any, path: Path_) -> str:
@@ -324,13 +339,29 @@ def _schema_message(err: Any) -> str:
         what = "event type" if key == "event" or (len(err.path) > 1 and err.path[-2] == "event") else "id"
         return (f"bad {what} {inst!r}; start with a lower-case letter, then lower-case letters, digits"
                 f"{', _ . -' if what == 'id' else ' or _'} (at most 64)")
-    if v == "oneOf" and "duration" in str(err.schema):
+    if v == "oneOf" and "ms|s|m|h|d|w" in str(err.schema):
         return f"bad duration {inst!r}; write e.g. 30m, 1h, 7d or whole milliseconds"
-    if v in ("minimum", "minItems", "minLength", "minProperties", "uniqueItems"):
-        if v == "minProperties":
-            return "empty object; give one of " + ", ".join(sorted(err.schema.get("properties", {})))
-        return f"{inst!r} is too small or has repeats ({v} {err.validator_value}); fix the value"
+    if v == "minProperties":
+        return "empty object; give one of " + ", ".join(sorted(err.schema.get("properties", {})))
+    if v == "minimum":
+        return f"{inst!r} is below the minimum {err.validator_value}; use {err.validator_value} or more"
+    if v == "minItems":
+        return f"needs at least {err.validator_value} item(s); add them"
+    if v == "minLength":
+        return "empty text; write a value"
+    if v == "uniqueItems":
+        return f"{inst!r} repeats an item; remove the repeat"
     return f"{err.message}; fix the value"
+
+
+def _error_path(err: Any) -> Path_:
+    """The JSON path of a schema error; an unknown key points at that key itself."""
+    path = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+        extra = sorted(k for k in err.instance if k not in err.schema.get("properties", {}))
+        if extra:
+            path += (extra[0],)
+    return path
 
 
 # ----------------------------------------------------------------------------------------- checking
@@ -357,7 +388,8 @@ class _Checker:
         try:
             return compile_expr(text, source=self.src.file, line=line, column=col)
         except ExprError as e:
-            self.problems.append(Problem(self.src.file, e.line, e.column, obj, _json_path(path),
+            eline, ecol = self.src.expr_position(path, text, e.offset) if self.src.marks else (e.line, e.column)
+            self.problems.append(Problem(self.src.file, eline, ecol, obj, _json_path(path),
                                          f"expression error: {e.message}; fix the expression"))
             return None
 
@@ -557,13 +589,12 @@ def load_text(text: str, file: str = "<rules>") -> Definitions:
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise DefinitionError([Problem(file, line, col, "", "$", f"not valid YAML/JSON: "
                                        f"{getattr(e, 'problem', e)}; fix the syntax")]) from None
-    src = _Source(file, root)
+    src = _Source(file, root, text=text)
     c = _Checker(src, doc if doc is not None else {})
     for path, key in src.duplicates:
         c.add(path, f"key {key!r} appears twice in one mapping; keep one")
-    schema_errors = sorted(_VALIDATOR.iter_errors(c.doc), key=lambda e: [str(p) for p in e.absolute_path])
-    for err in schema_errors:
-        c.add(tuple(err.absolute_path), _schema_message(err))
+    for err in sorted(_VALIDATOR.iter_errors(c.doc), key=lambda e: [str(p) for p in e.absolute_path]):
+        c.add(_error_path(err), _schema_message(err))
     if c.problems:
         raise DefinitionError(c.problems)
     built: dict[str, dict[str, Any]] = {"rule": {}, "pattern": {}, "journey": {}}
@@ -606,7 +637,7 @@ def parse_definition(kind: str, definition: Any, *, source: str | None = None) -
     obj = f"{kind} {oid!r}" if oid is not None else kind
     c = _Checker(src, definition)
     for err in sorted(_KIND_VALIDATORS[kind].iter_errors(definition), key=lambda e: [str(p) for p in e.absolute_path]):
-        c.add(tuple(err.absolute_path), _schema_message(err), obj)
+        c.add(_error_path(err), _schema_message(err), obj)
     if c.problems:
         raise DefinitionError(c.problems)
     out = _BUILDERS[kind](c, definition, (), obj)
