@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_workers",
     "zhongtai.cli_experiments",
+    "zhongtai.cli_dashboard",
 )
 
 
