@@ -72,6 +72,9 @@ def test_duplicate_yaml_keys_and_syntax_errors():
             actions: [{channel: push, template: hi}]
             actions: [{channel: sms, template: hi}]
         """) == ["rules.yaml:6:14: rule 'r2' at $.rules[0].actions: key 'actions' appears twice in one mapping; keep one"]
+    assert problems("rules: [{id: off, version: 1, trigger: {event: [x]}, actions: [{channel: push, template: t}]}]"
+                    ) == ["rules.yaml:1:14: rule False at $.rules[0].id: YAML reads this value as the boolean false "
+                          "(yes/no/on/off do that); quote it"]
     assert problems("rules: [ {id: x") == [
         "rules.yaml:1:16: at $: not valid YAML/JSON: expected ',' or '}', but got '<stream end>'; fix the syntax"]
 
@@ -86,8 +89,7 @@ def test_json_files_get_lines_too():
     ]
 
 
-def test_references_and_journey_links():
-    assert problems("""\
+TWO_RULES_ONE_JOURNEY = """\
         rules:
           - {id: r2, version: 1, trigger: {pattern: nope}, actions: [{channel: push, template: hi}]}
           - {id: r3, version: 1, trigger: {event: [x]}, actions: [{channel: push, template: hi}]}
@@ -95,6 +97,11 @@ def test_references_and_journey_links():
           - id: j
             version: 1
             entry: {event: register}
+"""
+
+
+def test_references_and_journey_links():
+    assert problems(TWO_RULES_ONE_JOURNEY + """\
             steps:
               - {id: a, send: r3, next: b}
               - {id: c, wait: 1h}
@@ -103,14 +110,7 @@ def test_references_and_journey_links():
         "rules.yaml:9:9: journey 'j' at $.journeys[0].steps[0]: next names step 'b', which this journey does "
         "not have; use one of a, c",
     ]
-    assert problems("""\
-        rules:
-          - {id: r2, version: 1, trigger: {pattern: nope}, actions: [{channel: push, template: hi}]}
-          - {id: r3, version: 1, trigger: {event: [x]}, actions: [{channel: push, template: hi}]}
-        journeys:
-          - id: j
-            version: 1
-            entry: {event: register}
+    assert problems(TWO_RULES_ONE_JOURNEY + """\
             steps: [{id: a, send: r3, next: b}, {id: b, end: true}]
         """) == [
         "rules.yaml:2:5: rule 'r2' at $.rules[0]: triggers on pattern 'nope', which does not exist; define the "

@@ -329,6 +329,8 @@ def _schema_message(err: Any) -> str:
         return f"{inst!r} is not allowed; use one of {', '.join(map(str, err.validator_value))}"
     if v == "const":
         return f"{inst!r} is not allowed; write {err.validator_value!r}"
+    if v == "type" and isinstance(inst, bool) and err.validator_value == "string":
+        return f"YAML reads this value as the boolean {str(inst).lower()} (yes/no/on/off do that); quote it"
     if v == "type":
         return f"{inst!r} is a {type(inst).__name__}; write a {err.validator_value}"
     if v == "pattern":
