@@ -223,28 +223,41 @@ def test_loop_retries_transient_then_delivers_and_dead_letters_permanent():
     assert k.committed == {(TOPICS.actions, 0): 5}
 
 
+class _HostDown(ScriptedAdapter):
+    """Host ``http://a`` answers 503 until ``up_at`` (clock time); everything else is accepted."""
+
+    def __init__(self, clock: FakeClock, up_at: float) -> None:
+        super().__init__(clock=clock)
+        self.up_at = up_at
+
+    def deliver(self, action, contact):  # type: ignore[no-untyped-def]
+        if contact.webhook_url == "http://a" and self.clock() < self.up_at:
+            self.calls.append((action.action_id, self.clock()))
+            return DeliveryResult.transient("HTTP 503")
+        return super().deliver(action, contact)
+
+
 def test_loop_failing_destination_is_parked_and_others_flow():
-    """Host a fails (transient) for a while; host b's actions, behind it in the same partition,
-    are all delivered before a's first retry, and the committed offset waits for a."""
+    """Host a is down for 250 ms; b's actions, interleaved in the same partition, are all delivered
+    before a's first retry. While a is closed its other actions fail their attempts without a
+    request: a sees one probe per retry round, and all of a's actions go out once it is back."""
     clock = FakeClock()
     k = FakeKafka(partitions=1)
     contacts = {}
     for i in range(12):
-        host = "http://a" if i % 4 == 0 else "http://b"
-        contacts[f"p{i}"] = Contact(f"p{i}", webhook_url=host)
+        contacts[f"p{i}"] = Contact(f"p{i}", webhook_url="http://a" if i % 4 == 0 else "http://b")
         k.append(encode(action(i)))
-    t = DeliveryResult.transient
-    script = {f"{i:032x}": [t("503"), t("503")] for i in range(0, 12, 4)}
-    adapter = ScriptedAdapter(clock=clock, script=script)
-    w = make_worker(_cfg(batch_size=100), k, adapter, DictDirectory(contacts), clock)
+    adapter = _HostDown(clock, up_at=clock() + 0.25)
+    w = make_worker(_cfg(batch_size=100, max_attempts=4), k, adapter, DictDirectory(contacts), clock)
     stats = w.run(idle_exit_s=2.0)
-    first_a_retry = min(ts for aid, ts in adapter.calls[1:] if int(aid, 16) % 4 == 0)
-    b_times = [ts for aid, ts in adapter.received if int(aid, 16) % 4 != 0]
-    assert len(b_times) == 9 and max(b_times) < first_a_retry
-    a_calls = [aid for aid, _ in adapter.calls if int(aid, 16) % 4 == 0]
-    assert len(a_calls) == 9 and adapter.counts()[f"{0:032x}"] == 1
+    is_a = [int(aid, 16) % 4 == 0 for aid, _ in adapter.calls]
+    a_calls = [(aid[-1], round(ts - adapter.calls[0][1], 3)) for (aid, ts), a in zip(adapter.calls, is_a) if a]
+    assert a_calls == [("0", 0.0), ("0", 0.1), ("0", 0.3), ("4", 0.3), ("8", 0.3)]
+    b_times = [ts for (aid, ts), a in zip(adapter.calls, is_a) if not a]
+    assert len(b_times) == 9 and max(b_times) < adapter.calls[0][1] + 0.1
     assert stats.delivered == 12 and k.committed == {(TOPICS.actions, 0): 12}
-    assert sorted(r["action_id"] for r in k.receipts()) == sorted(f"{i:032x}" for i in range(12))
+    assert {r["action_id"][-1]: r["attempts"] for r in k.receipts() if int(r["action_id"], 16) % 4 == 0} == {
+        "0": 3, "4": 3, "8": 3}
 
 
 def test_loop_duplicates_and_suppression_emit_one_receipt_each():

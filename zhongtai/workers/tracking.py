@@ -6,8 +6,8 @@ outputs (receipts, dead letters) of those messages are released in the same step
 produced in the Kafka transaction that commits their offsets: never before, never twice.
 
 ``ParkingLot``: actions waiting for a retry time, and per-destination gates: after a transient
-failure a destination is closed until its retry is due, and new actions for it are parked behind
-it instead of hammering it, while every other destination keeps flowing.
+failure a destination is closed until its retry is due (the worker then fails attempts on it
+without a request instead of hammering it), while every other destination keeps flowing.
 """
 
 from __future__ import annotations

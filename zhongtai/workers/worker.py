@@ -4,13 +4,14 @@ Per message (docs/workers.md has the crash-safety argument):
 
 1. decode; a broken message or one of another channel is dead-lettered (``invalid``);
 2. resolve the contact; unknown person / opted out / no address → ``suppressed``;
-3. a destination closed by a recent transient failure → park the action until it re-opens;
-4. take a rate-limit token, then ``claim`` the action's idempotency record (lease ``lease_ms``):
+3. take a rate-limit token, then ``claim`` the action's idempotency record (lease ``lease_ms``):
    ``done`` → never deliver again (re-emit the receipt if this is the very message that settled it,
    i.e. a replay after a crash; a duplicate message emits nothing); ``busy`` → park until the lease ends;
-5. deliver; record the outcome (``finish``): delivered / suppressed / failed (permanent, or transient
-   after ``max_attempts``: dead letter with the reason) / pending (transient: park with backoff);
-6. the message's receipt and dead letter are released when its partition's committed offset can
+4. deliver; record the outcome (``finish``): delivered / suppressed / failed (permanent, or transient
+   after ``max_attempts``: dead letter with the reason) / pending (transient: park with backoff).
+   A transient failure closes the destination until that retry is due; an action for a closed
+   destination counts a failed attempt without a request (one probe per round, not a flood);
+5. the message's receipt and dead letter are released when its partition's committed offset can
    move past it, and produced in the same Kafka transaction as that offset.
 
 Nothing blocks a partition: parked actions wait in memory while later ones flow; the committed
@@ -115,6 +116,7 @@ class ChannelWorker:
         self.backoff = Backoff(cfg.backoff_base_ms, cfg.backoff_max_ms, cfg.backoff_multiplier, cfg.backoff_jitter)
         self.tracker = OffsetTracker()
         self.parking: ParkingLot[_Item] = ParkingLot()
+        self._closed_reason: dict[str, str] = {}
         self.stats = WorkerStats()
 
     # ---- the loop -------------------------------------------------------------------------------
@@ -178,6 +180,11 @@ class ChannelWorker:
             for f in self.on_close:
                 f()
 
+    def _src(self, m: InMessage) -> str:
+        """Where a message sits, for this consumer group: a re-read by another group (or a copy of
+        the topic) is a duplicate, not a replay, and emits no second receipt."""
+        return f"{self.cfg.group}/{m.src}"
+
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
@@ -215,43 +222,53 @@ class ChannelWorker:
             self.parking.park(item, now + delay)
             return
         suppress = _suppression(self.channel, a, contact)
+        dest, closed_until = "", None
         if suppress is None:
             assert contact is not None
             dest = self.adapter.destination(a, contact)
-            until = self.parking.closed_until(dest, now)
-            if until is not None:
-                self.parking.park(item, until)
-                return
-            self._take_token()
-        claim = self.ledger.claim(a.action_id, self.owner, item.msg.src, self._now_ms(), self.cfg.lease_ms)
+            closed_until = self.parking.closed_until(dest, now)
+            if closed_until is None:
+                self._take_token()
+        claim = self.ledger.claim(a.action_id, self.owner, self._src(item.msg), self._now_ms(), self.cfg.lease_ms)
         if claim.kind == "done":
             self._settled_before(item, claim.record)
         elif claim.kind == "busy":
             self.parking.park(item, claim.record.lease_until_ms + 1)
         elif suppress is not None:
-            self._finish(item, claim.record, Outcome("suppressed", reason=suppress), None)
+            self._finish(item, claim.record, Outcome("suppressed", reason=suppress))
+        elif closed_until is not None:
+            # the destination failed moments ago and its retry is not due: this attempt fails with
+            # it, without a request (one probe per retry round, not one per parked action)
+            closed = DeliveryResult.transient(f"destination closed: {self._closed_reason.get(dest, '')}")
+            self._settle(item, dest, claim.record, closed, probed=False, not_before=closed_until)
         else:
             assert contact is not None
-            self._deliver(item, contact, claim.record)
+            t0 = time.perf_counter()
+            result = self.adapter.deliver(a, contact)
+            self.metrics.latency(result.status, time.perf_counter() - t0)
+            self._settle(item, dest, claim.record, result, probed=True)
 
-    def _deliver(self, item: _Item, contact: Contact, claimed: Record) -> None:
-        a = item.action
-        dest = self.adapter.destination(a, contact)
-        t0 = time.perf_counter()
-        result = self.adapter.deliver(a, contact)
-        self.metrics.latency(result.status, time.perf_counter() - t0)
-        attempts = claimed.attempts
+    def _settle(self, item: _Item, dest: str, claimed: Record, result: DeliveryResult, *, probed: bool,
+                not_before: int = 0) -> None:
+        """Record what attempt number ``claimed.attempts`` came to. ``probed``: the destination was
+        really contacted (its answer closes or re-opens it)."""
+        a, attempts = item.action, claimed.attempts
         if result.status == "transient" and attempts < self.cfg.max_attempts:
-            if self._finish(item, claimed, Outcome("pending", reason=result.reason), result) is not None:
-                due = self._now_ms() + self.backoff.delay_ms(attempts, self.rng, result.retry_after_s)
-                self.parking.close(dest, due)
+            if self._finish(item, claimed, Outcome("pending", reason=result.reason)) is not None:
+                now = self._now_ms()
+                due = max(now + self.backoff.delay_ms(attempts, self.rng, result.retry_after_s), not_before)
+                if probed:
+                    self.parking.close(dest, due)
+                    self._closed_reason[dest] = result.reason
                 self.parking.park(item, due)
                 self.stats.retried += 1
                 self.metrics.retried("transient")
                 logger.info("worker %s: %s attempt %d failed (%s); retry in %d ms", self.channel, a.action_id,
-                            attempts, result.reason, due - self._now_ms())
+                            attempts, result.reason, due - now)
             return
-        self.parking.open(dest)
+        if probed and result.status != "transient":  # the destination answered: open it again
+            self.parking.open(dest)
+            self._closed_reason.pop(dest, None)
         if result.status == "delivered":
             outcome = Outcome("delivered", provider_id=result.provider_id or a.action_id)
         elif result.status == "suppressed":
@@ -260,9 +277,9 @@ class ChannelWorker:
             outcome = Outcome("failed", reason=f"permanent: {result.reason}")
         else:
             outcome = Outcome("failed", reason=f"retries_exhausted after {attempts} attempts: {result.reason}")
-        self._finish(item, claimed, outcome, result)
+        self._finish(item, claimed, outcome)
 
-    def _finish(self, item: _Item, claimed: Record, outcome: Outcome, result: DeliveryResult | None) -> Record | None:
+    def _finish(self, item: _Item, claimed: Record, outcome: Outcome) -> Record | None:
         a, m = item.action, item.msg
         rec = self.ledger.finish(a.action_id, self.owner, outcome, self._now_ms())
         if rec is None:
@@ -280,7 +297,7 @@ class ChannelWorker:
 
     def _settled_before(self, item: _Item, rec: Record) -> None:
         m = item.msg
-        if rec.src == m.src:  # this very message settled it before a crash: its receipt is re-emitted
+        if rec.src == self._src(m):  # this very message settled it before a crash: re-emit its receipt
             self.stats.replays += 1
             self.metrics.duplicate("replay")
             self.tracker.done(m.tp, m.offset, self._outputs(item, rec))
