@@ -7,6 +7,7 @@ values without a reload (Server-Sent Events). A screenshot is saved under .zt/sc
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -120,3 +121,22 @@ def test_page_updates_live_without_reload(dashboard) -> None:  # noqa: ANN001
         shot = browser.screenshot(SCREENSHOTS / "dashboard.png")
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_sse_stream_pushes_summaries_and_counts_its_clients(dashboard) -> None:  # noqa: ANN001
+    base, store = dashboard
+    store.write([_total("valid", 21), _total("dlq:late", 1)])
+    with urllib.request.urlopen(base + "/events", timeout=10) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        event = None
+        while True:
+            line = stream.readline().decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "summary":
+                summary = json.loads(line[6:])
+                break
+        assert summary["prefix"] == store.prefix
+        assert summary["totals"]["received"] == 22
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+            assert "zhongtai_dashboard_sse_clients 1.0" in r.read().decode()
