@@ -152,11 +152,16 @@ def test_person_zone_order_profile_then_rule_then_policy():
 
 def test_rule_cap_counts_only_that_rules_sends():
     r = rule("r1", frequency=(FrequencyCap("rule:30d", 1, 30 * DAY),))
-    sent = (Send(0, "r1", "coupon"),)
-    assert frequency_block(sent, r, "coupon", POLICY, 29 * DAY) == "rule:30d (1 per 43200 min)"
-    assert frequency_block(sent, r, "coupon", POLICY, 30 * DAY) is None  # exactly a window later: allowed
-    other = (Send(0, "r2", "coupon"),)
-    assert frequency_block(other, r, "coupon", POLICY, DAY) is None  # negative control
+    sent = (Send(0, "r1", "coupon", "f1"),)
+    assert frequency_block(sent, r, "coupon", POLICY, 29 * DAY, "f2") == "rule:30d (1 per 43200 min)"
+    assert frequency_block(sent, r, "coupon", POLICY, 30 * DAY, "f2") is None  # a window later: allowed
+    other = (Send(0, "r2", "coupon", "f1"),)
+    assert frequency_block(other, r, "coupon", POLICY, DAY, "f2") is None  # negative control
+    # the second action of the same firing (coupon + push notice) is not capped by the first
+    assert frequency_block(sent, r, "push", POLICY, 0, "f1") is None
+    two_actions = (Send(0, "r1", "coupon", "f1"), Send(0, "r1", "push", "f1"))
+    r2 = rule("r1", frequency=(FrequencyCap("rule:30d", 2, 30 * DAY),))
+    assert frequency_block(two_actions, r2, "coupon", POLICY, DAY, "f2") is None  # one firing, not two
 
 
 def test_policy_caps_per_channel_and_across_all_messages():

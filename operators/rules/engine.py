@@ -114,6 +114,7 @@ class Held:
 
     action: Action
     release_ms: int
+    firing: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +204,9 @@ class _Eval:
                 self.suppressed.append(Suppressed(a, "group_excluded", f"group {r.group}: rule {winner.id} "
                                                   f"(priority {winner.priority}) acts"))
         for r in acting:
-            for a in self.build(r, trig):
-                self.guard(a, r)
+            actions = self.build(r, trig)
+            for a in actions:
+                self.guard(a, r, actions[0].action_id[:16])
 
     def build(self, r: Rule, trig: _Trigger) -> list[Action]:
         budget = r.constraints.budget
@@ -214,7 +216,7 @@ class _Eval:
                        budget.max if budget else None)
                 for i, spec in enumerate(r.actions)]
 
-    def guard(self, a: Action, r: Rule) -> None:
+    def guard(self, a: Action, r: Rule, firing: str) -> None:
         ok, detail = consent_allows(self.st.consent, a.channel, self.rs.policy, r)
         if not ok:
             self.suppressed.append(Suppressed(a, "no_consent", detail))
@@ -227,16 +229,16 @@ class _Eval:
                 if qh.mode == "drop":
                     self.suppressed.append(Suppressed(a, "quiet_hours", f"{tz} quiet hours, dropped"))
                     return
-                h = Held(replace(a, ts_ms=release), release)
+                h = Held(replace(a, ts_ms=release), release, firing)
                 self.st = replace(self.st, held=self.st.held + (h,))
                 self.held.append(h)
                 self.timers.add(release)
                 return
-        capped = frequency_block(self.st.sends, r, a.channel, self.rs.policy, a.ts_ms)
+        capped = frequency_block(self.st.sends, r, a.channel, self.rs.policy, a.ts_ms, firing)
         if capped is not None:
             self.suppressed.append(Suppressed(a, "frequency_capped", capped))
             return
-        sends = self.st.sends + (Send(a.ts_ms, r.id, a.channel),)
+        sends = self.st.sends + (Send(a.ts_ms, r.id, a.channel, firing),)
         self.st = replace(self.st, sends=prune_sends(sends, max(s.ts_ms for s in sends), self.rs.max_window_ms))
         self.actions.append(a)
 
@@ -249,7 +251,7 @@ class _Eval:
             why = "deleted" if r is None else "paused"
             self.suppressed.append(Suppressed(h.action, "rule_unavailable", f"rule {h.action.rule_id} {why} while held"))
             return
-        self.guard(h.action, r)
+        self.guard(h.action, r, h.firing)
 
     def on_match(self, m: Match) -> None:
         self.matches.append(m)
@@ -370,8 +372,8 @@ def state_to_json(st: PersonState) -> dict[str, Any]:
     return {
         "v": STATE_CODEC_VERSION, "p": st.person_id,
         "c": [[c.channel, c.granted, c.ts_ms] for c in st.consent],
-        "s": [[s.ts_ms, s.rule_id, s.channel] for s in st.sends],
-        "h": [[h.release_ms, h.action.to_json()] for h in st.held],
+        "s": [[s.ts_ms, s.rule_id, s.channel, s.firing] for s in st.sends],
+        "h": [[h.release_ms, h.action.to_json(), h.firing] for h in st.held],
         "pt": [[pid, ps.version, ps.frontier, [[b.ts_ms, b.rank, b.event_id, list(b.roles), b.key] for b in ps.buffer],
                 [list(o) for o in ps.open], [[k, list(ts)] for k, ts in ps.counts], [list(r) for r in ps.runs],
                 ps.too_late] for pid, ps in st.patterns],
@@ -389,8 +391,8 @@ def state_from_json(d: Mapping[str, Any]) -> PersonState:
     return PersonState(
         d["p"],
         tuple(Consent(ch, g, ts) for ch, g, ts in d["c"]),
-        tuple(Send(ts, r, ch) for ts, r, ch in d["s"]),
-        tuple(Held(Action.from_json(a), rel) for rel, a in d["h"]),
+        tuple(Send(ts, r, ch, f) for ts, r, ch, f in d["s"]),
+        tuple(Held(Action.from_json(a), rel, f) for rel, a, f in d["h"]),
         tuple((pid, PatternState(ver, fr, tuple(Buffered(t, rk, e, tuple(ro), k) for t, rk, e, ro, k in buf),
                                  tuple(tuple(o) for o in op), tuple((k, tuple(ts)) for k, ts in cn),
                                  tuple(tuple(r) for r in rn), late))

@@ -184,11 +184,13 @@ def quiet_release_ms(qh: QuietHours, tz_name: str, ts_ms: int) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """One action that passed the guards: when (event time), which rule, which channel."""
+    """One action that passed the guards: when (event time), which rule, which channel, and which
+    firing of the rule (actions of one rule for one trigger share it; a rule cap counts firings)."""
 
     ts_ms: int
     rule_id: str
     channel: str
+    firing: str = ""
 
 
 def prune_sends(sends: tuple[Send, ...], newest_ms: int, max_window_ms: int) -> tuple[Send, ...]:
@@ -202,15 +204,17 @@ def _count_near(sends: Iterable[Send], ts_ms: int, window_ms: int) -> int:
     return sum(1 for s in sends if abs(s.ts_ms - ts_ms) < window_ms)
 
 
-def frequency_block(sends: tuple[Send, ...], rule: Rule, channel: str, policy: Policy, ts_ms: int) -> str | None:
+def frequency_block(sends: tuple[Send, ...], rule: Rule, channel: str, policy: Policy, ts_ms: int,
+                    firing: str = "") -> str | None:
     """The first cap a send at ``ts_ms`` would break, as a detail (``rule:30d`` …), or None.
 
     A cap of ``max`` per ``window`` blocks when ``max`` recorded sends lie within ``window`` of
     ``ts_ms`` on either side. With sends in event-time order this is the usual trailing window;
     with out-of-order triggers it still guarantees that no window of that length ever holds more
-    than ``max`` sends.
+    than ``max`` sends. A rule's own cap counts its other firings (``firing`` names this one, so
+    the second action of one firing is not capped by the first); policy caps count messages.
     """
-    own = [s for s in sends if s.rule_id == rule.id]
+    own = {s.firing: s for s in sends if s.rule_id == rule.id and s.firing != firing}.values()
     for cap in rule.constraints.frequency:
         if _count_near(own, ts_ms, cap.window_ms) >= cap.max:
             return f"{cap.name} ({cap.max} per {cap.window_ms // _MIN_MS} min)"
