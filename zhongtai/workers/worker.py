@@ -129,7 +129,8 @@ class ChannelWorker:
             due = self.parking.pop_due(self._now_ms())
             for item in due:
                 self._handle(item)
-            budget = self.cfg.batch_size
+            # no more than ~30 s of rate-limited work per poll, so the consumer stays in its group
+            budget = min(self.cfg.batch_size, max(1, int(self.cfg.rate(self.channel).per_s * 30)))
             if max_messages is not None:
                 budget = min(budget, max_messages - self.stats.received)
             if budget <= 0 or len(self.parking) >= self.cfg.max_parked:
