@@ -18,27 +18,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from config.settings import IdentitySettings
 from operators.pii import PII_TYPES, pseudonymise
 
 if TYPE_CHECKING:  # pragma: no cover
-    from config.settings import IdentitySettings, PiiSettings
+    from config.settings import PiiSettings
 
-DEFAULT_PRIORITY: tuple[str, ...] = ("user_id", "unionid", "phone", "email", "openid", "device_id", "cookie_id")
-DEFAULT_LIMITS: Mapping[str, int] = {
-    "user_id": 1,
-    "unionid": 1,
-    "phone": 2,
-    "email": 3,
-    "openid": 5,
-    "device_id": 10,
-    "cookie_id": 50,
-}
-DEFAULT_BLOCKED_VALUES: tuple[str, ...] = (
-    "", "null", "undefined", "none", "nan", "nil", "0", "-1", "anonymous", "unknown", "n/a",
-    "(null)", "[object object]", "test",
-)
-#: All zeros (with separators: the nil UUID), one character repeated (``ffffffff``, ``1111-1111``).
-DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (r"[0\-:.]+", r"(.)(?:\1|[\-:.]){3,}")
+#: The defaults of the ``identity:`` config section (config/settings.py is the one place they are written).
+_DEFAULTS = IdentitySettings()
+DEFAULT_PRIORITY: tuple[str, ...] = _DEFAULTS.priority
+DEFAULT_LIMITS: Mapping[str, int] = dict(_DEFAULTS.max_per_person)
+DEFAULT_BLOCKED_VALUES: tuple[str, ...] = _DEFAULTS.blocklist_values
+DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = _DEFAULTS.blocklist_patterns
 
 
 def identifier(id_type: str, value: str) -> str:
@@ -67,7 +58,7 @@ class IdentityRules:
 
     priority: tuple[str, ...] = DEFAULT_PRIORITY
     limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
-    blocked_values: frozenset[str] = frozenset(DEFAULT_BLOCKED_VALUES)
+    blocked_values: frozenset[str] = frozenset(v.strip().lower() for v in DEFAULT_BLOCKED_VALUES)
     blocked_patterns: tuple[str, ...] = DEFAULT_BLOCKED_PATTERNS
     blocked_hashes: frozenset[str] = frozenset()
     #: Dynamic overlay (control messages): identifiers ignored entirely / kept but never linked.

@@ -80,9 +80,11 @@ def share_devices(
     return out, owner_of
 
 
-def population(cfg: GeneratorConfig) -> tuple[list[Person], dict[str, int]]:
-    """The persons exactly as ``stream.generate`` builds them (noise included) and shared-device owners."""
-    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+def make_population(
+    cfg: GeneratorConfig, rng: np.random.Generator, noise: np.random.Generator | None
+) -> tuple[list[Person], dict[str, int]]:
+    """The persons of ``cfg`` drawn from ``rng`` (the stream's generator, first draws), households
+    from ``noise`` when ``shared_device_share`` is on; returns (persons, shared device → owner)."""
     persons = make_persons(
         rng,
         cfg.persons,
@@ -93,9 +95,14 @@ def population(cfg: GeneratorConfig) -> tuple[list[Person], dict[str, int]]:
         openid_share=cfg.openid_share,
         unionid_share=cfg.unionid_share,
     )
-    if cfg.shared_device_share:
-        return share_devices(persons, cfg, noise_rng(cfg))
+    if cfg.shared_device_share and noise is not None:
+        return share_devices(persons, cfg, noise)
     return persons, {}
+
+
+def population(cfg: GeneratorConfig) -> tuple[list[Person], dict[str, int]]:
+    """The persons exactly as ``stream.generate`` builds them (noise included) and shared-device owners."""
+    return make_population(cfg, np.random.Generator(np.random.PCG64(cfg.seed)), noise_rng(cfg))
 
 
 def identity_truth(cfg: GeneratorConfig, pii: PiiSettings | None = None) -> dict[str, str]:

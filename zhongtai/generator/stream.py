@@ -31,9 +31,9 @@ import orjson
 from config.settings import JobSettings
 
 from . import faults
-from .identity import JUNK, cookie_of, kiosk_devices, noise_rng, share_devices
+from .identity import JUNK, cookie_of, kiosk_devices, make_population, noise_rng
 from .model import DLQ_REASONS, EVENT_TYPES, SOURCES, GeneratorConfig, Record
-from .population import STORES, make_campaigns, make_catalogue, make_persons
+from .population import STORES, make_campaigns, make_catalogue
 from .timeline import (
     CODE,
     DUP_CONFLICT,
@@ -95,19 +95,8 @@ def generate(cfg: GeneratorConfig, job: JobSettings | None = None) -> Iterator[R
     """Yield the stream described by ``cfg``, with faults sized against ``job``'s limits."""
     limits = limits_of(job)
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
-    persons = make_persons(
-        rng,
-        cfg.persons,
-        cfg.partitions,
-        logged_in_share=cfg.logged_in_share,
-        phone_share=cfg.phone_share,
-        email_share=cfg.email_share,
-        openid_share=cfg.openid_share,
-        unionid_share=cfg.unionid_share,
-    )
     noise = noise_rng(cfg) if cfg.identity_noise else None
-    if noise is not None and cfg.shared_device_share:
-        persons, _ = share_devices(persons, cfg, noise)
+    persons, _ = make_population(cfg, rng, noise)
     items = make_catalogue(rng, cfg.items)
     campaigns = make_campaigns(cfg.campaigns, cfg.channels)
     attrs = {
