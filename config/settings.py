@@ -244,6 +244,7 @@ class WorkerSettings(_Frozen):
     shared_rate_limit: bool = True
     #: The idempotency record. Switching it off breaks at-most-once (tests' negative control only).
     idempotency: bool = True
+    #: Prometheus ``/metrics`` port of ``zhongtai worker`` (0: not served).
     metrics_port: int = Field(0, ge=0)
     contacts: ContactsSettings = ContactsSettings()
     smtp: SmtpSettings = SmtpSettings()

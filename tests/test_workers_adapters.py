@@ -112,7 +112,7 @@ def test_http_directory_answers_404_as_unknown_and_5xx_as_retry():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class H(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             code, body = {"/c/p1": (200, b'{"email": "a@x"}'), "/c/p%2F2": (200, b'{"phone": "1"}'),
                           "/c/boom": (503, b"")}.get(self.path, (404, b""))
             self.send_response(code)

@@ -11,11 +11,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from email import message_from_bytes
-from email.policy import default
 from email.message import Message
+from email.policy import default
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import yaml
@@ -47,7 +47,7 @@ class RecordingHttpServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 t = time.monotonic()
                 key = self.headers.get("Idempotency-Key", "")
@@ -80,7 +80,7 @@ class RecordingHttpServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
 
-    def __enter__(self) -> RecordingHttpServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -106,7 +106,7 @@ class SmtpRecorder:
     messages: list[Message] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.reject:
             return "550 5.1.1 no such user"
         if address in self.defer_once and address not in self.deferred:
@@ -115,7 +115,7 @@ class SmtpRecorder:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content, policy=default))
         return "250 Message accepted for delivery"
 
@@ -233,7 +233,7 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[
             if m.error().code() == -191:  # _PARTITION_EOF
                 eof.add(m.partition())
             continue
-        out.append((m.key(), m.value(), dict((k, v.decode()) for k, v in (m.headers() or []))))
+        out.append((m.key(), m.value(), {k: v.decode() for k, v in (m.headers() or [])}))
     c.close()
     assert len(eof) == len(parts), f"reading {topic} did not reach its end within {timeout_s} s"
     return out
@@ -257,7 +257,6 @@ def make_action(i: int, channel: str, person: str | None = None, **params: Any) 
 def scrape(port: int) -> dict[str, float]:
     """``/metrics`` over HTTP as ``{'name{labels}': value}`` (zhongtai_worker_* samples only)."""
     import httpx
-
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

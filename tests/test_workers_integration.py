@@ -156,7 +156,7 @@ def test_failing_webhook_host_does_not_stall_another_and_requests_are_signed(env
         bad_ids = {a.action_id for i, a in enumerate(acts) if i % 4 == 0}
         assert good.accepted_keys() == Counter({a: 1 for a in good_ids})
         # the failing host was probed once per retry round, not once per parked action and round
-        assert set(r.headers["Idempotency-Key"] for r in bad.requests) <= bad_ids
+        assert {r.headers["Idempotency-Key"] for r in bad.requests} <= bad_ids
         assert 3 <= len(bad.requests) < 3 * len(bad_ids)
         # every good delivery happened before the failing host's first retry: nothing waited on it
         first_retry = sorted(r.t for r in bad.requests)[1]

@@ -3,6 +3,7 @@ machine, offset/parking bookkeeping, and the loop itself over in-memory Kafka (n
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -74,7 +75,7 @@ def test_local_bucket_paces_a_fake_clock():
         while (w := lim.try_take(int(clock() * 1000))) > 0:
             clock.sleep(w)
         stamps.append(clock())
-    assert [round(b - a, 3) for a, b in zip(stamps, stamps[1:])] == [0.2] * 5
+    assert [round(b - a, 3) for a, b in itertools.pairwise(stamps)] == [0.2] * 5
 
 
 # ---- signature ----------------------------------------------------------------------------------
@@ -210,7 +211,7 @@ def test_loop_retries_transient_then_delivers_and_dead_letters_permanent():
     assert (stats.delivered, stats.failed, stats.retried, stats.invalid) == (2, 2, 3, 1)
     # backoff of action 3: 100 ms then 200 ms after its failed attempts (jitter 0)
     calls3 = [round((ts - t0) * 1000) for aid, ts in adapter.calls if aid == f"{3:032x}"]
-    assert [b - a for a, b in zip(calls3, calls3[1:])] == [100, 200]
+    assert [b - a for a, b in itertools.pairwise(calls3)] == [100, 200]
     rec = {r["action_id"]: r for r in k.receipts()}
     assert {a: (r["status"], r["attempts"]) for a, r in rec.items()} == {
         f"{0:032x}": ("delivered", 1), f"{1:032x}": ("delivered", 2),

@@ -47,9 +47,9 @@ class ContactDirectory(Protocol):
 
 
 def contact_from(person_id: str, d: Mapping[str, Any]) -> Contact:
-    """Build a Contact from a directory object; raises ``ValueError`` naming the bad field."""
+    """Build a Contact from a directory object; raises ``ValueError``/``TypeError`` naming the bad field."""
     if not isinstance(d, Mapping):
-        raise ValueError(f"contact of {person_id!r} must be an object, got {type(d).__name__}")
+        raise TypeError(f"contact of {person_id!r} must be an object, got {type(d).__name__}")
     unknown = set(d) - set(_FIELDS) - {"opt_out", "person_id"}
     if unknown:
         raise ValueError(f"contact of {person_id!r} has unknown fields {sorted(unknown)}; allowed: "
@@ -87,7 +87,7 @@ class FileContactDirectory:
             raise ContactLookupError(f"contact file {self.path} must hold a mapping person_id -> contact")
         try:
             self._contacts = {str(pid): contact_from(str(pid), c) for pid, c in data.items()}
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise ContactLookupError(f"contact file {self.path}: {e}") from None
         self._mtime = mtime
         logger.info("loaded %d contacts from %s", len(self._contacts), self.path)
@@ -124,7 +124,7 @@ class HttpContactDirectory:
             raise ContactLookupError(f"contact lookup {target} answered HTTP {r.status_code}")
         try:
             return contact_from(person_id, r.json())
-        except (ValueError, json.JSONDecodeError) as e:
+        except (ValueError, TypeError) as e:
             raise ContactLookupError(f"contact lookup {target}: {e}") from None
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -44,7 +45,7 @@ class OutRecord:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
 class KafkaWorkerIO:
@@ -114,7 +115,9 @@ class KafkaWorkerIO:
                     raise KafkaException(err)
                 logger.warning("worker: consumer error on %s: %s", self.topic, err)
                 continue
-            out.append(InMessage(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            assert topic is not None and part is not None and off is not None  # set on every record
+            out.append(InMessage(topic, part, off, cast(bytes | None, m.key()), cast(bytes | None, m.value())))
         return out
 
     def pause_all(self) -> None:

@@ -11,7 +11,7 @@ Keys (prefix = ``redis.prefix``): ``{prefix}:dlv:{channel}:{action_id}`` hash (t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import redis
 
@@ -40,7 +40,7 @@ def _atomic(client: redis.Redis, key: str, step: Callable[[dict[str, str]], tupl
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                new, answer = step(pipe.hgetall(key))
+                new, answer = step(cast(dict[str, str], pipe.hgetall(key)))
                 pipe.multi()
                 if new is not None:
                     pipe.hset(key, mapping=new)
@@ -76,14 +76,14 @@ class RedisLedger:
         return _atomic(self.client, self.key(action_id), step, self.ttl_s)
 
     def get(self, action_id: str) -> Record | None:
-        return Record.from_hash(self.client.hgetall(self.key(action_id)))
+        return Record.from_hash(cast(dict[str, str], self.client.hgetall(self.key(action_id))))
 
     def records(self) -> dict[str, Record]:
         """Every record of this channel (tests and operators' inspection)."""
         head = self.key("")
         out = {}
         for k in self.client.scan_iter(match=head + "*", count=1000):
-            r = Record.from_hash(self.client.hgetall(k))
+            r = Record.from_hash(cast(dict[str, str], self.client.hgetall(k)))
             if r is not None:
                 out[k[len(head):]] = r
         return out

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import TYPE_CHECKING
@@ -41,12 +41,10 @@ class SmtpAdapter:
     channel = "email"
 
     def __init__(self, cfg: SmtpSettings, templates: Mapping[str, Mapping[str, str]],
-                 clock=None) -> None:
-        import time
-
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.templates = templates
-        self.clock = clock or time.time
+        self.clock = clock
         self._conn: smtplib.SMTP | None = None
 
     def destination(self, action: Action, contact: Contact) -> str:
@@ -108,7 +106,7 @@ class SmtpAdapter:
         except smtplib.SMTPResponseException as e:
             self._drop()
             return _classify(e.smtp_code, e.smtp_error, "error")
-        except (smtplib.SMTPException, OSError, socket.timeout) as e:
+        except (TimeoutError, smtplib.SMTPException, OSError) as e:
             self._drop()
             return DeliveryResult.transient(f"smtp {self.cfg.host}:{self.cfg.port} {type(e).__name__}: {e}")
         if refused:  # only with several recipients; we send one

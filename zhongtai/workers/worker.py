@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
@@ -77,14 +77,18 @@ class WorkerStats:
     commits: int = 0
 
 
-class WorkerIO:
+class WorkerIO(Protocol):
     """What the loop needs of Kafka (``connectors.channels.kafka_io.KafkaWorkerIO``)."""
 
-    def poll(self, max_messages: int, timeout_s: float) -> list[InMessage]: ...  # pragma: no cover
-    def pause_all(self) -> None: ...  # pragma: no cover
-    def resume_all(self) -> None: ...  # pragma: no cover
-    def commit(self, outputs: list[OutRecord], offsets: dict[TP, int]) -> None: ...  # pragma: no cover
-    def close(self) -> None: ...  # pragma: no cover
+    def poll(self, max_messages: int, timeout_s: float) -> list[InMessage]: ...
+
+    def pause_all(self) -> None: ...
+
+    def resume_all(self) -> None: ...
+
+    def commit(self, outputs: Sequence[OutRecord], offsets: dict[TP, int]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -340,7 +344,8 @@ class ChannelWorker:
         return out
 
     def _dead_letter(self, m: InMessage, reason: str, attempts: int, action_id: str | None) -> OutRecord:
-        headers = [("reason", reason.encode()), ("source", m.src.encode()), ("attempts", str(attempts).encode())]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()), ("source", m.src.encode()), ("attempts", str(attempts).encode())]
         if action_id:
             headers.append(("action_id", action_id.encode()))
         return OutRecord(self.topics.dlq, m.key, m.value or b"", headers)
