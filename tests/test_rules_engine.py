@@ -15,6 +15,7 @@ from operators.rules.engine import (
 from operators.rules.model import Event, TagChange
 from operators.rules.registry import RuleSet, apply_control
 from operators.rules.schema import load_text
+from tests.test_rules_registry import CART_AND_ONBOARDING
 
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T0 = 1_767_261_600_000  # 2026-01-01T10:00Z = 18:00 in Shanghai
@@ -22,13 +23,7 @@ T0 = 1_767_261_600_000  # 2026-01-01T10:00Z = 18:00 in Shanghai
 DEFS = textwrap.dedent("""\
     policy:
       frequency: [{channels: [sms], max: 1, window: 1d}, {channels: [email, sms, push], max: 3, window: 7d, name: all}]
-    patterns:
-      - {id: cart_abandon, version: 1, type: absence, start: {event: add_to_cart}, cancel: {event: purchase}, within: 30m}
-    journeys:
-      - id: onboarding
-        version: 1
-        entry: {event: register}
-        exit: [{event: purchase}]
+    """) + CART_AND_ONBOARDING + textwrap.dedent("""\
         steps:
           - {id: welcome, send: welcome_email, next: wait}
           - {id: wait, wait_for: {event: login, within: 1d}, on_event: done, on_timeout: nudge}

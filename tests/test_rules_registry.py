@@ -7,7 +7,9 @@ import textwrap
 from operators.rules.registry import Cleanup, ControlResult, RuleSet, apply_control
 from operators.rules.schema import load_text
 
-BASE = textwrap.dedent("""\
+#: A cart-abandonment pattern and the head of an onboarding journey (its steps follow), shared
+#: with test_rules_engine.
+CART_AND_ONBOARDING = textwrap.dedent("""\
     patterns:
       - {id: cart_abandon, version: 1, type: absence, start: {event: add_to_cart}, cancel: {event: purchase}, within: 30m}
     journeys:
@@ -15,6 +17,9 @@ BASE = textwrap.dedent("""\
         version: 1
         entry: {event: register}
         exit: [{event: purchase}]
+    """)
+
+BASE = CART_AND_ONBOARDING + textwrap.dedent("""\
         steps: [{id: hi, send: welcome_email, next: end}, {id: end, end: true}]
     rules:
       - {id: welcome_email, version: 1, trigger: {journey: onboarding}, actions: [{channel: email, template: w}]}
