@@ -11,6 +11,7 @@ uncommitted part of the batch: many actions arrive twice without being in doubt.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from connectors.channels.redis_state import RedisLedger, redis_client
@@ -27,9 +30,11 @@ from tests.test_workers_env import (
     RecordingHttpServer,
     cleanup,
     create,
+    free_port,
     make_action,
     produce,
     receipts,
+    scrape,
     settings_yaml,
     topics_of,
     worker_settings,
@@ -112,3 +117,58 @@ def test_negative_control_kill9_without_idempotency_record_duplicates(tmp_path):
     assert len(twice) >= 10 and not in_doubt  # ... but the uncommitted part of each batch went out again
     # (receipts stay one per action: they are bound to the offsets' transaction, not to the record)
     assert Counter(r["action_id"] for r in rs) == Counter({a: 1 for a in ids})
+
+
+def test_cli_worker_coupon_serves_exact_metrics_over_http(tmp_path):
+    """``zhongtai worker --channel coupon --metrics-port P`` as a subprocess: coupons go to persons
+    the directory does not know (the person id is the address), an opted-out person is suppressed,
+    a duplicate message is skipped, and ``/metrics`` says exactly that."""
+    names = fresh_names()
+    with RecordingHttpServer() as server:
+        s = worker_settings(names, tmp_path / "contacts.yaml", coupon={"url": f"{server.url}/coupons"})
+        topics = topics_of(s, "coupon")
+        create(s, topics)
+        try:
+            write_contacts(Path(s.worker.contacts.path), {"p0": {"opt_out": ["coupon"]}})
+            acts = [make_action(i, "coupon", coupon_value=20) for i in range(6)]
+            produce(s, topics[0], [*acts, acts[1]])
+            config = settings_yaml(s, tmp_path / "worker.yaml")
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ZT__")} | {"PYTHONPATH": str(ROOT)}
+            p = subprocess.Popen(
+                [sys.executable, "-m", "zhongtai.cli", "--config", str(config), "worker", "--channel", "coupon",
+                 "--metrics-port", str(port), "--idle-exit-s", "8", "--instance", "7"],
+                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            want = {
+                "zhongtai_worker_delivered_total{outcome=first}": 5.0,
+                "zhongtai_worker_suppressed_total{outcome=opted_out}": 1.0,
+                "zhongtai_worker_duplicates_total{outcome=duplicate}": 1.0,
+                "zhongtai_worker_delivery_latency_seconds_count{outcome=delivered}": 5.0,
+            }
+            seen: dict = {}
+
+            def settled() -> bool:
+                nonlocal seen
+                try:
+                    seen = {k: v for k, v in scrape(port).items() if "_bucket" not in k and "_sum" not in k}
+                except (OSError, httpx.HTTPError):
+                    return False
+                settled_kinds = ("delivered_total", "suppressed_total", "duplicates_total")
+                return sum(v for k, v in seen.items() if any(x in k for x in settled_kinds)) >= 7  # messages
+
+            try:
+                _wait(lambda: settled() or p.poll() is not None, 60, "the worker's /metrics")
+                assert seen == want
+            finally:
+                p.send_signal(signal.SIGTERM)  # graceful stop: commits and prints its stats
+                out = p.communicate(timeout=30)[0].decode()
+            assert p.returncode == 0, out[-2000:]
+            stats = json.loads(out.strip().splitlines()[-1])
+            assert (stats["delivered"], stats["suppressed"], stats["duplicates"]) == (5, 1, 1)
+            assert sorted(server.accepted_keys()) == sorted(a.action_id for a in acts[1:])
+            body = orjson.loads(server.requests[0].body)
+            assert (body["params"], body["campaign"]) == ({"coupon_value": 20}, "c1")
+            assert Counter(r["status"] for r in receipts(s)) == Counter({"delivered": 5, "suppressed": 1})
+        finally:
+            cleanup(s, topics)

@@ -23,6 +23,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import orjson
 
 CHANNELS = ("email", "sms", "push", "webhook", "coupon")
+#: Channels addressed by the person id itself: a person the directory does not know still gets
+#: the action (coupons are issued to the account), unless the directory says they opted out.
+CONTACTLESS_CHANNELS = frozenset({"coupon"})
 
 Status = Literal["delivered", "transient", "permanent", "suppressed"]
 

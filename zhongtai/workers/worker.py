@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from connectors.channels.base import Action, ActionDecodeError, ChannelAdapter, Contact, DeliveryResult
+from connectors.channels.base import (
+    CONTACTLESS_CHANNELS,
+    Action,
+    ActionDecodeError,
+    ChannelAdapter,
+    Contact,
+    DeliveryResult,
+)
 from connectors.channels.contacts import ContactDirectory, ContactLookupError
 from connectors.channels.kafka_io import InMessage, OutRecord
 from zhongtai.workers.backoff import Backoff
@@ -226,6 +233,8 @@ class ChannelWorker:
             self.metrics.retried("contacts")
             self.parking.park(item, now + delay)
             return
+        if contact is None and self.channel in CONTACTLESS_CHANNELS:
+            contact = Contact(a.person_id)
         suppress = _suppression(self.channel, a, contact)
         dest, closed_until = "", None
         if suppress is None:
