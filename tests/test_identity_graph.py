@@ -12,6 +12,7 @@ import pytest
 
 from operators.identity import (
     Change,
+    Observation,
     ControlError,
     Edge,
     IdentityRules,
@@ -72,22 +73,48 @@ def test_ties_in_age_go_to_the_stronger_founder():
 # --- guard rails -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("id_type", [t for t in DEFAULT_LIMITS if t != "cookie_id"])
-def test_limit_per_type_detaches_the_weaker_identifier(id_type):
-    """L+1 identifiers of a type reach one cookie: the (L+1)-th link is rejected, the cookie detached."""
+@pytest.mark.parametrize("id_type", list(DEFAULT_LIMITS))
+def test_limit_per_type_detaches_the_identifier_over_it(id_type):
+    """A chain of events each linking value k-1 and k of one type: the link that would give the
+    person limit+1 values of the type is rejected and the new value detached; the rest stay."""
     limit = DEFAULT_LIMITS[id_type]
-    obs = [ob(k, f"e{k}", **{id_type: f"v{k}", "cookie_id": "c"}) for k in range(limit + 1)]
+    v = [f"v{k:02d}" for k in range(limit + 1)]
+    obs = [Observation(((id_type, v[k - 1]), (id_type, v[k])), k, f"e{k}") for k in range(1, limit + 1)]
     g = feed(obs)
-    first = pid(f"{id_type}:v0")
-    assert {g.mapping[f"{id_type}:v{k}"] for k in range(limit)} == {first}
-    assert g.mapping[f"{id_type}:v{limit}"] == pid(f"{id_type}:v{limit}")
-    assert g.mapping["cookie_id:c"] == detached_pid("cookie_id:c")
-    last = g.observe(ob(limit + 1, "again", **{id_type: f"v{limit}", "cookie_id": "c"}))
+    assert {g.mapping[f"{id_type}:{x}"] for x in v[:limit]} == {pid(f"{id_type}:v00")}
+    assert g.mapping[f"{id_type}:{v[limit]}"] == detached_pid(f"{id_type}:{v[limit]}")
+    last = g.observe(obs[-1])
     assert last.path == "fast"
     assert resolve_batch(obs, RULES) == g.mapping
     # Negative control: a higher limit fuses them all.
     relaxed = feed(obs, IdentityRules(limits={**DEFAULT_LIMITS, id_type: limit + 1}))
-    assert set(relaxed.mapping.values()) == {first}
+    assert set(relaxed.mapping.values()) == {pid(f"{id_type}:v00")}
+
+
+def test_a_detached_device_no_longer_holds_together_whom_it_joined():
+    """Dad's phone joined mum's person only through the tablet; once the tablet is found shared
+    (the kid logs in on it), it is detached retroactively and dad's phone leaves too."""
+    obs = [
+        ob(1, "e1", user_id="mum", device_id="T"),
+        ob(2, "e2", device_id="T", phone="dad"),
+        ob(3, "e3", user_id="mum", email="m"),
+    ]
+    g = feed(obs)
+    assert set(g.mapping.values()) == {pid("user_id:mum")}
+    res = g.observe(ob(4, "e4", user_id="kid", device_id="T"))
+    assert g.mapping == {
+        "user_id:mum": pid("user_id:mum"),
+        "email:m": pid("user_id:mum"),
+        "phone:dad": pid("phone:dad"),
+        "device_id:T": detached_pid("device_id:T"),
+        "user_id:kid": pid("user_id:kid"),
+    }
+    assert set(res.changes) == {
+        Change("attach", pid("user_id:kid"), None, ("user_id:kid",), 4, "event:e4"),
+        Change("split", pid("user_id:mum"), detached_pid("device_id:T"), ("device_id:T",), 4, "event:e4"),
+        Change("split", pid("user_id:mum"), pid("phone:dad"), ("phone:dad",), 4, "event:e4"),
+    }
+    assert resolve_batch([*obs, ob(4, "e4", user_id="kid", device_id="T")], RULES) == g.mapping
 
 
 def test_rejected_edge_is_recorded_with_the_type_over_its_limit():
@@ -140,14 +167,16 @@ def test_store_kiosk_used_by_many_keeps_every_user_apart():
     assert len(set(feed(obs, UNLIMITED).mapping.values())) == 1
 
 
-def test_anonymous_household_members_with_phones_merge_up_to_the_phone_limit():
-    """Two phones on one device are allowed (a person may have two); a third one's link is rejected
-    and the device (the weaker side) leaves the person, which keeps both phones."""
+def test_three_phones_on_one_device_make_it_a_shared_device():
+    """Two phones on one device are allowed (a person may have two); a third is evidence of a shared
+    device: the device is detached and, as the phones were linked only through it, all three part."""
     obs = [ob(k, f"e{k}", device_id="d", phone=f"h{k}") for k in range(3)]
-    g = feed(obs)
+    g = feed(obs[:2])
+    assert set(g.mapping.values()) == {pid("phone:h0")}
+    g.observe(obs[2])
     assert g.mapping == {
         "phone:h0": pid("phone:h0"),
-        "phone:h1": pid("phone:h0"),
+        "phone:h1": pid("phone:h1"),
         "device_id:d": detached_pid("device_id:d"),
         "phone:h2": pid("phone:h2"),
     }

@@ -5,9 +5,10 @@ path halving over every observation (no de-duplication), sorted once into canoni
 ``(ts_ms, event_id, identifiers)``. Per observation: identifiers strongest first; the first one that
 is not isolated is the anchor; each other identifier is linked to it; a link between two persons is
 merged unless the union would exceed a per-type limit, in which case the other identifier is
-detached: it gets a fresh node (its old node stays behind as an uncounted ghost) and is never linked
-again. The older root survives (first ts, first event_id, founder rank, founder). Person id =
-``"p" + sha256(label)[:16]`` with label the root's founder, or ``detached:<identifier>``.
+detached: it is never linked again, and its old person is rebuilt (fresh nodes for every member,
+then unions along the accepted links that remain), so whoever was joined only through it leaves.
+The older root survives: smaller founding key (first ts, first event_id, rank, identifier) of its
+founder. Person id = ``"p" + sha256(founder)[:16]``, or of ``"detached:<identifier>"``.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def resolve_batch(
 
     parent: dict[str, str] = {}  # node → parent node; a node is "<identifier>#<generation>"
     node: dict[str, str] = {}  # identifier → its current node
-    age: dict[str, tuple[int, str, int, str]] = {}  # root → age key
-    label: dict[str, str] = {}  # root → what its person id is derived from
+    gen: dict[str, int] = {}  # identifier → generation of its current node
+    first: dict[str, tuple[int, str, int, str]] = {}  # identifier → founding key (first ts, eid, rank, id)
+    age: dict[str, tuple[int, str, int, str]] = {}  # root → founding key of its founder
     size: dict[str, list[int]] = {}  # root → identifiers per type rank
+    held: dict[str, list[str]] = {}  # root → identifiers
+    linked: dict[str, set[str]] = {}  # accepted links between identifiers not cut
     cut: set[str] = set()  # detached identifiers
 
     def find(x: str) -> str:
@@ -53,13 +57,38 @@ def resolve_batch(
             x = parent[x]
         return x
 
-    def fresh(i: str, ts: int, eid: str, lab: str, generation: int) -> None:
-        n = f"{i}#{generation}"
+    def fresh(i: str) -> str:
+        gen[i] = gen.get(i, -1) + 1
+        n = f"{i}#{gen[i]}"
         node[i] = parent[n] = n
-        r = rank[i.split(":", 1)[0]]
-        age[n] = (ts, eid, r, i)
-        label[n] = lab
+        r = first[i][2]
+        age[n] = first[i]
         size[n] = [1 if k == r else 0 for k in range(len(order))]
+        held[n] = [i]
+        return n
+
+    def union(ra: str, rb: str) -> None:
+        keep, gone = (ra, rb) if age[ra] < age[rb] else (rb, ra)
+        parent[gone] = keep
+        size[keep] = [a + b for a, b in zip(size[keep], size.pop(gone), strict=True)]
+        held[keep] += held.pop(gone)
+        del age[gone]
+
+    def detach(x: str) -> None:
+        """x gets a person of its own; its old person is rebuilt from the links that remain."""
+        old = find(node[x])
+        members = held.pop(old)
+        del size[old], age[old]
+        for n in linked.pop(x, ()):
+            linked[n].discard(x)
+        cut.add(x)
+        for m in members:
+            fresh(m)
+        for m in members:
+            for n in linked.get(m, ()):
+                ra, rb = find(node[m]), find(node[n])
+                if ra != rb:
+                    union(ra, rb)
 
     for ts, eid, idents in rows:
         idents = tuple(i for i in idents if i not in blocked)
@@ -67,26 +96,23 @@ def resolve_batch(
             continue
         for i in idents:
             if i not in node:
-                fresh(i, ts, eid, i, 0)
+                first[i] = (ts, eid, rank[i.split(":", 1)[0]], i)
+                fresh(i)
         free = [i for i in idents if i not in isolated and i not in cut]
         if not free:
             continue
         head = free[0]
         for other in free[1:]:
             ra, rb = find(node[head]), find(node[other])
-            if ra == rb:
-                continue
-            if guard_rails and any(a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)):
-                size[rb][rank[other.split(":", 1)[0]]] -= 1  # its old node stays as a ghost
-                fresh(other, ts, eid, "detached:" + other, int(node[other].rsplit("#", 1)[1]) + 1)
-                cut.add(other)
-                continue
-            keep, gone = (ra, rb) if age[ra] < age[rb] else (rb, ra)
-            parent[gone] = keep
-            size[keep] = [a + b for a, b in zip(size[keep], size[gone], strict=True)]
-            del size[gone], age[gone], label[gone]
+            if ra != rb:
+                if guard_rails and any(a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)):
+                    detach(other)
+                    continue
+                union(ra, rb)
+            linked.setdefault(head, set()).add(other)
+            linked.setdefault(other, set()).add(head)
 
-    labels = {x: label[find(n)] for x, n in node.items()}
+    labels = {x: ("detached:" + x if x in cut else age[find(n)][3]) for x, n in node.items()}
     ids = {f: "p" + hashlib.sha256(f.encode("utf-8")).hexdigest()[:16] for f in set(labels.values())}
     return {x: ids[f] for x, f in labels.items()}
 

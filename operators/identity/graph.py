@@ -224,7 +224,9 @@ _FAST = StepResult(path="fast")
 class _Engine:
     """Mutable resolution state of one component: identifier → person, persons' members/age/counts."""
 
-    __slots__ = ("age", "counts", "detached", "limits", "members", "person_of", "priority", "rank", "rules")
+    __slots__ = (
+        "adj", "age", "counts", "detached", "first", "limits", "members", "person_of", "priority", "rank", "rules"
+    )
 
     def __init__(self, rules: IdentityRules) -> None:
         self.rules = rules
@@ -236,9 +238,23 @@ class _Engine:
         self.age: dict[str, tuple[int, str, int, str]] = {}
         self.counts: dict[str, list[int]] = {}
         self.detached: set[str] = set()
+        #: identifier → canonical key (ts, event_id) of the first combination it was in
+        self.first: dict[str, tuple[int, str]] = {}
+        #: accepted links (``merged``/``same``) between identifiers that are not detached
+        self.adj: dict[str, set[str]] = {}
 
-    def load(self, persons: Iterable[Person], detached: Iterable[str] = ()) -> None:
+    def load(self, persons: Iterable[Person], detached: Iterable[str], combos: Iterable[Combo]) -> None:
+        """State of an already resolved component (its persons, detached set and combinations)."""
         self.detached.update(detached)
+        first, adj, gone = self.first, self.adj, self.detached
+        for c in combos:
+            for i in c.ids:
+                if i not in first:
+                    first[i] = (c.ts_ms, c.event_id)
+            for a, b, r in c.edges:
+                if r in ACCEPTED_REASONS and a not in gone and b not in gone:
+                    adj.setdefault(a, set()).add(b)
+                    adj.setdefault(b, set()).add(a)
         rank = self.rank
         for p in persons:
             counts = [0] * len(self.limits)
@@ -277,6 +293,7 @@ class _Engine:
             pa, px = person_of[anchor], person_of[x]
             if pa == px:
                 out.append((anchor, x, "same"))
+                self._link(anchor, x)
                 continue
             ca, cx = self.counts[pa], self.counts[px]
             for r, lim in enumerate(self.limits):
@@ -286,28 +303,54 @@ class _Engine:
                     break
             else:
                 self._merge(pa, px)
+                self._link(anchor, x)
                 out.append((anchor, x, "merged"))
         return tuple(out)
 
+    def _link(self, a: str, b: str) -> None:
+        self.adj.setdefault(a, set()).add(b)
+        self.adj.setdefault(b, set()).add(a)
+
     def _detach(self, x: str, ts: int, eid: str) -> None:
+        """``x`` leaves its person for one of its own, retroactively: the person is re-split into the
+        groups its remaining accepted links connect (whoever was only joined through ``x`` leaves)."""
         px = self.person_of[x]
-        r = self.rank[x.partition(":")[0]]
-        members = self.members[px]
-        members.remove(x)
-        if members:
-            self.counts[px][r] -= 1
-        else:
-            del self.members[px], self.counts[px], self.age[px]
-        pid = detached_person_id(x)
-        counts = [0] * len(self.limits)
-        counts[r] = 1
-        self.person_of[x] = pid
-        self.members[pid] = [x]
-        self.age[pid] = (ts, eid, r, x)
-        self.counts[pid] = counts
+        rest = set(self.members.pop(px))
+        rest.discard(x)
+        del self.counts[px], self.age[px]
+        for n in self.adj.pop(x, ()):
+            self.adj[n].discard(x)
         self.detached.add(x)
+        self._person(detached_person_id(x), [x], x)
+        adj = self.adj
+        while rest:
+            seed = rest.pop()
+            part, todo = [seed], [seed]
+            while todo:
+                for n in adj.get(todo.pop(), ()):
+                    if n in rest:
+                        rest.discard(n)
+                        part.append(n)
+                        todo.append(n)
+            founder = min(part, key=self._founding_key)
+            self._person(person_id(founder), part, founder)
+
+    def _founding_key(self, ident: str) -> tuple[int, str, int, str]:
+        ts, eid = self.first[ident]
+        return (ts, eid, self.rank[ident.partition(":")[0]], ident)
+
+    def _person(self, pid: str, members: list[str], founder: str) -> None:
+        counts = [0] * len(self.limits)
+        rank, person_of = self.rank, self.person_of
+        for m in members:
+            person_of[m] = pid
+            counts[rank[m.partition(":")[0]]] += 1
+        self.members[pid] = members
+        self.age[pid] = self._founding_key(founder)
+        self.counts[pid] = counts
 
     def _found(self, ident: str, ts: int, eid: str) -> None:
+        self.first[ident] = (ts, eid)
         pid = person_id(ident)
         r = self.rank[ident.partition(":")[0]]
         counts = [0] * len(self.limits)
@@ -433,7 +476,7 @@ def step(components: Mapping[str, Component], obs: Observation, rules: IdentityR
         eng = _Engine(rules)
         combos: list[Combo] = []
         for c in sorted(touched, key=lambda c: c.last_key):
-            eng.load(c.persons, c.detached)
+            eng.load(c.persons, c.detached, c.combos)
             combos.extend(c.combos)
         decisions = eng.apply(ts, eid, ids)
         combos.sort(key=lambda c: c.key)
