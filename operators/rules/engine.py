@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 STATE_CODEC_VERSION = 1
+#: ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)``, without building an encoder per call.
+_ID_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def action_id(rule_id: str, version: int, person_id: str, trigger_key: str, index: int = 0) -> str:
@@ -56,7 +58,7 @@ def action_id(rule_id: str, version: int, person_id: str, trigger_key: str, inde
     ``index`` is the action's position in the rule's ``actions`` (0 for the first). The same
     input replayed after a restore gives the same id, which the channel workers deduplicate on.
     """
-    payload = json.dumps([rule_id, version, person_id, trigger_key, index], separators=(",", ":"), ensure_ascii=False)
+    payload = _ID_JSON.encode([rule_id, version, person_id, trigger_key, index])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
@@ -170,7 +172,13 @@ class _Eval:
 
     def __init__(self, ruleset: RuleSet, st: PersonState, profile: Mapping[str, Any], tags: Any):
         self.rs = ruleset
-        self.st = st
+        self.person_id = st.person_id
+        # working copies of the state, put back together once by state()
+        self.consent = st.consent
+        self.sends = st.sends
+        self.held_state = list(st.held)
+        self.patterns = dict(st.patterns)
+        self.journeys = dict(st.journeys)
         self.profile = profile
         self.tags = tags if isinstance(tags, (set, frozenset)) else frozenset(tags or ())
         self.actions: list[Action] = []
@@ -180,6 +188,11 @@ class _Eval:
         self.matches: list[Match] = []
         self.evaluations = 0
         self.base_env = {"profile": profile, "tags": self.tags, "person": {"id": st.person_id}}
+
+    def state(self) -> PersonState | None:
+        st = PersonState(self.person_id, self.consent, self.sends, tuple(self.held_state),
+                         tuple(sorted(self.patterns.items())), tuple(sorted(self.journeys.items())))
+        return None if st.is_empty() else st
 
     def env(self, event: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         env = dict(self.base_env)
@@ -193,9 +206,10 @@ class _Eval:
     def fire(self, rules: tuple[Rule, ...], trig: _Trigger, env: Mapping[str, Any], eval_ms: int) -> None:
         firing = []
         for r in rules:
-            self.evaluations += 1
-            if r.condition is None or r.condition.evaluate(env, eval_ms) is True:
+            cond = r.condition
+            if cond is None or cond.evaluate(env, eval_ms) is True:
                 firing.append(r)
+        self.evaluations += len(rules)
         if not firing:
             return
         acting, excluded = select_by_group(firing)
@@ -210,14 +224,14 @@ class _Eval:
 
     def build(self, r: Rule, trig: _Trigger) -> list[Action]:
         budget = r.constraints.budget
-        return [Action(action_id(r.id, r.version, self.st.person_id, trig.key, i), r.id, r.version,
-                       self.st.person_id, spec.channel, spec.template, spec.params,
+        return [Action(action_id(r.id, r.version, self.person_id, trig.key, i), r.id, r.version,
+                       self.person_id, spec.channel, spec.template, spec.params,
                        budget.campaign if budget else r.campaign, trig.info, trig.ts_ms, r.priority,
                        budget.max if budget else None)
                 for i, spec in enumerate(r.actions)]
 
     def guard(self, a: Action, r: Rule, firing: str) -> None:
-        ok, detail = consent_allows(self.st.consent, a.channel, self.rs.policy, r)
+        ok, detail = consent_allows(self.consent, a.channel, self.rs.policy, r)
         if not ok:
             self.suppressed.append(Suppressed(a, "no_consent", detail))
             return
@@ -230,23 +244,23 @@ class _Eval:
                     self.suppressed.append(Suppressed(a, "quiet_hours", f"{tz} quiet hours, dropped"))
                     return
                 h = Held(replace(a, ts_ms=release), release, firing)
-                self.st = replace(self.st, held=self.st.held + (h,))
+                self.held_state.append(h)
                 self.held.append(h)
                 self.timers.add(release)
                 return
-        capped = frequency_block(self.st.sends, r, a.channel, self.rs.policy, a.ts_ms, firing)
+        capped = frequency_block(self.sends, r, a.channel, self.rs.policy, a.ts_ms, firing)
         if capped is not None:
             self.suppressed.append(Suppressed(a, "frequency_capped", capped))
             return
-        sends = self.st.sends + (Send(a.ts_ms, r.id, a.channel, firing),)
-        self.st = replace(self.st, sends=prune_sends(sends, max(s.ts_ms for s in sends), self.rs.max_window_ms))
+        sends = self.sends + (Send(a.ts_ms, r.id, a.channel, firing),)
+        self.sends = prune_sends(sends, max(s.ts_ms for s in sends), self.rs.max_window_ms)
         self.actions.append(a)
 
     # ---- timer-driven work
 
     def release(self, h: Held) -> None:
         r = self.rs.rules.get(h.action.rule_id)
-        self.st = replace(self.st, held=tuple(x for x in self.st.held if x is not h))
+        self.held_state = [x for x in self.held_state if x is not h]
         if r is None or r.paused:
             why = "deleted" if r is None else "paused"
             self.suppressed.append(Suppressed(h.action, "rule_unavailable", f"rule {h.action.rule_id} {why} while held"))
@@ -290,45 +304,42 @@ def evaluate(ruleset: RuleSet, state: PersonState | None, event: Event | TagChan
         _on_tag(ev, event, now_ms)
     else:
         _on_timer(ev, now_ms)
-    st = ev.st
     return EngineResult(tuple(ev.actions), tuple(ev.suppressed), tuple(ev.held), tuple(sorted(ev.timers)),
-                        None if st.is_empty() else st, tuple(ev.matches), ev.evaluations)
+                        ev.state(), tuple(ev.matches), ev.evaluations)
 
 
 def _on_event(ev: _Eval, event: Event, now_ms: int) -> None:
     if event.event_type in ("consent", "unsubscribe"):
-        ev.st = replace(ev.st, consent=update_consent(ev.st.consent, event))
+        ev.consent = update_consent(ev.consent, event)
     env = ev.env(_event_env(event))
     rs = ev.rs
-    _feed(ev, "patterns", rs.patterns_for_event(event.event_type),
-          lambda cur, p: pattern_step(cur, event, now_ms, p, env))
-    _feed(ev, "journeys", rs.journeys_for_event(event.event_type),
-          lambda cur, j: journey_step(cur, event, None, j, env))
+    for p in rs.patterns_for_event(event.event_type):
+        _keep(ev, ev.patterns, p.id, pattern_step(ev.patterns.get(p.id), event, now_ms, p, env))
+    for j in rs.journeys_for_event(event.event_type):
+        _keep(ev, ev.journeys, j.id, journey_step(ev.journeys.get(j.id), event, None, j, env))
     ev.fire(rs.rules_for_event(event.event_type), _Trigger(
         f"event:{event.event_id}", event.ts_ms,
         {"type": "event", "event_type": event.event_type, "event_id": event.event_id, "ts_ms": event.ts_ms}),
         env, now_ms)
 
 
-def _feed(ev: _Eval, attr: str, defs: tuple[Any, ...], step: Any) -> None:
-    """Hand one input to each pattern/journey in ``defs``; keep their states under ``attr``."""
-    if not defs:
-        return
-    cur = dict(getattr(ev.st, attr))
-    for d in defs:
-        new, _, timers = step(cur.get(d.id), d)
-        if new is not None:
-            cur[d.id] = new
-        ev.timers.update(timers)
-    ev.st = replace(ev.st, **{attr: tuple(sorted(cur.items()))})
+def _keep(ev: _Eval, states: dict[str, Any], oid: str, result: tuple[Any, tuple[Any, ...], tuple[int, ...]]) -> tuple[Any, ...]:
+    """Store a pattern/journey step's new state (None drops it), collect its timers, return its outputs."""
+    new, out, timers = result
+    if new is None:
+        states.pop(oid, None)
+    else:
+        states[oid] = new
+    ev.timers.update(timers)
+    return out
 
 
 def _on_tag(ev: _Eval, change: TagChange, now_ms: int) -> None:
     kind = "tag_added" if change.added else "tag_removed"
     env = ev.env({"type": kind, "tag": change.tag, "ts": change.ts_ms})
     if change.added:
-        _feed(ev, "journeys", ev.rs.journeys_for_tag(change.tag),
-              lambda cur, j: journey_step(cur, change, None, j, env))
+        for j in ev.rs.journeys_for_tag(change.tag):
+            _keep(ev, ev.journeys, j.id, journey_step(ev.journeys.get(j.id), change, None, j, env))
     trig = _Trigger(f"{kind}:{change.tag}:{change.ts_ms}", change.ts_ms,
                     {"type": kind, "tag": change.tag, "ts_ms": change.ts_ms})
     ev.fire(ev.rs.rules_for_tag(change.tag, change.added), trig, env, now_ms)
@@ -336,24 +347,15 @@ def _on_tag(ev: _Eval, change: TagChange, now_ms: int) -> None:
 
 def _on_timer(ev: _Eval, now_ms: int) -> None:
     rs = ev.rs
-    work: list[tuple[int, str, Any]] = [(h.release_ms, h.action.action_id, h) for h in ev.st.held
+    work: list[tuple[int, str, Any]] = [(h.release_ms, h.action.action_id, h) for h in ev.held_state
                                         if h.release_ms <= now_ms]
-    pats = []
-    for pid, ps in ev.st.patterns:
-        new, matches, timers = pattern_step(ps, None, now_ms, rs.patterns[pid])
-        ev.timers.update(timers)
-        if new is not None:
-            pats.append((pid, new))
+    for pid, ps in list(ev.patterns.items()):
+        matches = _keep(ev, ev.patterns, pid, pattern_step(ps, None, now_ms, rs.patterns[pid]))
         work.extend((m.ts_ms, m.trigger_key, m) for m in matches)
-    jrs = []
     env = ev.env(None)
-    for jid, js in ev.st.journeys:
-        new, sends, timers = journey_step(js, None, now_ms, rs.journeys[jid], env)
-        ev.timers.update(timers)
-        if new is not None:
-            jrs.append((jid, new))
+    for jid, js in list(ev.journeys.items()):
+        sends = _keep(ev, ev.journeys, jid, journey_step(js, None, now_ms, rs.journeys[jid], env))
         work.extend((s.ts_ms, s.trigger_key, s) for s in sends)
-    ev.st = replace(ev.st, patterns=tuple(pats), journeys=tuple(jrs))
     for _, _, item in sorted(work, key=lambda w: (w[0], w[1])):
         if isinstance(item, Held):
             ev.release(item)
@@ -361,7 +363,7 @@ def _on_timer(ev: _Eval, now_ms: int) -> None:
             ev.on_match(item)
         else:
             ev.on_send(item)
-    ev.timers = {t for t in ev.timers if t > now_ms} | {h.release_ms for h in ev.st.held if h.release_ms > now_ms}
+    ev.timers = {t for t in ev.timers if t > now_ms} | {h.release_ms for h in ev.held_state if h.release_ms > now_ms}
 
 
 # --------------------------------------------------------------------------------------- state codec

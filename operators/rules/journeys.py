@@ -24,7 +24,8 @@ in keyed state, so it survives restarts). Like patterns, journeys run in **event
   (evaluated at the step's time) else ``else``; ``wait``/``wait_for`` stop and ask for a timer at
   the deadline; ``end`` exits ``completed``. More than 1,000 steps in one go exit ``step_limit``.
 
-Inputs with ``ts <= frontier`` (the last processed timer time) are too late: dropped and counted.
+Inputs with ``ts <= frontier`` (the last timer time at which something was processed) are too
+late: dropped and counted.
 State is kept only for persons who entered (their position, or how they left, which also blocks
 re-entry) and, briefly, for buffered inputs: a person who never entered returns to ``None`` once
 the buffer is processed (so a register that arrives later than that, behind the watermark, still
@@ -152,6 +153,10 @@ def journey_step(state: JourneyState | None, event: Event | TagChange | None, ti
         buf = tuple(sorted(state.buffer + (item,), key=lambda b: (b.ts_ms, b.input_id)))
         return replace(state, buffer=buf), (), (ts,)
     if state is None or timer_ms is None:
+        return state, (), ()
+    due = (state.buffer and state.buffer[0].ts_ms <= timer_ms) or (
+        state.active and (state.version != journey.version or (state.wait_until or timer_ms + 1) <= timer_ms))
+    if not due:
         return state, (), ()
     return _process(state, timer_ms, journey, env)
 

@@ -10,7 +10,8 @@ One shape for every call::
   reaches when the watermark has passed it): every buffered event with ``ts <= now_ms - lateness``
   and every absence deadline ``<= now_ms - lateness`` is processed **in event-time order**
   (ts, then starts before cancels at the same ms, then event id; a deadline after all events of
-  its millisecond). The processed time (``frontier``) then moves to ``now_ms - lateness``.
+  its millisecond). If anything was processed, the processed time (``frontier``) moves to
+  ``now_ms - lateness``.
 
 Because processing is in event-time order and happens only behind the watermark, the matches do
 not depend on the order in which events arrived, as long as each arrives before the watermark
@@ -149,7 +150,12 @@ def pattern_step(state: PatternState | None, event: Event | None, now_ms: int, p
         return _buffer(state, event, pattern, env)
     if state is None:
         return None, (), ()
-    return _process(state, now_ms - pattern.lateness_ms, pattern)
+    cutoff = now_ms - pattern.lateness_ms
+    due = (state.buffer and state.buffer[0].ts_ms <= cutoff) or any(
+        ts + pattern.within_ms <= cutoff for _, ts, _ in state.open)
+    if not due:
+        return state, (), ()  # nothing to decide: the state (and its frontier) stays as it is
+    return _process(state, cutoff, pattern)
 
 
 def _buffer(state: PatternState | None, event: Event, pattern: Pattern, env: Mapping[str, Any] | None,
