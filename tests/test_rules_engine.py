@@ -13,6 +13,7 @@ from operators.rules.engine import (
     Action, EngineResult, PersonState, action_id, evaluate, prune_state, state_from_json, state_to_json,
 )
 from operators.rules.model import Event, TagChange
+from operators.rules.prefilter import required_tags
 from operators.rules.registry import RuleSet, apply_control
 from operators.rules.schema import load_text
 from tests.test_rules_registry import CART_AND_ONBOARDING
@@ -284,3 +285,21 @@ def test_rules_package_never_imports_pyflink():
             "assert bad == ['pyflink'], bad\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=".")
     assert res.returncode == 0, res.stderr
+
+
+def test_required_tags_reads_only_safe_top_level_conjuncts():
+    assert required_tags("'high_value' in tags and days_since(profile.last_purchase) >= 30") == {"high_value"}
+    assert required_tags('"a" in tags and (\'b\' in tags and x > 1) and y') == {"a", "b"}
+    assert required_tags("('a' in tags)") == {"a"}
+    assert required_tags("'x and y' in tags and 'z' in tags") == {"x and y", "z"}
+    # negative controls: nothing that could be true without the tag
+    assert required_tags("'a' in tags or 'b' in tags") == frozenset()
+    assert required_tags("'a' in tags and b or c") == frozenset()
+    assert required_tags("not 'a' in tags and x") == frozenset()
+    assert required_tags("'a' not in tags") == frozenset()
+    assert required_tags("'a' in tags2 and 'b' in other.tags") == frozenset()
+    assert required_tags("('a' in tags) or x") == frozenset()
+    assert required_tags("('a' in tags) and (x) or (y)") == frozenset()
+    assert required_tags("brand == 'x' and 'c' in tags") == {"c"}
+    assert required_tags("android and 'c' in tags") == {"c"}  # 'and' inside a name is not the keyword
+    assert required_tags(None) == frozenset() and required_tags("(unbalanced and 'a' in tags") == frozenset()

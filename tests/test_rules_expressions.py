@@ -137,6 +137,22 @@ def test_conditions_use_profile_tags_and_the_evaluation_time():
     assert evaluate(rs, None, ev("l", "login", T0), {}, {"high_value"}, T0).actions == ()  # null is false
 
 
+def test_tag_prefilter_skips_the_condition_but_never_changes_the_result():
+    rs = RuleSet.from_definitions(load_text(RULES))
+    assert rs.rules["winback"].required_tags == {"high_value"}
+    profile = {"last_purchase": T0 - 40 * DAY}
+    without = evaluate(rs, None, ev("l", "login", T0), profile, {"other"}, T0)
+    assert without.actions == () and without.rule_evaluations == 0  # skipped, not evaluated
+    with_tag = evaluate(rs, None, ev("l", "login", T0), profile, {"high_value"}, T0)
+    assert [a.rule_id for a in with_tag.actions] == ["winback"] and with_tag.rule_evaluations == 1
+    # the prefilter agrees with the expression itself on every tag set
+    cond = rs.rules["winback"].condition
+    env = {"profile": profile, "event": {"type": "login"}}
+    for tags in (set(), {"other"}, {"high_value"}, {"high_value", "other"}):
+        true = cond.evaluate({**env, "tags": frozenset(tags)}, T0) is True
+        assert not true or rs.rules["winback"].required_tags <= tags  # true only with the tags
+
+
 def test_where_filters_and_branches():
     rs = RuleSet.from_definitions(load_text(RULES))
     cheap, dear = Person(rs), Person(rs)

@@ -13,7 +13,9 @@ the Flink job needs (keyed by person; the rule set comes from broadcast state):
   the pattern), journey steps (→ the rules they send). Conditions of these are evaluated at the
   trigger's own event time.
 
-Rules found by the trigger index are evaluated (``condition`` true or absent = firing), then every
+Rules found by the trigger index are evaluated (``condition`` true or absent = firing; a condition
+whose top-level ``'x' in tags`` conjuncts the person fails is skipped without evaluating it, see
+:mod:`operators.rules.prefilter`; ``rule_evaluations`` counts the rest), then every
 candidate action passes the guard rails of :mod:`operators.rules.guards` in their fixed order.
 The result holds the actions to emit (those with ``budget_max`` go to the campaign-keyed
 :func:`operators.rules.guards.budget_step` first), the suppressed actions with their reasons,
@@ -205,11 +207,14 @@ class _Eval:
 
     def fire(self, rules: tuple[Rule, ...], trig: _Trigger, env: Mapping[str, Any], eval_ms: int) -> None:
         firing = []
+        tags = self.tags
         for r in rules:
+            if r.required_tags and not r.required_tags <= tags:
+                continue  # a top-level "'x' in tags" conjunct is false: so is the condition
+            self.evaluations += 1
             cond = r.condition
             if cond is None or cond.evaluate(env, eval_ms) is True:
                 firing.append(r)
-        self.evaluations += len(rules)
         if not firing:
             return
         acting, excluded = select_by_group(firing)

@@ -116,6 +116,9 @@ class Rule:
     actions: tuple[ActionSpec, ...]
     constraints: Constraints
     source: str = "<control>"
+    #: tags the condition cannot be true without (operators.rules.prefilter); the engine skips
+    #: the condition for persons lacking any of them
+    required_tags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from operators.rules.model import (
     CHANNELS, CONSENT_MODES, PATTERN_KINDS, TRIGGER_KINDS, ActionSpec, Branch, Budget, Constraints,
     EventMatcher, FrequencyCap, Journey, Pattern, Policy, QuietHours, Rule, Step, Trigger,
 )
+from operators.rules.prefilter import required_tags
 
 __all__ = [
     "SCHEMA", "Definitions", "DefinitionError", "Problem", "load_file", "load_text",
@@ -447,6 +448,7 @@ def _rule(c: _Checker, d: Mapping[str, Any], path: Path_, obj: str) -> Rule:
         actions=tuple(ActionSpec(a["channel"], a["template"], dict(a.get("params", {}))) for a in d["actions"]),
         constraints=Constraints(caps, qh, cons.get("consent_required", False), cons.get("consent_channel"), budget),
         source=f"{c.src.file}:{c.src.at(path)[0]}" if c.src.at(path)[0] else c.src.file,
+        required_tags=required_tags(d.get("condition")),
     )
 
 
