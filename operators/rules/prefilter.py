@@ -11,6 +11,7 @@ evaluation). Anything it does not recognise requires nothing: a top-level ``or``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 __all__ = ["required_tags"]
 
@@ -26,10 +27,10 @@ def _word_at(text: str, i: int, word: str) -> bool:
     return not (before.isalnum() or before == "_" or after.isalnum() or after == "_")
 
 
-def _split_top_level_and(text: str) -> list[str] | None:
-    """The top-level ``and`` operands, or None if there is a top-level ``or`` (or unbalanced text)."""
-    parts: list[str] = []
-    depth, start, i, quote, n = 0, 0, 0, "", len(text)
+def _outside_quotes(text: str) -> Iterator[tuple[int, str, int]]:
+    """(index, char, paren depth before it) for every character outside string literals; ends
+    with (len(text), "", final depth), depth -1 marking an unterminated string."""
+    depth, quote, i, n = 0, "", 0, len(text)
     while i < n:
         c = text[i]
         if quote:
@@ -40,20 +41,26 @@ def _split_top_level_and(text: str) -> list[str] | None:
                 quote = ""
         elif c in "'\"":
             quote = c
-        elif c in "([":
-            depth += 1
-        elif c in ")]":
-            depth -= 1
-        elif depth == 0 and _word_at(text, i, "or"):
+        else:
+            yield i, c, depth
+            depth += 1 if c in "([" else -1 if c in ")]" else 0
+        i += 1
+    yield n, "", -1 if quote else depth
+
+
+def _split_top_level_and(text: str) -> list[str] | None:
+    """The top-level ``and`` operands, or None if there is a top-level ``or`` (or unbalanced text)."""
+    parts: list[str] = []
+    start = 0
+    for i, c, depth in _outside_quotes(text):
+        if c == "":
+            if depth != 0:
+                return None
+        elif depth == 0 and c == "o" and _word_at(text, i, "or"):
             return None
-        elif depth == 0 and _word_at(text, i, "and"):
+        elif depth == 0 and c == "a" and _word_at(text, i, "and") and i >= start:
             parts.append(text[start:i])
             start = i + 3
-            i += 3
-            continue
-        i += 1
-    if depth != 0 or quote:
-        return None
     parts.append(text[start:])
     return parts
 
@@ -62,24 +69,9 @@ def _wrapped(text: str) -> bool:
     """``text`` is one parenthesised group: ``( ... )`` with the first paren closing at the end."""
     if not (text.startswith("(") and text.endswith(")")):
         return False
-    depth, quote, i = 0, "", 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 2
-                continue
-            if c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0 and i != len(text) - 1:
-                return False
-        i += 1
+    for i, c, depth in _outside_quotes(text):
+        if c == ")" and depth == 1 and i != len(text) - 1:
+            return False
     return True
 
 
