@@ -179,6 +179,11 @@ def test_sequence_in_order_within_window_with_noise():
 def test_state_is_bounded_version_change_resets_and_paused_ignores():
     out, st = simulate(VIEWS, [ev(f"v{i}", "page_view", i * 50, item_id="A") for i in range(100)], 0)
     assert out == [] and st.buffer == () and len(st.counts) == 1 and len(st.counts[0][1]) <= 2
+    many_items = [ev(f"v{i}", "page_view", i, item_id=f"sku{i}") for i in range(200)]
+    out, st = simulate(VIEWS, many_items + [ev("late", "page_view", 500, item_id="x")], 0)
+    assert out == [] and st.counts == (("x", (T0 + 500 * MIN,)),)  # keys not seen for an hour are gone
+    out, st = simulate(FUNNEL, [ev(f"v{i}", "page_view", i) for i in range(5)] + [ev("c", "add_to_cart", 300)], 0)
+    assert st.runs == ()
     st, _, _ = pattern_step(None, ev("c1", "add_to_cart", 0), 0, CART)
     from dataclasses import replace
 

@@ -37,7 +37,8 @@ When a match fires (event time; the Flink timer fires when the watermark reaches
 
 ``by`` (e.g. ``props.item_id``) partitions the pattern; an event without that value is ignored.
 State holds only the buffer (events not yet behind the watermark), open absence starts, recent
-count timestamps and partial runs, each pruned by ``within``; ``None`` is never returned once
+count timestamps and partial runs; timestamps and runs older than ``frontier - within`` are dropped
+at every processing, for every key; ``None`` is never returned once
 state exists, because the frontier must survive to recognise too-late events (the job's state
 TTL bounds it).
 """
@@ -213,9 +214,12 @@ def _process(st: PatternState, cutoff: int, pattern: Pattern,
     new_open = tuple(sorted((k, ts, eid) for k, (ts, eid) in open_.items()))
     timers = tuple(sorted({ts + within + pattern.lateness_ms for k, ts, eid in new_open
                            if (k, ts, eid) not in st.open}))
+    # Every later event has ts > frontier: what lies more than `within` before it can never count.
+    floor = frontier - within
+    kept_counts = ((k, tuple(t for t in v if t >= floor)) for k, v in counts.items())
     new = replace(st, frontier=frontier, buffer=buf[i:], open=new_open,
-                  counts=tuple(sorted((k, tuple(v)) for k, v in counts.items() if v)),
-                  runs=tuple(sorted((k, ts, eid, n) for k, rs in runs.items() for ts, eid, n in rs)))
+                  counts=tuple(sorted((k, v) for k, v in kept_counts if v)),
+                  runs=tuple(sorted((k, ts, eid, n) for k, rs in runs.items() for ts, eid, n in rs if ts >= floor)))
     return new, tuple(matches), timers
 
 
