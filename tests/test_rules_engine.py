@@ -123,7 +123,19 @@ def test_event_rule_emits_the_documented_action_record():
          "priority": 5, "budget_max": 100},
     ]
     assert Action.from_json(r.actions[0].to_json()) == r.actions[0]
-    assert r.rule_evaluations == 1 and r.suppressed == () and r.timers == (T0,)
+    # timers: the journey's buffered register, and forgetting the sends once no cap can count them
+    assert r.rule_evaluations == 1 and r.suppressed == () and r.timers == (T0, T0 + 7 * DAY)
+    assert [(s.channel, s.ts_ms) for s in r.new_state.sends] == [("push", T0), ("coupon", T0)]
+
+
+def test_sends_are_forgotten_when_no_cap_can_count_them():
+    p = Person(ruleset())
+    p.send(ev("v1", "page_view", T0))
+    assert [s.rule_id for s in p.state.sends] == ["offer_a"] and p.timers == {T0 + 7 * DAY}
+    p.advance(T0 + 7 * DAY - 1)
+    assert p.state is not None
+    p.advance(T0 + 7 * DAY)
+    assert p.state is None  # nothing else was kept for this person
 
 
 def test_only_rules_of_the_trigger_are_evaluated_among_a_thousand():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from operators.rules.guards import (
@@ -156,7 +156,6 @@ class _Trigger:
     key: str
     ts_ms: int
     info: Mapping[str, Any]
-    env_extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def prune_state(ruleset: RuleSet, state: PersonState) -> PersonState:
@@ -258,7 +257,10 @@ class _Eval:
             self.suppressed.append(Suppressed(a, "frequency_capped", capped))
             return
         sends = self.sends + (Send(a.ts_ms, r.id, a.channel, firing),)
-        self.sends = prune_sends(sends, max(s.ts_ms for s in sends), self.rs.max_window_ms)
+        window = self.rs.max_window_ms
+        self.sends = prune_sends(sends, max(s.ts_ms for s in sends), window)
+        if self.sends:
+            self.timers.add(a.ts_ms + window)  # to forget this send when no cap can count it any more
         self.actions.append(a)
 
     # ---- timer-driven work
@@ -352,6 +354,7 @@ def _on_tag(ev: _Eval, change: TagChange, now_ms: int) -> None:
 
 def _on_timer(ev: _Eval, now_ms: int) -> None:
     rs = ev.rs
+    ev.sends = prune_sends(ev.sends, now_ms, rs.max_window_ms)
     work: list[tuple[int, str, Any]] = [(h.release_ms, h.action.action_id, h) for h in ev.held_state
                                         if h.release_ms <= now_ms]
     for pid, ps in list(ev.patterns.items()):
