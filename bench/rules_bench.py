@@ -108,8 +108,9 @@ def events(n: int, persons: int, seed: int, t0: int) -> list[Event | TagChange]:
     return out
 
 
-def run(n_rules: int = 1000, n_events: int = 100_000, persons: int = 2_000, seed: int = 42) -> dict[str, Any]:
-    """Measure the engine; returns the numbers (prints nothing)."""
+def run(n_rules: int = 1000, n_events: int = 100_000, persons: int = 2_000, seed: int = 42,
+        show: bool = True) -> dict[str, Any]:
+    """Measure the engine; returns the numbers and (``show``) prints them, one a line."""
     t_build = time.perf_counter()
     rs = build_ruleset(n_rules, seed)
     build_s = time.perf_counter() - t_build
@@ -150,7 +151,7 @@ def run(n_rules: int = 1000, n_events: int = 100_000, persons: int = 2_000, seed
             timer_calls += 1
             keep(tp, evaluate(rs, states.get(tp), None, profiles[tp], tags[tp], t))
     elapsed = time.perf_counter() - start
-    return {
+    out = {
         "rules": len(rs.rules), "generated_rules": n_rules, "events": n_events, "persons": persons,
         "seconds": round(elapsed, 3), "events_per_s": round(n_events / elapsed),
         "rule_evaluations": evaluations, "rule_evaluations_per_s": round(evaluations / elapsed),
@@ -158,14 +159,17 @@ def run(n_rules: int = 1000, n_events: int = 100_000, persons: int = 2_000, seed
         "timer_calls": timer_calls, "actions": actions, "suppressed": dict(reasons.most_common()),
         "ruleset_build_s": round(build_s, 2), "hot_reload": reload_latency(rs, seed),
     }
+    if show:
+        for k, v in out.items():
+            print(f"{k:>24}: {v}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     n_rules = int(args[0]) if args else 1000
     n_events = int(args[1]) if len(args) > 1 else 100_000
-    for k, v in run(n_rules, n_events).items():
-        print(f"{k:>24}: {v}")
+    run(n_rules, n_events)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,10 @@ class RuleSet:
     def journeys_for_tag(self, tag: str) -> tuple[Journey, ...]:
         return self._journeys_by_tag.get(tag, ())
 
+    def apply_control(self, msg: Any) -> tuple[RuleSet, ControlResult]:
+        """``apply_control(self, msg)``: the rule set after one control message, and the result."""
+        return apply_control(self, msg)
+
     def get(self, kind: str, oid: str) -> Rule | Pattern | Journey | None:
         return {"rule": self.rules, "pattern": self.patterns, "journey": self.journeys}[kind].get(oid)
 
