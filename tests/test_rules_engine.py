@@ -21,10 +21,8 @@ from tests.test_rules_registry import CART_AND_ONBOARDING
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T0 = 1_767_261_600_000  # 2026-01-01T10:00Z = 18:00 in Shanghai
 
-DEFS = textwrap.dedent("""\
-    policy:
-      frequency: [{channels: [sms], max: 1, window: 1d}, {channels: [email, sms, push], max: 3, window: 7d, name: all}]
-    """) + CART_AND_ONBOARDING + textwrap.dedent("""\
+#: The onboarding journey's steps and the two rules they send (welcome e-mail, activation SMS).
+ONBOARDING_STEPS_AND_RULES = textwrap.dedent("""\
         steps:
           - {id: welcome, send: welcome_email, next: wait}
           - {id: wait, wait_for: {event: login, within: 1d}, on_event: done, on_timeout: nudge}
@@ -33,6 +31,17 @@ DEFS = textwrap.dedent("""\
     rules:
       - {id: welcome_email, version: 1, trigger: {journey: onboarding}, actions: [{channel: email, template: welcome}]}
       - {id: activation_sms, version: 1, trigger: {journey: onboarding}, actions: [{channel: sms, template: nudge}]}
+    """)
+
+def more_rules(text: str) -> str:
+    """Further items of the ``rules:`` list (written indented like the other items)."""
+    return textwrap.indent(textwrap.dedent(text), "  ")
+
+
+DEFS = textwrap.dedent("""\
+    policy:
+      frequency: [{channels: [sms], max: 1, window: 1d}, {channels: [email, sms, push], max: 3, window: 7d, name: all}]
+    """) + CART_AND_ONBOARDING + ONBOARDING_STEPS_AND_RULES + more_rules("""\
       - id: welcome_push
         version: 2
         campaign: onboarding
@@ -320,15 +329,7 @@ def test_required_tags_reads_only_safe_top_level_conjuncts():
 ORDER_DEFS = textwrap.dedent("""\
     patterns:
       - {id: views3, version: 1, type: count, event: {event: page_view}, by: props.item_id, count: 3, within: 1h}
-    """) + CART_AND_ONBOARDING.replace("patterns:\n", "") + textwrap.dedent("""\
-        steps:
-          - {id: welcome, send: hello, next: wait}
-          - {id: wait, wait_for: {event: login, within: 1d}, on_event: done, on_timeout: nudge}
-          - {id: nudge, send: nudge, next: done}
-          - {id: done, end: true}
-    rules:
-      - {id: hello, version: 1, trigger: {journey: onboarding}, actions: [{channel: email, template: h}]}
-      - {id: nudge, version: 1, trigger: {journey: onboarding}, actions: [{channel: push, template: n}]}
+    """) + CART_AND_ONBOARDING.replace("patterns:\n", "") + ONBOARDING_STEPS_AND_RULES + more_rules("""\
       - {id: cart, version: 1, trigger: {pattern: cart_abandon}, actions: [{channel: push, template: c}]}
       - {id: offer, version: 1, trigger: {pattern: views3}, actions: [{channel: coupon, template: o}]}
     """)
