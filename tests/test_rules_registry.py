@@ -177,3 +177,48 @@ def test_journey_and_pattern_upserts():
     same, res = apply_control(rs2, {"kind": "journey", "op": "upsert", "id": "onboarding", "definition": j})
     assert same is rs2 and res.reason == ("journey 'onboarding': step 'hi' sends rule 'nobody', which does not exist; "
                                           "define the rule (trigger: {journey: onboarding}) first")
+
+
+def test_batch_creates_a_journey_with_its_rules_atomically():
+    import yaml
+
+    from operators.rules.model import Policy
+    from operators.rules.registry import batch_for_document
+
+    doc = yaml.safe_load(BASE)
+    empty = RuleSet.build(Policy())
+    journey_alone = {"kind": "journey", "op": "upsert", "id": "onboarding", "definition": doc["journeys"][0]}
+    assert not apply_control(empty, journey_alone)[1].ok  # its send step's rule does not exist yet
+    rule_alone = {"kind": "rule", "op": "upsert", "id": "welcome_email", "definition": doc["rules"][0]}
+    assert not apply_control(empty, rule_alone)[1].ok  # its trigger's journey does not exist yet
+    rs, res = apply_control(empty, batch_for_document(doc))
+    assert res.ok and rs.version == 1 and len(res.items) == 9
+    assert sorted(rs.rules) == sorted(base().rules) and sorted(rs.patterns) == ["cart_abandon"]
+    assert ids(rs.rules_for_event("register")) == ["high", "low"]
+    again, res = apply_control(rs, batch_for_document(doc))  # publishing the same file twice: no-op items
+    assert res.ok and {i.reason for i in res.items} == {"already at version 1 (replayed message)",
+                                                        "already at version 2 (replayed message)",
+                                                        "already at version 3 (replayed message)"}
+    assert res.to_json()["items"][0]["id"] == "cart_abandon"
+
+
+def test_batch_is_all_or_nothing():
+    rs = base()
+    good = rule_msg("low", 2)
+    bad = rule_msg("high", 4, actions=[])
+    same, res = apply_control(rs, {"kind": "batch", "items": [good, bad]})
+    assert same is rs and res.reason.startswith("item 1 (rule 'high'): broken definition, version 3 keeps running")
+    assert res.reason.endswith("; nothing of the batch was applied") and rs.rules["low"].version == 1
+    dangling = {"kind": "batch", "items": [good, {"kind": "pattern", "op": "delete", "id": "cart_abandon"}]}
+    same, res = apply_control(rs, dangling)
+    assert same is rs and res.reason == ("rule 'cart': triggers on pattern 'cart_abandon', which does not exist; "
+                                         "define the pattern first or fix the id; nothing of the batch was applied")
+    both = {"kind": "batch", "items": [{"kind": "rule", "op": "delete", "id": "cart"},
+                                       {"kind": "pattern", "op": "delete", "id": "cart_abandon"}]}
+    rs2, res = apply_control(rs, both)  # negative control: with its dependant gone, the delete goes through
+    assert res.ok and rs2.version == 2 and [i.cleanup.state for i in res.items] == [("held:cart",),
+                                                                                      ("pattern:cart_abandon",)]
+    assert apply_control(rs, {"kind": "batch", "items": []})[1].reason == (
+        "a batch needs a non-empty list of control messages under 'items'; nothing of the batch was applied")
+    assert apply_control(rs, {"kind": "batch", "items": [{"kind": "batch", "items": [good]}]})[1].reason == (
+        "item 0 is a batch; batches do not nest; nothing of the batch was applied")

@@ -9,6 +9,10 @@ Control message (JSON object)::
     {"kind": "rule"|"pattern"|"journey", "op": "upsert"|"pause"|"resume"|"delete",
      "id": "...", "version": n, "definition": {...}}   # definition only with upsert
 
+A batch ``{"kind": "batch", "items": [message, ...]}`` applies its items in order and checks
+references once at the end, all or nothing: a journey and the rules its steps send refer to each
+other, so they are created together; :func:`batch_for_document` turns a whole file into one.
+
 Versions: every id has a version (from its definition). ``upsert`` needs a version above the
 running one (and above the version it had when it was deleted); the same version with the same
 definition is accepted as a no-op (a replayed control record), anything else at or below the
@@ -26,13 +30,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from operators.rules.model import Journey, Pattern, Policy, Rule
 from operators.rules.schema import Definitions, DefinitionError, parse_definition, references
 
-__all__ = ["Cleanup", "ControlResult", "RuleSet", "apply_control"]
+__all__ = ["Cleanup", "ControlResult", "RuleSet", "apply_control", "batch_for_document"]
 
 _KINDS = ("rule", "pattern", "journey")
 _OPS = ("upsert", "pause", "resume", "delete")
@@ -176,11 +180,15 @@ class ControlResult:
     ruleset_version: int
     reason: str | None = None
     cleanup: Cleanup | None = None
+    items: tuple[ControlResult, ...] = ()  # a batch: the result of each item
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "kind": self.kind, "op": self.op, "id": self.id, "version": self.version,
-                "ruleset_version": self.ruleset_version, "reason": self.reason,
-                "cleanup": self.cleanup.to_json() if self.cleanup else None}
+        out = {"ok": self.ok, "kind": self.kind, "op": self.op, "id": self.id, "version": self.version,
+               "ruleset_version": self.ruleset_version, "reason": self.reason,
+               "cleanup": self.cleanup.to_json() if self.cleanup else None}
+        if self.items:
+            out["items"] = [i.to_json() for i in self.items]
+        return out
 
 
 _CLEANUP = {
@@ -198,8 +206,50 @@ def apply_control(ruleset: RuleSet, msg: Any) -> tuple[RuleSet, ControlResult]:
     """Apply one ``zt.control`` message; on rejection the SAME rule set comes back with the reason.
 
     Never raises for a bad message: every problem becomes ``ok=False`` with a reason that says
-    what to do.
+    what to do. ``{"kind": "batch", "items": [msg, ...]}`` applies several messages atomically
+    (references are checked once, after the last item): the way to create a journey together with
+    the rules its steps send, or to publish a whole file (:func:`batch_for_document`).
     """
+    if isinstance(msg, Mapping) and msg.get("kind") == "batch":
+        return _apply_batch(ruleset, msg)
+    return _apply(ruleset, msg, True)
+
+
+def batch_for_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch control message that upserts every pattern, journey and rule of a definitions
+    document (the parsed YAML/JSON of a file; its ``policy`` is file-level and not sent)."""
+    items = [{"kind": kind, "op": "upsert", "id": d.get("id"), "version": d.get("version"), "definition": d}
+             for section, kind in (("patterns", "pattern"), ("journeys", "journey"), ("rules", "rule"))
+             for d in doc.get(section) or ()]
+    return {"kind": "batch", "op": "apply", "items": items}
+
+
+def _apply_batch(ruleset: RuleSet, msg: Mapping[str, Any]) -> tuple[RuleSet, ControlResult]:
+    def reject(reason: str) -> tuple[RuleSet, ControlResult]:
+        return ruleset, ControlResult(False, "batch", "apply", None, None, ruleset.version,
+                                      reason + "; nothing of the batch was applied")
+
+    items = msg.get("items")
+    if not isinstance(items, list) or not items:
+        return reject("a batch needs a non-empty list of control messages under 'items'")
+    rs, results = ruleset, []
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping) and item.get("kind") == "batch":
+            return reject(f"item {i} is a batch; batches do not nest")
+        rs, res = _apply(rs, item, False)
+        if not res.ok:
+            return reject(f"item {i} ({res.kind} {res.id!r}): {res.reason}")
+        results.append(res)
+    broken = references(rs.rules, rs.patterns, rs.journeys)
+    if broken:
+        kind, oid, message = broken[0]
+        return reject(f"{kind} {oid!r}: {message}")
+    if rs is not ruleset:
+        rs = replace(rs, version=ruleset.version + 1)
+    return rs, ControlResult(True, "batch", "apply", None, None, rs.version, items=tuple(results))
+
+
+def _apply(ruleset: RuleSet, msg: Any, check_refs: bool) -> tuple[RuleSet, ControlResult]:
     if not isinstance(msg, Mapping):
         return ruleset, ControlResult(False, None, None, None, None, ruleset.version,
                                       f"control message is a {type(msg).__name__}, not a JSON object; "
@@ -221,7 +271,7 @@ def apply_control(ruleset: RuleSet, msg: Any) -> tuple[RuleSet, ControlResult]:
         return reject(f"version {version!r} is not a positive integer")
     current = ruleset.get(kind, oid)
     if op == "upsert":
-        return _upsert(ruleset, msg, kind, oid, version, current, reject)
+        return _upsert(ruleset, msg, kind, oid, version, current, reject, check_refs)
     if current is None:
         gone = ruleset.deleted.get((kind, oid))
         return reject(f"{kind} {oid!r} does not exist" + (f" (deleted at version {gone})" if gone else "")
@@ -238,7 +288,7 @@ def apply_control(ruleset: RuleSet, msg: Any) -> tuple[RuleSet, ControlResult]:
         new = ruleset._replace(kind, oid, _with_paused(current, paused), None, None)
         return new, ControlResult(True, kind, op, oid, current.version, new.version)
     candidate = ruleset._replace(kind, oid, None, None, current.version)
-    broken = [m for k, i, m in references(candidate.rules, candidate.patterns, candidate.journeys)]
+    broken = [m for k, i, m in references(candidate.rules, candidate.patterns, candidate.journeys)] if check_refs else []
     if broken:
         return reject(f"cannot delete {kind} {oid!r}: {broken[0]} (delete or change the dependants first)")
     state_key, timers = _CLEANUP[kind]
@@ -247,13 +297,11 @@ def apply_control(ruleset: RuleSet, msg: Any) -> tuple[RuleSet, ControlResult]:
 
 
 def _with_paused(obj: Rule | Pattern | Journey, paused: bool) -> Rule | Pattern | Journey:
-    from dataclasses import replace
-
     return replace(obj, paused=paused)
 
 
 def _upsert(ruleset: RuleSet, msg: Mapping[str, Any], kind: str, oid: str, version: int | None,
-            current: Any, reject: Any) -> tuple[RuleSet, ControlResult]:
+            current: Any, reject: Any, check_refs: bool) -> tuple[RuleSet, ControlResult]:
     definition = msg.get("definition")
     if not isinstance(definition, Mapping):
         return reject("upsert needs a definition object")
@@ -276,7 +324,7 @@ def _upsert(ruleset: RuleSet, msg: Mapping[str, Any], kind: str, oid: str, versi
     except DefinitionError as e:
         return reject(f"broken definition, version {current.version if current else 'none'} keeps running: {e}")
     candidate = ruleset._replace(kind, oid, obj, raw, None)
-    broken = [m for k, i, m in references(candidate.rules, candidate.patterns, candidate.journeys)]
+    broken = [m for k, i, m in references(candidate.rules, candidate.patterns, candidate.journeys)] if check_refs else []
     if broken:
         return reject(f"{kind} {oid!r}: {broken[0]}")
     return candidate, ControlResult(True, kind, "upsert", oid, obj.version, candidate.version)
