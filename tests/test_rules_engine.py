@@ -246,6 +246,9 @@ def test_cart_abandonment_through_the_engine():
     assert (a.rule_id, a.ts_ms) == ("cart_push", T0 + 30 * MIN)
     assert a.trigger == {"type": "pattern", "pattern": "cart_abandon", "key": "", "event_id": "c1", "ts_ms": T0 + 30 * MIN}
     assert p.log[-1].matches[0].trigger_key == "pattern:cart_abandon::c1"
+    late = p.send(ev("c0", "add_to_cart", T0 + 5 * MIN))  # behind what the pattern has processed
+    assert late.too_late == 1 and late.timers == ()
+    assert p.send(ev("c2", "add_to_cart", T0 + 2 * HOUR)).too_late == 0
     q = Person(ruleset())  # negative control: a purchase in time
     q.send(ev("c1", "add_to_cart", T0))
     q.send(ev("b1", "purchase", T0 + 20 * MIN))

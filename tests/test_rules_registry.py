@@ -155,7 +155,7 @@ def test_malformed_messages_are_answered_not_raised():
     for msg, reason in cases.items():
         assert apply_control(rs, msg) == (rs, ControlResult(False, None, None, None, None, 1, reason))
     assert apply_control(rs, {"kind": "tag", "op": "upsert", "id": "x"})[1].reason == (
-        "kind 'tag' is not one of rule, pattern, journey")
+        "kind 'tag' is not one of rule, pattern, journey, policy, batch")
     assert apply_control(rs, {"kind": "rule", "op": "drop", "id": "x"})[1].reason == (
         "op 'drop' is not one of upsert, pause, resume, delete")
     assert apply_control(rs, {"kind": "rule", "op": "pause"})[1].reason == (
@@ -222,3 +222,19 @@ def test_batch_is_all_or_nothing():
         "a batch needs a non-empty list of control messages under 'items'; nothing of the batch was applied")
     assert apply_control(rs, {"kind": "batch", "items": [{"kind": "batch", "items": [good]}]})[1].reason == (
         "item 0 is a batch; batches do not nest; nothing of the batch was applied")
+
+
+def test_policy_is_replaced_as_a_whole():
+    rs = base()
+    caps = {"frequency": [{"channels": ["sms"], "max": 2, "window": "1d"}], "default_timezone": "America/New_York"}
+    rs2, res = apply_control(rs, {"kind": "policy", "op": "upsert", "definition": caps})
+    assert res == ControlResult(True, "policy", "upsert", None, None, 2)
+    assert rs2.policy.default_timezone == "America/New_York" and rs2.policy.frequency[0].max == 2
+    assert rs2.max_window_ms == 86_400_000 and ids(rs2.rules_for_event("register")) == ["high", "low"]
+    same, res = apply_control(rs2, {"kind": "policy", "op": "upsert", "definition": caps})
+    assert same is rs2 and res.reason == "unchanged"
+    same, res = apply_control(rs2, {"kind": "policy", "op": "upsert", "definition": {"consent": {"sms": "maybe"}}})
+    assert same is rs2 and res.reason == ("broken policy, the running one stays: <control policy>: policy at "
+                                          "$.policy.consent.sms: 'maybe' is not allowed; use one of opt_in, opt_out, none")
+    assert apply_control(rs2, {"kind": "policy", "op": "delete"})[1].reason == (
+        "a policy is replaced as a whole: send op upsert with the complete policy as definition")

@@ -149,6 +149,7 @@ class EngineResult:
     new_state: PersonState | None = None
     matches: tuple[Match, ...] = ()
     rule_evaluations: int = 0
+    too_late: int = 0  # inputs patterns/journeys dropped as behind their processed time (a counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ class _Eval:
         self.timers: set[int] = set()
         self.matches: list[Match] = []
         self.evaluations = 0
+        self.too_late = 0
         self.base_env = {"profile": profile, "tags": self.tags, "person": {"id": st.person_id}}
 
     def state(self) -> PersonState | None:
@@ -312,7 +314,7 @@ def evaluate(ruleset: RuleSet, state: PersonState | None, event: Event | TagChan
     else:
         _on_timer(ev, now_ms)
     return EngineResult(tuple(ev.actions), tuple(ev.suppressed), tuple(ev.held), tuple(sorted(ev.timers)),
-                        ev.state(), tuple(ev.matches), ev.evaluations)
+                        ev.state(), tuple(ev.matches), ev.evaluations, ev.too_late)
 
 
 def _on_event(ev: _Eval, event: Event, now_ms: int) -> None:
@@ -333,6 +335,9 @@ def _on_event(ev: _Eval, event: Event, now_ms: int) -> None:
 def _keep(ev: _Eval, states: dict[str, Any], oid: str, result: tuple[Any, tuple[Any, ...], tuple[int, ...]]) -> tuple[Any, ...]:
     """Store a pattern/journey step's new state (None drops it), collect its timers, return its outputs."""
     new, out, timers = result
+    old = states.get(oid)
+    if new is not None and old is not None and new.too_late > old.too_late:
+        ev.too_late += new.too_late - old.too_late
     if new is None:
         states.pop(oid, None)
     else:

@@ -13,6 +13,9 @@ A batch ``{"kind": "batch", "items": [message, ...]}`` applies its items in orde
 references once at the end, all or nothing: a journey and the rules its steps send refer to each
 other, so they are created together; :func:`batch_for_document` turns a whole file into one.
 
+``{"kind": "policy", "op": "upsert", "definition": {...}}`` replaces the guard policy (caps,
+consent modes, default time zone) as a whole.
+
 Versions: every id has a version (from its definition). ``upsert`` needs a version above the
 running one (and above the version it had when it was deleted); the same version with the same
 definition is accepted as a no-op (a replayed control record), anything else at or below the
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from operators.rules.model import Journey, Pattern, Policy, Rule
-from operators.rules.schema import Definitions, DefinitionError, parse_definition, references
+from operators.rules.schema import Definitions, DefinitionError, parse_definition, policy_from, references
 
 __all__ = ["Cleanup", "ControlResult", "RuleSet", "apply_control", "batch_for_document"]
 
@@ -261,8 +264,10 @@ def _apply(ruleset: RuleSet, msg: Any, check_refs: bool) -> tuple[RuleSet, Contr
                                       op if isinstance(op, str) else None, oid if isinstance(oid, str) else None,
                                       version if isinstance(version, int) else None, ruleset.version, reason)
 
+    if kind == "policy":
+        return _replace_policy(ruleset, msg, reject)
     if kind not in _KINDS:
-        return reject(f"kind {kind!r} is not one of {', '.join(_KINDS)}")
+        return reject(f"kind {kind!r} is not one of {', '.join(_KINDS)}, policy, batch")
     if op not in _OPS:
         return reject(f"op {op!r} is not one of {', '.join(_OPS)}")
     if not isinstance(oid, str) or not oid:
@@ -294,6 +299,21 @@ def _apply(ruleset: RuleSet, msg: Any, check_refs: bool) -> tuple[RuleSet, Contr
     state_key, timers = _CLEANUP[kind]
     return candidate, ControlResult(True, kind, op, oid, current.version, candidate.version,
                                     cleanup=Cleanup((state_key.format(id=oid),), timers))
+
+
+def _replace_policy(ruleset: RuleSet, msg: Mapping[str, Any], reject: Any) -> tuple[RuleSet, ControlResult]:
+    """``{"kind": "policy", "op": "upsert", "definition": {...}}``: the whole guard policy, replaced."""
+    if msg.get("op") != "upsert":
+        return reject("a policy is replaced as a whole: send op upsert with the complete policy as definition")
+    try:
+        policy = policy_from(msg.get("definition"))
+    except DefinitionError as e:
+        return reject(f"broken policy, the running one stays: {e}")
+    if policy == ruleset.policy:
+        return ruleset, ControlResult(True, "policy", "upsert", None, None, ruleset.version, "unchanged")
+    new = RuleSet.build(policy, ruleset.rules.values(), ruleset.patterns.values(), ruleset.journeys.values(),
+                        version=ruleset.version + 1, raw=ruleset.raw, deleted=ruleset.deleted)
+    return new, ControlResult(True, "policy", "upsert", None, None, new.version)
 
 
 def _with_paused(obj: Rule | Pattern | Journey, paused: bool) -> Rule | Pattern | Journey:

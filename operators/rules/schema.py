@@ -40,7 +40,7 @@ from operators.rules.prefilter import required_tags
 
 __all__ = [
     "SCHEMA", "Definitions", "DefinitionError", "Problem", "load_file", "load_text",
-    "parse_definition", "parse_duration",
+    "parse_definition", "parse_duration", "policy_from",
 ]
 
 _ID = {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}
@@ -650,9 +650,9 @@ def parse_definition(kind: str, definition: Any, *, source: str | None = None) -
     return out
 
 
-def policy_from(definition: Mapping[str, Any]) -> Policy:
+def policy_from(definition: Any) -> Policy:
     """A policy section on its own (validated)."""
-    src = _Source("<policy>", None)
+    src = _Source("<control policy>", None)
     c = _Checker(src, {"policy": definition})
     for err in _KIND_VALIDATORS["policy"].iter_errors(definition):
         c.add(("policy",) + tuple(err.absolute_path), _schema_message(err))
