@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("operators.expr", reason="the expression language (operators/expr.py) has not landed")
 
-from operators.rules.engine import evaluate  # noqa: E402
-from operators.rules.guards import budget_step  # noqa: E402
-from operators.rules.model import Event, TagChange  # noqa: E402
-from operators.rules.registry import RuleSet, apply_control  # noqa: E402
-from operators.rules.schema import DefinitionError, load_file, load_text  # noqa: E402
-from tests.test_rules_engine import Person  # noqa: E402
+from operators.rules.engine import evaluate
+from operators.rules.guards import budget_step
+from operators.rules.model import Event, TagChange
+from operators.rules.registry import RuleSet, apply_control
+from operators.rules.schema import DefinitionError, load_file, load_text
+from tests.test_rules_engine import Person
 
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 T0 = 1_767_261_600_000  # 2026-01-01T10:00Z = 18:00 in Shanghai

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from operators.rules.engine import Action
 from operators.rules.guards import (
-    BudgetState, Consent, Send, budget_step, consent_allows, frequency_block, person_zone, prune_sends,
-    quiet_release_ms, select_by_group, update_consent,
+    BudgetState,
+    Consent,
+    Send,
+    budget_step,
+    consent_allows,
+    frequency_block,
+    person_zone,
+    prune_sends,
+    quiet_release_ms,
+    select_by_group,
+    update_consent,
 )
 from operators.rules.model import Constraints, Event, FrequencyCap, Policy, QuietHours, Rule, Trigger
 
@@ -18,11 +27,11 @@ HOUR, DAY = 3_600_000, 86_400_000
 
 
 def utc_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M")
 
 
 def rule(rid: str = "r1", priority: int = 0, group: str | None = None, **cons) -> Rule:

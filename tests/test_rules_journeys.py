@@ -127,7 +127,7 @@ def test_tag_entry_plain_wait_and_irrelevant_inputs():
                                                {"id": "hello", "send": "vip_hello", "next": "end"},
                                                {"id": "end", "end": True}]})
     tag = TagChange("p1", "high_value", True, T0)
-    sends, st = drive(lambda s, e, t: journey_step(s, e, t, j), [tag], 0)
+    sends, _ = drive(lambda s, e, t: journey_step(s, e, t, j), [tag], 0)
     assert [(x.rule_id, x.ts_ms - T0, x.entry_id) for x in sends] == [("vip_hello", 2 * HOUR, f"tag+high_value@{T0}")]
     assert journey_step(None, TagChange("p1", "high_value", False, T0), None, j) == (None, (), ())
     assert journey_step(None, ev("v", "page_view", 0), None, J) == (None, (), ())

@@ -125,11 +125,11 @@ def test_delete_reports_cleanup_and_blocks_stale_recreation():
     assert res.ok and res.cleanup == Cleanup(("held:cart",), "held-action releases of the rule")
     assert "cart" not in rs2.rules and rs2.rules_for_pattern("cart_abandon") == ()
     same, res = apply_control(rs2, rule_msg("cart", 2, trigger={"pattern": "cart_abandon"}))
-    assert not res.ok and res.reason == ("stale version 2: rule 'cart' was deleted at version 2; publish with "
+    assert same is rs2 and not res.ok and res.reason == ("stale version 2: rule 'cart' was deleted at version 2; publish with "
                                          "version 3 or higher")
     rs3, res = apply_control(rs2, rule_msg("cart", 3, trigger={"pattern": "cart_abandon"}))
     assert res.ok and ids(rs3.rules_for_pattern("cart_abandon")) == ["cart"]
-    same, res = apply_control(rs2, {"kind": "rule", "op": "delete", "id": "cart"})
+    _, res = apply_control(rs2, {"kind": "rule", "op": "delete", "id": "cart"})
     assert res.reason == "rule 'cart' does not exist (deleted at version 2); check the id with `zhongtai rules list`"
 
 
@@ -195,7 +195,7 @@ def test_batch_creates_a_journey_with_its_rules_atomically():
     assert res.ok and rs.version == 1 and len(res.items) == 9
     assert sorted(rs.rules) == sorted(base().rules) and sorted(rs.patterns) == ["cart_abandon"]
     assert ids(rs.rules_for_event("register")) == ["high", "low"]
-    again, res = apply_control(rs, batch_for_document(doc))  # publishing the same file twice: no-op items
+    _, res = apply_control(rs, batch_for_document(doc))  # publishing the same file twice: no-op items
     assert res.ok and {i.reason for i in res.items} == {"already at version 1 (replayed message)",
                                                         "already at version 2 (replayed message)",
                                                         "already at version 3 (replayed message)"}

@@ -8,7 +8,14 @@ import textwrap
 import pytest
 
 from operators.rules.model import Budget, FrequencyCap, Pattern, QuietHours, Trigger
-from operators.rules.schema import SCHEMA, DefinitionError, load_file, load_text, parse_definition, parse_duration
+from operators.rules.schema import (
+    SCHEMA,
+    DefinitionError,
+    load_file,
+    load_text,
+    parse_definition,
+    parse_duration,
+)
 
 
 def problems(text: str, file: str = "rules.yaml") -> list[str]:
@@ -28,14 +35,14 @@ def test_schema_errors_name_line_rule_path_and_fix():
             constraints:
               frequency: [{max: 1, window: 30 mins}]
         """) == [
-        "rules.yaml:4:13: rule 'r1' at $.rules[0].triger: unknown key 'triger'; remove it or fix its spelling "
+        ("rules.yaml:4:13: rule 'r1' at $.rules[0].triger: unknown key 'triger'; remove it or fix its spelling "
         "(allowed: actions, campaign, condition, constraints, description, group, id, name, paused, priority, "
-        "trigger, version)",
+        "trigger, version)"),
         "rules.yaml:2:5: rule 'r1' at $.rules[0]: missing required key 'trigger'; add it",
-        "rules.yaml:6:19: rule 'r1' at $.rules[0].actions[0].channel: 'fax' is not allowed; use one of email, sms, "
-        "push, webhook, coupon",
-        "rules.yaml:8:36: rule 'r1' at $.rules[0].constraints.frequency[0].window: bad duration '30 mins'; "
-        "write e.g. 30m, 1h, 7d or whole milliseconds",
+        ("rules.yaml:6:19: rule 'r1' at $.rules[0].actions[0].channel: 'fax' is not allowed; use one of email, sms, "
+        "push, webhook, coupon"),
+        ("rules.yaml:8:36: rule 'r1' at $.rules[0].constraints.frequency[0].window: bad duration '30 mins'; "
+        "write e.g. 30m, 1h, 7d or whole milliseconds"),
     ]
 
 
@@ -53,12 +60,12 @@ def test_checks_beyond_the_schema():
             trigger: {event: [login]}
             actions: [{channel: push, template: hi}]
         """) == [
-        "rules.yaml:4:14: rule 'r1' at $.rules[0].trigger: give exactly one trigger kind, found event, tag_added; "
-        "split the rule into one rule per trigger",
-        "rules.yaml:7:20: rule 'r1' at $.rules[0].constraints.quiet_hours: start and end are both 22:00; "
-        "give a non-empty window or remove quiet_hours",
-        "rules.yaml:7:61: rule 'r1' at $.rules[0].constraints.quiet_hours.timezone: unknown time zone "
-        "'Asia/Shangai'; use an IANA name such as Asia/Shanghai or America/New_York",
+        ("rules.yaml:4:14: rule 'r1' at $.rules[0].trigger: give exactly one trigger kind, found event, tag_added; "
+        "split the rule into one rule per trigger"),
+        ("rules.yaml:7:20: rule 'r1' at $.rules[0].constraints.quiet_hours: start and end are both 22:00; "
+        "give a non-empty window or remove quiet_hours"),
+        ("rules.yaml:7:61: rule 'r1' at $.rules[0].constraints.quiet_hours.timezone: unknown time zone "
+        "'Asia/Shangai'; use an IANA name such as Asia/Shanghai or America/New_York"),
         "rules.yaml:8:9: rule 'r1' at $.rules[1].id: duplicate rule id 'r1'; ids must be unique, rename one",
     ]
 
@@ -73,8 +80,8 @@ def test_duplicate_yaml_keys_and_syntax_errors():
             actions: [{channel: sms, template: hi}]
         """) == ["rules.yaml:6:14: rule 'r2' at $.rules[0].actions: key 'actions' appears twice in one mapping; keep one"]
     assert problems("rules: [{id: off, version: 1, trigger: {event: [x]}, actions: [{channel: push, template: t}]}]"
-                    ) == ["rules.yaml:1:14: rule False at $.rules[0].id: YAML reads this value as the boolean false "
-                          "(yes/no/on/off do that); quote it"]
+                    ) == [("rules.yaml:1:14: rule False at $.rules[0].id: YAML reads this value as the boolean false "
+                          "(yes/no/on/off do that); quote it")]
     assert problems("rules: [ {id: x") == [
         "rules.yaml:1:16: at $: not valid YAML/JSON: expected ',' or '}', but got '<stream end>'; fix the syntax"]
 
@@ -83,8 +90,8 @@ def test_json_files_get_lines_too():
     doc = '{"rules": [{"id": "Bad Id", "version": 0, "trigger": {"event": ["x"]}, "actions": []}]}'
     assert problems(doc, "rules.json") == [
         "rules.json:1:83: rule 'Bad Id' at $.rules[0].actions: needs at least 1 item(s); add them",
-        "rules.json:1:19: rule 'Bad Id' at $.rules[0].id: bad id 'Bad Id'; start with a lower-case letter, "
-        "then lower-case letters, digits, _ . - (at most 64)",
+        ("rules.json:1:19: rule 'Bad Id' at $.rules[0].id: bad id 'Bad Id'; start with a lower-case letter, "
+        "then lower-case letters, digits, _ . - (at most 64)"),
         "rules.json:1:40: rule 'Bad Id' at $.rules[0].version: 0 is below the minimum 1; use 1 or more",
     ]
 
@@ -107,16 +114,16 @@ def test_references_and_journey_links():
               - {id: c, wait: 1h}
         """) == [
         "rules.yaml:10:9: journey 'j' at $.journeys[0].steps[1]: step 'c' (wait) needs 'next'; add it",
-        "rules.yaml:9:9: journey 'j' at $.journeys[0].steps[0]: next names step 'b', which this journey does "
-        "not have; use one of a, c",
+        ("rules.yaml:9:9: journey 'j' at $.journeys[0].steps[0]: next names step 'b', which this journey does "
+        "not have; use one of a, c"),
     ]
     assert problems(TWO_RULES_ONE_JOURNEY + """\
             steps: [{id: a, send: r3, next: b}, {id: b, end: true}]
         """) == [
-        "rules.yaml:2:5: rule 'r2' at $.rules[0]: triggers on pattern 'nope', which does not exist; define the "
-        "pattern first or fix the id",
-        "rules.yaml:5:5: journey 'j' at $.journeys[0]: step 'a' sends rule 'r3', whose trigger is not "
-        "{journey: j}; set that rule's trigger to this journey",
+        ("rules.yaml:2:5: rule 'r2' at $.rules[0]: triggers on pattern 'nope', which does not exist; define the "
+        "pattern first or fix the id"),
+        ("rules.yaml:5:5: journey 'j' at $.journeys[0]: step 'a' sends rule 'r3', whose trigger is not "
+        "{journey: j}; set that rule's trigger to this journey"),
     ]
 
 
@@ -125,16 +132,16 @@ def test_pattern_kind_keys_and_policy():
         patterns:
           - {id: p, version: 1, type: count, start: {event: a}, within: 1h}
         """) == [
-        "rules.yaml:2:45: pattern 'p' at $.patterns[0].start: 'start' does not belong to a count pattern; "
-        "remove it (a count pattern takes event, count)",
+        ("rules.yaml:2:45: pattern 'p' at $.patterns[0].start: 'start' does not belong to a count pattern; "
+        "remove it (a count pattern takes event, count)"),
         "rules.yaml:2:5: pattern 'p' at $.patterns[0]: missing required key 'event' for a count pattern; add it",
         "rules.yaml:2:5: pattern 'p' at $.patterns[0]: missing required key 'count' for a count pattern; add it",
     ]
     assert problems("policy: {default_timezone: Nowhere/Land, consent: {sms: maybe}}") == [
         "rules.yaml:1:57: policy at $.policy.consent.sms: 'maybe' is not allowed; use one of opt_in, opt_out, none"]
     assert problems("policy: {default_timezone: Nowhere/Land}") == [
-        "rules.yaml:1:28: policy at $.policy.default_timezone: unknown time zone 'Nowhere/Land'; use an IANA name "
-        "such as Asia/Shanghai or America/New_York"]
+        ("rules.yaml:1:28: policy at $.policy.default_timezone: unknown time zone 'Nowhere/Land'; use an IANA name "
+        "such as Asia/Shanghai or America/New_York")]
 
 
 def test_a_valid_file_parses_into_frozen_definitions(tmp_path):
@@ -176,8 +183,8 @@ def test_parse_definition_for_control_messages_and_durations():
         parse_definition("rule", {"id": "x", "version": 1, "trigger": {}, "actions": [{"channel": "sms"}]})
     assert [str(p) for p in e.value.problems] == [
         "<control rule x>: rule 'x' at $.actions[0]: missing required key 'template'; add it",
-        "<control rule x>: rule 'x' at $.trigger: empty object; give one of event, journey, pattern, tag_added, "
-        "tag_removed",
+        ("<control rule x>: rule 'x' at $.trigger: empty object; give one of event, journey, pattern, tag_added, "
+        "tag_removed"),
     ]
     with pytest.raises(DefinitionError, match="unknown kind 'tag'; use rule, pattern or journey"):
         parse_definition("tag", {})

@@ -36,8 +36,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from operators.rules.guards import (
-    Consent, Send, consent_allows, frequency_block, person_zone, prune_sends, quiet_release_ms,
-    select_by_group, update_consent,
+    Consent,
+    Send,
+    consent_allows,
+    frequency_block,
+    person_zone,
+    prune_sends,
+    quiet_release_ms,
+    select_by_group,
+    update_consent,
 )
 from operators.rules.journeys import JourneyInput, JourneySend, JourneyState, journey_step
 from operators.rules.model import Event, Rule, TagChange
@@ -190,7 +197,7 @@ class _Eval:
         self.matches: list[Match] = []
         self.evaluations = 0
         self.too_late = 0
-        self.base_env = {"profile": profile, "tags": self.tags, "person": {"id": st.person_id}}
+        self.base_env: dict[str, Any] = {"profile": profile, "tags": self.tags, "person": {"id": st.person_id}}
 
     def state(self) -> PersonState | None:
         st = PersonState(self.person_id, self.consent, self.sends, tuple(self.held_state),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,7 +78,7 @@ class Consent:
     ts_ms: int
 
 
-_TRUE = {True, "true", "yes", "1", 1, "opt_in", "granted", "subscribe", "subscribed"}
+_TRUE = {True, "true", "yes", "1", "opt_in", "granted", "subscribe", "subscribed"}
 
 
 def update_consent(consent: tuple[Consent, ...], event: Event) -> tuple[Consent, ...]:
@@ -158,7 +158,7 @@ def quiet_release_ms(qh: QuietHours, tz_name: str, ts_ms: int) -> int | None:
     (the repeated hour of a fall-back) releases at the first of its two instants after ``ts_ms``.
     """
     zone = _zone(tz_name) or ZoneInfo("UTC")
-    local = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).astimezone(zone)
+    local = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(zone)
     minute = local.hour * 60 + local.minute
     if not _in_window(minute, qh):
         return None

@@ -111,14 +111,13 @@ def _input_of(event: Event | TagChange) -> tuple[int, str, str]:
 def _roles(event: Event | TagChange, journey: Journey, env: Mapping[str, Any] | None) -> tuple[str, ...]:
     roles: list[str] = []
     entry = journey.entry
+    where = journey.entry_where
     if isinstance(event, TagChange):
-        if event.added and entry.kind == "tag_added" and entry.values[0] == event.tag:
-            if journey.entry_where is None or journey.entry_where.evaluate(env or {}, event.ts_ms) is True:
-                roles.append("entry")
-        return tuple(roles)
-    if entry.kind == "event" and entry.values[0] == event.event_type:
-        if journey.entry_where is None or journey.entry_where.evaluate(env or {}, event.ts_ms) is True:
-            roles.append("entry")
+        hit = event.added and entry.kind == "tag_added" and entry.values[0] == event.tag
+        return ("entry",) if hit and (where is None or where.evaluate(env or {}, event.ts_ms) is True) else ()
+    hit = entry.kind == "event" and entry.values[0] == event.event_type
+    if hit and (where is None or where.evaluate(env or {}, event.ts_ms) is True):
+        roles.append("entry")
     if any(matcher_accepts(m, event, env) for m in journey.exits):
         roles.append("exit")
     for s in journey.steps.values():
@@ -235,7 +234,7 @@ def _process(st: JourneyState, timer_ms: int, journey: Journey, env: Mapping[str
             break
     frontier = timer_ms if st.frontier is None else max(st.frontier, timer_ms)
     new = replace(r.st, buffer=buf[i:], frontier=frontier)
-    timers = tuple(sorted(set(t for t in r.timers if t > timer_ms)))
+    timers = tuple(sorted({t for t in r.timers if t > timer_ms}))
     if new.entry_id is None and not new.buffer:
         return None, tuple(r.sends), timers  # never entered and nothing pending: keep no state
     return new, tuple(r.sends), timers

@@ -52,7 +52,7 @@ from typing import Any
 
 from operators.rules.model import Event, EventMatcher, Pattern
 
-__all__ = ["Match", "PatternState", "Buffered", "pattern_step", "matcher_accepts", "event_key"]
+__all__ = ["Buffered", "Match", "PatternState", "event_key", "matcher_accepts", "pattern_step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,8 @@ def _process(st: PatternState, cutoff: int, pattern: Pattern,
         due = min(((ts + within, k) for k, (ts, _) in open_.items() if ts + within <= cutoff), default=None)
         if b is None and due is None:
             break
-        if due is not None and (b is None or due[0] < b.ts_ms):
+        if b is None or (due is not None and due[0] < b.ts_ms):
+            assert due is not None
             ts, eid = open_.pop(due[1])
             matches.append(Match(pattern.id, pattern.version, due[1], eid, ts + within, ts, 1))
             continue

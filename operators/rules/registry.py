@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from operators.rules.model import Journey, Pattern, Policy, Rule
-from operators.rules.schema import Definitions, DefinitionError, parse_definition, policy_from, references
+from operators.rules.schema import DefinitionError, Definitions, parse_definition, policy_from, references
 
 __all__ = ["Cleanup", "ControlResult", "RuleSet", "apply_control", "batch_for_document"]
 
@@ -135,10 +135,13 @@ class RuleSet:
         return apply_control(self, msg)
 
     def get(self, kind: str, oid: str) -> Rule | Pattern | Journey | None:
-        return {"rule": self.rules, "pattern": self.patterns, "journey": self.journeys}[kind].get(oid)
+        objects: Mapping[str, Rule | Pattern | Journey] = {
+            "rule": self.rules, "pattern": self.patterns, "journey": self.journeys}[kind]  # type: ignore[assignment]
+        return objects.get(oid)
 
     def _replace(self, kind: str, oid: str, obj: Any | None, raw: str | None, deleted_version: int | None) -> RuleSet:
-        maps = {"rule": dict(self.rules), "pattern": dict(self.patterns), "journey": dict(self.journeys)}
+        maps: dict[str, dict[str, Any]] = {"rule": dict(self.rules), "pattern": dict(self.patterns),
+                                           "journey": dict(self.journeys)}
         rawm, dele = dict(self.raw), dict(self.deleted)
         if obj is None:
             maps[kind].pop(oid, None)
@@ -186,7 +189,7 @@ class ControlResult:
     items: tuple[ControlResult, ...] = ()  # a batch: the result of each item
 
     def to_json(self) -> dict[str, Any]:
-        out = {"ok": self.ok, "kind": self.kind, "op": self.op, "id": self.id, "version": self.version,
+        out: dict[str, Any] = {"ok": self.ok, "kind": self.kind, "op": self.op, "id": self.id, "version": self.version,
                "ruleset_version": self.ruleset_version, "reason": self.reason,
                "cleanup": self.cleanup.to_json() if self.cleanup else None}
         if self.items:

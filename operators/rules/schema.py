@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,36 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from operators.rules.model import (
-    CHANNELS, CONSENT_MODES, PATTERN_KINDS, TRIGGER_KINDS, ActionSpec, Branch, Budget, Constraints,
-    EventMatcher, FrequencyCap, Journey, Pattern, Policy, QuietHours, Rule, Step, Trigger,
+    CHANNELS,
+    CONSENT_MODES,
+    PATTERN_KINDS,
+    TRIGGER_KINDS,
+    ActionSpec,
+    Branch,
+    Budget,
+    Constraints,
+    EventMatcher,
+    FrequencyCap,
+    Journey,
+    Pattern,
+    Policy,
+    QuietHours,
+    Rule,
+    Step,
+    Trigger,
 )
 from operators.rules.prefilter import required_tags
 
 __all__ = [
-    "SCHEMA", "Definitions", "DefinitionError", "Problem", "load_file", "load_text",
-    "parse_definition", "parse_duration", "policy_from",
+    "SCHEMA",
+    "DefinitionError",
+    "Definitions",
+    "Problem",
+    "load_file",
+    "load_text",
+    "parse_definition",
+    "parse_duration",
+    "policy_from",
 ]
 
 _ID = {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}
@@ -551,7 +573,8 @@ def _policy(c: _Checker, d: Mapping[str, Any]) -> Policy:
     return Policy(tz, tuple(caps), consent)
 
 
-_BUILDERS = {"rule": _rule, "pattern": _pattern, "journey": _journey}
+_BUILDERS: dict[str, Callable[[_Checker, Any, Path_, str], Any]] = {
+    "rule": _rule, "pattern": _pattern, "journey": _journey}
 
 
 def references(rules: Mapping[str, Rule], patterns: Mapping[str, Pattern],
@@ -560,22 +583,22 @@ def references(rules: Mapping[str, Rule], patterns: Mapping[str, Pattern],
     out = []
     for r in rules.values():
         if r.trigger.kind == "pattern" and r.trigger.values[0] not in patterns:
-            out.append(("rule", r.id, f"triggers on pattern {r.trigger.values[0]!r}, which does not exist; "
-                        "define the pattern first or fix the id"))
+            out.append(("rule", r.id, (f"triggers on pattern {r.trigger.values[0]!r}, which does not exist; "
+                        "define the pattern first or fix the id")))
         if r.trigger.kind == "journey" and r.trigger.values[0] not in journeys:
-            out.append(("rule", r.id, f"triggers on journey {r.trigger.values[0]!r}, which does not exist; "
-                        "define the journey first or fix the id"))
+            out.append(("rule", r.id, (f"triggers on journey {r.trigger.values[0]!r}, which does not exist; "
+                        "define the journey first or fix the id")))
     for j in journeys.values():
         for s in j.steps.values():
             if s.kind != "send":
                 continue
-            r = rules.get(s.rule or "")
-            if r is None:
+            sent = rules.get(s.rule or "")
+            if sent is None:
                 out.append(("journey", j.id, f"step {s.id!r} sends rule {s.rule!r}, which does not exist; "
                             "define the rule (trigger: {journey: " + j.id + "}) first"))
-            elif r.trigger != _journey_trigger(j.id):
-                out.append(("journey", j.id, f"step {s.id!r} sends rule {s.rule!r}, whose trigger is not "
-                            f"{{journey: {j.id}}}; set that rule's trigger to this journey"))
+            elif sent.trigger != _journey_trigger(j.id):
+                out.append(("journey", j.id, (f"step {s.id!r} sends rule {s.rule!r}, whose trigger is not "
+                            f"{{journey: {j.id}}}; set that rule's trigger to this journey")))
     return out
 
 
@@ -644,7 +667,7 @@ def parse_definition(kind: str, definition: Any, *, source: str | None = None) -
         c.add(_error_path(err), _schema_message(err), obj)
     if c.problems:
         raise DefinitionError(c.problems)
-    out = _BUILDERS[kind](c, definition, (), obj)
+    out: Rule | Pattern | Journey = _BUILDERS[kind](c, definition, (), obj)
     if c.problems:
         raise DefinitionError(c.problems)
     return out
