@@ -200,6 +200,15 @@ def test_expression_errors_point_into_the_yaml_file():
     assert "unknown function 'bogus_fn'" in str(e.value.problems[1])
 
 
+def test_unknown_names_are_errors_with_a_suggestion():
+    text = "rules:\n  - {id: r, version: 1, trigger: {event: [x]}, condition: \"'vip' in tag\", actions: [{channel: push, template: t}]}\n"
+    with pytest.raises(DefinitionError) as e:
+        load_text(text, "typo.yaml")
+    assert str(e.value) == ("typo.yaml:2:69: rule 'r' at $.rules[0].condition: expression error: unknown name 'tag'; "
+                            "did you mean 'tags'?; fix the expression")
+    assert text.split("\n")[1][68:71] == "tag"
+
+
 def test_control_upsert_with_a_broken_expression_keeps_the_old_version():
     rs = RuleSet.from_definitions(load_text(RULES))
     msg = {"kind": "rule", "op": "upsert", "id": "winback", "version": 2, "definition": {

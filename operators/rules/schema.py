@@ -199,6 +199,10 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+#: The names an expression may read (docs/rules.md, "Expression environment"); a typo such as
+#: ``tag`` for ``tags`` is a compile error with a suggestion instead of a silent null.
+EXPR_NAMES = frozenset({"event", "profile", "tags", "person", "match", "journey"})
+
 _VALIDATOR = Draft202012Validator(SCHEMA)
 _KIND_VALIDATORS = {k: Draft202012Validator({"$ref": f"#/$defs/{k}", "$defs": SCHEMA["$defs"]})
                     for k in ("rule", "pattern", "journey", "policy")}
@@ -411,7 +415,7 @@ class _Checker:
 
         line, col = self.src.expr_start(path)
         try:
-            return compile_expr(text, source=self.src.file, line=line, column=col)
+            return compile_expr(text, source=self.src.file, line=line, column=col, names=EXPR_NAMES)
         except ExprError as e:
             eline, ecol = self.src.expr_position(path, text, e.offset) if self.src.marks else (e.line, e.column)
             self.problems.append(Problem(self.src.file, eline, ecol, obj, _json_path(path),
