@@ -377,3 +377,18 @@ def test_timer_driven_outputs_do_not_depend_on_arrival_order():
         too_late = sorted(stream, key=lambda e: e.ts_ms + rnd.randint(0, 12 * delay))
         differs += outcome(too_late) != in_order
     assert differs >= 10, differs
+
+
+def test_rules_profile_gives_conditions_numbers():
+    from decimal import Decimal
+
+    from operators.profile_windows import evaluate as profile_summary
+    from operators.rules.inputs import rules_profile
+
+    h = {"first_seen": "100", "last_seen": "200", "purchases": "2", "gmv_cents": "123450", "last_purchase": "150"}
+    p = rules_profile({**profile_summary(h, 200), "timezone": "Asia/Shanghai"})
+    assert p["gmv"] == Decimal("1234.50") and p["purchases"] == 2 and p["last_purchase"] == 150
+    assert p["timezone"] == "Asia/Shanghai" and p["views_1h"] == 0
+    assert rules_profile({"a": "12", "b": "-1.5", "c": "1e5", "d": "x1", "e": 7}) == {
+        "a": 12, "b": Decimal("-1.5"), "c": "1e5", "d": "x1", "e": 7}
+    assert rules_profile(None) == {}

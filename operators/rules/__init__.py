@@ -3,7 +3,8 @@
 Modules: ``model`` (frozen definitions and inputs), ``schema`` (JSON Schema, validation with
 file/line/path errors, parsing), ``registry`` (versioned :class:`RuleSet`, trigger indexes, control
 messages), ``patterns`` and ``journeys`` (event-time state machines), ``guards`` (consent, quiet
-hours, frequency caps, groups, campaign budgets) and ``engine`` (``evaluate`` per person).
+hours, frequency caps, groups, campaign budgets), ``prefilter`` (tags a condition needs),
+``inputs`` (the profile as conditions compare it) and ``engine`` (``evaluate`` per person).
 docs/rules.md describes the file format, the action record and the exact semantics.
 """
 
