@@ -238,3 +238,46 @@ def test_policy_is_replaced_as_a_whole():
                                           "$.policy.consent.sms: 'maybe' is not allowed; use one of opt_in, opt_out, none")
     assert apply_control(rs2, {"kind": "policy", "op": "delete"})[1].reason == (
         "a policy is replaced as a whole: send op upsert with the complete policy as definition")
+
+
+def test_control_never_raises_on_mangled_definitions():
+    import copy
+    import random
+
+    import yaml
+
+    from operators.rules.model import Policy
+    from operators.rules.registry import batch_for_document
+
+    doc = yaml.safe_load(BASE)
+    rnd = random.Random(7)
+    junk = [None, 0, -1, "x", "", [], {}, True, 1.5, "Asia/Nowhere", "25:00", {"event": "x"}, ["a", "a"]]
+
+    def mangle(o) -> None:
+        if isinstance(o, dict) and o:
+            k = rnd.choice(list(o))
+            r = rnd.random()
+            if r < 0.3:
+                o[k] = copy.deepcopy(rnd.choice(junk))
+            elif r < 0.5:
+                del o[k]
+            elif r < 0.6:
+                o["zz"] = 1
+            else:
+                mangle(o[k])
+        elif isinstance(o, list) and o:
+            i = rnd.randrange(len(o))
+            if rnd.random() < 0.3:
+                o[i] = copy.deepcopy(rnd.choice(junk))
+            else:
+                mangle(o[i])
+
+    empty, outcomes = RuleSet.build(Policy()), set()
+    for _ in range(600):
+        d = copy.deepcopy(doc)
+        for _ in range(rnd.randint(1, 3)):
+            mangle(d)
+        rs, res = apply_control(empty, batch_for_document(d))
+        assert res.ok == (rs is not empty) and (res.ok or res.reason)
+        outcomes.add(res.ok)
+    assert outcomes == {True, False}  # some mangles are harmless (e.g. an extra name), most are not

@@ -224,9 +224,12 @@ def apply_control(ruleset: RuleSet, msg: Any) -> tuple[RuleSet, ControlResult]:
 def batch_for_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The batch control message that upserts every pattern, journey and rule of a definitions
     document (the parsed YAML/JSON of a file; its ``policy`` is file-level and not sent)."""
-    items = [{"kind": kind, "op": "upsert", "id": d.get("id"), "version": d.get("version"), "definition": d}
-             for section, kind in (("patterns", "pattern"), ("journeys", "journey"), ("rules", "rule"))
-             for d in doc.get(section) or ()]
+    items = []
+    for section, kind in (("patterns", "pattern"), ("journeys", "journey"), ("rules", "rule")):
+        defs = doc.get(section) if isinstance(doc, Mapping) else None
+        for d in defs if isinstance(defs, list) else ():
+            oid, version = (d.get("id"), d.get("version")) if isinstance(d, Mapping) else (None, None)
+            items.append({"kind": kind, "op": "upsert", "id": oid, "version": version, "definition": d})
     return {"kind": "batch", "op": "apply", "items": items}
 
 
