@@ -92,15 +92,16 @@ def update_consent(consent: tuple[Consent, ...], event: Event) -> tuple[Consent,
     if event.event_type not in ("consent", "unsubscribe"):
         return consent
     p = event.props
-    chans = p.get("channels") or ([p["channel"]] if p.get("channel") else list(CHANNELS))
+    raw_chans = p.get("channels") or p.get("channel") or list(CHANNELS)
+    chans = [raw_chans] if isinstance(raw_chans, str) else raw_chans if isinstance(raw_chans, (list, tuple)) else []
     if event.event_type == "unsubscribe":
         granted = False
     else:
         raw = p.get("granted", p.get("status"))
-        granted = (raw.lower() if isinstance(raw, str) else raw) in _TRUE
+        granted = isinstance(raw, (bool, int, str)) and (raw.lower() if isinstance(raw, str) else raw) in _TRUE
     cur = {c.channel: c for c in consent}
     for ch in chans:
-        if ch not in CHANNELS:
+        if not isinstance(ch, str) or ch not in CHANNELS:
             continue
         old = cur.get(ch)
         if old is None or event.ts_ms > old.ts_ms or (event.ts_ms == old.ts_ms and not granted):
