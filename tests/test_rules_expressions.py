@@ -218,3 +218,17 @@ def test_control_upsert_with_a_broken_expression_keeps_the_old_version():
     assert same is rs and not res.ok
     assert res.reason.startswith("broken definition, version 1 keeps running: <control rule winback v2>:1:")
     assert same.rules["winback"].version == 1
+
+
+def test_rule_set_and_state_survive_pickling():
+    import pickle
+
+    rs = shipped()
+    rs2 = pickle.loads(pickle.dumps(rs))
+    vip = Person(rs2, tags=frozenset({"high_value"}))
+    vip.send(ev("b1", "purchase", T0))
+    vip.advance(T0 + 30 * DAY)
+    assert [a[:2] for a in vip.actions() if a[0] == "vip_idle_coupon"] == [("vip_idle_coupon", "coupon"),
+                                                                          ("vip_idle_coupon", "push")]
+    assert pickle.loads(pickle.dumps(vip.state)) == vip.state
+    assert rs2.rules_for_pattern("purchase_idle_30d")[0].condition.text == "'high_value' in tags"
