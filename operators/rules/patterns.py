@@ -38,9 +38,9 @@ When a match fires (event time; the Flink timer fires when the watermark reaches
 ``by`` (e.g. ``props.item_id``) partitions the pattern; an event without that value is ignored.
 State holds only the buffer (events not yet behind the watermark), open absence starts, recent
 count timestamps and partial runs; timestamps and runs older than ``frontier - within`` are dropped
-at every processing, for every key; ``None`` is never returned once
-state exists, because the frontier must survive to recognise too-late events (the job's state
-TTL bounds it).
+at every processing, for every key. ``None`` is returned only for a person the pattern never
+saw, or after a pattern version change; otherwise at least the frontier stays, because it must
+survive to recognise too-late events (a small value; the job's state TTL bounds it).
 """
 
 from __future__ import annotations
