@@ -164,6 +164,10 @@ def test_only_rules_of_the_trigger_are_evaluated_among_a_thousand():
     r = evaluate(rs, None, ev("v", "custom_7", T0), {}, (), T0)
     assert r.rule_evaluations == 20 and len(r.actions) == 20
     assert evaluate(rs, None, ev("v", "unknown_type", T0), {}, (), T0).rule_evaluations == 0
+    # what the job may filter out before Python: types evaluate() does nothing with
+    assert "unknown_type" not in rs.event_types and "custom_7" in rs.event_types
+    st = evaluate(rs, None, ev("c", "add_to_cart", T0), {}, (), T0).new_state
+    assert evaluate(rs, st, ev("v", "unknown_type", T0 + 1), {}, (), T0 + 1) == EngineResult(new_state=st)
 
 
 def test_mutual_exclusion_and_rule_frequency_cap_in_order():

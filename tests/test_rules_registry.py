@@ -61,6 +61,7 @@ def test_trigger_indexes_only_hold_matching_active_rules():
     assert rs.journeys_for_event("add_to_cart") == ()
     assert "welcome_email" not in ids(r for t in ("register", "login") for r in rs.rules_for_event(t))
     assert rs.max_window_ms == 0 and rs.version == 1
+    assert rs.event_types == {"register", "login", "add_to_cart", "purchase", "consent", "unsubscribe"}
 
 
 def test_upsert_new_version_replay_and_stale():

@@ -109,6 +109,16 @@ class RuleSet:
         """The rule set of a validated file (what ``zhongtai rules publish`` starts from)."""
         return cls.build(defs.policy, defs.rules, defs.patterns, defs.journeys, version=version)
 
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type the engine does anything with (rules, patterns, journeys, consent).
+
+        The job may drop all other events before they reach Python: ``evaluate`` would return
+        nothing for them and leave the state as it is.
+        """
+        return frozenset(self._by_event) | frozenset(self._patterns_by_event) | frozenset(
+            self._journeys_by_event) | {"consent", "unsubscribe"}
+
     def rules_for_event(self, event_type: str) -> tuple[Rule, ...]:
         """Active rules triggered by ``event_type``, in priority order (high first, then id)."""
         return self._by_event.get(event_type, ())
