@@ -4,7 +4,8 @@ Modules: ``model`` (frozen definitions and inputs), ``schema`` (JSON Schema, val
 file/line/path errors, parsing), ``registry`` (versioned :class:`RuleSet`, trigger indexes, control
 messages), ``patterns`` and ``journeys`` (event-time state machines), ``guards`` (consent, quiet
 hours, frequency caps, groups, campaign budgets), ``prefilter`` (tags a condition needs),
-``inputs`` (the profile as conditions compare it) and ``engine`` (``evaluate`` per person).
+``inputs`` (the profile as conditions compare it), ``engine`` (``evaluate`` per person) and
+``attribution`` (purchases attributed to the delivered action that preceded them).
 docs/rules.md describes the file format, the action record and the exact semantics.
 """
 
