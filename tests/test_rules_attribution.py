@@ -47,7 +47,7 @@ def test_purchase_within_the_window_converts_the_delivered_coupon():
     assert [c.to_json() for c in out] == [{
         "purchase_event_id": "b1", "person_id": "p1", "action_id": "a1", "rule_id": "rule_a1",
         "campaign": "vip_winback", "channel": "coupon", "delivered_ts_ms": T0, "purchase_ts_ms": T0 + 2 * DAY,
-        "lag_ms": 2 * DAY, "amount": 199.0}]
+        "lag_ms": 2 * DAY, "amount": "199.00"}]
     assert st is None  # everything decided and forgotten
 
 
@@ -84,6 +84,18 @@ def test_a_receipt_after_the_decision_does_not_reopen_it():
     assert conv == () and st.late_receipts == 1 and timers == (T0 + 7 * DAY + 5 * MIN,)
     st, conv, _ = attribution_step(st, None, T0 + 7 * DAY + 5 * MIN, CFG)
     assert conv == () and st is None
+
+
+def test_amounts_follow_the_money_rules():
+    def amount(**props) -> str | None:
+        st, _, _ = attribution_step(None, Delivery("a", T0, "coupon", "r", "c"), 0, CFG, person_id="p1")
+        st, _, _ = attribution_step(st, Event("b", "purchase", T0 + 1, "p1", props), 0, CFG)
+        return attribution_step(st, None, T0 + 1 + 5 * MIN, CFG)[1][0].amount
+
+    assert amount(price="12.345", qty=2) == "24.70"  # half-up to cents first, then times qty
+    assert amount(price=10) == "10.00" and amount(price="7.5", qty="3") == "22.50"
+    assert amount(price="abc") is None and amount(price=float("nan")) is None and amount() is None
+    assert amount(price=True) is None and amount(price=5, qty=1.5) is None and amount(price=10**40) is None
 
 
 def test_duplicates_and_malformed_receipts():

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from operators.rules.model import Event
@@ -61,7 +62,7 @@ class Conversion:
     channel: str
     delivered_ts_ms: int
     purchase_ts_ms: int
-    amount: Any
+    amount: str | None  # price × qty, 2 decimals; None if the purchase has no usable price
 
     def to_json(self) -> dict[str, Any]:
         return {"purchase_event_id": self.purchase_event_id, "person_id": self.person_id,
@@ -94,11 +95,22 @@ def delivery_from(receipt: Mapping[str, Any]) -> Delivery | None:
                     str(receipt.get("campaign") or ""))
 
 
-def _amount(props: Mapping[str, Any]) -> Any:
+_CENT = Decimal("0.01")
+
+
+def _amount(props: Mapping[str, Any]) -> str | None:
+    """``price × qty`` as a 2-decimal string, the price rounded half-up first (docs/semantics.md)."""
     price, qty = props.get("price"), props.get("qty", 1)
-    if isinstance(price, (int, float)) and isinstance(qty, int) and not isinstance(price, bool):
-        return price * qty
-    return None
+    if isinstance(qty, str) and qty.isdigit():
+        qty = int(qty)
+    if isinstance(price, bool) or not isinstance(price, (int, float, str)) or not isinstance(qty, int) \
+            or isinstance(qty, bool):
+        return None
+    try:
+        p = Decimal(str(price))
+        return str((p.quantize(_CENT, ROUND_HALF_UP) * qty).quantize(_CENT)) if p.is_finite() else None
+    except InvalidOperation:  # not a number, or more digits than a money amount has
+        return None
 
 
 def attribution_step(state: AttributionState | None, item: Delivery | Event | None, now_ms: int,
