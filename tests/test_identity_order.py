@@ -98,7 +98,8 @@ def test_generated_noisy_stream_any_order_equals_batch(noisy, noisy_rules):
         assert feed(order, noisy_rules).mapping == want
     # Replaying the whole stream once more: every observation is known, nothing takes a slow path.
     g = feed(noisy, noisy_rules)
-    assert {g.observe(o).path for o in noisy} == {"fast", "noop"}
+    paths = {g.observe(o).path for o in noisy}
+    assert "fast" in paths and paths <= {"fast", "noop"}
 
 
 def test_arrival_order_as_canonical_order_would_be_caught(noisy, noisy_rules):

@@ -11,12 +11,13 @@ Semantics (docs/identity.md is the long form)
     the weaker identifier of the link (``x``, never the anchor) is *detached*: it leaves its person
     for a person of its own (id ``"p" + sha256("detached:" + x)[:16]``) and every later link to it is
     rejected (``detached``) — a device seen with two user_ids is evidently shared and glues nobody.
-    Identifiers on the dynamic blocklist are skipped; isolated identifiers (``split``) keep a person
-    of their own and every link to them is rejected (``isolated``). A repeated combination is a
-    no-op: each of its links is inside one person already or touches a detached identifier.
-  * On a merge the survivor is the older person: smaller (first ts, first event_id, founder rank,
-    founder). A person's id is ``"p" + sha256(founder)[:16]``; the founder is the identifier that
-    created it (the strongest identifier of its first observation), so replays give the same ids.
+    The detach is retroactive: the person ``x`` leaves is re-split along the accepted links that
+    remain. Identifiers on the dynamic blocklist are skipped; isolated identifiers (``split``) keep a
+    person of their own and every link to them is rejected (``isolated``). A repeated combination is
+    a no-op: each of its links is an accepted link already or touches a detached identifier.
+  * An identifier's *founding key* is (ts, event_id of its first observation, type rank, itself); a
+    person's founder is its member with the smallest one, its id ``"p" + sha256(founder)[:16]``. On
+    a merge the survivor is the older person (smaller founder key), so replays give the same ids.
 
 Streaming, component-centric: a :class:`Component` is one raw connected component (all links,
 accepted or not) holding each distinct identifier combination once, with its earliest canonical key,
@@ -29,8 +30,10 @@ resolving everything at once (``batch.resolve_batch``), for every arrival order.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .rules import IdentityRules, split_identifier
@@ -117,7 +120,8 @@ class Component:
     """One raw connected component: its combinations in canonical order and the persons they resolve to.
 
     ``cid`` is stable while the component lives (a merge keeps the id of the component with the most
-    identifiers). Derived lookups (``person_of``, ``combo_at``, ``idents``) are built once per object.
+    identifiers). Derived lookups (``person_of``, ``combo_at``, ``idents``) are built on first use,
+    once per object (or handed over by :func:`step`, which derives them from the previous version).
     Identifiers on the dynamic blocklist stay in ``idents`` (so ``unblock`` finds them) but belong to
     no person.
     """
@@ -127,14 +131,29 @@ class Component:
     persons: tuple[Person, ...]
     #: Identifiers detached by a rejected link (each is alone in its person and never linked again).
     detached: frozenset[str] = frozenset()
-    person_of: Mapping[str, str] = field(init=False, repr=False, compare=False)
-    combo_at: Mapping[tuple[str, ...], int] = field(init=False, repr=False, compare=False)
-    idents: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "person_of", {m: p.pid for p in self.persons for m in p.members})
-        object.__setattr__(self, "combo_at", {c.ids: i for i, c in enumerate(self.combos)})
-        object.__setattr__(self, "idents", frozenset(i for c in self.combos for i in c.ids))
+    @cached_property
+    def person_of(self) -> Mapping[str, str]:
+        """identifier → person id (identifiers on the dynamic blocklist have none)."""
+        return {m: p.pid for p in self.persons for m in p.members}
+
+    @cached_property
+    def combo_at(self) -> Mapping[tuple[str, ...], int]:
+        """combination → its position in ``combos``."""
+        return {c.ids: i for i, c in enumerate(self.combos)}
+
+    @cached_property
+    def idents(self) -> frozenset[str]:
+        """Every identifier of the component."""
+        return frozenset(i for c in self.combos for i in c.ids)
+
+    @cached_property
+    def person_by_id(self) -> Mapping[str, Person]:
+        return {p.pid: p for p in self.persons}
+
+    def _seed(self, person_of: dict[str, str], combo_at: dict[tuple[str, ...], int], idents: frozenset[str]) -> None:
+        """Hand over derived maps computed by :func:`step` (they must equal what the properties give)."""
+        self.__dict__.update(person_of=person_of, combo_at=combo_at, idents=idents)
 
     @property
     def last_key(self) -> tuple[int, str, tuple[str, ...]]:
@@ -222,10 +241,17 @@ _FAST = StepResult(path="fast")
 
 
 class _Engine:
-    """Mutable resolution state of one component: identifier → person, persons' members/age/counts."""
+    """Mutable resolution state: identifier → person, persons' members/age/counts, links, detached.
+
+    Loading an already resolved component is lazy: a person is copied into the engine only when an
+    observation touches one of its identifiers, and the link graph (``adj``, ``first``) is rebuilt
+    from the stored combinations only when a detach needs it. So appending to a large component
+    costs in the size of the persons involved, not of the component.
+    """
 
     __slots__ = (
-        "adj", "age", "counts", "detached", "first", "limits", "members", "person_of", "priority", "rank", "rules"
+        "adj", "age", "counts", "detached", "dirty", "first", "limits", "members", "moved",
+        "person_of", "priority", "rank", "rules", "src_combos", "src_person_of", "src_persons", "pending",
     )
 
     def __init__(self, rules: IdentityRules) -> None:
@@ -240,30 +266,73 @@ class _Engine:
         self.detached: set[str] = set()
         #: identifier → canonical key (ts, event_id) of the first combination it was in
         self.first: dict[str, tuple[int, str]] = {}
-        #: accepted links (``merged``/``same``) between identifiers that are not detached
-        self.adj: dict[str, set[str]] = {}
+        #: accepted links (``merged``/``same``) between identifiers that are not detached; None until
+        #: needed when loaded from components (links made meanwhile wait in ``pending``)
+        self.adj: dict[str, set[str]] | None = {}
+        self.pending: list[tuple[str, str]] = []
+        self.src_combos: list[tuple[Combo, ...]] = []
+        self.src_person_of: list[Mapping[str, str]] = []
+        self.src_persons: list[Mapping[str, Person]] = []
+        #: identifiers whose person was (re)assigned, persons created or changed: what to diff/rebuild
+        self.moved: set[str] = set()
+        self.dirty: set[str] = set()
 
-    def load(self, persons: Iterable[Person], detached: Iterable[str], combos: Iterable[Combo]) -> None:
-        """State of an already resolved component (its persons, detached set and combinations)."""
-        self.detached.update(detached)
-        first, adj, gone = self.first, self.adj, self.detached
-        for c in combos:
-            for i in c.ids:
-                if i not in first:
-                    first[i] = (c.ts_ms, c.event_id)
-            for a, b, r in c.edges:
-                if r in ACCEPTED_REASONS and a not in gone and b not in gone:
-                    adj.setdefault(a, set()).add(b)
-                    adj.setdefault(b, set()).add(a)
+    def load(self, component: Component) -> None:
+        """Resolve on top of an already resolved component (lazily; see the class docstring)."""
+        self.detached.update(component.detached)
+        self.src_combos.append(component.combos)
+        self.src_person_of.append(component.person_of)
+        self.src_persons.append(component.person_by_id)
+        self.adj = None
+
+    def _pid(self, ident: str) -> str | None:
+        pid = self.person_of.get(ident)
+        if pid is not None:
+            return pid
+        for of, persons in zip(self.src_person_of, self.src_persons, strict=True):
+            pid = of.get(ident)
+            if pid is not None:
+                self._take(persons[pid])
+                return pid
+        return None
+
+    def _take(self, p: Person) -> None:
+        """Copy stored person ``p`` into the engine."""
         rank = self.rank
-        for p in persons:
-            counts = [0] * len(self.limits)
-            for m in p.members:
-                self.person_of[m] = p.pid
-                counts[rank[m.partition(":")[0]]] += 1
-            self.members[p.pid] = list(p.members)
-            self.age[p.pid] = (p.first_ts, p.first_event, rank[p.founder.partition(":")[0]], p.founder)
-            self.counts[p.pid] = counts
+        counts = [0] * len(self.limits)
+        for m in p.members:
+            self.person_of[m] = p.pid
+            counts[rank[m.partition(":")[0]]] += 1
+        self.members[p.pid] = list(p.members)
+        self.age[p.pid] = (p.first_ts, p.first_event, rank[p.founder.partition(":")[0]], p.founder)
+        self.counts[p.pid] = counts
+
+    def _graph(self) -> dict[str, set[str]]:
+        """The link graph, rebuilt from the stored combinations on first need."""
+        if self.adj is not None:
+            return self.adj
+        adj: dict[str, set[str]] = {}
+        first, gone = self.first, self.detached
+        for combos in self.src_combos:
+            for c in combos:
+                for i in c.ids:
+                    if i not in first:
+                        first[i] = (c.ts_ms, c.event_id)
+                for a, b, r in c.edges:
+                    if r in ACCEPTED_REASONS and a not in gone and b not in gone:
+                        adj.setdefault(a, set()).add(b)
+                        adj.setdefault(b, set()).add(a)
+        for a, b in self.pending:
+            adj.setdefault(a, set()).add(b)
+            adj.setdefault(b, set()).add(a)
+        self.pending.clear()
+        self.adj = adj
+        # Every stored person is needed as it is once persons are re-split.
+        for persons in self.src_persons:
+            for p in persons.values():
+                if p.pid not in self.members and p.members[0] not in self.person_of:
+                    self._take(p)
+        return adj
 
     def apply(self, ts: int, eid: str, ids: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
         """Process one combination (canonical order); return its link decisions ``(a, b, reason)``."""
@@ -272,10 +341,10 @@ class _Engine:
             ids = tuple(i for i in ids if i not in rules.blocked_identifiers)
             if not ids:
                 return ()
-        person_of = self.person_of
         for i in ids:
-            if i not in person_of:
+            if self._pid(i) is None:
                 self._found(i, ts, eid)
+        person_of = self.person_of
         isolated, detached = rules.isolated_identifiers, self.detached
         anchor = ids[0]
         if isolated or detached:
@@ -308,21 +377,25 @@ class _Engine:
         return tuple(out)
 
     def _link(self, a: str, b: str) -> None:
+        if self.adj is None:
+            self.pending.append((a, b))
+            return
         self.adj.setdefault(a, set()).add(b)
         self.adj.setdefault(b, set()).add(a)
 
     def _detach(self, x: str, ts: int, eid: str) -> None:
         """``x`` leaves its person for one of its own, retroactively: the person is re-split into the
         groups its remaining accepted links connect (whoever was only joined through ``x`` leaves)."""
+        adj = self._graph()
         px = self.person_of[x]
         rest = set(self.members.pop(px))
         rest.discard(x)
         del self.counts[px], self.age[px]
-        for n in self.adj.pop(x, ()):
-            self.adj[n].discard(x)
+        self.dirty.discard(px)
+        for n in adj.pop(x, ()):
+            adj[n].discard(x)
         self.detached.add(x)
         self._person(detached_person_id(x), [x], x)
-        adj = self.adj
         while rest:
             seed = rest.pop()
             part, todo = [seed], [seed]
@@ -348,6 +421,8 @@ class _Engine:
         self.members[pid] = members
         self.age[pid] = self._founding_key(founder)
         self.counts[pid] = counts
+        self.moved.update(members)
+        self.dirty.add(pid)
 
     def _found(self, ident: str, ts: int, eid: str) -> None:
         self.first[ident] = (ts, eid)
@@ -359,6 +434,8 @@ class _Engine:
         self.members[pid] = [ident]
         self.age[pid] = (ts, eid, r, ident)
         self.counts[pid] = counts
+        self.moved.add(ident)
+        self.dirty.add(pid)
 
     def _merge(self, pa: str, px: str) -> None:
         survivor, loser = (pa, px) if self.age[pa] <= self.age[px] else (px, pa)
@@ -371,15 +448,29 @@ class _Engine:
         for r, n in enumerate(cl):
             cs[r] += n
         del self.age[loser]
+        self.moved.update(moved)
+        self.dirty.add(survivor)
+        self.dirty.discard(loser)
 
     def persons(self) -> tuple[Person, ...]:
+        """All persons, oldest first: stored ones untouched by this engine are reused as they are."""
         rank = self.rank
-        out = []
+        out: list[Person] = []
         for pid, members in self.members.items():
+            stored = None if pid in self.dirty else next((s[pid] for s in self.src_persons if pid in s), None)
+            if stored is not None:
+                out.append(stored)
+                continue
             ts, eid, _, founder = self.age[pid]
             ordered = tuple(sorted(members, key=lambda m: (rank[m.partition(":")[0]], m)))
             out.append(Person(pid, ts, eid, founder, ordered))
-        out.sort(key=lambda p: self.age[p.pid])
+        seen = self.members.keys()
+        gone_members = self.person_of  # identifiers now held by an engine person
+        for persons in self.src_persons:
+            for p in persons.values():
+                if p.pid not in seen and p.members[0] not in gone_members:
+                    out.append(p)
+        out.sort(key=lambda p: (p.first_ts, p.first_event, rank[p.founder.partition(":")[0]], p.founder))
         return tuple(out)
 
 
@@ -414,9 +505,15 @@ def _edges(decisions: Iterable[tuple[str, str, str]], ts: int, eid: str) -> list
 
 
 def _diff(
-    old: Mapping[str, str], new: Mapping[str, str], idents: Iterable[str], ts_ms: int, cause: str
+    old: Mapping[str, str | None],
+    new: Mapping[str, str],
+    idents: Iterable[str],
+    alive: Iterable[str],
+    ts_ms: int,
+    cause: str,
 ) -> tuple[dict[str, str | None], tuple[Change, ...]]:
-    """Mapping changes and change records between two assignments over ``idents``."""
+    """Mapping changes and change records between two assignments over ``idents``; ``alive`` are
+    the person ids that exist afterwards (an old person still alive was split, else merged)."""
     mappings: dict[str, str | None] = {}
     groups: dict[tuple[str | None, str | None], list[str]] = {}
     for i in idents:
@@ -426,7 +523,7 @@ def _diff(
             groups.setdefault((o, n), []).append(i)
     if not groups:
         return mappings, ()
-    alive = set(new.values())
+    alive = set(alive)
     changes = []
     for (o, n), ids in groups.items():
         ids_t = tuple(sorted(ids))
@@ -465,23 +562,38 @@ def step(components: Mapping[str, Component], obs: Observation, rules: IdentityR
     cause = f"event:{eid}"
     if touched:
         survivor = max(touched, key=lambda c: (len(c.idents), c.cid)).cid
+        kept: frozenset[str] = next(c.idents for c in touched if c.cid == survivor)
     else:
         survivor = component_id(ids[0])
-    old_assign: dict[str, str] = {}
-    for c in touched:
-        old_assign.update(c.person_of)
+        kept = frozenset()
     in_order = all(c.last_key < key for c in touched)
     known = any(ids in c.combo_at for c in touched)
     if in_order and not known:
         eng = _Engine(rules)
-        combos: list[Combo] = []
-        for c in sorted(touched, key=lambda c: c.last_key):
-            eng.load(c.persons, c.detached, c.combos)
-            combos.extend(c.combos)
+        for c in touched:
+            eng.load(c)
         decisions = eng.apply(ts, eid, ids)
-        combos.sort(key=lambda c: c.key)
-        combos.append(Combo(ts, eid, ids, decisions))
-        comp = Component(survivor, tuple(combos), eng.persons(), frozenset(eng.detached))
+        new = Combo(ts, eid, ids, decisions)
+        if len(touched) == 1:
+            (old,) = touched
+            combos = (*old.combos, new)
+            combo_at = dict(old.combo_at)
+            combo_at[ids] = len(combos) - 1
+            person_of = dict(old.person_of)
+            idents = old.idents.union(ids)
+        else:
+            combos = (*heapq.merge(*(c.combos for c in touched), key=lambda c: c.key), new)
+            combo_at = {c.ids: n for n, c in enumerate(combos)}
+            person_of = {}
+            for c in touched:
+                person_of.update(c.person_of)
+            idents = frozenset(ids).union(*(c.idents for c in touched))
+        before = {m: person_of.get(m) for m in eng.moved}
+        after = {m: eng.person_of[m] for m in eng.moved}
+        person_of.update(after)
+        comp = Component(survivor, combos, eng.persons(), frozenset(eng.detached))
+        comp._seed(person_of, combo_at, idents)
+        mappings, changes = _diff(before, after, eng.moved, comp.person_by_id.keys(), ts, cause)
         edges = _edges(decisions, ts, eid)
         path = "append"
     else:
@@ -494,11 +606,15 @@ def step(components: Mapping[str, Component], obs: Observation, rules: IdentityR
             pool[ids] = Combo(ts, eid, ids)
         resolved, eng = _resolve(pool.values(), rules)
         comp = Component(survivor, resolved, eng.persons(), frozenset(eng.detached))
-        edges = _changed_edges(touched, comp, ids)
+        old_assign: dict[str, str] = {}
+        for c in touched:
+            old_assign.update(c.person_of)
         cause = f"late_event:{eid}"
+        mappings, changes = _diff(old_assign, comp.person_of, comp.idents, comp.person_by_id.keys(), ts, cause)
+        edges = _changed_edges(touched, comp, ids)
         path = "replay"
-    mappings, changes = _diff(old_assign, comp.person_of, comp.idents, ts, cause)
-    index = {i: survivor for i in comp.idents if not any(c.cid == survivor and i in c.idents for c in touched)}
+    index = {i: survivor for c in touched if c.cid != survivor for i in c.idents}
+    index.update((i, survivor) for i in ids if i not in kept)
     return StepResult(
         upserts={survivor: comp},
         deletes=tuple(sorted(c.cid for c in touched if c.cid != survivor)),
@@ -605,7 +721,7 @@ def control(
     resolved, eng = _resolve(holder.combos, new_rules)
     comp = Component(holder.cid, resolved, eng.persons(), frozenset(eng.detached))
     why = f"control:{command.op}:{cause}" if cause else f"control:{command.op}"
-    mappings, changes = _diff(holder.person_of, comp.person_of, comp.idents, ts_ms, why)
+    mappings, changes = _diff(holder.person_of, comp.person_of, comp.idents, comp.person_by_id.keys(), ts_ms, why)
     edges = tuple(_changed_edges([holder], comp, None))
     result = StepResult(upserts={comp.cid: comp}, mappings=mappings, changes=changes, edges=edges, path="replay")
     return new_rules, result

@@ -8,7 +8,8 @@ them; the default noise level is ``model.IDENTITY_NOISE``):
 * ``kiosks`` / ``kiosk_share``: store kiosks; that share of web sessions (of any person) runs on a
   kiosk's device and cookie instead of the person's own.
 * ``junk_id_share``: that share of valid events carries a junk value (:data:`JUNK`) for one identifier
-  type, replacing the real one or added.
+  type, added or replacing the real one — never the event's only identifier, so the event stays
+  valid whether or not the decode step counts junk as an identifier.
 * ``late_share``: that share of events arrives 10 min – ``allowed_lateness / 2`` after its event time.
 
 Every noise draw comes from its own generator (:func:`noise_rng`), after the draws of the plain

@@ -251,7 +251,8 @@ def _serialise(
             if code == OK:
                 if junk >= 0:
                     jt, jv = JUNK[junk]
-                    ids[jt] = jv
+                    if jt not in ids or len(ids) > 1:  # never the event's only identifier
+                        ids[jt] = jv
                 value = dumps(d)
                 if len(value) > max_bytes:
                     raise AssertionError(f"a valid event grew to {len(value)} bytes > {max_bytes}")
