@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import warnings
 from decimal import Decimal
 
@@ -15,6 +14,7 @@ from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import definition_from_mapping
 from operators.experiments.report import experiment_report, to_json
 from tests.helpers import fresh_names, make_settings
+from zhongtai.browser import free_port
 from zhongtai.dashboard import DashboardOptions, create_app
 from zhongtai.dashboard.funnel import minute_label
 from zhongtai.dashboard.kafka_lag import consumer_lag
@@ -30,11 +30,13 @@ NOW_MIN = 29_356_020  # 2025-10-25 03:00 UTC
 NOW_MS = NOW_MIN * 60_000 + 30_000
 
 
-def _counter(scope: str, minute: int, views: int, carts: int, purchases: int, revenue: str) -> StoreRow:
+def counter_row(scope: str, minute: int, views: int, carts: int, purchases: int, revenue: str) -> StoreRow:
+    """A live-counter upsert as the job's store sink writes it (persons = 2)."""
     return StoreRow("c", scope, minute, views, carts, purchases, views + carts + purchases, 2, Decimal(revenue), 0, 0, 0)
 
 
-def _total(name: str, value: int) -> StoreRow:
+def total_row(name: str, value: int) -> StoreRow:
+    """A pipeline-total upsert (``valid``, ``unique``, ``dlq:<reason>``)."""
     return StoreRow("s", name, 0, value, 0, 0, 0, 0, Decimal(0), 0, 0, 0)
 
 
@@ -65,13 +67,13 @@ def env():  # noqa: ANN201
 def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:  # noqa: ANN001
     client, store, clock, _, _ = env
     store.write([
-        _counter("spring|email", NOW_MIN - 1, 100, 20, 5, "50.00"),
-        _counter("spring|email", NOW_MIN, 60, 10, 4, "45.50"),
-        _counter("autumn|sms", NOW_MIN, 40, 2, 6, "12.25"),
-        _counter("all", NOW_MIN - 1, 100, 20, 5, "50.00"),
-        _counter("all", NOW_MIN, 100, 12, 10, "57.75"),
-        _counter("spring|email", NOW_MIN - 3, 999, 0, 0, "0"),  # outside the 3-minute window
-        _total("valid", 1000), _total("unique", 990), _total("dlq:bad_json", 7), _total("dlq:late", 3),
+        counter_row("spring|email", NOW_MIN - 1, 100, 20, 5, "50.00"),
+        counter_row("spring|email", NOW_MIN, 60, 10, 4, "45.50"),
+        counter_row("autumn|sms", NOW_MIN, 40, 2, 6, "12.25"),
+        counter_row("all", NOW_MIN - 1, 100, 20, 5, "50.00"),
+        counter_row("all", NOW_MIN, 100, 12, 10, "57.75"),
+        counter_row("spring|email", NOW_MIN - 3, 999, 0, 0, "0"),  # outside the 3-minute window
+        total_row("valid", 1000), total_row("unique", 990), total_row("dlq:bad_json", 7), total_row("dlq:late", 3),
     ])  # fmt: skip
     s = client.get("/api/summary").json()
     assert s["prefix"] == store.prefix and s["now_ms"] == NOW_MS
@@ -102,7 +104,7 @@ def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:  # noqa
 
     # events/s and DLQ rates: the deltas of the totals over the clock between two summaries
     clock.t += 4.0
-    store.write([_total("valid", 1200), _total("dlq:bad_json", 17), _total("dlq:late", 5)])
+    store.write([total_row("valid", 1200), total_row("dlq:bad_json", 17), total_row("dlq:late", 5)])
     h = client.get("/api/summary").json()["health"]
     assert h["window_s"] == 4.0
     assert h["events_per_s"] == (1222 - 1010) / 4
@@ -114,8 +116,8 @@ def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:  # noqa
 def test_window_follows_the_newest_minute_of_a_historical_stream(env) -> None:  # noqa: ANN001
     client, store, _, _, _ = env
     old = NOW_MIN - 10_000  # far outside the live window: found by SCAN of the `all` counters
-    store.write([_counter("all", old, 5, 1, 1, "1.00"), _counter("all", old - 2, 7, 0, 0, "0"),
-                 _counter("x|y", old, 5, 1, 1, "1.00")])  # fmt: skip
+    store.write([counter_row("all", old, 5, 1, 1, "1.00"), counter_row("all", old - 2, 7, 0, 0, "0"),
+                 counter_row("x|y", old, 5, 1, 1, "1.00")])  # fmt: skip
     s = client.get("/api/summary").json()
     assert s["window"]["end"] == minute_label(old)
     assert [(f["scope"], f["views"]) for f in s["funnels"]] == [("all", 12), ("x|y", 5)]
@@ -178,7 +180,7 @@ def test_experiments_report_the_same_numbers_as_the_engine(env) -> None:  # noqa
 
 def test_metrics_count_requests_with_low_cardinality_labels(env) -> None:  # noqa: ANN001
     client, store, _, _, _ = env
-    store.write([_total("valid", 40), _total("dlq:bad_json", 2)])
+    store.write([total_row("valid", 40), total_row("dlq:bad_json", 2)])
     client.get("/api/summary")
     client.get("/api/summary")
     client.get("/no/such/page")
@@ -202,14 +204,8 @@ def test_metrics_count_requests_with_low_cardinality_labels(env) -> None:  # noq
     assert "/no/such/page" not in text
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_redis_down_is_a_503_that_says_what_to_do() -> None:
-    settings = make_settings(redis={"port": _closed_port()})
+    settings = make_settings(redis={"port": free_port()})
     app = create_app(settings, DashboardOptions(lag=False))
     with TestClient(app) as client:
         for path in ("/healthz", "/api/summary", "/api/experiments"):
@@ -244,5 +240,5 @@ def test_consumer_lag_is_end_minus_committed_offsets() -> None:
     with TestClient(app) as client:
         assert client.get("/api/summary").json()["health"]["lag"]["total"] == 4
         assert f'zhongtai_dashboard_consumer_lag_records{{group="{n.group}"}} 4.0' in client.get("/metrics").text
-    down = consumer_lag(f"127.0.0.1:{_closed_port()}", n.group, timeout_s=1.0)
+    down = consumer_lag(f"127.0.0.1:{free_port()}", n.group, timeout_s=1.0)
     assert down.error and "cannot read the lag" in down.error and down.to_json()["total"] is None

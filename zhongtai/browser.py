@@ -159,7 +159,8 @@ class _WebSocket:
         self.sock.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -188,7 +189,7 @@ class HeadlessChromium:
 
     def start(self) -> None:
         exe = ensure_chromium()
-        port = _free_port()
+        port = free_port()
         argv = [
             exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--no-first-run", "--no-default-browser-check", "--disable-extensions",

@@ -1,6 +1,6 @@
 """The live dashboard: a Starlette (ASGI) app over the job's Redis keys, pushed to the page with SSE.
 
-Routes: ``/`` the page (zhongtai/dashboard/page.html: plain HTML + JS, charts drawn as inline SVG,
+Routes: ``/`` the page (zhongtai/dashboard/page.py: plain HTML + JS, charts drawn as inline SVG,
 no CDN), ``/events`` Server-Sent Events (``event: summary`` every ``refresh_s`` with the same JSON
 as ``/api/summary``; ``event: failure`` while Redis cannot be read), ``/api/summary``,
 ``/api/funnel?campaign=&channel=`` (one scope's per-minute series; both empty = ``all``),
@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -38,14 +37,13 @@ from .funnel import ALL, join_scope, minute_label
 from .health import RateWindow, TotalsSample
 from .kafka_lag import GroupLag, consumer_lag
 from .metrics import DashboardMetrics
+from .page import HTML
 from .reader import DashboardReader
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-PAGE = Path(__file__).with_name("page.html")
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,7 @@ def create_app(
     dash = Dashboard(settings, opts, **kw)
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(HTML)
 
     async def api_summary(request: Request) -> Response:
         try:
