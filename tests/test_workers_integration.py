@@ -140,7 +140,7 @@ def test_email_exactly_once_with_duplicates_retry_dead_letter_suppression_and_me
 
 
 def _webhook_run(env, tmp_path, bad, good, *, max_parked, n=20):
-    s = env("webhook", max_parked=max_parked, batch_size=1, backoff_base_ms=1_000, backoff_max_ms=1_000)
+    s = env("webhook", max_parked=max_parked, batch_size=1, backoff_base_ms=2_000, backoff_max_ms=2_000)
     contacts = {f"p{i}": {"webhook_url": f"{(bad if i % 4 == 0 else good).url}/hook"} for i in range(n)}
     write_contacts(Path(s.worker.contacts.path), contacts)
     acts = [make_action(i, "webhook") for i in range(n)]

@@ -89,18 +89,24 @@ class KafkaWorkerIO:
                 f"worker: initialising Kafka transactions ({transactional_id}) at {bootstrap} failed: {e}; "
                 "is Kafka up (`zhongtai stack up`)?"
             ) from e
-        self.consumer.subscribe([topic], on_revoke=self._revoked, on_lost=self._lost)
+        self.assigned: set[TP] = set()
         self.paused: set[TP] = set()
+        self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+
+    def _assigned(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in parts}
 
     def _revoked(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
         self.paused -= set(tps)
+        self.assigned -= set(tps)
         if self.on_revoke and tps:
             self.on_revoke(tps)
 
     def _lost(self, _consumer: Consumer, parts: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in parts]
         self.paused -= set(tps)
+        self.assigned -= set(tps)
         if self.on_lost and tps:
             self.on_lost(tps)
 
@@ -117,6 +123,8 @@ class KafkaWorkerIO:
                 continue
             topic, part, off = m.topic(), m.partition(), m.offset()
             assert topic is not None and part is not None and off is not None  # set on every record
+            if (topic, part) not in self.assigned:  # fetched before a revoke in this very call
+                continue
             out.append(InMessage(topic, part, off, cast(bytes | None, m.key()), cast(bytes | None, m.value())))
         return out
 

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -103,7 +103,6 @@ class _Item:
     msg: InMessage
     action: Action
     lookup_failures: int = 0
-    contact: Contact | None = field(default=None, repr=False)
 
 
 class ChannelWorker:
