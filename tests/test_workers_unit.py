@@ -307,3 +307,25 @@ def test_memory_ledger_is_the_state_machine():
     assert c.kind == "acquired" and m.get("a") == c.record
     assert m.finish("a", "w", Outcome("delivered", provider_id="p"), 5).state == "delivered"
     assert m.claim("a", "w2", "s2", 6, 10).kind == "done"
+
+
+def test_worker_modules_load_without_pyflink():
+    """The workers never touch Flink: every module imports with ``pyflink`` unimportable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mods = ["zhongtai.workers." + m for m in ("backoff", "ratelimit", "ledger", "tracking", "metrics", "worker")]
+    mods += ["connectors.channels." + m for m in ("base", "contacts", "smtp", "http", "redis_state", "kafka_io")]
+    mods.append("zhongtai.cli_workers")
+    code = ("import sys; sys.modules['pyflink'] = None\n"
+            + "".join(f"import {m}\n" for m in mods)
+            + "assert not any(k.startswith('pyflink.') for k in sys.modules); print('ok')")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True, text=True,
+                         timeout=60, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr
+    # control: the guard really blocks pyflink
+    bad = subprocess.run([sys.executable, "-c", "import sys; sys.modules['pyflink'] = None; import pyflink"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "ModuleNotFoundError" in bad.stderr
