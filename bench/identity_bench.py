@@ -28,7 +28,9 @@ from zhongtai.generator.oracle import observations
 
 def run(n_events: int, seed: int = 42, persons: int | None = None) -> dict[str, Any]:
     """Measure ``step`` over ``n_events`` generated records; returns the numbers (and prints nothing)."""
-    cfg = GeneratorConfig(seed=seed, events=n_events, persons=persons or max(2_000, n_events // 50), **IDENTITY_NOISE)
+    cfg = GeneratorConfig(
+        seed=seed, events=n_events, persons=persons or max(2_000, n_events // 50), **IDENTITY_NOISE
+    )
     pii = PiiSettings()
     obs = observations(generate(cfg), pii=pii)
     rules = IdentityRules.from_settings(IdentitySettings(), pii)

@@ -46,7 +46,9 @@ def encode_component(c: Component) -> bytes:
         [cb.ts_ms, cb.event_id, [ref(i) for i in cb.ids], [[ref(a), ref(b), r] for a, b, r in cb.edges]]
         for cb in c.combos
     ]
-    persons = [[p.pid, p.first_ts, p.first_event, ref(p.founder), [ref(m) for m in p.members]] for p in c.persons]
+    persons = [
+        [p.pid, p.first_ts, p.first_event, ref(p.founder), [ref(m) for m in p.members]] for p in c.persons
+    ]
     detached = sorted(ref(i) for i in c.detached)
     return bytes([VERSION]) + orjson.dumps([c.cid, list(table), combos, persons, detached])
 
@@ -65,7 +67,12 @@ def decode_component(blob: bytes, rules: IdentityRules) -> Component:
         return Component(
             cid,
             tuple(
-                Combo(ts, eid, tuple(idents[i] for i in ids), tuple((idents[a], idents[b], r) for a, b, r in edges))
+                Combo(
+                    ts,
+                    eid,
+                    tuple(idents[i] for i in ids),
+                    tuple((idents[a], idents[b], r) for a, b, r in edges),
+                )
                 for ts, eid, ids, edges in combos
             ),
             tuple(

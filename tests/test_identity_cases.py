@@ -34,5 +34,9 @@ def feed(observations, rules: IdentityRules = RULES) -> InMemoryGraph:
 def test_the_helpers_agree_with_the_implementation():
     from operators.identity.graph import detached_person_id, person_id
 
-    assert pid("user_id:A") == person_id("user_id:A") and pid("user_id:A").startswith("p") and len(pid("x:y")) == 17
+    assert (
+        pid("user_id:A") == person_id("user_id:A")
+        and pid("user_id:A").startswith("p")
+        and len(pid("x:y")) == 17
+    )
     assert detached_pid("device_id:D") == detached_person_id("device_id:D") != pid("device_id:D")

@@ -27,7 +27,11 @@ def test_round_trip_keeps_everything():
     assert blob[0] == 2
     back = decode_component(blob, RULES)
     assert back == comp
-    assert back.person_of == comp.person_of and back.combo_at == comp.combo_at and back.detached == {"device_id:D"}
+    assert (
+        back.person_of == comp.person_of
+        and back.combo_at == comp.combo_at
+        and back.detached == {"device_id:D"}
+    )
     assert back.combos[1].edges == (("user_id:B", "device_id:D", "limit:user_id"),)
 
 
@@ -45,7 +49,11 @@ def test_old_v1_blobs_still_decode_and_re_derive_the_persons():
         "user_id:B": pid("user_id:B"),
         "device_id:D": detached_pid("device_id:D"),
     }
-    assert comp == new_component("c1", [Combo(1, "e1", ("user_id:A", "device_id:D")), Combo(2, "e2", ("user_id:B", "device_id:D"))], RULES)
+    assert comp == new_component(
+        "c1",
+        [Combo(1, "e1", ("user_id:A", "device_id:D")), Combo(2, "e2", ("user_id:B", "device_id:D"))],
+        RULES,
+    )
 
 
 def test_v1_of_any_component_decodes_to_the_same_component():

@@ -12,10 +12,10 @@ import pytest
 
 from operators.identity import (
     Change,
-    Observation,
     ControlError,
     Edge,
     IdentityRules,
+    Observation,
     apply_control,
     resolve_batch,
     step,
@@ -34,7 +34,9 @@ def test_first_observation_founds_one_person_named_after_its_strongest_identifie
     res = step({}, ob(1, "e1", device_id="D", user_id="A"), RULES)
     assert res.path == "append"
     assert res.mappings == {"user_id:A": pid("user_id:A"), "device_id:D": pid("user_id:A")}
-    assert res.changes == (Change("attach", pid("user_id:A"), None, ("device_id:D", "user_id:A"), 1, "event:e1"),)
+    assert res.changes == (
+        Change("attach", pid("user_id:A"), None, ("device_id:D", "user_id:A"), 1, "event:e1"),
+    )
     assert res.edges == (Edge("user_id:A", "device_id:D", True, "merged", 1, "e1"),)
     (cid,) = res.upserts
     assert res.index == {"user_id:A": cid, "device_id:D": cid} and res.deletes == ()
@@ -47,7 +49,9 @@ def test_merge_change_record_names_survivor_and_absorbed():
     res = g.observe(ob(4, "e4", device_id="b", cookie_id="k"))
     # anchor b (device b < cookie k); k's person is a's, founded later: b survives, a is absorbed.
     assert res.changes == (
-        Change("merge", pid("device_id:b"), pid("device_id:a"), ("cookie_id:k", "device_id:a"), 4, "event:e4"),
+        Change(
+            "merge", pid("device_id:b"), pid("device_id:a"), ("cookie_id:k", "device_id:a"), 4, "event:e4"
+        ),
     )
     assert res.mappings == {"cookie_id:k": pid("device_id:b"), "device_id:a": pid("device_id:b")}
     assert res.edges == (Edge("device_id:b", "cookie_id:k", True, "merged", 4, "e4"),)
@@ -194,7 +198,9 @@ def test_junk_values_are_not_identifiers_and_link_nothing():
     ]
     g = feed(obs)
     assert g.mapping == {"user_id:A": pid("user_id:A"), "user_id:B": pid("user_id:B")}
-    res = step({}, ob(3, "e3", device_id="undefined", cookie_id="00000000-0000-0000-0000-000000000000"), RULES)
+    res = step(
+        {}, ob(3, "e3", device_id="undefined", cookie_id="00000000-0000-0000-0000-000000000000"), RULES
+    )
     assert res.path == "noop" and res.mappings == {} and res.upserts == {}
     # Negative control: with an empty blocklist "0" is an identifier shared by A and B.
     open_rules = IdentityRules(blocked_values=frozenset(), blocked_patterns=())
@@ -234,7 +240,14 @@ def test_block_splits_a_person_again_and_unblock_restores_it():
     assert res.mappings == {"device_id:T": None, "phone:P2": pid("phone:P2"), "device_id:T2": pid("phone:P2")}
     assert set(res.changes) == {
         Change("detach", pid("phone:P1"), None, ("device_id:T",), 100, "control:block:kiosk found"),
-        Change("split", pid("phone:P1"), pid("phone:P2"), ("device_id:T2", "phone:P2"), 100, "control:block:kiosk found"),
+        Change(
+            "split",
+            pid("phone:P1"),
+            pid("phone:P2"),
+            ("device_id:T2", "phone:P2"),
+            100,
+            "control:block:kiosk found",
+        ),
     }
     assert g.mapping == resolve_batch(HOUSE, g.rules)
     # New events carrying the blocked device are resolved without it.
@@ -269,15 +282,30 @@ def test_control_on_an_unknown_identifier_changes_only_the_rules():
     ("message", "error"),
     [
         ([], "must be a JSON object"),
-        ({"kind": "tag", "op": "block", "identifier": "device_id:a", "version": 1}, "'kind' must be 'identity'"),
-        ({"kind": "identity", "op": "merge", "identifier": "device_id:a", "version": 1}, "'op' must be one of"),
+        (
+            {"kind": "tag", "op": "block", "identifier": "device_id:a", "version": 1},
+            "'kind' must be 'identity'",
+        ),
+        (
+            {"kind": "identity", "op": "merge", "identifier": "device_id:a", "version": 1},
+            "'op' must be one of",
+        ),
         ({"kind": "identity", "op": "block", "identifier": 5, "version": 1}, "'identifier' must be a string"),
         ({"kind": "identity", "op": "block", "identifier": "abc", "version": 1}, "not of the form"),
         ({"kind": "identity", "op": "block", "identifier": "device_id:", "version": 1}, "empty value"),
         ({"kind": "identity", "op": "block", "identifier": "imei:1", "version": 1}, "not configured"),
-        ({"kind": "identity", "op": "block", "identifier": "device_id:a", "version": "1"}, "'version' must be"),
-        ({"kind": "identity", "op": "block", "identifier": "device_id:a", "version": True}, "'version' must be"),
-        ({"kind": "identity", "op": "block", "identifier": "device_id:a", "version": 1, "x": 1}, "unknown fields"),
+        (
+            {"kind": "identity", "op": "block", "identifier": "device_id:a", "version": "1"},
+            "'version' must be",
+        ),
+        (
+            {"kind": "identity", "op": "block", "identifier": "device_id:a", "version": True},
+            "'version' must be",
+        ),
+        (
+            {"kind": "identity", "op": "block", "identifier": "device_id:a", "version": 1, "x": 1},
+            "unknown fields",
+        ),
     ],
 )
 def test_bad_control_messages_are_rejected_with_a_reason(message, error):
@@ -320,7 +348,14 @@ def test_late_observation_replays_the_component_and_emits_only_the_difference():
     assert res.path == "replay"
     assert res.mappings == {"device_id:x": pid("cookie_id:y"), "cookie_id:y": pid("cookie_id:y")}
     assert res.changes == (
-        Change("merge", pid("cookie_id:y"), pid("device_id:x"), ("cookie_id:y", "device_id:x"), 1, "late_event:e1"),
+        Change(
+            "merge",
+            pid("cookie_id:y"),
+            pid("device_id:x"),
+            ("cookie_id:y", "device_id:x"),
+            1,
+            "late_event:e1",
+        ),
     )
     assert res.edges == ()  # e1 has no link; e3's decision (merged) did not change
 

@@ -8,6 +8,7 @@ resolver that takes arrival order as canonical order (no replay) differs.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import networkx as nx
@@ -39,7 +40,14 @@ def _universe(rnd: random.Random, n: int) -> list[Observation]:
     obs = []
     for k in range(n):
         ids = []
-        for t, pool in (("user_id", 4), ("phone", 4), ("device_id", 6), ("cookie_id", 8), ("openid", 3), ("email", 3)):
+        for t, pool in (
+            ("user_id", 4),
+            ("phone", 4),
+            ("device_id", 6),
+            ("cookie_id", 8),
+            ("openid", 3),
+            ("email", 3),
+        ):
             if rnd.random() < 0.35:
                 ids.append((t, f"{t[0]}{rnd.randrange(pool)}"))
         if rnd.random() < 0.05:
@@ -82,7 +90,9 @@ def test_random_universes_have_limit_conflicts():
     conflicts = 0
     for _ in range(20):
         obs = _universe(rnd, 50)
-        conflicts += len(set(resolve_batch(obs, UNLIMITED).values())) < len(set(resolve_batch(obs, RULES).values()))
+        conflicts += len(set(resolve_batch(obs, UNLIMITED).values())) < len(
+            set(resolve_batch(obs, RULES).values())
+        )
     assert conflicts >= 15
 
 
@@ -117,7 +127,7 @@ def _nx_components(obs: list[Observation], rules: IdentityRules) -> set[frozense
     for o in obs:
         ids = [f"{t}:{v}" for t, v in o.ids if t in rules.rank and not rules.is_junk(t, v)]
         g.add_nodes_from(ids)
-        g.add_edges_from(zip(ids, ids[1:], strict=False))
+        g.add_edges_from(itertools.pairwise(ids))
     return {frozenset(c) for c in nx.connected_components(g)}
 
 
@@ -152,3 +162,22 @@ def test_state_through_the_codec_after_every_step_gives_the_same_result(seed):
         g.observe(o)
         g.components = {cid: decode_component(encode_component(c), RULES) for cid, c in g.components.items()}
     assert g.mapping == resolve_batch(obs, RULES)
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_every_component_equals_its_resolution_from_scratch_after_every_step(seed):
+    """The incremental paths (lazy loading, reused persons, handed-over maps) leave exactly the
+    component a from-scratch resolution of its combinations gives: persons, edges, detached set."""
+    from operators.identity import Combo
+    from operators.identity.graph import Component, InMemoryGraph, new_component
+
+    rnd = random.Random(500 + seed)
+    obs = _universe(rnd, 45)
+    rnd.shuffle(obs)
+    g = InMemoryGraph(RULES)
+    for o in obs:
+        g.observe(o)
+        for cid, c in g.components.items():
+            assert c == new_component(cid, [Combo(b.ts_ms, b.event_id, b.ids) for b in c.combos], RULES)
+            plain = Component(c.cid, c.combos, c.persons, c.detached)
+            assert (c.person_of, c.combo_at, c.idents) == (plain.person_of, plain.combo_at, plain.idents)

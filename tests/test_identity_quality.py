@@ -43,11 +43,18 @@ def test_linkable_truth_splits_a_person_where_no_event_links():
     from operators.identity import Observation
 
     truth = {"device_id:a": "p1", "device_id:b": "p1", "user_id:u": "p1", "device_id:s": "p2"}
-    obs = [Observation((("user_id", "u"), ("device_id", "a")), 1, "e1"), Observation((("device_id", "b"),), 2, "e2"),
-           Observation((("user_id", "u"), ("device_id", "s")), 3, "e3")]
+    obs = [
+        Observation((("user_id", "u"), ("device_id", "a")), 1, "e1"),
+        Observation((("device_id", "b"),), 2, "e2"),
+        Observation((("user_id", "u"), ("device_id", "s")), 3, "e3"),
+    ]
     lt = linkable_truth(truth, obs)
-    assert lt == {"user_id:u": "p1/device_id:a", "device_id:a": "p1/device_id:a", "device_id:b": "p1/device_id:b",
-                  "device_id:s": "p2/device_id:s"}
+    assert lt == {
+        "user_id:u": "p1/device_id:a",
+        "device_id:a": "p1/device_id:a",
+        "device_id:b": "p1/device_id:b",
+        "device_id:s": "p2/device_id:s",
+    }
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,25 @@ RULES = IdentityRules()
 
 @pytest.mark.parametrize(
     "value",
-    ["", " ", "null", "NULL", " undefined ", "None", "NaN", "0", "-1", "anonymous", "Unknown",
-     "0000", "00000000-0000-0000-0000-000000000000", "ffffffff", "FFFF-FFFF", "aaaa", "1111111111"],
+    [
+        "",
+        " ",
+        "null",
+        "NULL",
+        " undefined ",
+        "None",
+        "NaN",
+        "0",
+        "-1",
+        "anonymous",
+        "Unknown",
+        "0000",
+        "00000000-0000-0000-0000-000000000000",
+        "ffffffff",
+        "FFFF-FFFF",
+        "aaaa",
+        "1111111111",
+    ],
 )
 def test_junk_values_are_blocked(value):
     assert RULES.is_blocked("device_id", value)
@@ -33,7 +50,9 @@ def test_hashed_junk_phone_and_email_are_recognised_with_the_pii_settings():
     assert rules.is_blocked("email", pseudonymise("email", " NULL ", secret))
     assert not rules.is_blocked("email", pseudonymise("email", "a@b.cn", secret))
     # Negative control: without the PII settings the hash of junk is not recognised.
-    assert not IdentityRules.from_settings(IdentitySettings()).is_blocked("email", pseudonymise("email", "null", secret))
+    assert not IdentityRules.from_settings(IdentitySettings()).is_blocked(
+        "email", pseudonymise("email", "null", secret)
+    )
 
 
 def test_dynamic_overlay():
@@ -44,12 +63,24 @@ def test_dynamic_overlay():
 
 
 def test_clean_ids_orders_by_priority_then_value_and_drops_junk_and_unknown_types():
-    ids = (("cookie_id", "c"), ("imei", "1"), ("device_id", "0"), ("phone", "h"), ("user_id", "u"), ("device_id", "b"), ("device_id", "a"), ("phone", "h"))
+    ids = (
+        ("cookie_id", "c"),
+        ("imei", "1"),
+        ("device_id", "0"),
+        ("phone", "h"),
+        ("user_id", "u"),
+        ("device_id", "b"),
+        ("device_id", "a"),
+        ("phone", "h"),
+    )
     assert RULES.clean_ids(ids) == ("user_id:u", "phone:h", "device_id:a", "device_id:b", "cookie_id:c")
 
 
 def test_config_section_loads_and_feeds_the_rules():
-    s = load_settings(env={}, overrides={"identity": {"max_per_person": {"device_id": 3}, "priority": ["user_id", "device_id"]}})
+    s = load_settings(
+        env={},
+        overrides={"identity": {"max_per_person": {"device_id": 3}, "priority": ["user_id", "device_id"]}},
+    )
     rules = IdentityRules.from_settings(s.identity, s.pii)
     assert rules.priority == ("user_id", "device_id") and rules.limits["device_id"] == 3
     assert load_settings(env={}).identity == IdentitySettings()
@@ -60,7 +91,20 @@ def test_config_section_loads_and_feeds_the_rules():
     [
         ({"priority": ("user_id", "user_id")}, "each identifier type once"),
         ({"priority": ("user_id", "imei")}, "no limit for \\['imei'\\]"),
-        ({"limits": {"user_id": 0, "unionid": 1, "phone": 1, "email": 1, "openid": 1, "device_id": 1, "cookie_id": 1}}, "≥ 1"),
+        (
+            {
+                "limits": {
+                    "user_id": 0,
+                    "unionid": 1,
+                    "phone": 1,
+                    "email": 1,
+                    "openid": 1,
+                    "device_id": 1,
+                    "cookie_id": 1,
+                }
+            },
+            "≥ 1",
+        ),
         ({"blocked_patterns": ("(",)}, "not a regular expression"),
     ],
 )

@@ -105,7 +105,9 @@ def resolve_batch(
         for other in free[1:]:
             ra, rb = find(node[head]), find(node[other])
             if ra != rb:
-                if guard_rails and any(a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)):
+                if guard_rails and any(
+                    a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)
+                ):
                     detach(other)
                     continue
                 union(ra, rb)

@@ -38,27 +38,6 @@ from typing import Any
 
 from .rules import IdentityRules, split_identifier
 
-__all__ = [
-    "Change",
-    "Combo",
-    "Component",
-    "ControlCommand",
-    "ControlError",
-    "Edge",
-    "Observation",
-    "Person",
-    "StepResult",
-    "apply_control",
-    "block",
-    "control",
-    "fast_path_hit",
-    "new_component",
-    "person_id",
-    "split",
-    "step",
-    "unblock",
-]
-
 #: Edge reasons: accepted ones, then the rejections (``limit:<type>`` names the type over its limit).
 ACCEPTED_REASONS = frozenset({"merged", "same"})
 
@@ -151,7 +130,9 @@ class Component:
     def person_by_id(self) -> Mapping[str, Person]:
         return {p.pid: p for p in self.persons}
 
-    def _seed(self, person_of: dict[str, str], combo_at: dict[tuple[str, ...], int], idents: frozenset[str]) -> None:
+    def _seed(
+        self, person_of: dict[str, str], combo_at: dict[tuple[str, ...], int], idents: frozenset[str]
+    ) -> None:
         """Hand over derived maps computed by :func:`step` (they must equal what the properties give)."""
         self.__dict__.update(person_of=person_of, combo_at=combo_at, idents=idents)
 
@@ -250,8 +231,23 @@ class _Engine:
     """
 
     __slots__ = (
-        "adj", "age", "counts", "detached", "dirty", "first", "limits", "members", "moved",
-        "person_of", "priority", "rank", "rules", "src_combos", "src_person_of", "src_persons", "pending",
+        "adj",
+        "age",
+        "counts",
+        "detached",
+        "dirty",
+        "first",
+        "limits",
+        "members",
+        "moved",
+        "pending",
+        "person_of",
+        "priority",
+        "rank",
+        "rules",
+        "src_combos",
+        "src_person_of",
+        "src_persons",
     )
 
     def __init__(self, rules: IdentityRules) -> None:
@@ -497,7 +493,10 @@ def fast_path_hit(component: Component, ids: tuple[str, ...], ts_ms: int, event_
     component (or a hash of ``ids``) to answer this without decoding the component.
     """
     pos = component.combo_at.get(ids)
-    return pos is not None and (ts_ms, event_id) >= (component.combos[pos].ts_ms, component.combos[pos].event_id)
+    return pos is not None and (ts_ms, event_id) >= (
+        component.combos[pos].ts_ms,
+        component.combos[pos].event_id,
+    )
 
 
 def _edges(decisions: Iterable[tuple[str, str, str]], ts: int, eid: str) -> list[Edge]:
@@ -610,7 +609,9 @@ def step(components: Mapping[str, Component], obs: Observation, rules: IdentityR
         for c in touched:
             old_assign.update(c.person_of)
         cause = f"late_event:{eid}"
-        mappings, changes = _diff(old_assign, comp.person_of, comp.idents, comp.person_by_id.keys(), ts, cause)
+        mappings, changes = _diff(
+            old_assign, comp.person_of, comp.idents, comp.person_by_id.keys(), ts, cause
+        )
         edges = _changed_edges(touched, comp, ids)
         path = "replay"
     index = {i: survivor for c in touched if c.cid != survivor for i in c.idents}
@@ -668,10 +669,14 @@ def apply_control(message: Mapping[str, Any], rules: IdentityRules | None = None
     if not isinstance(message, Mapping):
         raise ControlError(f"identity control message must be a JSON object, got {type(message).__name__}")
     if message.get("kind") != "identity":
-        raise ControlError(f"identity control message: 'kind' must be 'identity', got {message.get('kind')!r}")
+        raise ControlError(
+            f"identity control message: 'kind' must be 'identity', got {message.get('kind')!r}"
+        )
     unknown = set(message) - {"kind", "op", "identifier", "version"}
     if unknown:
-        raise ControlError(f"identity control message: unknown fields {sorted(unknown)}; allowed: kind, op, identifier, version")
+        raise ControlError(
+            f"identity control message: unknown fields {sorted(unknown)}; allowed: kind, op, identifier, version"
+        )
     op = message.get("op")
     if op not in CONTROL_OPS:
         raise ControlError(f"identity control message: 'op' must be one of {list(CONTROL_OPS)}, got {op!r}")
@@ -721,9 +726,13 @@ def control(
     resolved, eng = _resolve(holder.combos, new_rules)
     comp = Component(holder.cid, resolved, eng.persons(), frozenset(eng.detached))
     why = f"control:{command.op}:{cause}" if cause else f"control:{command.op}"
-    mappings, changes = _diff(holder.person_of, comp.person_of, comp.idents, comp.person_by_id.keys(), ts_ms, why)
+    mappings, changes = _diff(
+        holder.person_of, comp.person_of, comp.idents, comp.person_by_id.keys(), ts_ms, why
+    )
     edges = tuple(_changed_edges([holder], comp, None))
-    result = StepResult(upserts={comp.cid: comp}, mappings=mappings, changes=changes, edges=edges, path="replay")
+    result = StepResult(
+        upserts={comp.cid: comp}, mappings=mappings, changes=changes, edges=edges, path="replay"
+    )
     return new_rules, result
 
 

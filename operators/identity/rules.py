@@ -72,7 +72,9 @@ class IdentityRules:
             raise ValueError(f"identity.priority {self.priority!r}: list each identifier type once")
         missing = [t for t in self.priority if t not in self.limits]
         if missing:
-            raise ValueError(f"identity.max_per_person has no limit for {missing}: add one per type of identity.priority")
+            raise ValueError(
+                f"identity.max_per_person has no limit for {missing}: add one per type of identity.priority"
+            )
         bad = {t: n for t, n in self.limits.items() if not isinstance(n, int) or n < 1}
         if bad:
             raise ValueError(f"identity.max_per_person {bad}: limits must be whole numbers ≥ 1")
@@ -80,7 +82,9 @@ class IdentityRules:
             try:
                 re.compile(p)
             except re.error as e:
-                raise ValueError(f"identity.blocklist_patterns: {p!r} is not a regular expression ({e})") from None
+                raise ValueError(
+                    f"identity.blocklist_patterns: {p!r} is not a regular expression ({e})"
+                ) from None
         object.__setattr__(self, "limits", dict(self.limits))
         object.__setattr__(self, "rank", {t: i for i, t in enumerate(self.priority)})
         joined = "|".join(f"(?:{p})" for p in self.blocked_patterns)
@@ -138,7 +142,9 @@ class IdentityRules:
         """The overlay minus ``idents`` (neither blocked nor isolated any more)."""
         s = frozenset(idents)
         return replace(
-            self, blocked_identifiers=self.blocked_identifiers - s, isolated_identifiers=self.isolated_identifiers - s
+            self,
+            blocked_identifiers=self.blocked_identifiers - s,
+            isolated_identifiers=self.isolated_identifiers - s,
         )
 
     def clean_ids(self, ids: Iterable[tuple[str, str]]) -> tuple[str, ...]:

@@ -53,7 +53,9 @@ def noise_rng(cfg: GeneratorConfig) -> np.random.Generator:
 
 def kiosk_devices(cfg: GeneratorConfig) -> tuple[str, ...]:
     """Device ids of the kiosks (derived from the seed; no random draws)."""
-    return tuple(_uuid(hashlib.sha256(f"kiosk:{cfg.seed}:{k}".encode()).digest()[:16]) for k in range(cfg.kiosks))
+    return tuple(
+        _uuid(hashlib.sha256(f"kiosk:{cfg.seed}:{k}".encode()).digest()[:16]) for k in range(cfg.kiosks)
+    )
 
 
 def cookie_of(device: str) -> str:
