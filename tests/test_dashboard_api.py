@@ -49,7 +49,7 @@ class FakeClock:
 
 
 @pytest.fixture()
-def env():  # noqa: ANN201
+def env():
     settings = make_settings()
     n = fresh_names()
     store = RedisStore(settings.redis, prefix=n.prefix)
@@ -64,7 +64,7 @@ def env():  # noqa: ANN201
         store.close()
 
 
-def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:  # noqa: ANN001
+def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:
     client, store, clock, _, _ = env
     store.write([
         counter_row("spring|email", NOW_MIN - 1, 100, 20, 5, "50.00"),
@@ -113,7 +113,7 @@ def test_summary_and_funnel_are_the_counters_the_job_wrote(env) -> None:  # noqa
     assert h["dlq_per_s_by_reason"] == {"bad_json": 2.5, "late": 0.5}
 
 
-def test_window_follows_the_newest_minute_of_a_historical_stream(env) -> None:  # noqa: ANN001
+def test_window_follows_the_newest_minute_of_a_historical_stream(env) -> None:
     client, store, _, _, _ = env
     old = NOW_MIN - 10_000  # far outside the live window: found by SCAN of the `all` counters
     store.write([counter_row("all", old, 5, 1, 1, "1.00"), counter_row("all", old - 2, 7, 0, 0, "0"),
@@ -123,7 +123,7 @@ def test_window_follows_the_newest_minute_of_a_historical_stream(env) -> None:  
     assert [(f["scope"], f["views"]) for f in s["funnels"]] == [("all", 12), ("x|y", 5)]
 
 
-def test_tags_show_sizes_once_segments_exist(env) -> None:  # noqa: ANN001
+def test_tags_show_sizes_once_segments_exist(env) -> None:
     client, store, _, _, _ = env
     assert client.get("/api/summary").json()["tags"] == {"count": 0, "top": []}
     r = store.client
@@ -150,8 +150,8 @@ def _row(variant: str, units: int, converted: int, rev: str, rev2: str) -> Exper
     return ExperimentRow("coupon-value", variant, units, converted, Decimal(rev), Decimal(rev2), z, z, z)
 
 
-def test_experiments_report_the_same_numbers_as_the_engine(env) -> None:  # noqa: ANN001
-    client, store, _, settings, n = env
+def test_experiments_report_the_same_numbers_as_the_engine(env) -> None:
+    client, _, _, settings, n = env
     exps = RedisExperiments(settings.redis, prefix=n.prefix)
     try:
         defn = definition_from_mapping(DEFINITION)
@@ -178,7 +178,7 @@ def test_experiments_report_the_same_numbers_as_the_engine(env) -> None:  # noqa
         exps.close()
 
 
-def test_metrics_count_requests_with_low_cardinality_labels(env) -> None:  # noqa: ANN001
+def test_metrics_count_requests_with_low_cardinality_labels(env) -> None:
     client, store, _, _, _ = env
     store.write([total_row("valid", 40), total_row("dlq:bad_json", 2)])
     client.get("/api/summary")
@@ -188,7 +188,7 @@ def test_metrics_count_requests_with_low_cardinality_labels(env) -> None:  # noq
     text = client.get("/metrics").text
 
     def value(line_start: str) -> float:
-        m = re.search("^" + re.escape(line_start) + r" ([0-9.e+]+)$", text, re.M)
+        m = re.search("^" + re.escape(line_start) + r" ([0-9.e+]+)$", text, re.MULTILINE)
         assert m, f"no {line_start} in /metrics"
         return float(m.group(1))
 

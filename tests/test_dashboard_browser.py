@@ -37,7 +37,7 @@ class Served:
 
 
 @pytest.fixture()
-def dashboard():  # noqa: ANN201
+def dashboard():
     """A ``zhongtai dashboard`` process on a free port over a fresh prefix (removed afterwards)."""
     settings = make_settings()
     n = fresh_names()

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from zhongtai.dashboard.funnel import ALL, funnel, join_scope, label_minute, minute_label, rank, split_scope, window
+from zhongtai.dashboard.funnel import (
+    ALL,
+    funnel,
+    join_scope,
+    label_minute,
+    minute_label,
+    rank,
+    split_scope,
+    window,
+)
 from zhongtai.dashboard.health import RateWindow, TotalsSample, rates
 
 

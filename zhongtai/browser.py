@@ -25,7 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class HeadlessChromium:
         self._id = 0
         self._profile = tempfile.TemporaryDirectory(prefix="zt-chromium-")
 
-    def __enter__(self) -> HeadlessChromium:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

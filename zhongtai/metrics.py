@@ -61,7 +61,7 @@ def flink_prometheus_options(settings: Settings, *, ports: str = DEFAULT_PORTS) 
 
 def reporter_jar() -> Path:
     """The Prometheus reporter jar inside the installed apache-flink wheel (``pyflink/plugins``)."""
-    import pyflink
+    import pyflink  # type: ignore[import-untyped]
 
     root = Path(pyflink.__file__).parent
     jars = sorted((root / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar"))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .app import Dashboard, DashboardOptions, create_app
+
+if TYPE_CHECKING:  # pragma: no cover
+    from starlette.applications import Starlette
 
 __all__ = ["Dashboard", "DashboardOptions", "create_app", "serve"]
 
 
-def serve(app: object, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
+def serve(app: Starlette, host: str = "127.0.0.1", port: int = 8765, log_level: str = "warning") -> None:
     """Run ``app`` with uvicorn until interrupted (blocking)."""
     import uvicorn
 

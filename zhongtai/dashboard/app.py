@@ -92,7 +92,7 @@ class Dashboard:
         self.rates = RateWindow(opts.rate_window_s)
         self.clock, self.wall_ms = clock, wall_ms
         bootstrap = settings.kafka.bootstrap
-        self._lag_reader = lag_reader or (lambda: consumer_lag(bootstrap, self.group))
+        self._lag_reader = lag_reader or (lambda: consumer_lag(bootstrap, self.group, timeout_s=2.0))
         self._lock = threading.Lock()
         self._snap: tuple[float, dict[str, Any]] | None = None
         self._lag: tuple[float, GroupLag] | None = None
@@ -232,7 +232,7 @@ def create_app(
         return Response(generate_latest(dash.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def events(request: Request) -> Response:
-        async def stream():  # noqa: ANN202
+        async def stream():
             dash.metrics.sse_clients.inc()
             try:
                 yield f"retry: {int(opts.refresh_s * 1000) + 1000}\n\n"

@@ -34,6 +34,9 @@ class ReportSettings:
     target_n: float = DEFAULT_TARGET_N
 
 
+DEFAULT_REPORT = ReportSettings()
+
+
 def _experiment(key: str, meta: Mapping[str, str], seen: list[str]) -> tuple[Experiment, str]:
     if meta.get("definition"):
         d = definition_from_mapping(json.loads(meta["definition"]), source=f"experiment {key} meta hash")
@@ -48,7 +51,7 @@ def report_json(
     key: str,
     meta: Mapping[str, str],
     variants: Mapping[str, Mapping[str, str]],
-    cfg: ReportSettings = ReportSettings(),
+    cfg: ReportSettings = DEFAULT_REPORT,
 ) -> dict[str, Any]:
     """The report of experiment ``key`` as JSON (``operators.experiments.report.to_json``) plus
     ``source`` (``meta`` or ``observed``). An experiment that cannot be reported (a bad meta hash,

@@ -46,7 +46,7 @@ class DashboardReader:
         discover_every_s: float = 10.0,
         tag_limit: int = 20,
         observe: Observe = _no_observe,
-        report: exp.ReportSettings = exp.ReportSettings(),
+        report: exp.ReportSettings = exp.DEFAULT_REPORT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if window_minutes < 1:
@@ -89,7 +89,7 @@ class DashboardReader:
 
     # ---- funnel ---------------------------------------------------------------------------------
     def _counter_key(self, scope: str, minute: int) -> str:
-        return f"{self.p}:m:{scope}:{minute_label(minute)}"
+        return self.store.counter_key(scope, minute_label(minute))
 
     def end_minute(self, now_ms: int) -> int:
         """Last minute of the funnel window as of ``now_ms`` (see the class docstring)."""
@@ -110,7 +110,8 @@ class DashboardReader:
     def scopes(self) -> list[str]:
         """Every scope the job has written (``all`` included once it has)."""
         with self._timed("funnel"):
-            return sorted(self.r.smembers(f"{self.p}:m:scopes"))
+            members: set[str] = self.r.smembers(f"{self.p}:m:scopes")  # type: ignore[assignment]
+            return sorted(members)
 
     def funnels(self, now_ms: int, scopes: Sequence[str] | None = None) -> tuple[int, list[Funnel]]:
         """(end minute, funnels) of ``scopes`` (default: ``all`` + every written scope), ranked."""
