@@ -87,19 +87,19 @@ import math
 import operator
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 __all__ = [
-    "ExprError",
-    "Expr",
-    "compile_expr",
     "FUNCTIONS",
     "KINDS",
-    "MAX_LENGTH",
-    "MAX_DEPTH",
-    "MAX_NUMBER_CHARS",
     "MAX_CHANGE_STEPS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "MAX_NUMBER_CHARS",
+    "Expr",
+    "ExprError",
+    "compile_expr",
 ]
 
 MINUTE_MS = 60_000
@@ -176,7 +176,7 @@ def _restore_error(message: str, source: str, line: int, column: int, snippet: s
 class _Text:
     """The expression text with its origin; turns offsets into positioned errors."""
 
-    __slots__ = ("text", "source", "line", "column")
+    __slots__ = ("column", "line", "source", "text")
 
     def __init__(self, text: str, source: str, line: int, column: int) -> None:
         self.text, self.source, self.line, self.column = text, source, line, column
@@ -660,7 +660,7 @@ def _lit(value: Any) -> _C:
     return _C(lambda env, now: value, kind, 0, None, True, value)
 
 
-def _min_cand(cands: list[Cand]) -> Cand | None:
+def _min_cand(cands: list[Cand | None]) -> Cand | None:
     cs = [c for c in cands if c is not None]
     if not cs:
         return None
@@ -710,7 +710,7 @@ def _first_time(f: Fn, env: Mapping[str, Any], t: int, pred: Callable[[Any], boo
 
 def _cmp_cand(f: _C, c: _C) -> Cand:
     """Exact next time the order of a monotone ``f`` against a time-independent ``c`` changes."""
-    fn, cf, direction, at_least = f.fn, c.fn, f.mono, f.at_least
+    fn, cf, direction, at_least = f.fn, c.fn, f.mono or 0, f.at_least
 
     def cand(env: Mapping[str, Any], t: int) -> int | None:
         try:
@@ -719,20 +719,19 @@ def _cmp_cand(f: _C, c: _C) -> Cand:
             return None
 
     def exact(env: Mapping[str, Any], t: int) -> int | None:
-        cv = cf(env, t)
-        fv = fn(env, t)
-        if not (type(cv) in _NUM_TYPES and type(fv) in _NUM_TYPES):
-            return None  # null or non-numbers: fixed while env is fixed
-        if not -T_MAX <= cv <= T_MAX:  # beyond the horizon (or NaN): the order never changes in range
-            return _first_time(fn, env, t, lambda v: v >= cv if direction > 0 else v <= cv) if fv != cv else None
+        cv: Any = cf(env, t)
+        fv: Any = fn(env, t)
+        if not (type(cv) in _NUM_TYPES and type(fv) in _NUM_TYPES) or cv != cv or fv != fv:  # noqa: PLR0124 (NaN)
+            return None  # null, non-numbers or NaN: fixed while env is fixed
+        closed_form = at_least if -T_MAX <= cv <= T_MAX else None
         if direction > 0:
             if fv < cv:
-                if at_least is not None:
-                    return at_least(env, math.ceil(cv))
+                if closed_form is not None:
+                    return closed_form(env, math.ceil(cv))
                 return _first_time(fn, env, t, lambda v: v >= cv)
             if fv == cv:
-                if at_least is not None:
-                    return at_least(env, math.floor(cv) + 1)
+                if closed_form is not None:
+                    return closed_form(env, math.floor(cv) + 1)
                 return _first_time(fn, env, t, lambda v: v > cv)
             return None
         if fv > cv:
@@ -1096,7 +1095,7 @@ class _Compiler:
         l, r = (self.compile(x) for x in node.args)
         for x, c in zip(node.args, (l, r)):
             if c.kind == "null":
-                raise self.src.error(x.pos, f"arithmetic with null is always null; remove it or use coalesce(x, default)")
+                raise self.src.error(x.pos, "arithmetic with null is always null; remove it or use coalesce(x, default)")
         lk, rk = l.kind, r.kind
         if op == "+" and "str" in (lk, rk):
             if lk not in ("str", "any") or rk not in ("str", "any"):
@@ -1147,6 +1146,7 @@ class _Compiler:
             raise self.src.error(node.pos, f"'{op}' orders numbers or strings, not {_a(next(iter(known & {'bool', 'list', 'map'})))}")
         lf, rf = l.fn, r.fn
         fn = self._cmp_fn(op, l, r, lf, rf)
+        cand: Cand | None
         if l.mono in (1, -1) and r.mono == 0:
             cand = _cmp_cand(l, r)
         elif r.mono in (1, -1) and l.mono == 0:
@@ -1330,12 +1330,19 @@ class Expr:
     * ``uses_time``: whether the result can depend on ``now_ms`` (time functions).
     """
 
-    __slots__ = ("text", "source", "line", "column", "names", "paths", "kind", "uses_time", "_fn", "_cand", "_names_arg")
+    __slots__ = ("_cand", "_fn", "_names_arg", "column", "kind", "line", "names", "paths", "source", "text", "uses_time")
 
     text: str
+    source: str
+    line: int
+    column: int
     names: frozenset[str]
     paths: frozenset[str]
+    kind: str
     uses_time: bool
+    _fn: Fn
+    _cand: Cand | None
+    _names_arg: Any
 
     def __init__(self) -> None:  # use compile_expr
         raise TypeError("use compile_expr(text) to build an Expr")

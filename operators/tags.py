@@ -52,18 +52,20 @@ import yaml
 from operators import profile_windows
 from operators.expr import Expr, ExprError, compile_expr
 
+_KIND_WORDS = {"num": "a number", "str": "a string", "list": "a list", "map": "a mapping", "null": "null"}
+
 __all__ = [
-    "PROFILE_FIELDS",
     "MONEY_FIELDS",
+    "PROFILE_FIELDS",
     "TAG_NAMES",
+    "ControlResult",
+    "TagChange",
     "TagConfigError",
     "TagDefinition",
     "TagSet",
-    "ControlResult",
-    "TagChange",
     "TagState",
-    "profile_env",
     "diff_tags",
+    "profile_env",
     "tag_step",
 ]
 
@@ -296,7 +298,7 @@ def _parse_tags_yaml(text: str, source: str) -> tuple[int, list[TagDefinition]]:
         _scalar(text, source, expr_node, "str", f"'expression' of {name}")
         expr = _compile_node(text, source, expr_node)
         if expr.kind not in ("bool", "any"):
-            raise _node_error(text, source, expr_node, f"'expression' of {name} must be a condition (true/false), it gives {expr.kind}")
+            raise _node_error(text, source, expr_node, f"'expression' of {name} must be a condition (true/false), it gives {_KIND_WORDS.get(expr.kind, expr.kind)}")
         enabled = _scalar(text, source, fields["enabled"][1], "bool", f"'enabled' of {name}") if "enabled" in fields else True
         tag_version = 1
         if "version" in fields:
@@ -456,7 +458,7 @@ class TagSet:
             except ExprError as e:
                 return reject(f"invalid expression: {e}")
             if expr.kind not in ("bool", "any"):
-                return reject(f"the expression must be a condition (true/false), it gives {expr.kind}")
+                return reject(f"the expression must be a condition (true/false), it gives {_KIND_WORDS.get(expr.kind, expr.kind)}")
             defs[name] = TagDefinition(name, description, expr, version, enabled)
             tombstones.pop(name, None)
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import pytest
 
@@ -34,7 +34,7 @@ def err(text: str, **kw) -> ExprError:
         ("1 + 2 * 3", 7),
         ("(1 + 2) * 3", 9),
         ("10 - 4 - 3", 3),  # left associative
-        ("100 / 10 / 5", Decimal("2")),
+        ("100 / 10 / 5", Decimal(2)),
         ("2 * 3 % 4", 2),  # (2*3) % 4
         ("-2 * 3", -6),
         ("- (2 + 3)", -5),
@@ -104,7 +104,7 @@ def test_expr_metadata():
         ("7 % -3", {}, -2),
         ("a % 3", {"a": Decimal("-7.5")}, Decimal("1.5")),
         ("a + 1", {"a": 1.5}, 2.5),
-        ("a + b", {"a": 1.5, "b": Decimal("1")}, 2.5),
+        ("a + b", {"a": 1.5, "b": Decimal(1)}, 2.5),
         ("a + b", {"a": "ab", "b": "cd"}, "abcd"),
         ("a + 1", {"a": "1"}, None),  # no string/number coercion
         ("a + 1", {"a": True}, None),  # a bool is not a number
@@ -368,6 +368,11 @@ def test_evaluate_never_raises_on_any_env():
     ]
     values = [None, True, False, 0, 1, -1, 2**70, 1.5, float("nan"), float("inf"), Decimal("NaN"), Decimal("sNaN"), Decimal("1E+999998"),
               Decimal("-0.01"), "", "x", "1", [], [1, "x"], {1, 2}, frozenset({"a"}), {"b": {"c": 1}}, (1,), object(), b"bytes"]
+    # the inputs do include values on which plain Python operations raise
+    with pytest.raises(InvalidOperation):
+        Decimal("sNaN") < 1  # noqa: B015
+    with pytest.raises(TypeError):
+        "x" < 1  # noqa: B015, PLR0133
     rng = random.Random(7)
     for text in texts:
         e = compile_expr(text)

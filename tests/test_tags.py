@@ -181,7 +181,7 @@ HEAD = "version: 2\ntags:\n  - name: ok\n    description: fine\n    expression: 
         ("  - name: bad\n    description: d\n", 6, 5, "tag definition without 'expression'"),
         ("  - name: bad\n    description: d\n    expression: views > 1\n    enabled: maybe\n", 9, 14, "'enabled' of bad must be true or false"),
         ("  - name: bad\n    description: d\n    expression: 42\n", 8, 17, "'expression' of bad must be text"),
-        ("  - name: bad\n    description: d\n    expression: gmv + 1\n", 8, 17, "'expression' of bad must be a condition (true/false), it gives num"),
+        ("  - name: bad\n    description: d\n    expression: gmv + 1\n", 8, 17, "'expression' of bad must be a condition (true/false), it gives a number"),
         ("  - name: bad\n    description: d\n    description: e\n    expression: views > 1\n", 8, 5,
          "duplicate key 'description' in a tag definition (first at line 7)"),
         ("  - name: bad\n    description: '   '\n    expression: views > 1\n", 7, 18, "'description' of bad is empty"),
@@ -251,7 +251,7 @@ def test_control_upsert_version_and_rejections_keep_the_old_set():
     assert broken is ts1 and r.status == "rejected"
     assert r.reason == ("invalid expression: control:tag:big_spender@v2:1:17: unexpected end of expression: an operand is missing\n"
                         "    gmv >= 10000 and\n                    ^")
-    unknown_field, r = ts1.apply_control(upsert("big_spender", 2, "gmvv >= 1"))
+    _, r = ts1.apply_control(upsert("big_spender", 2, "gmvv >= 1"))
     assert r.reason.startswith("invalid expression: control:tag:big_spender@v2:1:1: unknown name 'gmvv'; did you mean 'gmv'")
     ts2, r2 = ts1.apply_control(upsert("big_spender", 5, "gmv >= 20000"))
     assert r2.status == "applied" and ts2.version == 3 and ts2.get("big_spender").version == 5
@@ -277,7 +277,7 @@ def test_control_upsert_version_and_rejections_keep_the_old_set():
          "definition.description must be a non-empty string"),
         (upsert("fresh", 1, "views > 1", colour="red"), "unknown definition field(s) colour; allowed: description, enabled, expression"),
         (upsert("fresh", 1, "views > 1", enabled="yes"), "definition.enabled must be true or false"),
-        (upsert("fresh", 1, "views + 1"), "the expression must be a condition (true/false), it gives num"),
+        (upsert("fresh", 1, "views + 1"), "the expression must be a condition (true/false), it gives a number"),
         (upsert("fresh", 1, 5), "definition.expression must be a string"),
     ],
 )
@@ -288,7 +288,7 @@ def test_control_rejections(msg, reason):
 
 def test_control_delete_tombstone_pause_resume_through_tag_step():
     vip = lapsed_vip()
-    state, changes, _ = tag_step(None, vip, T, SHIPPED, person="p")
+    state, _, _ = tag_step(None, vip, T, SHIPPED, person="p")
     assert state.tags == frozenset({"high_value", "churn_risk", "vip_lapsed", "cart_abandoner"})
     # pause: membership frozen, no change emitted, even when the expression would now say otherwise
     paused, r = SHIPPED.apply_control({"kind": "tag", "op": "pause", "name": "high_value", "version": 2})
