@@ -42,6 +42,25 @@ CASES = {
 }
 
 
+#: Conditions of the kind issue 4 expects (varied thresholds so nothing folds away).
+RULE_TEMPLATES = [
+    "event.type == 'page_view' and views_7d >= {i} % 50",
+    "'high_value' in tags and days_since(last_purchase) > {i} % 60",
+    "event.props.price * 2 > {i} and event.props.category in ['shoes', 'bags']",
+    "gmv_90d >= {i} or purchases_90d >= {i} % 7",
+    "event.type in ['purchase', 'add_to_cart'] and carts_7d > {i} % 3",
+]
+
+
+def _events_rate(fn: Callable[[], Any], seconds: float) -> float:
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
 def _rate(fn: Callable[[], Any], seconds: float) -> float:
     n = 0
     batch = 2_000
@@ -77,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         results[f"evaluate/s {name}"] = _rate(lambda e=e: e.evaluate(ENV, NOW), args.seconds)
     assert _baseline(ENV, NOW) is compile_expr(CASES["rule condition"]).evaluate(ENV, NOW)
     results["evaluate/s hand-written Python (rule condition)"] = _rate(lambda: _baseline(ENV, NOW), args.seconds)
+    rules = [compile_expr(RULE_TEMPLATES[i % len(RULE_TEMPLATES)].format(i=i)) for i in range(1_000)]
+
+    def all_rules() -> int:
+        return sum(1 for r in rules if r.evaluate(ENV, NOW) is True)
+
+    results["events/s with 1000 conditions evaluated each"] = _events_rate(all_rules, args.seconds)
     timed = compile_expr("days_since(last_purchase) >= 60 and gmv >= 5000")
     results["next_change_ms/s time tag"] = _rate(lambda: timed.next_change_ms(ENV, NOW), args.seconds)
     results["compile/s rule condition"] = _rate(lambda: compile_expr(CASES["rule condition"]), args.seconds / 4)

@@ -962,6 +962,57 @@ _TIME_FUNCTIONS = frozenset({"days_since", "hours_since", "minutes_since", "now"
 # ---------------------------------------------------------------------------------------------- compiler
 
 
+def _num_order(order: Callable[[Any, Any], Any], v: Any, rv: Any) -> bool:
+    """``order(v, rv)`` for a number ``v``; False for anything else and for NaN operands."""
+    if type(v) not in _NUM_TYPES:
+        return False
+    try:
+        return bool(order(v, rv))
+    except (ArithmeticError, ValueError):
+        return False
+
+
+def _fused_cmp(op: str, name: _Node, r: _C) -> Fn | None:
+    """``name op constant`` in one closure (the most common condition shape; saves a call per test).
+
+    Same semantics as the general comparison: null, other kinds and NaN compare false.
+    """
+    path: tuple[str, ...] = name.value
+    if len(path) > 2 or not r.const:
+        return None
+    rv = r.value
+    root = path[0]
+    key = path[1] if len(path) == 2 else None
+    if type(rv) is str and op in ("==", "!="):
+        want_equal = op == "=="
+        if key is None:
+            return lambda env, now: type(v := env.get(root)) is str and (v == rv) is want_equal
+
+        def str_cmp(env: Mapping[str, Any], now: int) -> bool:
+            m = env.get(root)
+            if type(m) is dict or isinstance(m, Mapping):
+                v = m.get(key)
+                return type(v) is str and (v == rv) is want_equal
+            return False
+
+        return str_cmp
+    if type(rv) in _NUM_TYPES and op in _ORDER:
+        order = _ORDER[op]
+
+        def num_cmp(env: Mapping[str, Any], now: int) -> bool:
+            if key is None:
+                v = env.get(root)
+            else:
+                m = env.get(root)
+                if not (type(m) is dict or isinstance(m, Mapping)):
+                    return False
+                v = m.get(key)
+            return _num_order(order, v, rv)
+
+        return num_cmp
+    return None
+
+
 def _name_fn(path: tuple[str, ...]) -> Fn:
     root = path[0]
     if len(path) == 1:
@@ -1145,7 +1196,8 @@ class _Compiler:
         if op not in ("==", "!=") and known & {"bool", "list", "map"}:
             raise self.src.error(node.pos, f"'{op}' orders numbers or strings, not {_a(next(iter(known & {'bool', 'list', 'map'})))}")
         lf, rf = l.fn, r.fn
-        fn = self._cmp_fn(op, l, r, lf, rf)
+        fused = _fused_cmp(op, node.args[0], r) if node.args[0].kind == "name" else None
+        fn = fused if fused is not None else self._cmp_fn(op, l, r, lf, rf)
         cand: Cand | None
         if l.mono in (1, -1) and r.mono == 0:
             cand = _cmp_cand(l, r)
@@ -1177,18 +1229,7 @@ class _Compiler:
         order = _ORDER[op]
         if r.const and type(r.value) in _NUM_TYPES:
             rv = r.value
-            nt = _NUM_TYPES
-
-            def cmp_const(env: Mapping[str, Any], now: int) -> bool:
-                v = lf(env, now)
-                if type(v) not in nt:
-                    return False
-                try:
-                    return order(v, rv)
-                except (ArithmeticError, ValueError):
-                    return False
-
-            return cmp_const
+            return lambda env, now: _num_order(order, lf(env, now), rv)
 
         def cmp(env: Mapping[str, Any], now: int) -> bool:
             a = lf(env, now)

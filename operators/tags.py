@@ -381,14 +381,18 @@ class TagSet:
         """The enabled tags whose expression is true for ``profile`` at event time ``now_ms``."""
         if not profile:
             return frozenset()
-        env = profile_env(profile)
+        return self._evaluate_env(profile_env(profile), now_ms)
+
+    def _evaluate_env(self, env: Mapping[str, Any], now_ms: int) -> frozenset[str]:
         return frozenset(d.name for d in self._active if d.expr.evaluate(env, now_ms) is True)
 
     def next_flip_ms(self, profile: Mapping[str, Any], now_ms: int) -> int | None:
         """Earliest event time > ``now_ms`` at which an enabled tag can change with ``profile`` fixed."""
         if not profile:
             return None
-        env = profile_env(profile)
+        return self._next_flip_env(profile_env(profile), now_ms)
+
+    def _next_flip_env(self, env: Mapping[str, Any], now_ms: int) -> int | None:
         best: int | None = None
         for d in self._active:
             if d.expr.uses_time:
@@ -503,7 +507,11 @@ def tag_step(
     replaced by it).
     """
     old = state.tags if state is not None else frozenset()
-    new = tagset.evaluate(profile, now_ms) | (old & tagset.paused)
+    if profile:
+        env = profile_env(profile)
+        new = tagset._evaluate_env(env, now_ms) | (old & tagset.paused)
+        next_timer = tagset._next_flip_env(env, now_ms)
+    else:
+        new, next_timer = old & tagset.paused, None
     changes = diff_tags(person, old, new, now_ms, cause, tagset_version=tagset.version)
-    next_timer = tagset.next_flip_ms(profile, now_ms)
     return (TagState(new, tagset.version) if new else None), changes, next_timer
