@@ -167,6 +167,9 @@ HEAD = "version: 2\ntags:\n  - name: ok\n    description: fine\n    expression: 
         # folded block
         ("  - name: bad\n    description: d\n    expression: >\n      views > 1 and\n      carts = 0\n", 10, 13,
          "'=' is not an operator; use '==' to compare"),
+        # plain scalar continued on the next line
+        ("  - name: bad\n    description: d\n    expression: views > 1\n      and carts = 0\n", 9, 17,
+         "'=' is not an operator; use '==' to compare"),
         # double-quoted with an escape before the error, single-quoted with a doubled quote
         ('  - name: bad\n    description: d\n    expression: "views > 1 and \\"x\\" == lower(\'Y\') and gmv_99d > 0"\n', 8, 56,
          "unknown name 'gmv_99d'; did you mean 'gmv_90d' or 'gmv_30d' or 'gmv'?"),
@@ -338,3 +341,20 @@ def test_pure_modules_load_without_pyflink():
     code = "import sys; sys.modules['pyflink'] = None; import operators.expr, operators.tags; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent, check=True)
     assert out.stdout == "ok\n"
+
+
+def test_yaml_positions_point_at_the_token_where_a_naive_offset_does_not():
+    import yaml
+
+    text = HEAD + ("  - name: bad\n    description: d\n    expression: |\n      views > 1\n"
+                   "        and carts > 0\n        and dayz_since(last_seen) > 3\n")
+    e = load_error(text)
+    lines = text.split("\n")
+    assert lines[e.line - 1][e.column - 1 :].startswith("dayz_since(")
+    # negative control: the scalar's start mark plus the offset in the expression text lands elsewhere
+    node = yaml.compose(text, Loader=yaml.SafeLoader).value[1][1].value[1].value[2][1]
+    naive = node.start_mark.index + e.offset
+    naive_line = text.count("\n", 0, naive) + 1
+    naive_col = naive - text.rfind("\n", 0, naive)
+    assert (naive_line, naive_col) != (e.line, e.column)
+    assert not lines[naive_line - 1][naive_col - 1 :].startswith("dayz_since(")
