@@ -1288,7 +1288,7 @@ class _Compiler:
         else:
             member = lambda env, now: _member(lf(env, now), rf(env, now))
         if negate:
-            fn: Fn = lambda env, now: (m := member(env, now)) is False
+            fn: Fn = lambda env, now: member(env, now) is False
         else:
             fn = lambda env, now: member(env, now) is True
         c = _C(fn, "bool", 0 if l.mono == 0 and r.mono == 0 else None, _min_cand([l.cand, r.cand]))
