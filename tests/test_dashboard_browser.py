@@ -85,7 +85,7 @@ def test_page_updates_live_without_reload(dashboard: Served) -> None:
         counter_row("all", minute, 1200, 300, 45, "4500.50"),
         total_row("valid", 1500), total_row("unique", 1490), total_row("dlq:bad_json", 7),
     ])  # fmt: skip
-    with HeadlessChromium(width=1400, height=1100) as browser:
+    with HeadlessChromium(width=1400, height=1500) as browser:
         browser.navigate(base + "/")
         # a marker that survives only as long as the page is not reloaded
         browser.evaluate("window.__zt_loaded_once = 'yes'")
@@ -101,6 +101,9 @@ def test_page_updates_live_without_reload(dashboard: Served) -> None:
             total_row("valid", 1800), total_row("unique", 1790), total_row("dlq:bad_json", 9), total_row("dlq:missing_ids", 2),
         ])  # fmt: skip
         store.client.sadd(f"{store.prefix}:tag:vip", "p1", "p2", "p3")
+        # experiment statistics with a sample-ratio mismatch (800 vs 1000 units at 50/50)
+        store.client.hset(f"{store.prefix}:exp:banner:control", mapping={"units": "1000", "converted": "100"})
+        store.client.hset(f"{store.prefix}:exp:banner:treat", mapping={"units": "800", "converted": "96"})
         browser.wait_for(_text("funnel-views-spring|email") + " === '1,337'", timeout=15)
         assert browser.evaluate(_text("funnel-purchases-spring|email")) == "52"
         assert browser.evaluate(_text("funnel-revenue-spring|email")) == "5,200.00"
@@ -111,6 +114,10 @@ def test_page_updates_live_without_reload(dashboard: Served) -> None:
         assert browser.evaluate("window.__zt_loaded_once") == "yes"  # same document: no reload happened
         # tags are discovered by SCAN, cached for 10 s by default
         assert browser.wait_for(_text("tag-vip") + " === '3'", timeout=20)
+        srm = browser.wait_for(_text("srm-banner"), timeout=20)
+        assert srm.startswith("SRM warning: sample ratio mismatch")
+        rows = browser.evaluate("document.querySelector('[data-testid=\"exp-banner\"]').innerText")
+        assert "treat" in rows and "+20.0%" in rows and "stop: SRM" in rows  # 12% vs 10% conversion
 
         shot = browser.screenshot(SCREENSHOTS / "dashboard.png")
     data = shot.read_bytes()

@@ -38,6 +38,10 @@ HTML = r"""<!doctype html>
   tbody tr.scope { cursor:pointer; } tbody tr.scope:hover { background:#1e2833; }
   tbody tr.sel { background:#223042; }
   .legend span { margin-right:14px; font-size:12px; } .legend i { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:5px; vertical-align:-1px; }
+  .reasons { display:grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap:4px 16px; margin-top:10px; }
+  .reason { display:flex; gap:8px; border-bottom:1px solid var(--line); padding:3px 0; font-variant-numeric: tabular-nums; }
+  .reason .r { flex:1; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+  .reason .t { font-weight:600; } .reason .s { color:var(--dim); min-width:60px; text-align:right; }
   .warn { color:var(--bad); font-weight:600; }
   .bar { height:8px; background:var(--views); border-radius:2px; }
   .empty { color:var(--dim); font-style:italic; padding:8px 0; }
@@ -64,8 +68,7 @@ HTML = r"""<!doctype html>
       <div class="card"><div class="v" data-testid="dlq-per-s" id="dlq-per-s">–</div><div class="k">DLQ / s</div></div>
       <div class="card"><div class="v" data-testid="lag" id="lag">–</div><div class="k">consumer lag <span id="lag-group"></span></div></div>
     </div>
-    <table style="margin-top:10px"><thead><tr><th>DLQ reason</th><th>total</th><th>per s</th></tr></thead>
-      <tbody id="dlq-reasons"></tbody></table>
+    <div class="reasons" id="dlq-reasons"></div>
   </section>
 
   <section class="w8">
@@ -164,19 +167,25 @@ function renderHealth(s) {
   $("lag").textContent = lag.error ? "n/a" : num(lag.total);
   $("lag").title = lag.error || "";
   $("lag-group").textContent = lag.group ? `(${lag.group})` : "";
-  const body = $("dlq-reasons"); body.replaceChildren();
+  const box = $("dlq-reasons"); box.replaceChildren();
   const reasons = Object.keys(t).filter((k) => k.startsWith("dlq:")).sort();
-  if (!reasons.length) body.appendChild(row([cell("td", "no DLQ records", {colspan: "3", class: "empty"})]));
+  if (!reasons.length) box.appendChild(cell("div", "no DLQ records", {class: "empty"}));
   for (const k of reasons) {
     const r = k.slice(4), rate = (h.dlq_per_s_by_reason || {})[r];
-    body.appendChild(row([cell("td", r), cell("td", num(t[k]), {"data-testid": `dlq-${r}`}), cell("td", dec(rate, 2))]));
+    const item = cell("div", null, {class: "reason", title: `DLQ reason ${r}`});
+    item.append(cell("span", r, {class: "r"}), cell("span", num(t[k]), {class: "t", "data-testid": `dlq-${r}`}),
+                cell("span", `${dec(rate, 2)}/s`, {class: "s"}));
+    box.appendChild(item);
   }
 }
 
 function renderFunnel(s) {
   const body = $("funnel"); body.replaceChildren();
   if (!s.funnels.some((f) => f.scope === selected)) selected = "all";
-  for (const f of s.funnels) {
+  // scopes with no funnel step in the window are folded into one line (the API still lists them)
+  const shown = s.funnels.filter((f) => f.scope === "all" || f.scope === selected || f.views + f.carts + f.purchases > 0);
+  const idle = s.funnels.length - shown.length;
+  for (const f of shown) {
     const name = f.scope === "all" ? "all campaigns" : f.scope;
     const tr = row([
       cell("td", name),
@@ -192,6 +201,8 @@ function renderFunnel(s) {
     tr.addEventListener("click", () => { selected = f.scope; render(latest); });
     body.appendChild(tr);
   }
+  if (idle) body.appendChild(row([cell("td", `+ ${idle} campaign | channel scopes with no views, carts or purchases in this window`,
+                                        {colspan: "9", class: "empty", "data-testid": "idle-scopes"})]));
   const f = s.funnels.find((x) => x.scope === selected);
   $("chart-scope").textContent = selected === "all" ? "all campaigns" : selected;
   $("chart").replaceChildren(f ? chart(f) : cell("div", "no counters yet", {class: "empty"}));
@@ -242,9 +253,9 @@ function renderExperiments(s) {
         const value = metric === "conversion" ? pct(v.rate, 2) : dec(v.mean, 2);
         const ic = document.createElement("td"); if (m) ic.appendChild(interval(m.lift_ci, lo, hi));
         tbl.appendChild(row([
-          cell("td", metric === "conversion" ? v.variation + (v.control ? " (control)" : "") : ""), cell("td", metric),
+          cell("td", metric === "conversion" ? v.variation + (v.control && v.variation !== "control" ? " (control)" : "") : ""), cell("td", metric),
           cell("td", num(v.n)), cell("td", value), cell("td", m ? spct(m.lift) : ""),
-          cell("td", m ? `[${spct(m.lift_ci[0])}, ${spct(m.lift_ci[1])}]` : ""), ic,
+          cell("td", m && m.lift_ci[0] !== null ? `[${spct(m.lift_ci[0])}, ${spct(m.lift_ci[1])}]` : (m ? "–" : "")), ic,
           cell("td", m && m.p_value !== null ? m.p_value.toFixed(4) : ""), cell("td", m && m.p_adjusted !== null ? m.p_adjusted.toFixed(4) : ""),
           cell("td", metric === e.primary_metric ? (v.decision || "") : ""),
         ]));
