@@ -145,8 +145,10 @@ WHERE event_type = {_lit(_EXPOSURE)} AND unit IS NOT NULL AND unit <> '' AND ts_
   AND ({app_preds})""")
 
     branches = [
-        ("app", f"SELECT exp_key, unit, ts_ms * 1024 + variation AS app_key, CAST(NULL AS BIGINT) AS trig_ts, "
-                f"CAST(NULL AS INT) AS stream_var FROM {p}_app_exposures")  # fmt: skip
+        (
+            f"SELECT exp_key, unit, ts_ms * 1024 + variation AS app_key, CAST(NULL AS BIGINT) AS trig_ts, "
+            f"CAST(NULL AS INT) AS stream_var FROM {p}_app_exposures"
+        )
     ]
     streamed = [d for d in defs if d.assign_on]
     if streamed:
@@ -171,11 +173,11 @@ WHERE rn = 1""")
 CREATE TEMPORARY VIEW {p}_stream_assigned AS
 SELECT exp_key, unit, {assign_function}(unit, exp_key) AS variation
 FROM (SELECT exp_key, unit FROM TO_CHANGELOG(input => TABLE {p}_first_trigger) WHERE op = 'INSERT')""")
-        branches.append(("trigger", f"SELECT exp_key, unit, CAST(NULL AS BIGINT), ts_ms, CAST(NULL AS INT) "
-                                    f"FROM {p}_triggers"))  # fmt: skip
-        branches.append(("assigned", f"SELECT exp_key, unit, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), "
-                                     f"variation FROM {p}_stream_assigned"))  # fmt: skip
-    union = "\n  UNION ALL ".join(sql for _, sql in branches)
+        branches.append(f"SELECT exp_key, unit, CAST(NULL AS BIGINT), ts_ms, CAST(NULL AS INT) FROM {p}_triggers")
+        branches.append(
+            f"SELECT exp_key, unit, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), variation FROM {p}_stream_assigned"
+        )
+    union = "\n  UNION ALL ".join(branches)
     stmts.append(f"""
 CREATE TEMPORARY VIEW {p}_exposure_units AS
 SELECT {_hint('ex', ttl)}exp_key, unit, MIN(app_key) AS app_key, MIN(trig_ts) AS trig_ts, MAX(stream_var) AS stream_var

@@ -128,8 +128,8 @@ def test_file_level_problems():
     assert errors_of(two)[0] == "exp.yaml:10: experiments[1].key: duplicate key 'exp-a' (also experiments[0])"
     overlapping = VALID + VALID.split("\n", 1)[1].replace("exp-a", "exp-b").replace("0.0, 0.5", "0.4, 1.0")
     assert errors_of(overlapping) == [
-        "exp.yaml: namespace 'ns': 'exp-b' [0.4, 1) overlaps 'exp-a' [0, 0.5); give experiments of one "
-        "namespace disjoint slices"]  # fmt: skip
+        ("exp.yaml: namespace 'ns': 'exp-b' [0.4, 1) overlaps 'exp-a' [0, 0.5); give experiments of one "
+         "namespace disjoint slices")]  # fmt: skip
     disjoint = overlapping.replace("0.4, 1.0", "0.5, 1.0")
     assert [d.key for d in parse_definitions(disjoint)] == ["exp-a", "exp-b"]
     assert validate_file(ROOT / "no-such-file.yaml")[0].endswith("cannot read the experiments file: No such file or directory")

@@ -137,7 +137,10 @@ def oracle(defs: list[ExperimentDefinition], events: list[tuple], *, naive_first
     out: dict[tuple[str, str], list] = {}
     for d in defs:
         start, stop = d.experiment.start_ms, d.experiment.stop_ms
-        in_run = lambda ts: (start is None or ts >= start) and (stop is None or ts < stop)  # noqa: E731
+
+        def in_run(ts: int, start=start, stop=stop) -> bool:
+            return (start is None or ts >= start) and (stop is None or ts < stop)
+
         app: dict[str, tuple[int, int]] = {}
         trig: dict[str, int] = {}
         for etype, ts, u, _, key, var in events:
@@ -162,7 +165,10 @@ def oracle(defs: list[ExperimentDefinition], events: list[tuple], *, naive_first
             mine = [(e[0], e[1], e[3] or Decimal(0)) for e in events if e[2] == u]
             cw = d.conversion.window_ms or 10**15
             rw = d.revenue.window_ms or 10**15
-            post = (lambda ts, w: True) if naive_conversions else (lambda ts, w: first <= ts < first + w)
+
+            def post(ts: int, w: int, first: int = first) -> bool:
+                return naive_conversions or first <= ts < first + w
+
             conv = any(t == d.conversion.event_type and post(ts, cw) for t, ts, _ in mine)
             y = sum((a for t, ts, a in mine if t == d.revenue.event_type and post(ts, rw)), Decimal("0.00"))
             x = Decimal("0.00")

@@ -69,8 +69,8 @@ def row_of(variant: str, us: list[tuple[bool, Decimal, Decimal]]) -> ExperimentR
 
 
 def test_absolute_writes_are_idempotent_and_read_back_exactly(store):
-    older = ExperimentRow("coupon-test", "coupon10", 3, 1, Decimal("12.50"), Decimal("156.25"), Decimal("4"),
-                          Decimal("16"), Decimal("50"))  # fmt: skip
+    older = ExperimentRow("coupon-test", "coupon10", 3, 1, Decimal("12.50"), Decimal("156.25"), Decimal(4),
+                          Decimal(16), Decimal(50))  # fmt: skip
     newer = ExperimentRow("coupon-test", "coupon10", 4, 2, Decimal("20.00"), Decimal("212.5"), Decimal("4.00"),
                           Decimal("16.0000"), Decimal("50.0000"))  # fmt: skip
     store.write([older, newer])

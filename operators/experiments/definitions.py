@@ -234,7 +234,7 @@ _FIELDS = (
 
 def _time_ms(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError("must be epoch milliseconds or an ISO 8601 time")
+        raise ValueError("must be epoch milliseconds or an ISO 8601 time")  # noqa: TRY004 - a validation message
     if isinstance(value, int):
         return value
     if isinstance(value, str):
@@ -282,7 +282,7 @@ def _metric(raw: Any, default: MetricSpec, path: str, p: _Problems, parent: Any,
         return default
     unknown = set(raw) - {"event_type", "window"}
     if unknown:
-        p.add(raw, sorted(unknown)[0], f"{path}.{sorted(unknown)[0]}", "unknown field; known: event_type, window")
+        p.add(raw, min(unknown), f"{path}.{min(unknown)}", "unknown field; known: event_type, window")
     spec = default
     try:
         spec = MetricSpec(_event_type(raw.get("event_type", default.event_type)), spec.window_ms)
@@ -312,7 +312,7 @@ def _variants(raw: Any, path: str, p: _Problems, parent: Any) -> tuple[tuple[str
             continue
         unknown = set(v) - {"key", "weight"}
         if unknown:
-            p.add(v, sorted(unknown)[0], f"{vpath}.{sorted(unknown)[0]}", "unknown field; known: key, weight")
+            p.add(v, min(unknown), f"{vpath}.{min(unknown)}", "unknown field; known: key, weight")
         k = v.get("key")
         if not isinstance(k, str) or not _NAME.match(k):
             p.add(v, "key", f"{vpath}.key", f"must be a name (letters, digits, _ . -), got {k!r}")
@@ -346,7 +346,7 @@ def _namespace(raw: Any, path: str, p: _Problems, parent: Any) -> tuple[str, flo
     if isinstance(raw, Mapping):
         unknown = set(raw) - {"name", "start", "end"}
         if unknown:
-            p.add(raw, sorted(unknown)[0], f"{path}.{sorted(unknown)[0]}", "unknown field; known: name, start, end")
+            p.add(raw, min(unknown), f"{path}.{min(unknown)}", "unknown field; known: name, start, end")
         raw = [raw.get("name"), raw.get("start"), raw.get("end")]
     if not isinstance(raw, list) or len(raw) != 3:
         p.add(parent, "namespace", path, "must be {name: ..., start: s, end: e} or [name, start, end]")
@@ -507,7 +507,7 @@ def definition_from_mapping(raw: Any, source: str = "definition", path: str = "d
 def parse_definitions(text: str, source: str = "<text>") -> tuple[ExperimentDefinition, ...]:
     """Definitions from YAML text (``experiments: [...]``); raises :class:`DefinitionError` listing every problem."""
     try:
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         raise DefinitionError([f"{source}: not valid YAML: {e}"]) from None
     p = _Problems(source)
