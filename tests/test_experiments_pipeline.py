@@ -226,8 +226,12 @@ def test_statements_refuse_mixed_units_and_nothing():
 # ---- on the mini-cluster -------------------------------------------------------------------------------
 
 
-def run_statements(defs, events, parallelism: int) -> dict[tuple[str, str], tuple]:
-    """Run the views over ``events`` and return the last store row per (experiment, variant)."""
+def run_statements(defs, events, parallelism: int, redis_prefix: str | None = None) -> dict[tuple[str, str], tuple]:
+    """Run the views over ``events`` and return the last store row per (experiment, variant).
+
+    With ``redis_prefix`` the rows go through the job's Redis writer (``experiment_store_udf``)
+    and are read back from Redis instead of collected.
+    """
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     from pipelines.events import job_options
@@ -252,6 +256,8 @@ def run_statements(defs, events, parallelism: int) -> dict[tuple[str, str], tupl
         t_env.execute_sql(stmt)
     last: dict[tuple[str, str], tuple] = {}
     cols = ", ".join(EXPERIMENT_STORE_COLUMNS)
+    if redis_prefix is not None:
+        return _through_redis(t_env, defs, cols, redis_prefix)
     with t_env.sql_query(f"SELECT {cols} FROM zt_exp_store_rows").execute().collect() as rows:
         for r in rows:
             last[(r[0], r[1])] = tuple(r[2:])
@@ -259,9 +265,41 @@ def run_statements(defs, events, parallelism: int) -> dict[tuple[str, str], tupl
 
 
 @pytest.mark.flink
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_views_match_the_hand_table_and_the_oracle_exactly(parallelism):
+@pytest.mark.parametrize("parallelism, sink", [(1, "collect"), (2, "redis")])
+def test_views_match_the_hand_table_and_the_oracle_exactly(parallelism, sink):
+    """p=1: rows collected from the view; p=2: through the job's Redis writer, read back from Redis."""
+    from tests.helpers import fresh_names
+
     gen = generated_events(seed=11 + parallelism)
-    got = run_statements(list(DEFS), HAND_EVENTS + gen, parallelism)
+    prefix = fresh_names().prefix if sink == "redis" else None
+    got = run_statements(list(DEFS), HAND_EVENTS + gen, parallelism, prefix)
     assert {k: v for k, v in got.items() if k[0] == "hand"} == HAND_EXPECTED
     assert got == _quantized(oracle(list(DEFS), HAND_EVENTS + gen))
+
+
+def _through_redis(t_env, defs, cols: str, prefix: str) -> dict[tuple[str, str], tuple]:
+    from config.settings import settings_to_json
+    from connectors.redis_experiments import STAT_FIELDS, RedisExperiments
+    from pipelines.experiments import experiment_store_udf
+    from tests.helpers import make_settings
+
+    settings = make_settings()
+    t_env.create_temporary_function("zt_exp_store", experiment_store_udf(settings_to_json(settings), defs,
+                                                                         redis_prefix=prefix))  # fmt: skip
+    t_env.execute_sql("CREATE TEMPORARY TABLE exp_written (n BIGINT) WITH ('connector' = 'blackhole')")
+    t_env.execute_sql(f"INSERT INTO exp_written SELECT zt_exp_store({cols}) FROM zt_exp_store_rows").wait()
+    store = RedisExperiments(settings.redis, prefix=prefix)
+    try:
+        assert store.definition("hand") == HAND  # the writer recorded what it measured
+        out = {}
+        for d in defs:
+            for v in d.variations:
+                h = store.raw(d.key, v)
+                if h and int(h["units"]) > 0:
+                    out[(d.key, v)] = tuple(int(h[f]) if f in ("units", "converted") else Decimal(h[f])
+                                            for f in STAT_FIELDS)  # fmt: skip
+        return out
+    finally:
+        for k in store.client.scan_iter(match=f"{prefix}:*"):
+            store.client.delete(k)
+        store.close()
