@@ -3,7 +3,8 @@
 Layout (DESIGN.md, tables named ``{namespace}_{table}`` through happybase's table prefix):
 ``profile`` row = person id; family ``b`` holds the absolute per-minute buckets
 (``b:m:{epoch_minute}`` = ``views,carts,purchases,events,gmv_cents,first,last,last_purchase``,
-the same row the Redis profile applies), family ``i`` the identifier the person key came from.
+the same row the Redis profile applies), family ``i`` the person's identifiers; ``identity`` row =
+identifier (``p:pid`` its person, ``e:<ts>:<other>`` its edge log).
 A bucket cell is written with its absolute value from Flink state, so a replay writes the same
 cell again: idempotent, and order-independent because one bucket is owned by one aggregate key.
 Lifetime totals and rolling windows are derived from the buckets by ``operators.profile_windows``.
@@ -42,7 +43,7 @@ class HBaseStore:
 
     def ensure_tables(self) -> None:
         """Create the missing tables (safe when several workers race to create the same one)."""
-        from Hbase_thrift import AlreadyExists  # happybase's generated Thrift module
+        from Hbase_thrift import AlreadyExists, IOError  # happybase's generated Thrift module
 
         existing = {t.decode() for t in self.conn.tables()}
         for name, families in TABLES.items():
@@ -52,20 +53,64 @@ class HBaseStore:
                     logger.info("hbase: created table %s_%s", self.prefix, name)
                 except AlreadyExists:
                     pass
+                except IOError as e:  # the Thrift1 server reports a lost creation race this way
+                    if b"TableExistsException" not in (getattr(e, "message", b"") or b""):
+                        raise
 
     def write(self, rows: Sequence[StoreRow]) -> int:
-        """Write the person bucket rows of a batch in one happybase batch."""
-        table = self.conn.table("profile")
+        """Write a batch's person buckets, identifier mappings and edge-log records (one batch per table).
+
+        ``profile`` row = person id: ``b:m:<minute>`` buckets (deleted with ``pd``), ``i:<identifier>``.
+        ``identity`` row = identifier: ``p:pid`` (deleted with ``id``), ``e:<ts>:<other>`` edge records.
+        The ``i:`` cell of the person an identifier left is deleted too (its old pid is read first).
+        """
         n = 0
-        with table.batch(batch_size=self.cfg.batch_size) as b:
+        idents = [r for r in rows if r.kind in ("i", "id")]
+        old_pid: dict[str, str] = {}
+        if idents:
+            for key, data in self.conn.table("identity").rows([r.key.encode() for r in idents], columns=[b"p:pid"]):
+                if b"p:pid" in data:
+                    old_pid[key.decode()] = data[b"p:pid"].decode()
+        with self.conn.table("profile").batch(batch_size=self.cfg.batch_size) as prof, \
+                self.conn.table("identity").batch(batch_size=self.cfg.batch_size) as ident:
             for r in rows:
-                if r.kind != "p":
+                if r.kind == "p":
+                    value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}"
+                    prof.put(r.key.encode(), {f"b:m:{r.bucket}".encode(): value.encode()})
+                elif r.kind == "pd":
+                    prof.delete(r.key.encode(), columns=[f"b:m:{r.bucket}".encode()])
+                elif r.kind in ("i", "id"):
+                    col = f"i:{r.key}".encode()
+                    before = old_pid.get(r.key)
+                    pid = r.s1 if r.kind == "i" else None
+                    if before and before != pid:
+                        prof.delete(before.encode(), columns=[col])
+                    if pid:
+                        ident.put(r.key.encode(), {b"p:pid": pid.encode()})
+                        prof.put(pid.encode(), {col: b"1"})
+                    else:
+                        ident.delete(r.key.encode(), columns=[b"p:pid"])
+                elif r.kind == "e":
+                    other, _, rest = (r.s1 or "").partition("|")
+                    ident.put(r.key.encode(), {f"e:{r.bucket:013d}:{other}".encode(): f"{r.n1}|{rest}".encode()})
+                else:
                     continue
-                value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}"
-                id_type = r.key.split(":", 1)[0]
-                b.put(r.key.encode(), {f"b:m:{r.bucket}".encode(): value.encode(), f"i:{id_type}".encode(): b"1"})
                 n += 1
         return n
+
+    def person_of(self, ident: str) -> str | None:
+        row = self.conn.table("identity").row(ident.encode(), columns=[b"p:pid"])
+        v = row.get(b"p:pid")
+        return v.decode() if v else None
+
+    def edges(self, ident: str) -> list[tuple[int, str, bool, str, str]]:
+        """The edge log of anchor ``ident``: (ts, other, accepted, reason, event_id), oldest first."""
+        out = []
+        for col, val in self.conn.table("identity").row(ident.encode(), columns=[b"e"]).items():
+            _, ts, other = col.decode().split(":", 2)
+            accepted, reason, event_id = val.decode().split("|", 2)
+            out.append((int(ts), other, accepted == "1", reason, event_id))
+        return sorted(out)
 
     def profile_buckets(self, person: str) -> dict[str, str]:
         """The profile row as a hash shaped like the Redis one (for ``profile_windows.evaluate``)."""

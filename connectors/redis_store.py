@@ -24,6 +24,20 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("redis_profile.lua").read_text(encoding="utf-8")
+#: identifier → person, with the person's identifier set kept in step (idempotent: replays are no-ops).
+#: KEYS[1] = id key; ARGV = person id ('' = none), identifier, prefix of the person's identifier sets.
+_ID_LUA = """
+local old = redis.call('GET', KEYS[1])
+if old == ARGV[1] or (not old and ARGV[1] == '') then return 0 end
+if old then redis.call('SREM', ARGV[3] .. old, ARGV[2]) end
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SADD', ARGV[3] .. ARGV[1], ARGV[2])
+end
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +46,10 @@ class StoreRow:
 
     kind ``c``: live counters, ``key`` = scope, ``bucket`` = epoch minute;
     kind ``p``: person minute bucket, ``key`` = person, ``bucket`` = epoch minute;
+    kind ``pd``: that person minute bucket no longer exists (its anchor moved to another person);
+    kind ``i``: identifier ``key`` belongs to person ``s1``; ``id``: identifier ``key`` has no person;
+    kind ``e``: identity edge-log record (HBase only): ``key`` = anchor, ``bucket`` = ts, ``n1`` = accepted,
+    ``s1`` = ``"<other>|<reason>|<event_id>"``;
     kind ``s``: pipeline total, ``key`` = name, ``n1`` = value.
     """
 
@@ -47,6 +65,7 @@ class StoreRow:
     t1: int  # first ts in bucket
     t2: int  # last ts in bucket
     t3: int  # last purchase ts in bucket, 0 if none
+    s1: str | None = None  # person id (``i``) / edge details (``e``)
 
 
 def minute_label(epoch_minute: int) -> str:
@@ -78,6 +97,7 @@ class RedisStore:
             socket_timeout=30,
         )
         self._profile_script = self.client.register_script(_LUA)
+        self._id_script = self.client.register_script(_ID_LUA)
 
     # ---- keys -----------------------------------------------------------------------------------
     def counter_key(self, scope: str, minute_label_: str) -> str:
@@ -85,6 +105,15 @@ class RedisStore:
 
     def profile_key(self, person: str) -> str:
         return f"{self.prefix}:profile:{person}"
+
+    def id_key(self, ident: str) -> str:
+        """``{prefix}:id:{type}:{value}`` → person id."""
+        return f"{self.prefix}:id:{ident}"
+
+    @property
+    def members_prefix(self) -> str:
+        """``{prefix}:ids:{pid}`` is the set of a person's identifiers."""
+        return f"{self.prefix}:ids:"
 
     @property
     def stats_key(self) -> str:
@@ -113,18 +142,24 @@ class RedisStore:
                 )
                 pipe.expire(key, self.cfg.minute_counter_ttl_s)
                 scopes.add(r.key)
-            elif r.kind == "p":
+            elif r.kind in ("p", "pd"):
                 self._profile_script(
                     keys=[self.profile_key(r.key)],
                     args=[
                         r.bucket, r.n1, r.n2, r.n3, r.n4, _cents(r.amount), r.t1, r.t2, r.t3,
                         profile_windows.KEEP_MINUTES, profile_windows.KEEP_HOURS, profile_windows.KEEP_DAYS,
+                        "del" if r.kind == "pd" else "set",
                     ],
                     client=pipe,
                 )
+            elif r.kind in ("i", "id"):
+                pid = r.s1 if r.kind == "i" and r.s1 else ""
+                self._id_script(keys=[self.id_key(r.key)], args=[pid, r.key, self.members_prefix], client=pipe)
+            elif r.kind == "e":
+                continue  # the edge log is durable history: HBase only
             elif r.kind == "s":
                 pipe.hset(self.stats_key, r.key, r.n1)
-            else:  # pragma: no cover - the SQL only produces the three kinds
+            else:  # pragma: no cover - the SQL only produces the kinds above
                 raise ValueError(f"redis store: unknown row kind {r.kind!r} for key {r.key!r}")
         if scopes:
             pipe.sadd(f"{self.prefix}:m:scopes", *sorted(scopes))
@@ -152,6 +187,20 @@ class RedisStore:
         for k, v in zip(keys, pipe.execute(), strict=True):
             out[k[len(head):]] = v
         return out
+
+    def person_of(self, ident: str) -> str | None:
+        """The person id of identifier ``"type:value"`` (value as stored: phone/e-mail hashed), or None."""
+        return self.client.get(self.id_key(ident))
+
+    def identifiers(self, pid: str) -> list[str]:
+        return sorted(self.client.smembers(self.members_prefix + pid))
+
+    def id_mapping(self) -> dict[str, str]:
+        """Every identifier → person id under this prefix (tests, audits)."""
+        head = f"{self.prefix}:id:"
+        keys = list(self.client.scan_iter(match=head + "*", count=1000))
+        values = self.client.mget(keys) if keys else []
+        return {k[len(head):]: v for k, v in zip(keys, values, strict=True) if v is not None}
 
     def persons(self) -> list[str]:
         head = f"{self.prefix}:profile:"

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from operators.pii import hmac_pads_hex
 
 if TYPE_CHECKING:  # pragma: no cover
-    from config.settings import JobSettings, PiiSettings
+    from config.settings import IdentitySettings, JobSettings, PiiSettings
 
-#: Identifier types, strongest first (the person key until the identity graph lands).
+#: Identifier types the decoder reads from ``ids`` (their priority is ``identity.priority`` in config).
 ID_TYPES = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
 
 _ISO_TS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{3})?(Z|[+-][0-9]{2}:[0-9]{2})\z"
@@ -81,8 +81,35 @@ def _iso_ms(ts: str) -> str:
     return f"(CASE WHEN {roundtrip} THEN {secs} * 1000 + {millis} END)"
 
 
-def decode_statements(source: str, job: JobSettings, pii: PiiSettings) -> list[str]:
+def _full_match(pattern: str) -> str:
+    return "^(?:" + pattern + ")\\z"
+
+
+def _junk_sql(id_type: str, lowered: str, value: str, identity: IdentitySettings, pii: PiiSettings) -> str:
+    """TRUE when an identifier is static junk, exactly as ``operators.identity.rules.IdentityRules.is_junk``.
+
+    Plain types: ``lowered`` (the trimmed, lower-cased value) is a blocklisted value or fully matches a
+    blocklisted pattern. Phone and e-mail: the keyed hash equals the hash of a blocklisted value.
+    """
+    values = sorted({v.strip().lower() for v in identity.blocklist_values})
+    if id_type in ("phone", "email"):
+        from operators.pii import pseudonymise
+
+        secret, cc = pii.hmac_secret.get_secret_value(), pii.default_country_code
+        hashes = sorted({pseudonymise(id_type, v, secret, cc) for v in values})
+        return f"({value} IN ({', '.join(_lit(h) for h in hashes)}))"
+    v = lowered
+    tests = [f"{v} IN ({', '.join(_lit(x) for x in values)})"] if values else []
+    tests += [f"REGEXP({v}, {_lit(_full_match(pat))})" for pat in identity.blocklist_patterns]
+    return "(" + " OR ".join(tests or ["FALSE"]) + ")"
+
+
+def decode_statements(source: str, job: JobSettings, pii: PiiSettings,
+                      identity: IdentitySettings | None = None) -> list[str]:
     """The CREATE VIEW statements, in order; the last defines ``zt_decoded``."""
+    from config.settings import IdentitySettings
+
+    identity = identity or IdentitySettings()
     max_b = job.max_event_bytes
     b64 = "TO_BASE64(payload)"
     exact_len = (
@@ -132,9 +159,37 @@ FROM zt_d2"""
         f"CASE WHEN REGEXP(j_ts, '{_EPOCH_MS}') THEN CAST(j_ts AS BIGINT) "
         f"WHEN REGEXP(j_ts, '{_ISO_TS}') THEN {_iso_ms('j_ts')} END"
     )
+    # Identifiers: phone and e-mail normalised and replaced by their keyed hash (once each), then
+    # static junk (config identity.blocklist_*) dropped, exactly as operators.identity.rules does.
+    def stored(t: str) -> str:
+        if t == "phone":
+            return _hmac_sql("phone", _phone_sql(f"raw_{t}", pii.default_country_code), pii)
+        if t == "email":
+            ws = "'^[ \\t\\n\\r\\f\\x0B]+|[ \\t\\n\\r\\f\\x0B]+$'"
+            return _hmac_sql("email", f"LOWER(REGEXP_REPLACE(raw_{t}, {ws}, ''))", pii)
+        return f"raw_{t}"
+
+    stored_cols = ", ".join(
+        _once("CASE WHEN raw_%s <> '' THEN %s END" % (t, stored(t))) + f" AS s_{t}" for t in ID_TYPES
+    )
+    # Plain identifiers are compared trimmed and lower-cased (computed once per identifier).
+    plain = [t for t in ID_TYPES if t not in ("phone", "email")]
+    lc_cols = ", ".join(
+        _once(f"LOWER(REGEXP_REPLACE(s_{t}, '^[ \\t\\n\\r\\f\\x0B]+|[ \\t\\n\\r\\f\\x0B]+$', ''))") + f" AS lc_{t}"
+        for t in plain
+    )
+    clean_cols = ", ".join(
+        f"CASE WHEN s_{t} IS NULL OR {_junk_sql(t, f'lc_{t}', f's_{t}', identity, pii)} THEN CAST(NULL AS STRING) "
+        f"ELSE s_{t} END AS id_{t}"
+        for t in ID_TYPES
+    )
     s4 = f"""
 CREATE TEMPORARY VIEW zt_d4 AS
-SELECT *, {", ".join(f"NULLIF(raw_{t}, '') AS id_{t}" for t in ID_TYPES)}
+SELECT *, {clean_cols}
+FROM (
+SELECT *, {lc_cols}
+FROM (
+SELECT *, {stored_cols}
 FROM (
 SELECT *,
   {ids_cols},
@@ -143,7 +198,7 @@ SELECT *,
   {small("j_props", "price")} AS p_price,
   {small("j_props", "qty")} AS p_qty,
   {ts_expr} AS ts_ms
-FROM zt_d3)"""
+FROM zt_d3)))"""
     any_id = " OR ".join(f"id_{t} IS NOT NULL" for t in ID_TYPES)
     # JSON_VALUE returns NULL both for a missing field and for an object/array; the extra parse that
     # tells them apart sits inside a THEN (evaluated only on that failure path), never in a WHEN.
@@ -180,20 +235,16 @@ FROM zt_d3)"""
     WHEN TO_TIMESTAMP_LTZ(ts_ms - {job.max_future_skew_ms}, 3) > kts THEN 'future_ts'
     WHEN TO_TIMESTAMP_LTZ(ts_ms + {job.allowed_lateness_ms}, 3) < kts THEN 'late'
   END"""
-    person_cases = []
-    for t in ID_TYPES:
-        val = f"id_{t}"
-        if t == "phone":
-            val = _hmac_sql("phone", _phone_sql(val, pii.default_country_code), pii)
-        elif t == "email":
-            val = _hmac_sql("email", f"LOWER(REGEXP_REPLACE({val}, '^[ \\t\\n\\r\\f\\x0B]+|[ \\t\\n\\r\\f\\x0B]+$', ''))", pii)
-        person_cases.append(f"WHEN id_{t} IS NOT NULL THEN CONCAT('{t}:', {val})")
-    person = "CASE " + " ".join(person_cases) + " END"
+    # The anchor: the event's strongest clean identifier (identity.priority), "<type>:<stored value>".
+    person = "CASE " + " ".join(
+        f"WHEN id_{t} IS NOT NULL THEN CONCAT('{t}:', id_{t})" for t in identity.priority if t in ID_TYPES
+    ) + " END"
     s5 = f"""
 CREATE TEMPORARY VIEW zt_decoded AS
 SELECT payload, topic, part, off, kts, reason,
   j_event_id AS event_id, j_event_type AS event_type, ts_ms,
   CASE WHEN reason IS NULL THEN {person} END AS person,
+  {", ".join(f"id_{t}" for t in ID_TYPES)},
   CASE WHEN {_nonempty("p_campaign")} THEN p_campaign ELSE '(none)' END AS campaign,
   CASE WHEN {_nonempty("p_channel")} THEN p_channel
        ELSE COALESCE(NULLIF(JSON_VALUE(s, '$.source'), ''), '(none)') END AS channel,

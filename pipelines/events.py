@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelines.decode import decode_statements
+from pipelines.decode import ID_TYPES, decode_statements
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyflink.table import StatementSet, TableEnvironment
+    from pyflink.table import StatementSet, StreamTableEnvironment
 
     from config.settings import Settings
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Sinks:
     """Names of the sink tables.
 
-    ``dlq`` takes (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
+    ``dlq`` and ``identity_changes`` take (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
     when ``store_udf`` names a registered function, the one BIGINT column that function returns
     (the job's Redis/HBase writer, ``pipelines.store_sink``).
     """
@@ -34,12 +34,13 @@ class Sinks:
     dlq: str
     store: str
     store_udf: str | None = None
+    identity_changes: str | None = None
 
 
 #: Columns of the ``zt_store_rows`` view, in order (see connectors.redis_store.StoreRow, whose first
 #: two fields are swapped: a pandas UDF measures the batch by its first argument, which must
 #: therefore never be a constant such as the row kind).
-STORE_COLUMNS = ("k", "kind", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3")
+STORE_COLUMNS = ("k", "kind", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3", "s1")
 
 
 def job_options(settings: Settings) -> dict[str, str]:
@@ -64,25 +65,28 @@ def job_options(settings: Settings) -> dict[str, str]:
 def view_statements(source: str, settings: Settings) -> list[str]:
     # The dedup input is one opaque ROW (behind a materialisation barrier) so that every consumer
     # asks for the same columns: the planner then keeps ONE dedup operator and state for all of them.
-    dedup = """
+    id_cols = ", ".join(f"id_{t}" for t in ID_TYPES)
+    id_types = ", ".join(f"id_{t} STRING" for t in ID_TYPES)
+    dedup = f"""
 CREATE TEMPORARY VIEW zt_first AS
 SELECT x.u AS u
 FROM (
   SELECT u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
   FROM (SELECT event_id,
-               CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount) AS
+               CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount, event_id, {id_cols}) AS
                  ROW<event_type STRING, ts_ms BIGINT, person STRING, campaign STRING, channel STRING,
-                     amount DECIMAL(18, 2)>) END AS u,
+                     amount DECIMAL(18, 2), event_id STRING, {id_types}>) END AS u,
                PROCTIME() AS pt
         FROM zt_decoded WHERE reason IS NULL)) AS x
 WHERE x.rn = 1"""
     # Keep-first dedup only ever inserts, but with mini-batch on the planner declares its output an
     # updating stream, which turns every downstream aggregate into its retracting variant (MIN/MAX
     # then keep a map of all values). TO_CHANGELOG states the truth: an append-only stream.
-    unique = """
+    unique = f"""
 CREATE TEMPORARY VIEW zt_unique AS
 SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y.u.campaign AS campaign,
-       y.u.channel AS channel, y.u.amount AS amount
+       y.u.channel AS channel, y.u.amount AS amount, y.u.event_id AS event_id,
+       {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}
 FROM TO_CHANGELOG(input => TABLE zt_first) AS y
 WHERE y.op = 'INSERT'"""
     counters = """
@@ -98,9 +102,11 @@ SELECT
   SUM(amount) AS n_revenue
 FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
 GROUP BY GROUPING SETS ((campaign, channel, mb), (mb))"""
-    person_minutes = """
-CREATE TEMPORARY VIEW zt_person_minutes AS
-SELECT person, mb,
+    # Profile buckets per anchor (the event's strongest identifier) and minute; the identity graph
+    # maps anchors to persons (pipelines.identity) and zt_person_minutes re-aggregates per person.
+    anchor_minutes = """
+CREATE TEMPORARY VIEW zt_anchor_minutes AS
+SELECT person AS anchor, mb,
   COUNT(*) FILTER (WHERE event_type = 'page_view') AS n_views,
   COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS n_carts,
   COUNT(*) FILTER (WHERE event_type = 'purchase') AS n_purchases,
@@ -111,6 +117,16 @@ SELECT person, mb,
   MAX(CASE WHEN event_type = 'purchase' THEN ts_ms END) AS last_purchase
 FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
 GROUP BY person, mb"""
+    # Each distinct identifier combination once, at its earliest (ts_ms, event_id): the identity
+    # graph's input. A combination seen again later is dropped here, on the JVM; an earlier event of a
+    # known combination arrives as an update (the graph then re-resolves in canonical order).
+    combos = f"""
+CREATE TEMPORARY VIEW zt_combos AS
+SELECT {id_cols}, ts_ms, event_id FROM (
+  SELECT {id_cols}, ts_ms, event_id,
+         ROW_NUMBER() OVER (PARTITION BY {id_cols} ORDER BY ts_ms ASC, event_id ASC) AS rn
+  FROM zt_unique)
+WHERE rn = 1"""
     # Pipeline totals: one row per record (its outcome) plus one per unique event; two-phase
     # (local/global) aggregation keeps this cheap. ``received`` and ``dlq`` are sums the reader
     # derives (connectors.redis_store.RedisStore.stats).
@@ -120,31 +136,60 @@ SELECT name, COUNT(*) AS n FROM (
   SELECT CASE WHEN reason IS NULL THEN 'valid' ELSE CONCAT('dlq:', reason) END AS name FROM zt_decoded
   UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
 GROUP BY name"""
-    store_rows = """
-CREATE TEMPORARY VIEW zt_store_rows AS
-SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3 FROM (
-  SELECT op, 'c' AS kind, k, bucket, n_views AS n1, n_carts AS n2, n_purchases AS n3, n_events AS n4, n_persons AS n5,
-         CAST(COALESCE(n_revenue, 0) AS DECIMAL(38, 2)) AS amount,
-         CAST(0 AS BIGINT) AS t1, CAST(0 AS BIGINT) AS t2, CAST(0 AS BIGINT) AS t3
-  FROM TO_CHANGELOG(input => TABLE zt_counters)
-  UNION ALL
-  SELECT op, 'p', person, mb, n_views, n_carts, n_purchases, n_events, CAST(0 AS BIGINT),
-         CAST(COALESCE(n_gmv, 0) AS DECIMAL(38, 2)), first_ts, last_ts, COALESCE(last_purchase, CAST(0 AS BIGINT))
-  FROM TO_CHANGELOG(input => TABLE zt_person_minutes)
-  UNION ALL
-  SELECT op, 's', name, CAST(0 AS BIGINT), n, CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT),
-         CAST(0 AS BIGINT), CAST(0 AS DECIMAL(38, 2)), CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT)
-  FROM TO_CHANGELOG(input => TABLE zt_totals))
-WHERE op IN ('INSERT', 'UPDATE_AFTER')"""
     return [
-        *decode_statements(source, settings.job, settings.pii),
+        *decode_statements(source, settings.job, settings.pii, settings.identity),
         dedup,
         unique,
         counters,
-        person_minutes,
+        anchor_minutes,
+        combos,
         totals,
-        store_rows,
     ]
+
+
+def person_statements() -> list[str]:
+    """Views over the identity graph's output ``zt_id_map`` (identifier → pid, an upsert table).
+
+    ``zt_person_minutes`` re-aggregates the anchor buckets per person. When the graph moves an anchor
+    to another person (merge) or back (split), the join retracts the anchor's buckets from the old
+    person and adds them to the new one, so both profiles stay exact; a bucket left empty is deleted.
+    """
+    person_minutes = """
+CREATE TEMPORARY VIEW zt_person_minutes AS
+SELECT m.pid AS person, a.mb,
+  SUM(a.n_views) AS n_views, SUM(a.n_carts) AS n_carts, SUM(a.n_purchases) AS n_purchases,
+  SUM(a.n_events) AS n_events, SUM(a.n_gmv) AS n_gmv,
+  MIN(a.first_ts) AS first_ts, MAX(a.last_ts) AS last_ts, MAX(a.last_purchase) AS last_purchase
+FROM zt_anchor_minutes AS a JOIN zt_id_map AS m ON a.anchor = m.identifier
+GROUP BY m.pid, a.mb"""
+    zero = "CAST(0 AS BIGINT)"
+    no_amount = "CAST(0 AS DECIMAL(38, 2))"
+    none = "CAST(NULL AS STRING)"
+    store_rows = f"""
+CREATE TEMPORARY VIEW zt_store_rows AS
+SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
+  SELECT op, 'c' AS kind, k, bucket, n_views AS n1, n_carts AS n2, n_purchases AS n3, n_events AS n4, n_persons AS n5,
+         CAST(COALESCE(n_revenue, 0) AS DECIMAL(38, 2)) AS amount, {zero} AS t1, {zero} AS t2, {zero} AS t3,
+         {none} AS s1
+  FROM TO_CHANGELOG(input => TABLE zt_counters)
+  UNION ALL
+  SELECT op, CASE WHEN op = 'DELETE' THEN 'pd' ELSE 'p' END, person, mb, n_views, n_carts, n_purchases, n_events,
+         {zero}, CAST(COALESCE(n_gmv, 0) AS DECIMAL(38, 2)), first_ts, last_ts,
+         COALESCE(last_purchase, {zero}), {none}
+  FROM TO_CHANGELOG(input => TABLE zt_person_minutes)
+  UNION ALL
+  SELECT op, CASE WHEN op = 'DELETE' THEN 'id' ELSE 'i' END, identifier, {zero}, {zero}, {zero}, {zero}, {zero},
+         {zero}, {no_amount}, {zero}, {zero}, {zero}, pid
+  FROM TO_CHANGELOG(input => TABLE zt_id_map)
+  UNION ALL
+  SELECT 'INSERT', 'e', a, ts_ms, CASE WHEN accepted THEN 1 ELSE 0 END, {zero}, {zero}, {zero}, {zero},
+         {no_amount}, {zero}, {zero}, {zero}, CONCAT(b, '|', reason, '|', event_id)
+  FROM zt_identity_edges
+  UNION ALL
+  SELECT op, 's', name, {zero}, n, {zero}, {zero}, {zero}, {zero}, {no_amount}, {zero}, {zero}, {zero}, {none}
+  FROM TO_CHANGELOG(input => TABLE zt_totals))
+WHERE op IN ('INSERT', 'UPDATE_AFTER', 'DELETE')"""
+    return [person_minutes, store_rows]
 
 
 def dlq_insert(sink: str) -> str:
@@ -160,15 +205,27 @@ SELECT payload,
 FROM zt_decoded WHERE reason IS NOT NULL"""
 
 
-def build(t_env: TableEnvironment, settings: Settings, source: str, sinks: Sinks) -> StatementSet:
-    """Register the views over ``source`` and return the statement set writing to ``sinks``."""
+def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks: Sinks) -> StatementSet:
+    """Register the views over ``source`` and return the statement set writing to ``sinks``.
+
+    The identity graph (``pipelines.identity``) runs as a DataStream operator between the SQL views, so
+    ``t_env`` is a ``StreamTableEnvironment`` and the caller runs the statement set through
+    ``attach_as_datastream()`` + ``env.execute``.
+    """
+    from pipelines.identity import attach, changes_insert
+
     conf = t_env.get_config()
     for k, v in job_options(settings).items():
         conf.set(k, v)
     for stmt in view_statements(source, settings):
         t_env.execute_sql(stmt)
+    attach(t_env, settings)
+    for stmt in person_statements():
+        t_env.execute_sql(stmt)
     stmt_set = t_env.create_statement_set()
     stmt_set.add_insert_sql(dlq_insert(sinks.dlq))
+    if sinks.identity_changes:
+        stmt_set.add_insert_sql(changes_insert(sinks.identity_changes))
     cols = ", ".join(STORE_COLUMNS)
     select = f"{sinks.store_udf}({cols})" if sinks.store_udf else cols
     stmt_set.add_insert_sql(f"INSERT INTO {sinks.store} SELECT {select} FROM zt_store_rows")

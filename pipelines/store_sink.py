@@ -25,7 +25,7 @@ _TYPES = {
     "kind": DataTypes.STRING(), "k": DataTypes.STRING(), "bucket": DataTypes.BIGINT(),
     "n1": DataTypes.BIGINT(), "n2": DataTypes.BIGINT(), "n3": DataTypes.BIGINT(), "n4": DataTypes.BIGINT(),
     "n5": DataTypes.BIGINT(), "amount": DataTypes.DECIMAL(38, 2),
-    "t1": DataTypes.BIGINT(), "t2": DataTypes.BIGINT(), "t3": DataTypes.BIGINT(),
+    "t1": DataTypes.BIGINT(), "t2": DataTypes.BIGINT(), "t3": DataTypes.BIGINT(), "s1": DataTypes.STRING(),
 }
 
 

@@ -234,7 +234,10 @@ def test_qty_defaults_to_1_and_only_purchases_make_revenue():
             "user_id:u",
         ),
         ({"cookie_id": "c", "device_id": "d", "openid": "o", "unionid": "un"}, "unionid:un"),
-        ({"cookie_id": "c", "device_id": "d", "openid": "o", "phone": "138"}, "openid:o"),
+        # identity.priority: phone and e-mail outrank openid (an openid is per app, a phone per person)
+        ({"cookie_id": "c", "device_id": "d", "openid": "o", "phone": "138"}, "phone:" + hashed("phone", "+138")),
+        ({"cookie_id": "c", "device_id": "d", "openid": "o"}, "openid:o"),
+        ({"cookie_id": "0", "device_id": "null", "user_id": "undefined", "openid": "o"}, "openid:o"),
         (
             {"cookie_id": "c", "device_id": "d", "email": "x@y.z", "phone": "+86-138-0013-8000"},
             "phone:" + hashed("phone", "+8613800138000"),
@@ -463,9 +466,10 @@ def test_readings_of_loose_ends_are_pinned():
         rec(ev("props-list", props=["x"])),  # props that is not an object counts as empty
         rec(ev("null-price", props={"price": None, "qty": None})),  # null counts as absent
     ) == ["ok", "ok", "ok", "ok"]
-    # A phone without digits normalises to "+" and is still a person (docs/semantics.md as written).
+    # A phone without digits normalises to "+", the form of the junk values ("n/a", "null"): it is
+    # junk (identity.blocklist_values), so the next identifier anchors the event.
     out = run(rec(ev(ids={"phone": "n/a", "device_id": "d"})))
-    assert list(out["profiles"]) == ["phone:" + hashed("phone", "+")]
+    assert list(out["profiles"]) == ["device_id:d"]
 
 
 # --- identity observations ---------------------------------------------------------------------------

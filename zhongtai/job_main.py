@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from pyflink.common import Configuration
-    from pyflink.table import EnvironmentSettings, TableEnvironment
+    from pyflink.table import EnvironmentSettings
 
     from zhongtai.runner import flink_options, latest_checkpoint, register_events_job
 
@@ -151,17 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("restoring %s from %s", opts.job_name, recover)
         conf.set_string("execution.state-recovery.path", recover)
     # Under `flink run` this attaches to the cluster's context environment: no mini-cluster.
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
     env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
-    t_env = TableEnvironment.create(env_settings)
+    t_env = StreamTableEnvironment.create(env, environment_settings=env_settings)
     t_env.get_config().set(
         "pipeline.jars", ";".join(_merge_jars(t_env.get_config().get("pipeline.jars", ""), jars))
     )
-    result = register_events_job(t_env, settings, opts).execute()
-    client = result.get_job_client()
+    from zhongtai.runner import execute
+
+    client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
     job_id = str(client.get_job_id()) if client is not None else ""
     print(f"{JOB_ID_MARKER} {job_id}", flush=True)
     if args.wait:
-        result.wait()
+        client.get_job_execution_result().result()
         logger.info("job %s (%s) ended", opts.job_name, job_id)
     return 0
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -150,7 +150,13 @@ class ValidEvent:
 class _Pseudonyms:
     """``pseudonymise`` with a cache: the same raw spellings recur on every event of a person."""
 
-    def __init__(self, pii: PiiSettings) -> None:
+    def __init__(self, pii: PiiSettings, identity: Any = None) -> None:
+        from config.settings import IdentitySettings
+        from operators.identity import IdentityRules
+
+        #: The identity guard rails: junk identifiers are dropped and the anchor (``person``) is the
+        #: strongest clean identifier in ``identity.priority`` order, as the job's decode does.
+        self.rules = IdentityRules.from_settings(identity or IdentitySettings(), pii)
         self._secret = pii.hmac_secret.get_secret_value()
         self._cc = pii.default_country_code
         self._cache: dict[tuple[str, str], str] = {}
@@ -163,6 +169,19 @@ class _Pseudonyms:
                 self._cache.clear()
             out = self._cache[key] = pseudonymise(id_type, raw, self._secret, self._cc)
         return out
+
+
+_DEFAULT_RULES: list[Any] = []
+
+
+def _default_rules() -> Any:
+    """The default identity rules (junk values, priority) for callers passing a bare pseudonym function."""
+    if not _DEFAULT_RULES:
+        from config.settings import IdentitySettings
+        from operators.identity import IdentityRules
+
+        _DEFAULT_RULES.append(IdentityRules.from_settings(IdentitySettings()))
+    return _DEFAULT_RULES[0]
 
 
 def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> ValidEvent | str:
@@ -215,9 +234,11 @@ def decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any) -> V
             v = _text(v)
         if v:
             found.append((id_type, pseudonyms(id_type, v) if id_type in ("phone", "email") else v))
-    if not found:
+    rules = getattr(pseudonyms, "rules", None) or _default_rules()
+    clean = rules.clean_ids(found) if found else ()
+    if not clean:
         return "no_identifier"
-    person = f"{found[0][0]}:{found[0][1]}"
+    person = clean[0]
 
     props = obj.get("props")
     if not isinstance(props, dict):
@@ -379,9 +400,13 @@ class Oracle:
     profile per person (bounded bucket maps).
     """
 
-    def __init__(self, job: JobSettings | None = None, pii: PiiSettings | None = None) -> None:
+    def __init__(self, job: JobSettings | None = None, pii: PiiSettings | None = None,
+                 person_of: Callable[[Any], str] | None = None) -> None:
         self.job = job or JobSettings()
         self._pseudonyms = _Pseudonyms(pii or PiiSettings())
+        #: Profile key of a valid event (default: its anchor, ``ValidEvent.person``); the identity tests
+        #: pass the person id the guard-railed batch resolution gives the anchor.
+        self._person_of = person_of
         self._seen: set[str] = set()
         self.received = 0
         self.valid = 0
@@ -406,9 +431,10 @@ class Oracle:
             if c is None:
                 c = self._counters[(scope, minute)] = _Counter()
             c.add(e)
-        p = self._profiles.get(e.person)
+        key = self._person_of(e) if self._person_of is not None else e.person
+        p = self._profiles.get(key)
         if p is None:
-            p = self._profiles[e.person] = _Profile(first_seen=e.ts, last_seen=e.ts)
+            p = self._profiles[key] = _Profile(first_seen=e.ts, last_seen=e.ts)
         p.add(e)
         return "ok"
 
@@ -436,13 +462,35 @@ class Oracle:
         return {"stats": self.stats(), "counters": counters, "profiles": profiles}
 
 
+def resolve_persons(
+    records: Iterable[Any], job: JobSettings | None = None, pii: PiiSettings | None = None,
+) -> tuple[dict[str, str], Callable[[Any], str]]:
+    """The guard-railed batch resolution of ``records`` (identifier → person id) and the profile key of
+    a valid event under it: the person of its anchor (its strongest clean identifier), as in the job."""
+    from config.settings import IdentitySettings
+    from operators.identity import IdentityRules, resolve_batch
+
+    rules = IdentityRules.from_settings(IdentitySettings(), pii or PiiSettings())
+    resolved = resolve_batch(observations(records, job, pii), rules)
+
+    def person_of(e: Any) -> str:
+        return resolved[rules.clean_ids(e.ids)[0]]
+
+    return resolved, person_of
+
+
 def expected(
     records: Iterable[Any],
     job: JobSettings | None = None,
     pii: PiiSettings | None = None,
+    person_of: Callable[[Any], str] | None = None,
 ) -> dict[str, Any]:
-    """The oracle's result for ``records`` (anything with ``.value`` and ``.timestamp_ms``)."""
-    o = Oracle(job, pii)
+    """The oracle's result for ``records`` (anything with ``.value`` and ``.timestamp_ms``).
+
+    Profiles are keyed by ``person_of(event)`` (default: the event's anchor identifier); the job keys
+    them by person id: pass ``resolve_persons(records)[1]``.
+    """
+    o = Oracle(job, pii, person_of)
     for r in records:
         o.feed(r.value, r.timestamp_ms)
     return o.result()

@@ -30,7 +30,7 @@ import orjson
 from config.settings import JobSettings, PiiSettings, Settings
 
 from .model import GeneratorConfig
-from .oracle import Oracle
+from .oracle import Oracle, resolve_persons
 from .stream import generate
 
 __all__ = ["ProduceError", "ProduceReport", "produce", "write_expected"]
@@ -70,7 +70,9 @@ class ProduceReport:
 def write_expected(cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, path: Path) -> tuple[str, float]:
     """Regenerate the stream, run the oracle, write ``path`` atomically; return (digest, seconds)."""
     t0 = time.perf_counter()
-    oracle = Oracle(job, pii)
+    # Profiles are per person: a first pass resolves the identity graph (batch, guard-railed).
+    resolved, person_of = resolve_persons(generate(cfg, job), job, pii)
+    oracle = Oracle(job, pii, person_of)
     crc = 0
     kinds: dict[str, int] = {}
     n = 0
@@ -88,7 +90,7 @@ def write_expected(cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, pat
         "kinds": dict(sorted(kinds.items())),
         "topics": cfg.topics(),
     }
-    out = {"meta": meta, **oracle.result()}
+    out = {"meta": meta, **oracle.result(), "identity": resolved}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_bytes(orjson.dumps(out))

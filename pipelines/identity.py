@@ -1,0 +1,171 @@
+"""The identity graph (ID-Mapping) inside the event job: a thin Flink shell around ``operators.identity``.
+
+``attach(t_env, settings)`` reads the view ``zt_combos`` (each distinct identifier combination once, at
+its earliest ``(ts_ms, event_id)``; an earlier event of a known combination arrives as an update) and
+registers three views:
+
+* ``zt_id_map`` (identifier STRING, pid STRING; primary key identifier): an upsert table, identifier →
+  person id; a DELETE when an identifier no longer belongs to any person (blocked).
+* ``zt_identity_edges`` (a, b, accepted, reason, ts_ms, event_id): the edge log, append-only.
+* ``zt_identity_changes`` (person, payload, ts_ms): merge/split/attach/detach records as JSON, append-only.
+
+Why this shape (docs/identity.md, docs/performance.md): the per-event work stays on the JVM. Most events
+repeat a combination the graph already knows; SQL drops those (``zt_combos``), so Python sees only new
+combinations (~10 % of the events of the generated stream at 1M events). Those go through ONE keyed
+Python function (key = a constant: the graph is global) in thread mode, which keeps the graph in Flink
+keyed state, one codec blob per connected component (``state.identity``), and an identifier →
+component index. The person profile is re-aggregated per person on the JVM by joining the anchor
+buckets with ``zt_id_map`` (``pipelines.events.person_statements``), so merges and splits move whole
+buckets exactly.
+
+State (declared in ``state.identity``): MapState ``identity-components`` (cid → blob) and MapState
+``identity-index`` (identifier → cid). No TTL: the graph is the platform's memory of who is who; it is
+bounded by the number of distinct identifiers, not events.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from pipelines.decode import ID_TYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyflink.table import StreamTableEnvironment
+
+    from config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Decoded components kept in the operator's memory in front of the state (cid → (blob, component)).
+_CACHE_MAX = 50_000
+
+
+def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported inside a job
+    from pyflink.common import Row
+    from pyflink.common.types import RowKind
+    from pyflink.datastream.functions import KeyedProcessFunction
+
+    from state.descriptors import component_state, index_state
+
+    class IdentityFunction(KeyedProcessFunction):
+        """One observation in, the graph's changes out (``operators.identity.step``).
+
+        Main output: (identifier, pid) rows with UPDATE_AFTER, or DELETE when pid is None.
+        Side outputs: edges and changes (see ``attach``).
+        """
+
+        def __init__(self, settings_json: str, edge_tag: Any, change_tag: Any) -> None:
+            self._settings_json = settings_json
+            self._edge_tag = edge_tag
+            self._change_tag = change_tag
+
+        def open(self, ctx: Any) -> None:
+            from config.settings import Settings
+            from operators.identity import IdentityRules
+
+            settings = Settings.model_validate_json(self._settings_json)
+            self.rules = IdentityRules.from_settings(settings.identity, settings.pii)
+            self.components = ctx.get_map_state(component_state())
+            self.index = ctx.get_map_state(index_state())
+            self.cache: dict[str, Any] = {}
+            self.paths: dict[str, int] = {}
+
+        def _component(self, cid: str) -> Any:
+            from state.identity import decode_component
+
+            c = self.cache.get(cid)
+            if c is None:
+                blob = self.components.get(cid)
+                if blob is None:
+                    raise RuntimeError(
+                        f"identity: the index points at component {cid} which is not in state "
+                        "(state from an incompatible version? restore from an older savepoint or start fresh)"
+                    )
+                c = decode_component(blob.encode("latin-1"), self.rules)
+                if len(self.cache) >= _CACHE_MAX:
+                    self.cache.clear()
+                self.cache[cid] = c
+            return c
+
+        def process_element(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
+            from operators.identity import Observation, step
+            from state.identity import encode_component
+
+            if value.get_row_kind() == RowKind.UPDATE_BEFORE:
+                return
+            n = len(ID_TYPES)
+            ids = tuple((t, value[i]) for i, t in enumerate(ID_TYPES) if value[i] is not None)
+            obs = Observation(ids, value[n], value[n + 1])
+            cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
+            res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
+            self.paths[res.path] = self.paths.get(res.path, 0) + 1
+            if res.path in ("noop", "fast"):
+                return
+            for cid in res.deletes:
+                self.components.remove(cid)
+                self.cache.pop(cid, None)
+            for cid, comp in res.upserts.items():
+                self.components.put(cid, encode_component(comp).decode("latin-1"))
+                self.cache[cid] = comp
+            for ident, cid in res.index.items():
+                self.index.put(ident, cid)
+            for ident, pid in sorted(res.mappings.items()):
+                row = Row(ident, pid)
+                row.set_row_kind(RowKind.DELETE if pid is None else RowKind.UPDATE_AFTER)
+                yield row
+            for e in res.edges:
+                yield self._edge_tag, Row(e.a, e.b, e.accepted, e.reason, e.ts_ms, e.event_id)
+            for c in res.changes:
+                yield self._change_tag, Row(c.person, orjson.dumps(c.as_dict()).decode(), c.ts_ms)
+
+    return IdentityFunction
+
+
+def attach(t_env: StreamTableEnvironment, settings: Settings) -> None:
+    """Run ``zt_combos`` through the graph; register ``zt_id_map``, ``zt_identity_edges``, ``zt_identity_changes``."""
+    from pyflink.common import Types
+    from pyflink.datastream import OutputTag
+    from pyflink.table import DataTypes, Schema
+    from pyflink.table.changelog_mode import ChangelogMode
+
+    from config.settings import settings_to_json
+
+    combos = t_env.to_changelog_stream(t_env.from_path("zt_combos"))
+    edge_types = Types.ROW_NAMED(
+        ["a", "b", "accepted", "reason", "ts_ms", "event_id"],
+        [Types.STRING(), Types.STRING(), Types.BOOLEAN(), Types.STRING(), Types.LONG(), Types.STRING()],
+    )
+    change_types = Types.ROW_NAMED(["person", "payload", "ts_ms"], [Types.STRING(), Types.STRING(), Types.LONG()])
+    # Tags are created per job (a module-level tag fails to pickle in a second job of one process).
+    edge_tag = OutputTag("identity-edges", edge_types)
+    change_tag = OutputTag("identity-changes", change_types)
+    fn = _function_class()(settings_to_json(settings), edge_tag, change_tag)
+    graph = (
+        combos.key_by(lambda _row: 0, key_type=Types.INT())
+        .process(fn, output_type=Types.ROW_NAMED(["identifier", "pid"], [Types.STRING(), Types.STRING()]))
+        .name("identity-graph")
+        .uid("zt-identity-graph-v1")
+    )
+    id_map = t_env.from_changelog_stream(
+        graph,
+        Schema.new_builder()
+        .column("identifier", DataTypes.STRING().not_null())
+        .column("pid", DataTypes.STRING())
+        .primary_key("identifier")
+        .build(),
+        ChangelogMode.upsert(),
+    )
+    t_env.create_temporary_view("zt_id_map", id_map)
+    t_env.create_temporary_view("zt_identity_edges", t_env.from_data_stream(graph.get_side_output(edge_tag)))
+    t_env.create_temporary_view("zt_identity_changes", t_env.from_data_stream(graph.get_side_output(change_tag)))
+
+
+def changes_insert(sink: str) -> str:
+    """INSERT of the identity changes into a Kafka table shaped like the DLQ sink (payload, headers, ts)."""
+    return f"""
+INSERT INTO {sink}
+SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], TO_TIMESTAMP_LTZ(ts_ms, 3)
+FROM zt_identity_changes"""
