@@ -58,12 +58,16 @@ __all__ = [
     "MONEY_FIELDS",
     "PROFILE_FIELDS",
     "TAG_NAMES",
+    "Bucket",
+    "BucketProfile",
     "ControlResult",
     "TagChange",
     "TagConfigError",
     "TagDefinition",
     "TagSet",
     "TagState",
+    "bucket_profile_fields",
+    "bucket_step",
     "diff_tags",
     "profile_env",
     "tag_step",
@@ -515,3 +519,105 @@ def tag_step(
         new, next_timer = old & tagset.paused, None
     changes = diff_tags(person, old, new, now_ms, cause, tagset_version=tagset.version)
     return (TagState(new, tagset.version) if new else None), changes, next_timer
+
+
+# ---------------------------------------------------------------------------------------------- profile from buckets
+
+
+#: One minute bucket: views, carts, purchases, events, gmv_cents, first_ts, last_ts, last_purchase (0 = none).
+Bucket = tuple[int, int, int, int, int, int, int, int]
+_NO_BASE: Bucket = (0, 0, 0, 0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class BucketProfile:
+    """A person's profile as the tag shell keeps it: recent minute buckets plus a folded base.
+
+    ``rows`` maps epoch minute → ``Bucket`` (absolute values, as the person-minute aggregate emits
+    them) for the ``keep_days`` UTC days ending with the day of ``last_seen``; every window of
+    ``operators.profile_windows`` lies inside them. Older buckets are folded into ``base`` (sums;
+    min first_ts, max last_ts / last_purchase; 0 = none): lifetime totals stay exact, and an update
+    or delete of a folded bucket is ignored, as the Redis profile (connectors/redis_profile.lua) does.
+    """
+
+    rows: Mapping[int, Bucket]
+    base: Bucket = _NO_BASE
+
+    @property
+    def last_seen(self) -> int:
+        return max([self.base[6], *(r[6] for r in self.rows.values())])
+
+
+def bucket_step(profile: BucketProfile | None, minute: int, bucket: Bucket | None, *,
+                keep_days: int = profile_windows.KEEP_DAYS) -> BucketProfile | None:
+    """Set (``bucket``) or delete (``None``) the minute bucket ``minute``; None when nothing is left.
+
+    A bucket of zero events counts as deleted. After the change, buckets older than the window of
+    ``keep_days`` days (as of the new last_seen) are folded into ``base``. A bucket that is not kept
+    and older than that window (as of the newer of the old last_seen and the bucket's) is ignored.
+    """
+    rows = dict(profile.rows) if profile is not None else {}
+    base = profile.base if profile is not None else _NO_BASE
+    if bucket is not None and bucket[3] <= 0:
+        bucket = None
+    if minute not in rows:
+        ref = max(profile.last_seen if profile is not None else 0, bucket[6] if bucket is not None else 0)
+        if bucket is None or minute // 1440 < ref // profile_windows.DAY_MS - keep_days + 1:
+            return profile
+    if bucket is None:
+        rows.pop(minute, None)
+    else:
+        rows[minute] = bucket
+    if not rows and base[3] <= 0:
+        return None
+    last = max([base[6], *(r[6] for r in rows.values())])
+    floor = last // profile_windows.DAY_MS - keep_days + 1
+    for m in [m for m in rows if m // 1440 < floor]:
+        r = rows.pop(m)
+        firsts = [f for f in (base[5], r[5]) if f]
+        base = (base[0] + r[0], base[1] + r[1], base[2] + r[2], base[3] + r[3], base[4] + r[4],
+                min(firsts) if firsts else 0, max(base[6], r[6]), max(base[7], r[7]))
+    return BucketProfile(rows, base)
+
+
+def bucket_profile_fields(profile: BucketProfile | None) -> dict[str, Any]:
+    """The profile fields of ``profile``: the same dict ``profile_windows.evaluate`` returns for the
+    Redis hash of the same buckets (windows as of last_seen; money as 2-decimal strings)."""
+    if profile is None:
+        return {}
+    b = profile.base
+    tot = [b[0], b[1], b[2], b[3], b[4]]
+    firsts = [b[5]] if b[5] else []
+    last, lastp = b[6], b[7]
+    for r in profile.rows.values():
+        for i in range(5):
+            tot[i] += r[i]
+        if r[5]:
+            firsts.append(r[5])
+        last, lastp = max(last, r[6]), max(lastp, r[7])
+    m_end, h_end, d_end = last // profile_windows.MINUTE_MS, last // profile_windows.HOUR_MS, last // profile_windows.DAY_MS
+    v1h = v24h = v7d = c7d = p30 = g30 = p90 = g90 = 0
+    for m, r in profile.rows.items():
+        h, d = m // 60, m // 1440
+        if m > m_end - 60:
+            v1h += r[0]
+        if h > h_end - 24:
+            v24h += r[0]
+        if h > h_end - 168:
+            v7d += r[0]
+            c7d += r[1]
+        if d > d_end - 30:
+            p30 += r[2]
+            g30 += r[4]
+        if d > d_end - 90:
+            p90 += r[2]
+            g90 += r[4]
+    out: dict[str, Any] = {
+        "first_seen": min(firsts) if firsts else 0, "last_seen": last, "events": tot[3], "views": tot[0],
+        "carts": tot[1], "purchases": tot[2], "gmv": profile_windows.cents_to_str(tot[4]), "views_1h": v1h,
+        "views_24h": v24h, "views_7d": v7d, "carts_7d": c7d, "purchases_30d": p30,
+        "gmv_30d": profile_windows.cents_to_str(g30), "purchases_90d": p90, "gmv_90d": profile_windows.cents_to_str(g90),
+    }
+    if lastp:
+        out["last_purchase"] = lastp
+    return out
