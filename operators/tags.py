@@ -586,37 +586,43 @@ def bucket_profile_fields(profile: BucketProfile | None) -> dict[str, Any]:
     if profile is None:
         return {}
     b = profile.base
-    tot = [b[0], b[1], b[2], b[3], b[4]]
-    firsts = [b[5]] if b[5] else []
-    last, lastp = b[6], b[7]
-    for r in profile.rows.values():
-        for i in range(5):
-            tot[i] += r[i]
-        if r[5]:
-            firsts.append(r[5])
-        last, lastp = max(last, r[6]), max(lastp, r[7])
-    m_end, h_end, d_end = last // profile_windows.MINUTE_MS, last // profile_windows.HOUR_MS, last // profile_windows.DAY_MS
+    views, carts, purchases, events, cents = b[0], b[1], b[2], b[3], b[4]
+    first = b[5] or None
+    last = max([b[6], *(r[6] for r in profile.rows.values())])
+    lastp = b[7]
+    # Each window as the first epoch minute it covers (aligned to its minute / hour / day buckets).
+    m_end, h_end, d_end = last // 60_000, last // 3_600_000, last // 86_400_000
+    t1h, t24h, t7d = m_end - 59, (h_end - 23) * 60, (h_end - 167) * 60
+    t30d, t90d = (d_end - 29) * 1440, (d_end - 89) * 1440
     v1h = v24h = v7d = c7d = p30 = g30 = p90 = g90 = 0
     for m, r in profile.rows.items():
-        h, d = m // 60, m // 1440
-        if m > m_end - 60:
-            v1h += r[0]
-        if h > h_end - 24:
-            v24h += r[0]
-        if h > h_end - 168:
-            v7d += r[0]
-            c7d += r[1]
-        if d > d_end - 30:
-            p30 += r[2]
-            g30 += r[4]
-        if d > d_end - 90:
-            p90 += r[2]
-            g90 += r[4]
+        v, c, p, e, g, f, _, lp = r
+        views += v
+        carts += c
+        purchases += p
+        events += e
+        cents += g
+        if f and (first is None or f < first):
+            first = f
+        lastp = max(lastp, lp)
+        if m >= t7d:
+            v7d += v
+            c7d += c
+            if m >= t24h:
+                v24h += v
+                if m >= t1h:
+                    v1h += v
+        if m >= t90d:
+            p90 += p
+            g90 += g
+            if m >= t30d:
+                p30 += p
+                g30 += g
+    money = profile_windows.cents_to_str
     out: dict[str, Any] = {
-        "first_seen": min(firsts) if firsts else 0, "last_seen": last, "events": tot[3], "views": tot[0],
-        "carts": tot[1], "purchases": tot[2], "gmv": profile_windows.cents_to_str(tot[4]), "views_1h": v1h,
-        "views_24h": v24h, "views_7d": v7d, "carts_7d": c7d, "purchases_30d": p30,
-        "gmv_30d": profile_windows.cents_to_str(g30), "purchases_90d": p90, "gmv_90d": profile_windows.cents_to_str(g90),
+        "first_seen": first or 0, "last_seen": last, "events": events, "views": views, "carts": carts,
+        "purchases": purchases, "gmv": money(cents), "views_1h": v1h, "views_24h": v24h, "views_7d": v7d,
+        "carts_7d": c7d, "purchases_30d": p30, "gmv_30d": money(g30), "purchases_90d": p90, "gmv_90d": money(g90),
     }
     if lastp:
         out["last_purchase"] = lastp

@@ -43,6 +43,8 @@ _COLUMNS = ("person", "mb", "n_views", "n_carts", "n_purchases", "n_events",
             "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT) AS gmv_cents", "first_ts", "last_ts", "last_purchase")
 _LAST_TS = 9
 _MAX_WATERMARK = 2**63 - 1
+#: Decoded person states kept in front of the state (checked against the stored value on every read).
+_CACHE_MAX = 20_000
 CHANGE_COLUMNS = ("person", "tag", "op", "ts_ms", "cause", "tagset_version", "payload")
 
 
@@ -75,9 +77,20 @@ def _function_classes(tagset_json: str, result_tag: Any):
             self.person = ctx.get_state(person_state())
             self.tagset = decode_tagset(tagset_json)
             self.loaded = False
+            self.cache: dict[str, tuple[str, PersonState]] = {}
 
         def _tagset(self, ctx: Any) -> Any:
             return self.tagset
+
+        def _load(self, key: str) -> PersonState:
+            """The person's state; the decoded copy in memory when the stored value is still the same."""
+            raw = self.person.value()
+            if raw is None:
+                return PersonState(None, None, 0, 0)
+            hit = self.cache.get(key)
+            if hit is not None and hit[0] == raw:
+                return hit[1]
+            return decode_person(raw)
 
         def _step(self, key: str, st: PersonState, now: int, cause: str, ctx: Any):
             tagset = self._tagset(ctx)
@@ -90,8 +103,14 @@ def _function_classes(tagset_json: str, result_tag: Any):
                 ts.register_event_time_timer(timer)
             if st.profile is None and tags is None:
                 self.person.clear()
+                self.cache.pop(key, None)
             else:
-                self.person.update(encode_person(PersonState(st.profile, tags, now, timer or 0)))
+                new = PersonState(st.profile, tags, now, timer or 0)
+                raw = encode_person(new)
+                self.person.update(raw)
+                if len(self.cache) >= _CACHE_MAX:
+                    self.cache.clear()
+                self.cache[key] = (raw, new)
             for c in changes:
                 yield Row(c.person, c.tag, c.op, c.ts_ms, c.cause, c.tagset_version,
                           orjson.dumps(c.as_record()).decode())
@@ -99,8 +118,7 @@ def _function_classes(tagset_json: str, result_tag: Any):
         def _on_row(self, value: Any, ctx: Any):
             op = value[0]
             key = value[1]
-            raw = self.person.value()
-            st = decode_person(raw) if raw is not None else PersonState(None, None, 0, 0)
+            st = self._load(key)
             if op == "DELETE":
                 bucket = None
             else:
@@ -113,13 +131,11 @@ def _function_classes(tagset_json: str, result_tag: Any):
         def _on_timer(self, timestamp: int, ctx: Any):
             if ctx.timer_service().current_watermark() >= _MAX_WATERMARK:
                 return  # end of a bounded input: that time has not come
-            raw = self.person.value()
-            if raw is None:
-                return
-            st = decode_person(raw)
+            key = ctx.get_current_key()
+            st = self._load(key)
             if timestamp != st.timer_ms or timestamp < st.now_ms:
                 return
-            yield from self._step(ctx.get_current_key(), st, timestamp, "timer", ctx)
+            yield from self._step(key, st, timestamp, "timer", ctx)
 
     class TagFunction(TagLogic, KeyedProcessFunction):
         """Tags with a fixed tag set (no control view)."""
