@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 _S = 3
 _N = 9
 OUT_FIELDS = ("kind", "action_id", "channel", "person", "rule_id", "reason", "ts_ms", "payload", "campaign")
+_CACHE_MAX = 50_000  # decoded person states kept in front of the state (cleared when full)
 _MINUTE_OPS = {"INSERT", "UPDATE_AFTER", "DELETE"}  # UPDATE_BEFORE: its UPDATE_AFTER follows
 
 
@@ -73,6 +74,17 @@ def _subtask_index(runtime_context: Any) -> int:
         return runtime_context.get_index_of_this_subtask()
     except AttributeError:
         return runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask()
+
+
+EVENT_COLUMNS = ("person", "event_id", "event_type", "ts_ms", "campaign", "channel", "amount", "item_id")
+
+
+def event_row_type() -> Any:
+    """The DataStream row type of ``events_view``'s columns (for feeding a view from a DataStream)."""
+    from pyflink.common import Types
+
+    s = Types.STRING()
+    return Types.ROW_NAMED(list(EVENT_COLUMNS), [s, s, s, Types.LONG(), s, s, Types.BIG_DEC(), s])
 
 
 def _quote(s: str) -> str:
@@ -105,23 +117,28 @@ FROM {tag_changes_view} WHERE person IS NOT NULL""")
 
 
 class _LazyProfile(Mapping[str, Any]):
-    """``rules_profile(profile_windows.evaluate(hash, as_of))``, computed on the first read (most rules
-    never read the profile; a quiet-hours check reads ``timezone``)."""
+    """``rules_profile(profile_windows.evaluate(hash, as_of))``, read from state, decoded and computed on
+    the first read (most rules never read the profile; a quiet-hours check reads ``timezone``). ``read``
+    returns the encoded profile of the current key; it is only called within the same process_element or
+    on_timer call. Always true (``evaluate`` tests ``profile or {}``; that must not force the read)."""
 
-    __slots__ = ("_as_of", "_d", "_p")
+    __slots__ = ("_as_of", "_d", "_read")
 
-    def __init__(self, p: Any, as_of: int) -> None:
-        self._p, self._as_of, self._d = p, as_of, None
+    def __init__(self, read: Any, as_of: int) -> None:
+        self._read, self._as_of, self._d = read, as_of, None
 
     def _data(self) -> dict[str, Any]:
         if self._d is None:
             from operators import profile_windows
             from operators.rules.inputs import rules_profile
-            from state.rules import profile_hash
+            from state.rules import decode_profile, profile_hash
 
-            h = profile_hash(self._p)
+            h = profile_hash(decode_profile(self._read()))
             self._d = rules_profile(profile_windows.evaluate(h, self._as_of)) if h else {}
         return self._d
+
+    def __bool__(self) -> bool:
+        return True
 
     def __getitem__(self, k: str) -> Any:
         return self._data()[k]
@@ -159,6 +176,9 @@ def _engine_classes(initial: RuleSet, budget_tag: Any, result_tag: Any) -> tuple
             self.profile = runtime_context.get_state(st.profile_state())
             self.tags = runtime_context.get_state(st.tags_state())
             self.subtask = _subtask_index(runtime_context)
+            # person → (encoded, decoded) of the state this operator last wrote: skips decoding when the
+            # stored value is still that string (it always is, unless restored from a checkpoint)
+            self.cache: dict[str, tuple[str, Any]] = {}
             self.counts = {"inputs": 0, "timers": 0, "actions": 0, "suppressed": 0, "too_late": 0,
                            "rule_evaluations": 0}
 
@@ -207,16 +227,29 @@ def _engine_classes(initial: RuleSet, budget_tag: Any, result_tag: Any) -> tuple
 
         def _run(self, item: Any, tags: frozenset[str], now_ms: int, ctx: Any) -> Iterator[Any]:
             raw = self.person.value()
-            state = st.decode_person(raw) if raw else None
+            cached = self.cache.get(ctx.get_current_key())
+            if not raw:
+                state = None
+            elif cached is not None and cached[0] == raw:
+                state = cached[1]  # decoded already: this operator wrote it
+            else:
+                state = st.decode_person(raw)
             if item is None and state is None:
                 return
-            profile = _LazyProfile(st.decode_profile(self.profile.value()), now_ms)
+            profile = _LazyProfile(self.profile.value, now_ms)
             res = evaluate(self.rs, state, item, profile, tags, now_ms)
+            key = ctx.get_current_key()
             if res.new_state is None:
                 if raw:
                     self.person.clear()
-            elif res.new_state != state:
-                self.person.update(st.encode_person(res.new_state))
+                self.cache.pop(key, None)
+            elif res.new_state is not state:
+                enc = st.encode_person(res.new_state)
+                if enc != raw:
+                    self.person.update(enc)
+                if len(self.cache) >= _CACHE_MAX:
+                    self.cache.clear()
+                self.cache[key] = (enc, res.new_state)
             timers = ctx.timer_service()
             for t in res.timers:
                 timers.register_event_time_timer(t)

@@ -163,7 +163,7 @@ class Results:
 def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, str]]:
     from pyflink.common import Types
 
-    from pipelines.rules import attach_rules
+    from pipelines.rules import attach_rules, event_row_type
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(
@@ -174,10 +174,7 @@ def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, st
     )
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"), [])
     results_path, stamps_path, actions_path = (str(tmp / n) for n in ("results.txt", "stamps.txt", "actions.txt"))
-    ev_types = Types.ROW_NAMED(
-        ["person", "event_id", "event_type", "ts_ms", "campaign", "channel", "amount", "item_id"],
-        [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(),
-         Types.BIG_DEC(), Types.STRING()])
+    ev_types = event_row_type()
     rows = [*PHASE1, ev("p_gate", "g", GATE, T0), *PHASE2]
     events = env.from_collection(rows, type_info=ev_types).map(
         Gate(results_path, len(CONTROL) + 1), output_type=ev_types).set_parallelism(1)
@@ -323,26 +320,16 @@ def test_minute_profile_state_is_exact_bounded_and_versioned() -> None:
 def test_rules_job_without_control_or_tags() -> None:
     """The fixed-rule-set variant (no control view, no tag view) at parallelism 1: event rules, a timer-driven
     pattern and a budget, from the same collection sources."""
-    from pyflink.common import Types
-
+    from bench.rules_job_bench import collection_inputs
     from pipelines.rules import attach_rules
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": 1, "options": {"restart-strategy.type": "none"}},
                              job={"allowed_lateness_ms": 60_000})
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"), [])
-    ev_types = Types.ROW_NAMED(
-        ["person", "event_id", "event_type", "ts_ms", "campaign", "channel", "amount", "item_id"],
-        [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(),
-         Types.BIG_DEC(), Types.STRING()])
     rows = [ev("p_new", "r1", "register", T0), ev("p_cart1", "c1", "add_to_cart", T0),
             *[ev(f"p_claim{i}", f"k{i}", "coupon_claim", T0 + i) for i in range(4)]]
-    t_env.create_temporary_view("zt_person_events", t_env.from_data_stream(env.from_collection(rows, type_info=ev_types)))
-    t_env.execute_sql("""CREATE TEMPORARY VIEW zt_person_minutes AS
-        SELECT person, mb, SUM(v) AS n_views, SUM(v) AS n_carts, SUM(v) AS n_purchases, SUM(v) AS n_events,
-               SUM(g) AS n_gmv, MIN(v) AS first_ts, MAX(v) AS last_ts, MAX(v) AS last_purchase
-        FROM (VALUES ('p_new', CAST(1 AS BIGINT), CAST(1 AS BIGINT), CAST(0 AS DECIMAL(18, 2))))
-          AS t(person, mb, v, g) GROUP BY person, mb""")
+    collection_inputs(env, t_env, rows, "p_new")
     attach_rules(t_env, settings, ruleset(), tag_changes_view=None)
     out = t_env.to_data_stream(t_env.sql_query(
         "SELECT 'a' AS t, payload FROM zt_actions UNION ALL SELECT 's', payload FROM zt_suppressed"))
