@@ -20,6 +20,7 @@ from zhongtai.generator.oracle import (
     _EVENT_TYPE,
     CENT,
     ID_PRIORITY,
+    _default_rules,
     NONE,
     ZERO,
     ValidEvent,
@@ -66,7 +67,7 @@ def fast_decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any)
         ts = parse_ts(ts) if type(ts) is str else None
         if ts is None:
             return decode(value, record_ts, job, pseudonyms)
-    person = None
+    found = []
     for t in ID_PRIORITY:
         v = ids.get(t)
         if v is None:
@@ -74,10 +75,12 @@ def fast_decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any)
         if type(v) is not str:
             return decode(value, record_ts, job, pseudonyms)
         if v:
-            person = f"{t}:{pseudonyms(t, v) if t in ('phone', 'email') else v}"
-            break
-    if person is None:
+            found.append((t, pseudonyms(t, v) if t in ("phone", "email") else v))
+    # The anchor: the strongest clean identifier (identity.priority, junk dropped), as the job's decode.
+    clean = (getattr(pseudonyms, "rules", None) or _default_rules()).clean_ids(found)
+    if not clean:
         return decode(value, record_ts, job, pseudonyms)
+    person = clean[0]
     props = obj.get("props")
     if type(props) is not dict:
         props = {}
@@ -112,4 +115,4 @@ def fast_decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any)
     if et == "purchase":
         unit = price.quantize(CENT, rounding=ROUND_HALF_UP) if price is not None else ZERO
         amount = (unit * (1 if qty is None else qty)).quantize(CENT)
-    return ValidEvent(eid, et, ts, person, campaign or NONE, channel or source or NONE, amount)
+    return ValidEvent(eid, et, ts, person, campaign or NONE, channel or source or NONE, amount, tuple(found))

@@ -60,7 +60,8 @@ class HBaseStore:
     def write(self, rows: Sequence[StoreRow]) -> int:
         """Write a batch's person buckets, identifier mappings and edge-log records (one batch per table).
 
-        ``profile`` row = person id: ``b:m:<minute>`` buckets (deleted with ``pd``), ``i:<identifier>``.
+        ``profile`` row = person id: ``b:m:<minute>`` buckets (deleted with ``pd``), ``i:<identifier>``,
+        ``t:<tag>`` = event time it was added (deleted when removed).
         ``identity`` row = identifier: ``p:pid`` (deleted with ``id``), ``e:<ts>:<other>`` edge records.
         The ``i:`` cell of the person an identifier left is deleted too (its old pid is read first).
         """
@@ -72,7 +73,8 @@ class HBaseStore:
                 if b"p:pid" in data:
                     old_pid[key.decode()] = data[b"p:pid"].decode()
         with self.conn.table("profile").batch(batch_size=self.cfg.batch_size) as prof, \
-                self.conn.table("identity").batch(batch_size=self.cfg.batch_size) as ident:
+                self.conn.table("identity").batch(batch_size=self.cfg.batch_size) as ident, \
+                self.conn.table("actions").batch(batch_size=self.cfg.batch_size) as acts:
             for r in rows:
                 if r.kind == "p":
                     value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}"
@@ -90,6 +92,14 @@ class HBaseStore:
                         prof.put(pid.encode(), {col: b"1"})
                     else:
                         ident.delete(r.key.encode(), columns=[b"p:pid"])
+                elif r.kind == "ax":
+                    status = b"emitted" if r.n1 else b"suppressed"
+                    acts.put(r.key.encode(), {b"a:status": status, b"a:record": (r.s1 or "").encode(),
+                                              b"a:ts": str(r.bucket).encode()})
+                elif r.kind == "t":
+                    prof.put(r.key.encode(), {f"t:{r.s1}".encode(): str(r.bucket).encode()})
+                elif r.kind == "tr":
+                    prof.delete(r.key.encode(), columns=[f"t:{r.s1}".encode()])
                 elif r.kind == "e":
                     other, _, rest = (r.s1 or "").partition("|")
                     ident.put(r.key.encode(), {f"e:{r.bucket:013d}:{other}".encode(): f"{r.n1}|{rest}".encode()})
@@ -97,6 +107,14 @@ class HBaseStore:
                     continue
                 n += 1
         return n
+
+    def action(self, action_id: str) -> dict[str, str]:
+        row = self.conn.table("actions").row(action_id.encode())
+        return {k.decode()[2:]: v.decode() for k, v in row.items()}
+
+    def tags(self, pid: str) -> dict[str, int]:
+        row = self.conn.table("profile").row(pid.encode(), columns=[b"t"])
+        return {k.decode()[2:]: int(v) for k, v in row.items()}
 
     def person_of(self, ident: str) -> str | None:
         row = self.conn.table("identity").row(ident.encode(), columns=[b"p:pid"])

@@ -50,6 +50,9 @@ class StoreRow:
     kind ``i``: identifier ``key`` belongs to person ``s1``; ``id``: identifier ``key`` has no person;
     kind ``e``: identity edge-log record (HBase only): ``key`` = anchor, ``bucket`` = ts, ``n1`` = accepted,
     ``s1`` = ``"<other>|<reason>|<event_id>"``;
+    kind ``t`` / ``tr``: person ``key`` gained / lost tag ``s1`` at event time ``bucket``;
+    kind ``ac``: action counter ``key`` (``<rule>|<channel>`` / ``suppressed:<reason>``) = ``n1``;
+    kind ``ax``: action audit (HBase only): ``key`` = action_id, ``n1`` = 1 emitted / 0 suppressed, ``s1`` = JSON;
     kind ``s``: pipeline total, ``key`` = name, ``n1`` = value.
     """
 
@@ -155,8 +158,14 @@ class RedisStore:
             elif r.kind in ("i", "id"):
                 pid = r.s1 if r.kind == "i" and r.s1 else ""
                 self._id_script(keys=[self.id_key(r.key)], args=[pid, r.key, self.members_prefix], client=pipe)
-            elif r.kind == "e":
-                continue  # the edge log is durable history: HBase only
+            elif r.kind in ("t", "tr"):  # tag added / removed: ``{prefix}:tag:{tag}`` and the person's set
+                op = pipe.sadd if r.kind == "t" else pipe.srem
+                op(f"{self.prefix}:tag:{r.s1}", r.key)
+                op(f"{self.prefix}:tags:{r.key}", r.s1)
+            elif r.kind == "ac":  # action counters: "<rule>|<channel>" or "suppressed:<reason>"
+                pipe.hset(f"{self.prefix}:actions", r.key, r.n1)
+            elif r.kind in ("e", "ax"):
+                continue  # edge log and action audit are durable history: HBase only
             elif r.kind == "s":
                 pipe.hset(self.stats_key, r.key, r.n1)
             else:  # pragma: no cover - the SQL only produces the kinds above
@@ -194,6 +203,16 @@ class RedisStore:
 
     def identifiers(self, pid: str) -> list[str]:
         return sorted(self.client.smembers(self.members_prefix + pid))
+
+    def tags_of(self, pid: str) -> list[str]:
+        """The person's live tags (``{prefix}:tags:{pid}`` set, kept with the ``{prefix}:tag:{tag}`` sets)."""
+        return sorted(self.client.smembers(f"{self.prefix}:tags:{pid}"))
+
+    def action_counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:actions").items()}
+
+    def tag_members(self, tag: str) -> set[str]:
+        return set(self.client.smembers(f"{self.prefix}:tag:{tag}"))
 
     def id_mapping(self) -> dict[str, str]:
         """Every identifier → person id under this prefix (tests, audits)."""

@@ -197,6 +197,9 @@ SELECT *,
   {small("j_props", "channel")} AS p_channel,
   {small("j_props", "price")} AS p_price,
   {small("j_props", "qty")} AS p_qty,
+  {small("j_props", "item_id")} AS p_item,
+  {small("j_props", "experiment_id")} AS p_exp,
+  {small("j_props", "variation_id")} AS p_var,
   {ts_expr} AS ts_ms
 FROM zt_d3)))"""
     any_id = " OR ".join(f"id_{t} IS NOT NULL" for t in ID_TYPES)
@@ -250,6 +253,9 @@ SELECT payload, topic, part, off, kts, reason,
        ELSE COALESCE(NULLIF(JSON_VALUE(s, '$.source'), ''), '(none)') END AS channel,
   CASE WHEN reason IS NULL AND j_event_type = 'purchase'
        THEN CAST(COALESCE(TRY_CAST(p_price AS DECIMAL(18, 2)), 0) * COALESCE(TRY_CAST(p_qty AS BIGINT), 1) AS DECIMAL(18, 2))
-  END AS amount
+  END AS amount,
+  NULLIF(p_item, '') AS item_id,
+  CASE WHEN j_event_type = 'exposure' THEN NULLIF(p_exp, '') END AS exp_key,
+  CASE WHEN j_event_type = 'exposure' THEN TRY_CAST(p_var AS INT) END AS variation
 FROM (SELECT *, {_once(reason)} AS reason FROM zt_d4)"""
     return [s1, s2, s3, s4, s5]

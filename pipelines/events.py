@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 class Sinks:
     """Names of the sink tables.
 
-    ``dlq`` and ``identity_changes`` take (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
+    ``dlq``, ``identity_changes``, ``tag_changes`` and ``control_results`` take (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
     when ``store_udf`` names a registered function, the one BIGINT column that function returns
     (the job's Redis/HBase writer, ``pipelines.store_sink``).
     """
@@ -35,6 +35,10 @@ class Sinks:
     store: str
     store_udf: str | None = None
     identity_changes: str | None = None
+    #: raw control topic table (payload BYTES, ..., kts) and the results sink (DLQ-shaped)
+    control_source: str | None = None
+    control_results: str | None = None
+    tag_changes: str | None = None
 
 
 #: Columns of the ``zt_store_rows`` view, in order (see connectors.redis_store.StoreRow, whose first
@@ -73,9 +77,11 @@ SELECT x.u AS u
 FROM (
   SELECT u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
   FROM (SELECT event_id,
-               CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount, event_id, {id_cols}) AS
+               CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount, event_id, item_id, exp_key, variation,
+                 {id_cols}) AS
                  ROW<event_type STRING, ts_ms BIGINT, person STRING, campaign STRING, channel STRING,
-                     amount DECIMAL(18, 2), event_id STRING, {id_types}>) END AS u,
+                     amount DECIMAL(18, 2), event_id STRING, item_id STRING, exp_key STRING,
+                     variation INT, {id_types}>) END AS u,
                PROCTIME() AS pt
         FROM zt_decoded WHERE reason IS NULL)) AS x
 WHERE x.rn = 1"""
@@ -85,7 +91,8 @@ WHERE x.rn = 1"""
     unique = f"""
 CREATE TEMPORARY VIEW zt_unique AS
 SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y.u.campaign AS campaign,
-       y.u.channel AS channel, y.u.amount AS amount, y.u.event_id AS event_id,
+       y.u.channel AS channel, y.u.amount AS amount, y.u.event_id AS event_id, y.u.item_id AS item_id,
+       y.u.exp_key AS exp_key, y.u.variation AS variation,
        {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}
 FROM TO_CHANGELOG(input => TABLE zt_first) AS y
 WHERE y.op = 'INSERT'"""
@@ -147,14 +154,15 @@ GROUP BY name"""
     ]
 
 
-def person_statements() -> list[str]:
-    """Views over the identity graph's output ``zt_id_map`` (identifier → pid, an upsert table).
+def person_minutes_statement() -> str:
+    """``zt_person_minutes``: the anchor buckets re-aggregated per person over ``zt_id_map``
+    (identifier → pid, an upsert table from the identity graph).
 
-    ``zt_person_minutes`` re-aggregates the anchor buckets per person. When the graph moves an anchor
-    to another person (merge) or back (split), the join retracts the anchor's buckets from the old
-    person and adds them to the new one, so both profiles stay exact; a bucket left empty is deleted.
+    When the graph moves an anchor to another person (merge) or back (split), the join retracts the
+    anchor's buckets from the old person and adds them to the new one, so both profiles stay exact; a
+    bucket left empty is deleted.
     """
-    person_minutes = """
+    return """
 CREATE TEMPORARY VIEW zt_person_minutes AS
 SELECT m.pid AS person, a.mb,
   SUM(a.n_views) AS n_views, SUM(a.n_carts) AS n_carts, SUM(a.n_purchases) AS n_purchases,
@@ -162,10 +170,58 @@ SELECT m.pid AS person, a.mb,
   MIN(a.first_ts) AS first_ts, MAX(a.last_ts) AS last_ts, MAX(a.last_purchase) AS last_purchase
 FROM zt_anchor_minutes AS a JOIN zt_id_map AS m ON a.anchor = m.identifier
 GROUP BY m.pid, a.mb"""
+
+
+def person_events_statements() -> list[str]:
+    """``zt_person_events``: each unique event once, with the person its anchor had when the event met
+    the identity map (append-only; for rules and experiments, which act on an event once).
+
+    The join re-emits an event when its anchor moves to another person; only the first emission per
+    event_id is kept (later merges move the profile buckets, not the event's past decisions).
+    """
+    joined = """
+CREATE TEMPORARY VIEW zt_person_events_all AS
+SELECT m.pid AS person, e.event_id, e.event_type, e.ts_ms, e.campaign, e.channel, e.amount, e.item_id,
+       e.exp_key, e.variation
+FROM zt_unique AS e JOIN zt_id_map AS m ON e.person = m.identifier"""
+    first = """
+CREATE TEMPORARY VIEW zt_person_events_first AS
+SELECT event_id, u FROM (
+  SELECT event_id, u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
+  FROM (SELECT event_id,
+               CASE WHEN RAND() >= 0 THEN CAST(ROW(person, event_type, ts_ms, campaign, channel, amount, item_id,
+                 exp_key, variation) AS ROW<person STRING, event_type STRING, ts_ms BIGINT, campaign STRING,
+                 channel STRING, amount DECIMAL(18, 2), item_id STRING, exp_key STRING, variation INT>) END AS u,
+               PROCTIME() AS pt
+        FROM TO_CHANGELOG(input => TABLE zt_person_events_all)
+        WHERE op IN ('INSERT', 'UPDATE_AFTER')))
+WHERE rn = 1"""
+    events = """
+CREATE TEMPORARY VIEW zt_person_events AS
+SELECT y.u.person AS person, y.event_id AS event_id, y.u.event_type AS event_type, y.u.ts_ms AS ts_ms,
+       y.u.campaign AS campaign, y.u.channel AS channel, y.u.amount AS amount, y.u.item_id AS item_id,
+       y.u.exp_key AS exp_key, y.u.variation AS variation
+FROM TO_CHANGELOG(input => TABLE zt_person_events_first) AS y
+WHERE y.op = 'INSERT'"""
+    return [joined, first, events]
+
+
+def control_kind_view(source: str, kind: str, view: str) -> str:
+    """The control messages of ``kind`` in the raw control topic table ``source`` (payload STRING)."""
+    return f"""
+CREATE TEMPORARY VIEW {view} AS
+SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {source})
+WHERE JSON_VALUE(s, '$.kind') = '{kind}'"""
+
+
+def store_rows_statement() -> str:
+    """``zt_store_rows``: every upsert for Redis/HBase, one shape (``STORE_COLUMNS``; kinds in
+    ``connectors.redis_store.StoreRow``): counters, person buckets, identifier mappings, identity
+    edges, tag changes and pipeline totals."""
     zero = "CAST(0 AS BIGINT)"
     no_amount = "CAST(0 AS DECIMAL(38, 2))"
     none = "CAST(NULL AS STRING)"
-    store_rows = f"""
+    return f"""
 CREATE TEMPORARY VIEW zt_store_rows AS
 SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
   SELECT op, 'c' AS kind, k, bucket, n_views AS n1, n_carts AS n2, n_purchases AS n3, n_events AS n4, n_persons AS n5,
@@ -186,10 +242,13 @@ SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
          {no_amount}, {zero}, {zero}, {zero}, CONCAT(b, '|', reason, '|', event_id)
   FROM zt_identity_edges
   UNION ALL
+  SELECT 'INSERT', CASE WHEN op = 'add' THEN 't' ELSE 'tr' END, person, ts_ms, {zero}, {zero}, {zero}, {zero},
+         {zero}, {no_amount}, {zero}, {zero}, {zero}, tag
+  FROM zt_tag_changes
+  UNION ALL
   SELECT op, 's', name, {zero}, n, {zero}, {zero}, {zero}, {zero}, {no_amount}, {zero}, {zero}, {zero}, {none}
   FROM TO_CHANGELOG(input => TABLE zt_totals))
 WHERE op IN ('INSERT', 'UPDATE_AFTER', 'DELETE')"""
-    return [person_minutes, store_rows]
 
 
 def dlq_insert(sink: str) -> str:
@@ -212,20 +271,44 @@ def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks:
     ``t_env`` is a ``StreamTableEnvironment`` and the caller runs the statement set through
     ``attach_as_datastream()`` + ``env.execute``.
     """
-    from pipelines.identity import attach, changes_insert
+    from pipelines.identity import attach, changes_insert, control_results_insert, control_view_statement
 
     conf = t_env.get_config()
     for k, v in job_options(settings).items():
         conf.set(k, v)
     for stmt in view_statements(source, settings):
         t_env.execute_sql(stmt)
-    attach(t_env, settings)
-    for stmt in person_statements():
+    control_view = None
+    if sinks.control_source:
+        t_env.execute_sql(control_view_statement(sinks.control_source))
+        control_view = "zt_identity_control"
+    attach(t_env, settings, control_view)
+    t_env.execute_sql(person_minutes_statement())
+    from pipelines.tags import attach_tags
+
+    tag_control = None
+    if sinks.control_source:
+        t_env.execute_sql(control_kind_view(sinks.control_source, "tag", "zt_tag_control"))
+        tag_control = "zt_tag_control"
+    attach_tags(t_env, settings, "zt_person_minutes", control_view=tag_control)
+    t_env.execute_sql(store_rows_statement())
+    for stmt in person_events_statements():
         t_env.execute_sql(stmt)
     stmt_set = t_env.create_statement_set()
     stmt_set.add_insert_sql(dlq_insert(sinks.dlq))
     if sinks.identity_changes:
         stmt_set.add_insert_sql(changes_insert(sinks.identity_changes))
+    if sinks.control_results:
+        stmt_set.add_insert_sql(control_results_insert(sinks.control_results))
+        stmt_set.add_insert_sql(f"""
+INSERT INTO {sinks.control_results}
+SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('tag', 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
+FROM zt_control_results_tags""")
+    if sinks.tag_changes:
+        stmt_set.add_insert_sql(f"""
+INSERT INTO {sinks.tag_changes}
+SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
+FROM zt_tag_changes""")
     cols = ", ".join(STORE_COLUMNS)
     select = f"{sinks.store_udf}({cols})" if sinks.store_udf else cols
     stmt_set.add_insert_sql(f"INSERT INTO {sinks.store} SELECT {select} FROM zt_store_rows")

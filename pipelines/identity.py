@@ -15,7 +15,7 @@ combinations (~10 % of the events of the generated stream at 1M events). Those g
 Python function (key = a constant: the graph is global) in thread mode, which keeps the graph in Flink
 keyed state, one codec blob per connected component (``state.identity``), and an identifier →
 component index. The person profile is re-aggregated per person on the JVM by joining the anchor
-buckets with ``zt_id_map`` (``pipelines.events.person_statements``), so merges and splits move whole
+buckets with ``zt_id_map`` (``pipelines.events.person_minutes_statement``), so merges and splits move whole
 buckets exactly.
 
 State (declared in ``state.identity``): MapState ``identity-components`` (cid → blob) and MapState
@@ -46,30 +46,36 @@ _CACHE_MAX = 50_000
 def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported inside a job
     from pyflink.common import Row
     from pyflink.common.types import RowKind
-    from pyflink.datastream.functions import KeyedProcessFunction
+    from pyflink.datastream.functions import KeyedCoProcessFunction
 
-    from state.descriptors import component_state, index_state
+    from state.descriptors import component_state, index_state, overlay_state
+    from state.identity import encode_component
 
-    class IdentityFunction(KeyedProcessFunction):
-        """One observation in, the graph's changes out (``operators.identity.step``).
+    class IdentityFunction(KeyedCoProcessFunction):
+        """Input 1: one observation (a new identifier combination); input 2: an identity control
+        message (split / block / unblock). Out: the graph's changes (``operators.identity``).
 
         Main output: (identifier, pid) rows with UPDATE_AFTER, or DELETE when pid is None.
-        Side outputs: edges and changes (see ``attach``).
+        Side outputs: edges, changes and control results (see ``attach``).
         """
 
-        def __init__(self, settings_json: str, edge_tag: Any, change_tag: Any) -> None:
+        def __init__(self, settings_json: str, edge_tag: Any, change_tag: Any, result_tag: Any) -> None:
             self._settings_json = settings_json
             self._edge_tag = edge_tag
             self._change_tag = change_tag
+            self._result_tag = result_tag
 
         def open(self, ctx: Any) -> None:
             from config.settings import Settings
             from operators.identity import IdentityRules
 
             settings = Settings.model_validate_json(self._settings_json)
-            self.rules = IdentityRules.from_settings(settings.identity, settings.pii)
+            self.static_rules = IdentityRules.from_settings(settings.identity, settings.pii)
+            self.rules = self.static_rules
             self.components = ctx.get_map_state(component_state())
             self.index = ctx.get_map_state(index_state())
+            self.overlay = ctx.get_state(overlay_state())
+            self.overlay_loaded = False
             self.cache: dict[str, Any] = {}
             self.paths: dict[str, int] = {}
 
@@ -90,20 +96,16 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
                 self.cache[cid] = c
             return c
 
-        def process_element(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
-            from operators.identity import Observation, step
-            from state.identity import encode_component
+        def _load_overlay(self) -> None:
+            """The dynamic blocklist / isolation set by control messages (kept in keyed state)."""
+            if not self.overlay_loaded:
+                raw = self.overlay.value()
+                if raw:
+                    o = orjson.loads(raw)
+                    self.rules = self.static_rules.with_blocked(o["blocked"]).with_isolated(o["isolated"])
+                self.overlay_loaded = True
 
-            if value.get_row_kind() == RowKind.UPDATE_BEFORE:
-                return
-            n = len(ID_TYPES)
-            ids = tuple((t, value[i]) for i, t in enumerate(ID_TYPES) if value[i] is not None)
-            obs = Observation(ids, value[n], value[n + 1])
-            cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
-            res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
-            self.paths[res.path] = self.paths.get(res.path, 0) + 1
-            if res.path in ("noop", "fast"):
-                return
+        def _emit(self, res: Any):  # noqa: ANN202 - a generator
             for cid in res.deletes:
                 self.components.remove(cid)
                 self.cache.pop(cid, None)
@@ -121,11 +123,57 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
             for c in res.changes:
                 yield self._change_tag, Row(c.person, orjson.dumps(c.as_dict()).decode(), c.ts_ms)
 
+        def process_element1(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
+            from operators.identity import Observation, step
+
+            if value.get_row_kind() == RowKind.UPDATE_BEFORE:
+                return
+            self._load_overlay()
+            n = len(ID_TYPES)
+            ids = tuple((t, value[i]) for i, t in enumerate(ID_TYPES) if value[i] is not None)
+            obs = Observation(ids, value[n], value[n + 1])
+            cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
+            res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
+            if res.path in ("noop", "fast"):
+                return
+            yield from self._emit(res)
+
+        def process_element2(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
+            """A control message: ``{"kind": "identity", "op": ..., "identifier": ..., "version": n}``."""
+            from operators.identity import ControlError, apply_control, control
+
+            self._load_overlay()
+            payload, ts_ms = value[0], value[1]
+            result = {"kind": "identity", "status": "applied", "reason": None, "ts_ms": ts_ms}
+            try:
+                msg = orjson.loads(payload)
+                result.update(op=msg.get("op"), identifier=msg.get("identifier"), version=msg.get("version"))
+                cmd = apply_control(msg, self.rules)
+            except (orjson.JSONDecodeError, ControlError, AttributeError) as e:
+                result.update(status="rejected", reason=f"{type(e).__name__}: {e}")
+                yield self._result_tag, Row(orjson.dumps(result).decode(), ts_ms)
+                return
+            cid = self.index.get(cmd.identifier)
+            comps = {cid: self._component(cid)} if cid is not None else {}
+            self.rules, res = control(comps, cmd, self.rules, ts_ms, str(msg.get("cause") or ""))
+            self.overlay.update(orjson.dumps({
+                "blocked": sorted(self.rules.blocked_identifiers),
+                "isolated": sorted(self.rules.isolated_identifiers),
+            }).decode())
+            result["changed"] = len(res.mappings)
+            yield from self._emit(res)
+            yield self._result_tag, Row(orjson.dumps(result).decode(), ts_ms)
+
     return IdentityFunction
 
 
-def attach(t_env: StreamTableEnvironment, settings: Settings) -> None:
-    """Run ``zt_combos`` through the graph; register ``zt_id_map``, ``zt_identity_edges``, ``zt_identity_changes``."""
+def attach(t_env: StreamTableEnvironment, settings: Settings, control_view: str | None = None) -> None:
+    """Run ``zt_combos`` through the graph; register ``zt_id_map``, ``zt_identity_edges``,
+    ``zt_identity_changes`` and ``zt_identity_control_results`` (payload STRING, ts_ms BIGINT).
+
+    ``control_view`` (payload STRING, ts_ms BIGINT) carries identity control messages (split, block,
+    unblock: ``operators.identity.apply_control``); without it the graph takes none.
+    """
     from pyflink.common import Types
     from pyflink.datastream import OutputTag
     from pyflink.table import DataTypes, Schema
@@ -134,6 +182,15 @@ def attach(t_env: StreamTableEnvironment, settings: Settings) -> None:
     from config.settings import settings_to_json
 
     combos = t_env.to_changelog_stream(t_env.from_path("zt_combos"))
+    def payload_types() -> Any:  # a fresh type per use: a type already bound to Java does not pickle
+        return Types.ROW_NAMED(["payload", "ts_ms"], [Types.STRING(), Types.LONG()])
+
+    if control_view:
+        control = t_env.to_data_stream(t_env.sql_query(f"SELECT payload, ts_ms FROM {control_view}"))
+    else:
+        from pyflink.datastream import StreamExecutionEnvironment
+
+        control = StreamExecutionEnvironment.get_execution_environment().from_collection([], payload_types())
     edge_types = Types.ROW_NAMED(
         ["a", "b", "accepted", "reason", "ts_ms", "event_id"],
         [Types.STRING(), Types.STRING(), Types.BOOLEAN(), Types.STRING(), Types.LONG(), Types.STRING()],
@@ -142,9 +199,11 @@ def attach(t_env: StreamTableEnvironment, settings: Settings) -> None:
     # Tags are created per job (a module-level tag fails to pickle in a second job of one process).
     edge_tag = OutputTag("identity-edges", edge_types)
     change_tag = OutputTag("identity-changes", change_types)
-    fn = _function_class()(settings_to_json(settings), edge_tag, change_tag)
+    result_tag = OutputTag("identity-control-results", payload_types())
+    fn = _function_class()(settings_to_json(settings), edge_tag, change_tag, result_tag)
     graph = (
         combos.key_by(lambda _row: 0, key_type=Types.INT())
+        .connect(control.key_by(lambda _row: 0, key_type=Types.INT()))
         .process(fn, output_type=Types.ROW_NAMED(["identifier", "pid"], [Types.STRING(), Types.STRING()]))
         .name("identity-graph")
         .uid("zt-identity-graph-v1")
@@ -161,11 +220,31 @@ def attach(t_env: StreamTableEnvironment, settings: Settings) -> None:
     t_env.create_temporary_view("zt_id_map", id_map)
     t_env.create_temporary_view("zt_identity_edges", t_env.from_data_stream(graph.get_side_output(edge_tag)))
     t_env.create_temporary_view("zt_identity_changes", t_env.from_data_stream(graph.get_side_output(change_tag)))
+    t_env.create_temporary_view(
+        "zt_identity_control_results", t_env.from_data_stream(graph.get_side_output(result_tag))
+    )
+
+
+def control_results_insert(sink: str) -> str:
+    """INSERT of the control results (applied / rejected with reason) into a DLQ-shaped Kafka table."""
+    return f"""
+INSERT INTO {sink}
+SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('identity', 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
+FROM zt_identity_control_results"""
+
+
+def control_view_statement(source: str, view: str = "zt_identity_control") -> str:
+    """The identity messages of the raw control topic table ``source`` (payload BYTES, kts)."""
+    return f"""
+CREATE TEMPORARY VIEW {view} AS
+SELECT s AS payload, COALESCE(TRY_CAST(JSON_VALUE(s, '$.ts_ms') AS BIGINT), UNIX_TIMESTAMP(DATE_FORMAT(kts, 'yyyy-MM-dd HH:mm:ss')) * 1000) AS ts_ms
+FROM (SELECT CAST(payload AS STRING) AS s, kts FROM {source})
+WHERE JSON_VALUE(s, '$.kind') = 'identity'"""
 
 
 def changes_insert(sink: str) -> str:
     """INSERT of the identity changes into a Kafka table shaped like the DLQ sink (payload, headers, ts)."""
     return f"""
 INSERT INTO {sink}
-SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], TO_TIMESTAMP_LTZ(ts_ms, 3)
+SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
 FROM zt_identity_changes"""

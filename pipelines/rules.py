@@ -258,7 +258,9 @@ def _engine_classes(initial: RuleSet, budget_tag: Any, result_tag: Any) -> tuple
             c["rule_evaluations"] += res.rule_evaluations
             for a in res.actions:
                 if a.budget_max is not None:
-                    yield budget_tag, _row_out("b", a, None, a.to_json())
+                    # main output, kind "b" (split off below): a side output yielded from on_timer of a
+                    # keyed broadcast function fails in thread mode ("'tuple' object has no attribute '_values'")
+                    yield _row_out("b", a, None, a.to_json())
                 else:
                     c["actions"] += 1
                     yield _row_out("a", a, None, a.to_json())
@@ -429,11 +431,12 @@ def attach_rules(t_env: StreamTableEnvironment, settings: Settings, ruleset: Rul
         engine = keyed.connect(control.broadcast(control_log_state())).process(
             controlled(ruleset, routed), output_type=out_types)
     engine = engine.name("rules-engine").uid("zt-rules-engine-v1")
-    budget = (engine.get_side_output(budget_tag)
+    budget = (engine.filter(lambda r: r[0] == "b")
               .key_by(lambda r: r[8] or "", key_type=Types.STRING())
               .process(_budget_class()(), output_type=out_type())
               .name("rules-budget").uid("zt-rules-budget-v1"))
-    t_env.create_temporary_view("zt_rules_out", t_env.from_data_stream(engine.union(budget)))
+    decided = engine.filter(lambda r: r[0] != "b")
+    t_env.create_temporary_view("zt_rules_out", t_env.from_data_stream(decided.union(budget)))
     t_env.create_temporary_view("zt_actions", t_env.sql_query(
         "SELECT action_id, channel, person, rule_id, ts_ms, payload FROM zt_rules_out WHERE kind = 'a'"))
     t_env.create_temporary_view("zt_suppressed", t_env.sql_query(

@@ -30,3 +30,14 @@ def index_state() -> Any:
     from pyflink.datastream.state import MapStateDescriptor
 
     return MapStateDescriptor(IDENTITY_INDEX, Types.STRING(), Types.STRING())
+
+
+#: Identity graph, the dynamic overlay set by control messages: JSON ``{"blocked": [...], "isolated": [...]}``.
+IDENTITY_OVERLAY = "identity-overlay-v1"
+
+
+def overlay_state() -> Any:
+    from pyflink.common import Types
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    return ValueStateDescriptor(IDENTITY_OVERLAY, Types.STRING())

@@ -53,7 +53,14 @@ def fresh_names() -> Names:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    return load_settings(overrides=overrides or None)
+    """The default settings with ``overrides``; the control and change topics are fresh per call (every
+    job run reads its control topic from the start, so tests never see each other's messages)."""
+    tag = uuid.uuid4().hex[:10]
+    kafka = dict(overrides.pop("kafka", {}))
+    topics = {"control": f"zt.c{tag}.control", "control_results": f"zt.c{tag}.control.results",
+              "tag_changes": f"zt.c{tag}.tags.changes", "identity_changes": f"zt.c{tag}.identity.changes",
+              **kafka.pop("topics", {})}
+    return load_settings(overrides={**overrides, "kafka": {**kafka, "topics": topics}})
 
 
 def load_expected(path: Any) -> dict[str, Any]:

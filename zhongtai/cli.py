@@ -58,7 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from zhongtai.runner import RunOptions, run_events_job
 
     s = _settings(args)
-    opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase)
+    opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase,
+                      rules=args.rules, rules_file=args.rules_file)
     t0 = time.monotonic()
     run_events_job(s, opts, wait=True)
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
     ru.add_argument("--no-hbase", action="store_true", help="write Redis only")
     ru.add_argument("-p", "--parallelism", type=int, default=None)
+    ru.add_argument("--rules", action="store_true",
+                    help="also run the strategy engine (actions to zt.actions.<channel>; ~2k events/s)")
+    ru.add_argument("--rules-file", default=None, help="rule definitions (default config/rules.yaml)")
     ru.set_defaults(func=cmd_run)
 
     su = sub.add_parser("submit", help="submit the event job to a Flink cluster (flink.rest_url)")
@@ -164,6 +168,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_workers",
     "zhongtai.cli_experiments",
     "zhongtai.cli_dashboard",
+    "zhongtai.cli_identity",
 )
 
 

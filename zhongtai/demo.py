@@ -22,10 +22,12 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     import json
 
     expected = json.loads(rep.expected_path.read_text()) if rep.expected_path else None
-    print("2/3 running the event job on the embedded Flink mini-cluster until the topics are drained")
+    print("2/3 running the event job (identity graph, profiles, tags, experiments, rules) on the embedded "
+          "Flink mini-cluster until the topics are drained")
     t0 = time.monotonic()
     run_events_job(settings, RunOptions(bounded=True, group=f"demo{run}", topic_pattern=f"zt\\.demo{run}\\.events\\..*",
-                                        redis_prefix=settings.redis.prefix, resume=False, job_name=f"demo{run}"))
+                                        redis_prefix=settings.redis.prefix, resume=False, job_name=f"demo{run}",
+                                        rules=True))
     took = time.monotonic() - t0
     store = RedisStore(settings.redis)
     stats = store.stats()
@@ -48,10 +50,25 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     print("\nTop campaign|channel by purchases (live minute counters summed):")
     for scope, (v, p, _) in sorted(top.items(), key=lambda kv: -kv[1][1])[:8]:
         print(f"  {scope:<28} views {v:>7,}  purchases {p:>5,}  conversion {p / v if v else 0:6.1%}")
+    ids = store.id_mapping()
+    persons = set(ids.values())
+    truth = len(expected.get("profiles", {})) if expected else 0
+    print(f"\nOne view of each person: {len(ids):,} identifiers linked into {len(persons):,} persons "
+          f"(the guard-railed batch resolution of the same events has {truth:,} persons with events)")
+    print("Tags (Redis zt:tag:*):")
+    for tag in ("high_value", "new_user", "cart_abandoner", "churn_risk", "potential_churn", "vip_lapsed"):
+        print(f"  {tag:<16} {len(store.tag_members(tag)):>6,} persons")
+    actions = store.action_counters()
+    if actions:
+        print("Marketing actions (rule|channel, and suppressions with their reason):")
+        for k, v in sorted(actions.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"  {k:<40} {v:>6,}")
     if expected:
         exact = all(stats.get(k) == v for k, v in expected["stats"].items() if k != "duplicates")
         print(f"\nEvery total equals the generator's ground truth: {'yes' if exact else 'NO'}")
-    print("\nNext: `zhongtai profile get user_id:<id>` for one person; `redis-cli -p "
-          f"{settings.redis.port} keys 'zt:m:*'` for the minute counters; docs/semantics.md for what is computed.")
+    sample = next(iter(sorted(ids)), "user_id:u1")
+    print(f"\nNext: `zhongtai profile get {sample}` for one person (identifiers, tags, profile); "
+          "`zhongtai dashboard` for the live page; `zhongtai worker --channel email` to deliver actions; "
+          "docs/semantics.md and docs/identity.md for what is computed.")
     store.close()
     return 0

@@ -1,4 +1,4 @@
-"""Profile look-up by any identifier (the CLI's ``profile get`` and, later, the REST API)."""
+"""Profile look-up by any identifier (the CLI's ``profile get`` and the Python API for the REST API)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,25 @@ def person_key(settings: Settings, identifier: str) -> str:
     return f"{id_type}:{value}"
 
 
-def get_profile(settings: Settings, identifier: str, as_of: int | None = None) -> dict[str, object]:
+def get_profile(settings: Settings, identifier: str, as_of: int | None = None,
+                prefix: str | None = None) -> dict[str, object]:
+    """Resolve ``identifier`` (any type; raw phone/e-mail accepted) to its person and return the person
+    id, the identifier as stored, the person's identifiers, live tags and rolling profile; ``{}`` when
+    the identifier belongs to no person."""
     from connectors.redis_store import RedisStore
 
     key = person_key(settings, identifier)
-    store = RedisStore(settings.redis)
+    store = RedisStore(settings.redis, prefix=prefix)
     try:
-        summary = store.profile(key, as_of)
+        pid = store.person_of(key)
+        if pid is None:
+            return {}
+        return {
+            "identifier": key,
+            "person": pid,
+            "identifiers": store.identifiers(pid),
+            "tags": store.tags_of(pid),
+            "profile": store.profile(pid, as_of),
+        }
     finally:
         store.close()
-    return {"person": key, "profile": summary} if summary else {}

@@ -9,6 +9,7 @@ what ``zhongtai run``, ``zhongtai demo``, the bench and the integration tests ca
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ class RunOptions:
     naive_control: bool = False  # also run pipelines.naive_sink (blind HINCRBY; fault-tolerance control)
     naive_prefix: str | None = None  # Redis prefix of the naive sink (default "<redis prefix>:naive")
     identity_topic: str | None = None  # topic of the identity changes (default kafka.topics.identity_changes)
+    tag_topic: str | None = None  # tag changes (default kafka.topics.tag_changes)
+    experiments: bool = True  # per-variant statistics of experiments.definitions_file (pipelines.experiments_job)
+    rules: bool = False  # the strategy engine (pipelines.rules_job): opt-in, ~2k events/s on 2 cores
+    rules_file: str | None = None  # rule definitions (default config/rules.yaml)
+    actions_prefix: str | None = None  # action topics are <prefix><channel> (default kafka.topics.actions_prefix)
+    control_topic: str | None = None  # control messages (default kafka.topics.control)
+    control_results_topic: str | None = None  # their results (default kafka.topics.control_results)
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
@@ -103,8 +111,12 @@ def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[S
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import EnvironmentSettings, StreamTableEnvironment
 
+    from zhongtai.metrics import flink_prometheus_options
+
     conf = Configuration()
-    for k, v in flink_options(settings, opts, jars).items():
+    # The embedded mini-cluster's metrics through Flink's Prometheus reporter (zhongtai.metrics).
+    options = {**flink_prometheus_options(settings), **flink_options(settings, opts, jars)}
+    for k, v in options.items():
         conf.set_string(k, v)
     if opts.resume:
         ck = latest_checkpoint(settings.checkpoint_url(), opts.job_name)
@@ -139,18 +151,69 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         "zt_identity_out", settings.kafka, topic=opts.identity_topic or settings.kafka.topics.identity_changes,
         transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-identity",
     ))
+    t_env.execute_sql(dlq_sink_ddl(
+        "zt_tags_out", settings.kafka, topic=opts.tag_topic or settings.kafka.topics.tag_changes,
+        transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-tags",
+    ))
+    # The control topic (rules, tags, experiments, identity commands), read from its start by every
+    # run: control messages are versioned and idempotent, so replaying them is safe.
+    control_topic = opts.control_topic or settings.kafka.topics.control
+    results_topic = opts.control_results_topic or settings.kafka.topics.control_results
+    ensure_control_topics(settings, control_topic, results_topic)
+    t_env.execute_sql(source_ddl(
+        "zt_control_source", settings.kafka, topic_pattern=re.escape(control_topic),
+        group=f"{opts.group or settings.kafka.consumer_group}-control", bounded=opts.bounded,
+        idle_timeout_ms=job.source_idle_timeout_ms,
+    ))
+    t_env.execute_sql(dlq_sink_ddl(
+        "zt_control_results", settings.kafka,
+        topic=results_topic,
+        transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-control",
+    ))
     t_env.execute_sql("CREATE TEMPORARY TABLE zt_store_sink (written BIGINT) WITH ('connector' = 'blackhole')")
     t_env.create_temporary_function("zt_store", store_udf(
         settings_to_json(settings), redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix, hbase=opts.hbase,
     ))
-    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store", identity_changes="zt_identity_out")
+    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store", identity_changes="zt_identity_out",
+                  control_source="zt_control_source", control_results="zt_control_results",
+                  tag_changes="zt_tags_out")
     stmt_set = build(t_env, settings, "zt_source", sinks)
+    if opts.rules:
+        from pipelines.rules_job import CHANNELS, actions_sink_ddl, add_rules, rule_store_rows
+        from zhongtai.stack.topics import create_topics
+
+        prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
+        create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
+        t_env.execute_sql(actions_sink_ddl(
+            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
+        add_rules(t_env, stmt_set, settings, actions_sink="zt_actions_out", actions_prefix=prefix,
+                  control_source="zt_control_source", control_results="zt_control_results",
+                  rules_file=opts.rules_file)
+        for stmt in rule_store_rows():
+            t_env.execute_sql(stmt)
+        from pipelines.events import STORE_COLUMNS
+
+        cols = ", ".join(STORE_COLUMNS)
+        stmt_set.add_insert_sql(f"INSERT INTO zt_store_sink SELECT zt_store({cols}) FROM zt_rule_rows")
+    if opts.experiments:
+        from pipelines.experiments_job import add_experiments
+
+        add_experiments(t_env, stmt_set, settings, redis_prefix=opts.redis_prefix)
     if opts.naive_control:
         from pipelines.naive_sink import add_naive_sink
 
         add_naive_sink(t_env, stmt_set, settings,
                        prefix=opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")
     return stmt_set
+
+
+def ensure_control_topics(settings: Settings, control: str, results: str) -> None:
+    """The control topic has ONE partition (its messages are ordered commands); a bounded run needs
+    it to exist (a pattern that matches no topic never finishes)."""
+    from zhongtai.stack.topics import create_topics
+
+    create_topics(settings, [control], partitions=1)
+    create_topics(settings, [results])
 
 
 def connector_jars(settings: Settings) -> list[Path]:

@@ -651,7 +651,8 @@ class ControlError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ControlCommand:
-    """``{"kind": "identity", "op": "split"|"block"|"unblock", "identifier": "type:value", "version": n}``."""
+    """``{"kind": "identity", "op": "split"|"block"|"unblock", "identifier": "type:value", "version": n}``
+    (optional: ``ts_ms`` when it was decided, ``cause`` free text recorded on the changes)."""
 
     op: str
     identifier: str
@@ -672,10 +673,11 @@ def apply_control(message: Mapping[str, Any], rules: IdentityRules | None = None
         raise ControlError(
             f"identity control message: 'kind' must be 'identity', got {message.get('kind')!r}"
         )
-    unknown = set(message) - {"kind", "op", "identifier", "version"}
+    unknown = set(message) - {"kind", "op", "identifier", "version", "ts_ms", "cause"}
     if unknown:
         raise ControlError(
-            f"identity control message: unknown fields {sorted(unknown)}; allowed: kind, op, identifier, version"
+            f"identity control message: unknown fields {sorted(unknown)}; "
+            "allowed: kind, op, identifier, version, ts_ms, cause"
         )
     op = message.get("op")
     if op not in CONTROL_OPS:

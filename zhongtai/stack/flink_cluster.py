@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from config import Settings
 
 JM_HEAP = "768m"
-TM_PROCESS = "2048m"
+#: The event job keeps dedup, identity, join and tag state on the heap: 2 GiB ran out of heap in the
+#: TaskManager-kill test once identity and tags were on (java.lang.OutOfMemoryError: Java heap space).
+TM_PROCESS = "4096m"
 SLOTS = 2
 RPC_PORT = 6123
 
@@ -84,6 +86,12 @@ def write_conf(settings: Settings, paths: Paths) -> Path:
         "python.executable": sys.executable,
         "python.client.executable": sys.executable,
         "io.tmp.dirs": str(paths.data / "flink-tmp"),
+        # PyFlink's thread mode (the identity graph) runs Python inside the TaskManager JVM through
+        # pemja. Loaded per job, pemja tries to re-register libpython with reflection that JDK 17
+        # forbids, so the second job on a TaskManager failed ("NoSuchFieldException:
+        # loadedLibraryNames"). flink-python sits on the cluster classpath (write_lib) and pemja is
+        # always loaded parent-first: libpython is loaded once per JVM.
+        "classloader.parent-first-patterns.additional": "pemja.",
     }.items():
         _set(tree, key, value)
     (paths.data / "flink-tmp").mkdir(parents=True, exist_ok=True)
@@ -96,6 +104,19 @@ def write_conf(settings: Settings, paths: Paths) -> Path:
     return conf
 
 
+def write_lib(paths: Paths) -> Path:
+    """``<run_dir>/flink-lib``: links to the wheel's ``lib/`` jars plus ``opt/flink-python*.jar``."""
+    lib = paths.data / "flink-lib"
+    if lib.exists():
+        shutil.rmtree(lib)
+    lib.mkdir(parents=True)
+    home = flink_home()
+    jars = sorted((home / "lib").glob("*.jar")) + sorted((home / "opt").glob("flink-python*.jar"))
+    for jar in jars:
+        (lib / jar.name).symlink_to(jar)
+    return lib
+
+
 def _env(settings: Settings, paths: Paths) -> dict[str, str]:
     pid_dir = paths.pids / "flink"
     pid_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +124,7 @@ def _env(settings: Settings, paths: Paths) -> dict[str, str]:
     return {
         "FLINK_HOME": str(flink_home()),
         "FLINK_CONF_DIR": str(write_conf(settings, paths)),
+        "FLINK_LIB_DIR": str(write_lib(paths)),
         "FLINK_LOG_DIR": str(paths.logs),
         "FLINK_PID_DIR": str(pid_dir),
         "FLINK_IDENT_STRING": "zt",
