@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import redis
-
+from connectors.redis_store import redis_client
 from operators.experiments.definitions import DefinitionError, ExperimentDefinition, definition_from_mapping
 from operators.experiments.stats import VariantStats
 
@@ -85,14 +84,7 @@ class RedisExperiments:
 
     def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
         self.prefix = prefix or cfg.prefix
-        self.client = redis.Redis(
-            host=cfg.host,
-            port=cfg.port,
-            db=cfg.db,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            decode_responses=True,
-            socket_timeout=30,
-        )
+        self.client = redis_client(cfg)
 
     # ---- keys -------------------------------------------------------------------------------------
     def meta_key(self, key: str) -> str:

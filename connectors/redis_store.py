@@ -71,6 +71,18 @@ class StoreRow:
     s1: str | None = None  # person id (``i``) / edge details (``e``)
 
 
+def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> redis.Redis:
+    """The one way zhongtai connects to Redis (string replies, the configured db and password)."""
+    return redis.Redis(
+        host=cfg.host,
+        port=cfg.port,
+        db=cfg.db,
+        password=cfg.password.get_secret_value() if cfg.password else None,
+        decode_responses=True,
+        socket_timeout=socket_timeout,
+    )
+
+
 def minute_label(epoch_minute: int) -> str:
     """Epoch minute → ``YYYYMMDDHHMM`` (UTC)."""
     import datetime as dt
@@ -91,14 +103,7 @@ class RedisStore:
     def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
         self.cfg = cfg
         self.prefix = prefix or cfg.prefix
-        self.client = redis.Redis(
-            host=cfg.host,
-            port=cfg.port,
-            db=cfg.db,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            decode_responses=True,
-            socket_timeout=30,
-        )
+        self.client = redis_client(cfg)
         self._profile_script = self.client.register_script(_LUA)
         self._id_script = self.client.register_script(_ID_LUA)
 

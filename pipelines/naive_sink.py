@@ -45,19 +45,11 @@ class NaiveIncrementWriter:
         return {**self.__dict__, "_client": None}
 
     def _open(self) -> None:
-        import redis
-
         from config.settings import Settings
+        from connectors.redis_store import redis_client
 
         cfg = Settings.model_validate_json(self._settings_json).redis
-        self._client = redis.Redis(
-            host=cfg.host,
-            port=cfg.port,
-            db=cfg.db,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            decode_responses=True,
-            socket_timeout=30,
-        )
+        self._client = redis_client(cfg)
         # Where this worker's code came from (the tests check that the cluster ran the shipped copy).
         import sys
 

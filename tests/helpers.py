@@ -99,3 +99,27 @@ def profile_mismatches(expected: dict[str, dict[str, Any]], read: Any) -> list[s
             if str(ev) != str(gv):
                 bad.append(f"{person}.{f}: expected {ev} got {gv}")
     return bad
+
+
+def read_topics(settings: Settings, topics: list[str], idle_polls: int = 3) -> list[Any]:
+    """Every committed record of ``topics`` (read_committed, from the start), as confluent-kafka
+    messages; stops after ``idle_polls`` empty one-second polls."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"chk-{uuid.uuid4().hex[:8]}",
+                  "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    parts = []
+    for t in topics:
+        meta = c.list_topics(t, timeout=10).topics[t]
+        parts += [TopicPartition(t, p, 0) for p in meta.partitions]
+    c.assign(parts)
+    out: list[Any] = []
+    idle = 0
+    while idle < idle_polls:
+        msgs = c.consume(1000, timeout=1.0)
+        if not msgs:
+            idle += 1
+            continue
+        out += [m for m in msgs if not m.error()]
+    c.close()
+    return out

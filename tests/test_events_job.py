@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.hbase_store import HBaseStore, derive_profile_hash
 from connectors.redis_store import RedisStore
 from operators.profile_windows import evaluate
-from tests.helpers import counter_mismatches, fresh_names, load_expected, profile_mismatches, make_settings
+from tests.helpers import counter_mismatches, fresh_names, load_expected, make_settings, profile_mismatches, read_topics
 from zhongtai.generator import GeneratorConfig
 from zhongtai.generator.produce import produce
 from zhongtai.runner import RunOptions, run_events_job
@@ -17,24 +16,10 @@ pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
 
 def _dlq_reasons(settings, topic: str) -> dict[str, int]:
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"chk-{topic}",
-                  "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     out: dict[str, int] = {}
-    idle = 0
-    while idle < 3:
-        msgs = c.consume(1000, timeout=1.0)
-        if not msgs:
-            idle += 1
-            continue
-        for m in msgs:
-            if m.error():
-                continue
-            h = dict(m.headers() or [])
-            r = "dlq:" + h["zt.reason"].decode()
-            out[r] = out.get(r, 0) + 1
-    c.close()
+    for m in read_topics(settings, [topic]):
+        r = "dlq:" + dict(m.headers() or [])["zt.reason"].decode()
+        out[r] = out.get(r, 0) + 1
     return out
 
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.hbase_store import HBaseStore, derive_profile_hash
 from connectors.redis_store import RedisStore
 from operators.identity import IdentityRules
 from operators.profile_windows import evaluate
-from tests.helpers import counter_mismatches, fresh_names, make_settings, profile_mismatches
+from tests.helpers import counter_mismatches, fresh_names, make_settings, profile_mismatches, read_topics
 from zhongtai.generator import GeneratorConfig, expected, generate
 from zhongtai.generator.model import IDENTITY_NOISE
 from zhongtai.generator.oracle import expected_identity
@@ -32,20 +31,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
 
 def _read_all(settings, topic: str) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"chk-{topic}",
-                  "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    meta = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-    out: list[bytes] = []
-    idle = 0
-    while idle < 3:
-        msgs = c.consume(1000, timeout=1.0)
-        if not msgs:
-            idle += 1
-            continue
-        out.extend(m.value() for m in msgs if not m.error())
-    c.close()
-    return out
+    return [m.value() for m in read_topics(settings, [topic])]
 
 
 def _pii_values(records) -> set[str]:

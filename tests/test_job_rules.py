@@ -12,11 +12,10 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from connectors.hbase_store import HBaseStore
 from connectors.redis_store import RedisStore
-from tests.helpers import fresh_names, make_settings
+from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.generator import GeneratorConfig
 from zhongtai.generator.produce import produce
 from zhongtai.runner import RunOptions, run_events_job
@@ -24,25 +23,6 @@ from zhongtai.runner import RunOptions, run_events_job
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
 CHANNELS = ("email", "sms", "push", "webhook", "coupon")
-
-
-def _read(settings, topics: list[str]) -> list[bytes]:
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"chk-{topics[0]}",
-                  "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    parts = []
-    for t in topics:
-        meta = c.list_topics(t, timeout=10).topics[t]
-        parts += [TopicPartition(t, p, 0) for p in meta.partitions]
-    c.assign(parts)
-    out, idle = [], 0
-    while idle < 3:
-        msgs = c.consume(1000, timeout=1.0)
-        if not msgs:
-            idle += 1
-            continue
-        out += [m.value() for m in msgs if not m.error()]
-    c.close()
-    return out
 
 
 def test_actions_once_each_and_counted_everywhere() -> None:
@@ -54,7 +34,7 @@ def test_actions_once_each_and_counted_everywhere() -> None:
     run_events_job(settings, RunOptions(bounded=True, group=n.group, topic_pattern=n.topic_pattern, dlq_topic=n.dlq,
                                         redis_prefix=n.prefix, hbase_prefix=n.prefix, resume=False, job_name=n.job,
                                         rules=True, actions_prefix=prefix, experiments=False))
-    actions = [orjson.loads(v) for v in _read(settings, [prefix + c for c in CHANNELS])]
+    actions = [orjson.loads(m.value()) for m in read_topics(settings, [prefix + c for c in CHANNELS])]
     assert len(actions) > 10
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids))  # exactly once per action id for a read_committed consumer

@@ -106,21 +106,12 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
         for m in messages:
             print(json.dumps(m, ensure_ascii=False, sort_keys=True))
         return 0
-    from confluent_kafka import Producer
+    from connectors.control import PublishError, publish
 
-    failures: list[str] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(f"{msg.key().decode()}: {err}")
-
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
-    for m in messages:
-        producer.produce(topic, key=f"experiment:{m['key']}".encode(), on_delivery=delivered,
-                         value=json.dumps(m, ensure_ascii=False, sort_keys=True).encode())  # fmt: skip
-    left = producer.flush(30)
-    if left or failures:
-        print(f"zhongtai experiment publish: {left} message(s) undelivered; {'; '.join(failures)}", file=sys.stderr)
+    try:
+        publish(settings, messages, topic=topic, key_of=lambda m: f"experiment:{m['key']}")
+    except PublishError as e:
+        print(f"zhongtai experiment publish: {e}", file=sys.stderr)
         return 1
     for d in defs:
         print(f"published {d.key} v{d.version} to {topic}")

@@ -26,11 +26,9 @@ _MAX_RETRIES = 100
 
 
 def redis_client(cfg: RedisSettings) -> redis.Redis:
-    return redis.Redis(
-        host=cfg.host, port=cfg.port, db=cfg.db,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        decode_responses=True, socket_timeout=10,
-    )
+    from connectors.redis_store import redis_client as client
+
+    return client(cfg, socket_timeout=10)
 
 
 def _atomic(client: redis.Redis, key: str, step: Callable[[dict[str, str]], tuple[dict[str, str] | None, T]],
