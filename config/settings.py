@@ -100,6 +100,12 @@ class JobSettings(_Frozen):
     #: Mini-batch aggregation latency bound (JVM side).
     mini_batch_latency_ms: int = Field(1_000, ge=10)
     mini_batch_size: int = Field(20_000, ge=1)
+    #: Attribution (rules on; docs/rules_job.md): a purchase converts the last action delivered at most
+    #: this long before it; it is decided once the watermark is this much past it (receipts lag).
+    attribution_window_ms: int = Field(7 * 86_400_000, ge=1)
+    attribution_receipt_delay_ms: int = Field(300_000, ge=0)
+    #: Channels whose deliveries can convert (None: every channel).
+    attribution_channels: tuple[str, ...] | None = None
 
 
 class PiiSettings(_Frozen):

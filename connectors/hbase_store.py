@@ -4,7 +4,8 @@ Layout (DESIGN.md, tables named ``{namespace}_{table}`` through happybase's tabl
 ``profile`` row = person id; family ``b`` holds the absolute per-minute buckets
 (``b:m:{epoch_minute}`` = ``views,carts,purchases,events,gmv_cents,first,last,last_purchase``,
 the same row the Redis profile applies), family ``i`` the person's identifiers; ``identity`` row =
-identifier (``p:pid`` its person, ``e:<ts>:<other>`` its edge log).
+identifier (``p:pid`` its person, ``e:<ts>:<other>`` its edge log); ``actions`` row = action id
+(``a:status``, ``a:record``, ``a:ts`` its audit; ``a:c:<purchase event id>`` a purchase attributed to it).
 A bucket cell is written with its absolute value from Flink state, so a replay writes the same
 cell again: idempotent, and order-independent because one bucket is owned by one aggregate key.
 Lifetime totals and rolling windows are derived from the buckets by ``operators.profile_windows``.
@@ -12,6 +13,7 @@ Lifetime totals and rolling windows are derived from the buckets by ``operators.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -96,6 +98,9 @@ class HBaseStore:
                     status = b"emitted" if r.n1 else b"suppressed"
                     acts.put(r.key.encode(), {b"a:status": status, b"a:record": (r.s1 or "").encode(),
                                               b"a:ts": str(r.bucket).encode()})
+                elif r.kind == "cx":  # a purchase attributed to this action: a:c:<purchase event id>
+                    eid = json.loads(r.s1 or "{}").get("purchase_event_id", "")
+                    acts.put(r.key.encode(), {f"a:c:{eid}".encode(): (r.s1 or "").encode()})
                 elif r.kind == "t":
                     prof.put(r.key.encode(), {f"t:{r.s1}".encode(): str(r.bucket).encode()})
                 elif r.kind == "tr":
@@ -111,6 +116,11 @@ class HBaseStore:
     def action(self, action_id: str) -> dict[str, str]:
         row = self.conn.table("actions").row(action_id.encode())
         return {k.decode()[2:]: v.decode() for k, v in row.items()}
+
+    def conversions(self, action_id: str) -> dict[str, str]:
+        """The purchases attributed to an action: purchase event id → conversion JSON (``a:c:*`` cells)."""
+        row = self.conn.table("actions").row(action_id.encode())
+        return {k.decode()[4:]: v.decode() for k, v in row.items() if k.startswith(b"a:c:")}
 
     def tags(self, pid: str) -> dict[str, int]:
         row = self.conn.table("profile").row(pid.encode(), columns=[b"t"])

@@ -53,6 +53,9 @@ class StoreRow:
     kind ``t`` / ``tr``: person ``key`` gained / lost tag ``s1`` at event time ``bucket``;
     kind ``ac``: action counter ``key`` (``<rule>|<channel>`` / ``suppressed:<reason>``) = ``n1``;
     kind ``ax``: action audit (HBase only): ``key`` = action_id, ``n1`` = 1 emitted / 0 suppressed, ``s1`` = JSON;
+    kind ``cv``: attributed conversions of ``key`` (``<rule>|<channel>``): ``n1`` = count, ``amount`` = revenue;
+    kind ``cx``: one conversion (HBase only): ``key`` = action_id, ``bucket`` = purchase ts, ``s1`` = its JSON
+    (``operators.rules.attribution.Conversion.to_json()``);
     kind ``s``: pipeline total, ``key`` = name, ``n1`` = value.
     """
 
@@ -169,7 +172,11 @@ class RedisStore:
                 op(f"{self.prefix}:tags:{r.key}", r.s1)
             elif r.kind == "ac":  # action counters: "<rule>|<channel>" or "suppressed:<reason>"
                 pipe.hset(f"{self.prefix}:actions", r.key, r.n1)
-            elif r.kind in ("e", "ax"):
+            elif r.kind == "cv":  # attributed conversions per "<rule>|<channel>": count and revenue
+                pipe.hset(f"{self.prefix}:conversions", r.key, r.n1)
+                pipe.hset(f"{self.prefix}:conversions:revenue", r.key,
+                          str((r.amount or Decimal(0)).quantize(Decimal("0.01"))))
+            elif r.kind in ("e", "ax", "cx"):
                 continue  # edge log and action audit are durable history: HBase only
             elif r.kind == "s":
                 pipe.hset(self.stats_key, r.key, r.n1)
@@ -215,6 +222,12 @@ class RedisStore:
 
     def action_counters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:actions").items()}
+
+    def conversion_counters(self) -> dict[str, tuple[int, str]]:
+        """Attributed conversions per ``<rule>|<channel>``: (count, revenue as a 2-decimal string)."""
+        counts = self.client.hgetall(f"{self.prefix}:conversions")
+        revenue = self.client.hgetall(f"{self.prefix}:conversions:revenue")
+        return {k: (int(v), revenue.get(k, "0.00")) for k, v in counts.items()}
 
     def tag_members(self, tag: str) -> set[str]:
         return set(self.client.smembers(f"{self.prefix}:tag:{tag}"))

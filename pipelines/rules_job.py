@@ -9,6 +9,9 @@ Kafka record timestamps of actions (and of tag / identity changes) are the write
 times can lie ahead of the broker clock (timers, quiet-hour holds) and the broker rejects records
 beyond ``message.timestamp.after.max.ms``; the event time is in the payload.
 
+With rules on, conversions are attributed to the delivered actions that preceded them
+(``pipelines.attribution``: the delivery receipts topic read back, ``RunOptions.attribution``).
+
 Opt-in (``RunOptions(rules=True)``, ``zhongtai run --rules``): measured at ~2k events/s on this
 2-core machine (docs/rules_job.md) because most events reach the Python engine; the rest of the job
 runs at ~10k/s without it.
@@ -30,11 +33,26 @@ RULES_FILE = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 CHANNELS = ("email", "sms", "push", "webhook", "coupon")
 
 
-def actions_sink_ddl(name: str, settings: Settings, transactional_id_prefix: str, prefix: str) -> str:
+ACTIONS_DELIVERY = ("exactly-once", "at-least-once")
+
+
+def actions_sink_ddl(name: str, settings: Settings, transactional_id_prefix: str, prefix: str, *,
+                     delivery: str = "exactly-once") -> str:
     """One transactional sink for every channel: the ``topic`` column picks ``<prefix><channel>`` among the
-    declared topics (the connector needs them listed)."""
+    declared topics (the connector needs them listed).
+
+    ``delivery="at-least-once"`` writes without transactions (records are visible at once and a replay
+    after a failure writes them again): only the negative control of tests/test_rules_kill.py uses it."""
+    if delivery not in ACTIONS_DELIVERY:
+        raise ValueError(f"actions sink: delivery {delivery!r} is not one of {', '.join(ACTIONS_DELIVERY)}; "
+                         "use exactly-once (the default) unless you are testing duplicates")
     k = settings.kafka
     topics = ";".join(f"{prefix}{c}" for c in CHANNELS)
+    if delivery == "at-least-once":
+        guarantee = "'sink.delivery-guarantee' = 'at-least-once'"
+    else:
+        guarantee = f"""'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = '{transactional_id_prefix}'"""
     return f"""
 CREATE TEMPORARY TABLE {name} (
   payload BYTES,
@@ -46,8 +64,7 @@ CREATE TEMPORARY TABLE {name} (
   'topic' = '{topics}',
   'properties.bootstrap.servers' = '{k.bootstrap}',
   'format' = 'raw',
-  'sink.delivery-guarantee' = 'exactly-once',
-  'sink.transactional-id-prefix' = '{transactional_id_prefix}',
+  {guarantee},
   'properties.transaction.timeout.ms' = '{k.transaction_timeout_ms}'
 )"""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from operators.rules.attribution import (
     AttributionConfig,
     AttributionState,
@@ -105,3 +107,13 @@ def test_duplicates_and_malformed_receipts():
     assert delivery_from({"status": "delivered", "action_id": "a", "ts_ms": True}) is None
     assert attribution_step(None, None, T0, CFG) == (None, (), ())
     assert attribution_step(None, Event("v", "page_view", T0, "p1", {}), T0, CFG) == (None, (), ())
+
+
+def test_the_jobs_amount_prop_is_taken_as_it_is():
+    def amount(value: object) -> str | None:
+        st, _, _ = attribution_step(None, Delivery("a", T0, "coupon", "r", "c"), 0, CFG, person_id="p1")
+        st, _, _ = attribution_step(st, Event("b", "purchase", T0 + 1, "p1", {"amount": value, "price": 1}), 0, CFG)
+        return attribution_step(st, None, T0 + 1 + 5 * MIN, CFG)[1][0].amount
+
+    assert amount(Decimal("24.70")) == "24.70" and amount("0.00") == "0.00" and amount(7) == "7.00"
+    assert amount(None) is None  # the job had no amount: not the price prop

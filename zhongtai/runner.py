@@ -50,6 +50,10 @@ class RunOptions:
     actions_prefix: str | None = None  # action topics are <prefix><channel> (default kafka.topics.actions_prefix)
     control_topic: str | None = None  # control messages (default kafka.topics.control)
     control_results_topic: str | None = None  # their results (default kafka.topics.control_results)
+    attribution: bool = True  # with rules: conversions attributed from the delivery receipts (pipelines.attribution)
+    delivery_topic: str | None = None  # the receipts (default kafka.topics.delivery)
+    #: the actions sink: "exactly-once" (transactional) or "at-least-once" (test control: replays duplicate)
+    actions_delivery: str = "exactly-once"
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
@@ -185,7 +189,8 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
         t_env.execute_sql(actions_sink_ddl(
-            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
+            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix,
+            delivery=opts.actions_delivery))
         add_rules(t_env, stmt_set, settings, actions_sink="zt_actions_out", actions_prefix=prefix,
                   control_source="zt_control_source", control_results="zt_control_results",
                   rules_file=opts.rules_file)
@@ -195,6 +200,10 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
 
         cols = ", ".join(STORE_COLUMNS)
         stmt_set.add_insert_sql(f"INSERT INTO zt_store_sink SELECT zt_store({cols}) FROM zt_rule_rows")
+        if opts.attribution:
+            from pipelines.attribution import add_attribution
+
+            add_attribution(t_env, stmt_set, settings, opts, store_sink="zt_store_sink", store_udf="zt_store")
     if opts.experiments:
         from pipelines.experiments_job import add_experiments
 

@@ -99,11 +99,16 @@ _CENT = Decimal("0.01")
 
 
 def _amount(props: Mapping[str, Any]) -> str | None:
-    """``price × qty`` as a 2-decimal string, the price rounded half-up first (docs/semantics.md)."""
+    """``price × qty`` as a 2-decimal string, the price rounded half-up first (docs/semantics.md).
+
+    An ``amount`` prop (the event job's decoded ``price × qty``, a Decimal or a decimal string, None when
+    the event has none) is taken as it is, to cents: that is what the job's person events carry."""
+    if "amount" in props:
+        return _amount({"price": props["amount"]})
     price, qty = props.get("price"), props.get("qty", 1)
     if isinstance(qty, str) and qty.isdigit():
         qty = int(qty)
-    if isinstance(price, bool) or not isinstance(price, (int, float, str)) or not isinstance(qty, int) \
+    if isinstance(price, bool) or not isinstance(price, (int, float, str, Decimal)) or not isinstance(qty, int) \
             or isinstance(qty, bool):
         return None
     try:
