@@ -289,6 +289,15 @@ class ExperimentSettings(_Frozen):
     target_n: int = Field(5000, ge=1)
 
 
+class ApiSettings(_Frozen):
+    """``zhongtai api`` (docs/api.md). With ``token`` set (or env ``ZT_API_TOKEN``), every route but
+    ``/healthz`` needs ``Authorization: Bearer <token>``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8800, ge=1, le=65535)
+    token: SecretStr | None = None
+
+
 class Settings(_Frozen):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -300,6 +309,7 @@ class Settings(_Frozen):
     stack: StackSettings = StackSettings()
     worker: WorkerSettings = WorkerSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    api: ApiSettings = ApiSettings()
 
     @field_validator("flink")
     @classmethod

@@ -169,6 +169,8 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_experiments",
     "zhongtai.cli_dashboard",
     "zhongtai.cli_identity",
+    "zhongtai.cli_rules",
+    "zhongtai.api.cli",
 )
 
 
