@@ -216,13 +216,16 @@ class JobStandIn(threading.Thread):
         c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": "standin", "enable.auto.commit": False})
         c.assign([TopicPartition(s.kafka.topics.control, 0, 0)])
         p = Producer({"bootstrap.servers": s.kafka.bootstrap})
+        n = 0
         while not self.stop.is_set():
             for m in c.consume(10, timeout=0.2):
                 if m.error():
                     continue
                 self.rs, res = apply_control(self.rs, json.loads(m.value()))
+                # results land on any partition (the job's sink has no key): alternate to show the order holds
                 p.produce(s.kafka.topics.control_results, value=json.dumps(res.to_json()).encode(),
-                          headers={"zt.kind": b"rule"})
+                          headers={"zt.kind": b"rule"}, partition=n % 2)
+                n += 1
                 p.flush(10)
         c.close()
 
@@ -232,7 +235,7 @@ def test_wait_prints_the_jobs_answer(settings, capsys, tmp_path):
 
     control, results = settings.kafka.topics.control, settings.kafka.topics.control_results
     create_topics(settings, [control], partitions=1)
-    create_topics(settings, [results])
+    create_topics(settings, [results], partitions=2)
     # an identity result on the same topic is not ours
     publish(settings, [{"kind": "tag", "op": "noop"}], topic=results)
     job = JobStandIn(settings, RuleSetView(settings).initial)

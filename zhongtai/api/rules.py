@@ -226,8 +226,9 @@ class RuleSetView:
                 msg = _control_payload(rec)
                 if msg is not None:
                     self._apply(msg)
-            if results:
-                for rec in read_topic(self.settings, self.results_topic, start=self._results.offsets):
+            if results:  # the results topic has several partitions: newest last by record time
+                recs = read_topic(self.settings, self.results_topic, start=self._results.offsets)
+                for rec in sorted(recs, key=lambda r: (r.timestamp_ms or 0, r.partition, r.offset)):
                     self._results.offsets[rec.partition] = rec.offset + 1
                     res = _result_payload(rec)
                     if res is not None:
@@ -301,9 +302,11 @@ class RuleSetView:
 def ensure_control_topic(settings: Settings) -> None:
     """Create ``kafka.topics.control`` with ONE partition if it is missing, as the job does on start
     (its messages are ordered commands; a broker auto-creating it could give it several)."""
+    from connectors.control import end_offsets
     from zhongtai.stack.topics import create_topics
 
-    create_topics(settings, [settings.kafka.topics.control], partitions=1)
+    if not end_offsets(settings, settings.kafka.topics.control):  # missing (an existing topic is left alone)
+        create_topics(settings, [settings.kafka.topics.control], partitions=1)
 
 
 @dataclass(frozen=True)
