@@ -108,7 +108,7 @@ def _consumer(settings: Settings) -> Any:
 
     return Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"zt-read-{uuid.uuid4().hex[:12]}",
                      "isolation.level": "read_committed", "enable.auto.commit": False,
-                     "enable.partition.eof": True, "auto.offset.reset": "earliest"})
+                     "enable.partition.eof": True, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
 
 
 def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int] | None:
@@ -164,7 +164,7 @@ def read_topic(settings: Settings, topic: str, *, start: Mapping[int, int] | Non
             if time.monotonic() > deadline:
                 raise ReadError(f"topic {topic}: partitions {sorted(todo)} not read to their end within {timeout_s:g} s; "
                                 "is Kafka up (`zhongtai stack status`)?")
-            for m in c.consume(500, timeout=0.5):
+            for m in c.consume(500, timeout=0.05):  # returns at 500 records or the timeout: keep it short
                 if m.error():
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         todo.discard(m.partition())
@@ -197,7 +197,7 @@ def follow(settings: Settings, topic: str, start: Mapping[int, int], accept: Cal
             return None
         c.assign([TopicPartition(topic, p, start.get(p, OFFSET_BEGINNING)) for p in parts])
         while time.monotonic() < deadline:
-            for m in c.consume(500, timeout=min(0.5, max(0.01, deadline - time.monotonic()))):
+            for m in c.consume(500, timeout=min(0.1, max(0.01, deadline - time.monotonic()))):
                 if m.error():
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         continue
