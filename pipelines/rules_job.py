@@ -42,7 +42,7 @@ def actions_sink_ddl(name: str, settings: Settings, transactional_id_prefix: str
     declared topics (the connector needs them listed).
 
     ``delivery="at-least-once"`` writes without transactions (records are visible at once and a replay
-    after a failure writes them again): only the negative control of tests/test_rules_kill.py uses it."""
+    after a failure writes them again): only the negative control (``add_actions_control``) uses it."""
     if delivery not in ACTIONS_DELIVERY:
         raise ValueError(f"actions sink: delivery {delivery!r} is not one of {', '.join(ACTIONS_DELIVERY)}; "
                          "use exactly-once (the default) unless you are testing duplicates")
@@ -69,6 +69,29 @@ CREATE TEMPORARY TABLE {name} (
 )"""
 
 
+def actions_insert(sink: str, prefix: str) -> str:
+    """Every ``zt_actions`` row to ``<prefix><channel>`` of ``sink`` (headers: action id, person)."""
+    return f"""
+INSERT INTO {sink}
+SELECT ENCODE(payload, 'UTF-8'), CONCAT('{prefix}', channel),
+       MAP['zt.action_id', ENCODE(action_id, 'UTF-8'), 'zt.person', ENCODE(person, 'UTF-8')],
+       CAST(NULL AS TIMESTAMP_LTZ(3))
+FROM zt_actions"""
+
+
+def add_actions_control(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings,
+                        prefix: str) -> None:
+    """Negative control of the exactly-once test (tests/test_rules_kill.py): the same actions written a
+    second time, AT_LEAST_ONCE without transactions, to ``<prefix><channel>``. After a failure the job
+    replays from its last checkpoint, and whatever this sink wrote after it is written again, so a
+    read_uncommitted consumer sees duplicates (the transactional sink aborts them instead)."""
+    from zhongtai.stack.topics import create_topics
+
+    create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
+    t_env.execute_sql(actions_sink_ddl("zt_actions_control_out", settings, "", prefix, delivery="at-least-once"))
+    stmt_set.add_insert_sql(actions_insert("zt_actions_control_out", prefix))
+
+
 def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings, *,
               actions_sink: str, actions_prefix: str, control_source: str | None,
               control_results: str | None, rules_file: str | Path | None = None) -> None:
@@ -88,12 +111,7 @@ SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {control_sour
 WHERE JSON_VALUE(s, '$.kind') IN ('rule', 'pattern', 'journey', 'batch', 'policy')""")
         control_view = "zt_rule_control"
     attach_rules(t_env, settings, ruleset, control_view=control_view)
-    stmt_set.add_insert_sql(f"""
-INSERT INTO {actions_sink}
-SELECT ENCODE(payload, 'UTF-8'), CONCAT('{actions_prefix}', channel),
-       MAP['zt.action_id', ENCODE(action_id, 'UTF-8'), 'zt.person', ENCODE(person, 'UTF-8')],
-       CAST(NULL AS TIMESTAMP_LTZ(3))
-FROM zt_actions""")
+    stmt_set.add_insert_sql(actions_insert(actions_sink, actions_prefix))
     if control_results and control_view:
         stmt_set.add_insert_sql(f"""
 INSERT INTO {control_results}

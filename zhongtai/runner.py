@@ -52,8 +52,9 @@ class RunOptions:
     control_results_topic: str | None = None  # their results (default kafka.topics.control_results)
     attribution: bool = True  # with rules: conversions attributed from the delivery receipts (pipelines.attribution)
     delivery_topic: str | None = None  # the receipts (default kafka.topics.delivery)
-    #: the actions sink: "exactly-once" (transactional) or "at-least-once" (test control: replays duplicate)
-    actions_delivery: str = "exactly-once"
+    #: test-only negative control: every action also written AT_LEAST_ONCE, non-transactionally, to
+    #: <prefix><channel> (pipelines.rules_job.add_actions_control; replays after a failure duplicate there)
+    actions_control_prefix: str | None = None
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
@@ -189,8 +190,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
         t_env.execute_sql(actions_sink_ddl(
-            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix,
-            delivery=opts.actions_delivery))
+            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
         add_rules(t_env, stmt_set, settings, actions_sink="zt_actions_out", actions_prefix=prefix,
                   control_source="zt_control_source", control_results="zt_control_results",
                   rules_file=opts.rules_file)
@@ -204,6 +204,10 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
             from pipelines.attribution import add_attribution
 
             add_attribution(t_env, stmt_set, settings, opts, store_sink="zt_store_sink", store_udf="zt_store")
+        if opts.actions_control_prefix:
+            from pipelines.rules_job import add_actions_control
+
+            add_actions_control(t_env, stmt_set, settings, opts.actions_control_prefix)
     if opts.experiments:
         from pipelines.experiments_job import add_experiments
 
