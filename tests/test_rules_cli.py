@@ -294,3 +294,13 @@ def test_answers_matches_kind_op_id_and_batch_items():
     assert not answers(batch, {**ok, "items": ok["items"][:1]})  # another batch's answer
     assert answers(batch, {"kind": "batch", "ok": False, "items": []})
     assert not answers(batch, pause)
+
+
+def test_list_from_another_rules_file_and_a_missing_one(settings, capsys, tmp_path):
+    path = doc(tmp_path, name="start.yaml")
+    got = json.loads(run(capsys, "list", "--json", "--rules-file", str(path))[1])
+    assert (got["rules_file"], got["items"]) == (str(path), [ROW])
+    missing = tmp_path / "nope.yaml"
+    assert run(capsys, "list", "--rules-file", str(missing)) == (
+        2, "", (f"zhongtai rules list: the rules file the job starts from, {missing}, cannot be read (No such file "
+                "or directory); give it with --rules-file\n"))

@@ -46,10 +46,22 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if bad else 0
 
 
+class _RulesFileError(Exception):
+    pass
+
+
 def _view(args: argparse.Namespace, settings: Settings) -> Any:
+    """The folded rule set; :class:`_RulesFileError` when the job's rules file is unreadable or invalid."""
+    from operators.rules.schema import DefinitionError
     from zhongtai.api.rules import RuleSetView
 
-    return RuleSetView(settings, args.rules_file)
+    try:
+        return RuleSetView(settings, args.rules_file)
+    except OSError as e:
+        raise _RulesFileError(f"the rules file the job starts from, {e.filename}, cannot be read ({e.strerror}); "
+                              "give it with --rules-file") from None
+    except DefinitionError as e:
+        raise _RulesFileError(f"the rules file the job starts from is invalid, so the job would not start:\n{e}") from None
 
 
 def _send(verb: str, args: argparse.Namespace, settings: Settings, msg: dict[str, Any]) -> int:
@@ -60,6 +72,9 @@ def _send(verb: str, args: argparse.Namespace, settings: Settings, msg: dict[str
 
     try:
         published = _view(args, settings).publish(msg, check=not args.no_check)
+    except _RulesFileError as e:
+        _err(verb, str(e))
+        return 2
     except Rejected as e:
         _err(verb, f"not sent: the job would reject it: {e} (to send it anyway: --no-check)")
         return 1
@@ -139,7 +154,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         listing = _view(args, settings).listing(results=args.results)
-    except ReadError as e:
+    except (ReadError, _RulesFileError) as e:
         _err("list", str(e))
         return 2
     if args.json:

@@ -129,8 +129,7 @@ class _BearerToken:
             given = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, value = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                response = _error(401, "missing or wrong bearer token: send `Authorization: Bearer <api.token>`",
-                                  )
+                response = _error(401, "missing or wrong bearer token: send `Authorization: Bearer <api.token>`")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="zhongtai"'
                 await response(scope, receive, send)
                 return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,12 @@ def cmd_api(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace]
     settings = settings_of(args)
     secret = settings.api.token.get_secret_value() if settings.api.token else os.environ.get("ZT_API_TOKEN") or None
     host, port = args.host or settings.api.host, args.port or settings.api.port
-    app = create_app(settings, token=secret, prefix=args.prefix, rules_file=args.rules_file)
+    try:
+        app = create_app(settings, token=secret, prefix=args.prefix, rules_file=args.rules_file)
+    except (OSError, ValueError) as e:  # the rules file: unreadable, or invalid (DefinitionError)
+        print(f"zhongtai api: the rules file the job starts from cannot be used: {e}; fix it or pass --rules-file",
+              file=sys.stderr)
+        return 2
     print(f"zhongtai api on http://{host}:{port}/ (OpenAPI at /openapi.json, metrics at /metrics; "
           f"{'bearer token required' if secret else 'no token: open to anyone who can reach it'}); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=2)
