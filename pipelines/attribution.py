@@ -49,6 +49,7 @@ CONVERSION_FIELDS = ("purchase_event_id", "person", "action_id", "rule_id", "cam
                      "delivered_ts", "purchase_ts", "amount", "payload")
 STATE_NAME = "attribution-person-v1"
 _VERSION = "\x01"
+_CACHE_MAX = 50_000  # decoded person states kept in front of the state (cleared when full)
 
 
 def attribution_config(settings: Settings) -> AttributionConfig:
@@ -137,6 +138,9 @@ def _function_class() -> type:
 
             self.state = runtime_context.get_state(ValueStateDescriptor(STATE_NAME, Types.STRING()))
             self.counts = {"receipts": 0, "bad_receipts": 0, "purchases": 0, "conversions": 0}
+            # person → (encoded, decoded) of the state this operator last wrote: skips decoding while the
+            # stored value is still that string (always, unless restored from a checkpoint)
+            self.cache: dict[str, tuple[str, AttributionState]] = {}
 
         def close(self) -> None:
             logging.getLogger(__name__).info("attribution: %s", getattr(self, "counts", {}))
@@ -163,15 +167,21 @@ def _function_class() -> type:
 
         def _step(self, item: Any, now_ms: int, ctx: Any, person: str):
             raw = self.state.value()
-            before = decode_state(raw)
+            cached = self.cache.get(person)
+            before = cached[1] if cached is not None and cached[0] == raw else decode_state(raw)
             if item is None and before is None:
                 return
             after, conversions, timers = attribution_step(before, item, now_ms, self.config, person_id=person)
             if after is None:
                 if raw:
                     self.state.clear()
+                self.cache.pop(person, None)
             elif after is not before:
-                self.state.update(encode_state(after))
+                enc = encode_state(after)
+                self.state.update(enc)
+                if len(self.cache) >= _CACHE_MAX:
+                    self.cache.clear()
+                self.cache[person] = (enc, after)
             for t in timers:
                 ctx.timer_service().register_event_time_timer(t)
             for c in conversions:

@@ -117,3 +117,15 @@ def test_the_jobs_amount_prop_is_taken_as_it_is():
 
     assert amount(Decimal("24.70")) == "24.70" and amount("0.00") == "0.00" and amount(7) == "7.00"
     assert amount(None) is None  # the job had no amount: not the price prop
+
+
+def test_the_jobs_state_codec_round_trips_and_names_an_unknown_version():
+    import pytest
+
+    from pipelines.attribution import decode_state, encode_state
+
+    st = AttributionState("p1", (Delivery("a1", T0, "coupon", "r", "c"),), (("b1", T0 + 1, "9.99"), ("b2", T0 + 2, None)),
+                          T0 - 1, 2)
+    assert decode_state(encode_state(st)) == st and decode_state(None) is None and decode_state("") is None
+    with pytest.raises(ValueError, match="attribution-person-v1: unknown codec version 2"):
+        decode_state("\x02{}")
