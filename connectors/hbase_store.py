@@ -62,55 +62,63 @@ class HBaseStore:
     def write(self, rows: Sequence[StoreRow]) -> int:
         """Write a batch's person buckets, identifier mappings and edge-log records (one batch per table).
 
-        ``profile`` row = person id: ``b:m:<minute>`` buckets (deleted with ``pd``), ``i:<identifier>``,
-        ``t:<tag>`` = event time it was added (deleted when removed).
-        ``identity`` row = identifier: ``p:pid`` (deleted with ``id``), ``e:<ts>:<other>`` edge records.
-        The ``i:`` cell of the person an identifier left is deleted too (its old pid is read first).
+        ``profile`` row = person id: ``b:m:<minute>`` buckets (removed with ``pd``), ``i:<identifier>``,
+        ``t:<tag>`` = event time it was added (removed when the tag is).
+        ``identity`` row = identifier: ``p:pid`` (removed with ``id``), ``e:<ts>:<other>`` edge records.
+        The ``i:`` cell of the person an identifier left is removed too (its old pid is read first).
+
+        Removal writes an EMPTY value (a tombstone the readers skip), never an HBase delete: a delete
+        masks every put of the same cell with the same server timestamp (millisecond), so a bucket
+        removed and re-added within one millisecond (an anchor moving between persons) would vanish.
+        Puts of one cell with equal timestamps keep the last one written. Within a batch only the
+        last value of each cell is sent.
         """
-        n = 0
+        cells: dict[tuple[str, bytes, bytes], bytes] = {}  # (table, row, column) → value, in row order
         idents = [r for r in rows if r.kind in ("i", "id")]
         old_pid: dict[str, str] = {}
         if idents:
             for key, data in self.conn.table("identity").rows([r.key.encode() for r in idents], columns=[b"p:pid"]):
-                if b"p:pid" in data:
+                if data.get(b"p:pid"):
                     old_pid[key.decode()] = data[b"p:pid"].decode()
-        with self.conn.table("profile").batch(batch_size=self.cfg.batch_size) as prof, \
-                self.conn.table("identity").batch(batch_size=self.cfg.batch_size) as ident, \
-                self.conn.table("actions").batch(batch_size=self.cfg.batch_size) as acts:
-            for r in rows:
-                if r.kind == "p":
-                    value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}"
-                    prof.put(r.key.encode(), {f"b:m:{r.bucket}".encode(): value.encode()})
-                elif r.kind == "pd":
-                    prof.delete(r.key.encode(), columns=[f"b:m:{r.bucket}".encode()])
-                elif r.kind in ("i", "id"):
-                    col = f"i:{r.key}".encode()
-                    before = old_pid.get(r.key)
-                    pid = r.s1 if r.kind == "i" else None
-                    if before and before != pid:
-                        prof.delete(before.encode(), columns=[col])
-                    if pid:
-                        ident.put(r.key.encode(), {b"p:pid": pid.encode()})
-                        prof.put(pid.encode(), {col: b"1"})
-                    else:
-                        ident.delete(r.key.encode(), columns=[b"p:pid"])
-                elif r.kind == "ax":
-                    status = b"emitted" if r.n1 else b"suppressed"
-                    acts.put(r.key.encode(), {b"a:status": status, b"a:record": (r.s1 or "").encode(),
-                                              b"a:ts": str(r.bucket).encode()})
-                elif r.kind == "cx":  # a purchase attributed to this action: a:c:<purchase event id>
-                    eid = json.loads(r.s1 or "{}").get("purchase_event_id", "")
-                    acts.put(r.key.encode(), {f"a:c:{eid}".encode(): (r.s1 or "").encode()})
-                elif r.kind == "t":
-                    prof.put(r.key.encode(), {f"t:{r.s1}".encode(): str(r.bucket).encode()})
-                elif r.kind == "tr":
-                    prof.delete(r.key.encode(), columns=[f"t:{r.s1}".encode()])
-                elif r.kind == "e":
-                    other, _, rest = (r.s1 or "").partition("|")
-                    ident.put(r.key.encode(), {f"e:{r.bucket:013d}:{other}".encode(): f"{r.n1}|{rest}".encode()})
-                else:
-                    continue
-                n += 1
+        n = 0
+        for r in rows:
+            key = r.key.encode()
+            if r.kind in ("p", "pd"):
+                value = f"{r.n1},{r.n2},{r.n3},{r.n4},{_cents(r.amount)},{r.t1},{r.t2},{r.t3}" if r.kind == "p" else ""
+                cells["profile", key, f"b:m:{r.bucket}".encode()] = value.encode()
+            elif r.kind in ("i", "id"):
+                col = f"i:{r.key}".encode()
+                before = old_pid.get(r.key)
+                pid = r.s1 if r.kind == "i" else None
+                if before and before != pid:
+                    cells["profile", before.encode(), col] = b""
+                cells["identity", key, b"p:pid"] = pid.encode() if pid else b""
+                if pid:
+                    cells["profile", pid.encode(), col] = b"1"
+                old_pid[r.key] = pid or ""
+            elif r.kind == "ax":
+                status = b"emitted" if r.n1 else b"suppressed"
+                cells["actions", key, b"a:status"] = status
+                cells["actions", key, b"a:record"] = (r.s1 or "").encode()
+                cells["actions", key, b"a:ts"] = str(r.bucket).encode()
+            elif r.kind == "cx":  # a purchase attributed to this action: a:c:<purchase event id>
+                eid = json.loads(r.s1 or "{}").get("purchase_event_id", "")
+                cells["actions", key, f"a:c:{eid}".encode()] = (r.s1 or "").encode()
+            elif r.kind in ("t", "tr"):
+                cells["profile", key, f"t:{r.s1}".encode()] = str(r.bucket).encode() if r.kind == "t" else b""
+            elif r.kind == "e":
+                other, _, rest = (r.s1 or "").partition("|")
+                cells["identity", key, f"e:{r.bucket:013d}:{other}".encode()] = f"{r.n1}|{rest}".encode()
+            else:
+                continue
+            n += 1
+        by_table: dict[str, dict[bytes, dict[bytes, bytes]]] = {}
+        for (table, row, col), value in cells.items():
+            by_table.setdefault(table, {}).setdefault(row, {})[col] = value
+        for table, puts in by_table.items():
+            with self.conn.table(table).batch(batch_size=self.cfg.batch_size) as b:
+                for row, data in puts.items():
+                    b.put(row, data)
         return n
 
     def action(self, action_id: str) -> dict[str, str]:
@@ -124,7 +132,7 @@ class HBaseStore:
 
     def tags(self, pid: str) -> dict[str, int]:
         row = self.conn.table("profile").row(pid.encode(), columns=[b"t"])
-        return {k.decode()[2:]: int(v) for k, v in row.items()}
+        return {k.decode()[2:]: int(v) for k, v in row.items() if v}
 
     def person_of(self, ident: str) -> str | None:
         row = self.conn.table("identity").row(ident.encode(), columns=[b"p:pid"])
@@ -146,7 +154,7 @@ class HBaseStore:
         out: dict[str, str] = {}
         for col, val in row.items():
             fam, _, q = col.decode().partition(":")
-            if fam == "b":
+            if fam == "b" and val:
                 out[q] = val.decode()
         return out
 

@@ -11,6 +11,7 @@ in Arrow batches (``pipelines.store_sink``). See docs/performance.md for the mea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -154,6 +155,31 @@ GROUP BY name"""
     ]
 
 
+#: The views the job plans once and shares (see ``materialize``).
+SHARED_VIEWS = frozenset({"zt_decoded", "zt_unique"})
+#: The control topic as one shared view (``build`` registers it when ``Sinks.control_source`` is set);
+#: every run-time-controlled part of the job reads its messages from here.
+CONTROL_VIEW = "zt_control"
+_VIEW_NAME = re.compile(r"CREATE TEMPORARY VIEW (\w+)")
+
+
+def materialize(t_env: StreamTableEnvironment, view: str, *, changelog: bool = False) -> None:
+    """Re-register ``view`` as a table over a DataStream of itself, so that it is planned ONCE.
+
+    The job is several pipelines to the planner: every Table → DataStream conversion (the identity
+    graph, the tags, the rules) is optimised on its own, and so is the statement set. A view they all
+    read (the decoded events) would otherwise be planned, and run, once per pipeline: on the
+    standalone cluster the Kafka source, the JSON decode and the dedup ran three times
+    (docs/performance.md, "One source"). Behind the DataStream the view is one operator chain whose
+    output fans out; the conversion stays on the JVM (no Python), insert-only views stay insert-only.
+    """
+    table = t_env.from_path(view)
+    shared = (t_env.from_changelog_stream(t_env.to_changelog_stream(table)) if changelog
+              else t_env.from_data_stream(t_env.to_data_stream(table)))
+    t_env.drop_temporary_view(view)
+    t_env.create_temporary_view(view, shared)
+
+
 def person_minutes_statement() -> str:
     """``zt_person_minutes``: the anchor buckets re-aggregated per person over ``zt_id_map``
     (identifier → pid, an upsert table from the identity graph).
@@ -278,17 +304,24 @@ def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks:
         conf.set(k, v)
     for stmt in view_statements(source, settings):
         t_env.execute_sql(stmt)
+        name = _VIEW_NAME.search(stmt)
+        if name and name.group(1) in SHARED_VIEWS:
+            materialize(t_env, name.group(1))
     control_view = None
     if sinks.control_source:
-        t_env.execute_sql(control_view_statement(sinks.control_source))
+        # one reader of the control topic for the identity graph, the tags, the rules and experiments
+        t_env.execute_sql(f"CREATE TEMPORARY VIEW {CONTROL_VIEW} AS SELECT * FROM {sinks.control_source}")
+        materialize(t_env, CONTROL_VIEW)
+        t_env.execute_sql(control_view_statement(CONTROL_VIEW))
         control_view = "zt_identity_control"
     attach(t_env, settings, control_view)
     t_env.execute_sql(person_minutes_statement())
+    materialize(t_env, "zt_person_minutes", changelog=True)  # read by the tags and by the store
     from pipelines.tags import attach_tags
 
     tag_control = None
     if sinks.control_source:
-        t_env.execute_sql(control_kind_view(sinks.control_source, "tag", "zt_tag_control"))
+        t_env.execute_sql(control_kind_view(CONTROL_VIEW, "tag", "zt_tag_control"))
         tag_control = "zt_tag_control"
     attach_tags(t_env, settings, "zt_person_minutes", control_view=tag_control)
     t_env.execute_sql(store_rows_statement())

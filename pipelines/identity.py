@@ -68,6 +68,9 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
         def open(self, ctx: Any) -> None:
             from config.settings import Settings
             from operators.identity import IdentityRules
+            from pipelines.runtime import share_interpreter
+
+            share_interpreter()
 
             settings = Settings.model_validate_json(self._settings_json)
             self.static_rules = IdentityRules.from_settings(settings.identity, settings.pii)

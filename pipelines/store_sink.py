@@ -54,6 +54,9 @@ class StoreWriter:
         from config.settings import Settings
         from connectors.hbase_store import HBaseStore
         from connectors.redis_store import RedisStore
+        from pipelines.runtime import share_interpreter
+
+        share_interpreter()
 
         settings = Settings.model_validate_json(self._settings_json)
         self._redis = RedisStore(settings.redis, prefix=self._redis_prefix)

@@ -74,6 +74,9 @@ def _function_classes(tagset_json: str, result_tag: Any):
         """
 
         def _open(self, ctx: Any) -> None:
+            from pipelines.runtime import share_interpreter
+
+            share_interpreter()
             self.person = ctx.get_state(person_state())
             self.tagset = decode_tagset(tagset_json)
             self.loaded = False

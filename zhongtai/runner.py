@@ -140,7 +140,7 @@ def make_table_env(settings: Settings, opts: RunOptions, jars: list[Path]) -> St
 def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):  # noqa: ANN201
     """Create the real source/sinks and return the job's StatementSet."""
     from connectors.kafka_tables import dlq_sink_ddl, source_ddl
-    from pipelines.events import Sinks, build
+    from pipelines.events import CONTROL_VIEW, Sinks, build
     from pipelines.store_sink import store_udf
 
     job = settings.job
@@ -192,7 +192,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         t_env.execute_sql(actions_sink_ddl(
             "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
         add_rules(t_env, stmt_set, settings, actions_sink="zt_actions_out", actions_prefix=prefix,
-                  control_source="zt_control_source", control_results="zt_control_results",
+                  control_source=CONTROL_VIEW, control_results="zt_control_results",
                   rules_file=opts.rules_file)
         for stmt in rule_store_rows():
             t_env.execute_sql(stmt)
