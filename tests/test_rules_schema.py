@@ -194,3 +194,13 @@ def test_parse_definition_for_control_messages_and_durations():
         parse_duration("1y")
     json.dumps(SCHEMA)  # the schema is plain JSON (python -m operators.rules.schema prints it)
     assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_every_missing_required_key_is_named() -> None:
+    with pytest.raises(DefinitionError) as e:
+        load_text("rules:\n  - id: x\n", file="r.yaml")
+    assert [str(p) for p in e.value.problems] == [
+        "r.yaml:2:5: rule 'x' at $.rules[0]: missing required key 'version'; add it",
+        "r.yaml:2:5: rule 'x' at $.rules[0]: missing required key 'trigger'; add it",
+        "r.yaml:2:5: rule 'x' at $.rules[0]: missing required key 'actions'; add it",
+    ]

@@ -342,12 +342,17 @@ def _object_name(doc: Any, path: Path_) -> str:
     return ""
 
 
+_REQUIRED = re.compile(r"^(.+) is a required property$")
+
+
 def _schema_message(err: Any) -> str:
     v, inst = err.validator, err.instance
     key = err.path[-1] if err.path else None
     if v == "required":
+        # jsonschema reports each missing key as its own error ("'version' is a required property")
+        named = _REQUIRED.match(err.message)
         missing = [r for r in err.validator_value if isinstance(inst, Mapping) and r not in inst]
-        return f"missing required key {missing[0]!r}; add it"
+        return f"missing required key {named.group(1) if named else repr(missing[0])}; add it"
     if v == "additionalProperties":
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(k for k in inst if k not in err.schema.get("properties", {}))
