@@ -36,6 +36,7 @@ import orjson
 import pytest
 
 from config.settings import Settings, settings_to_json
+from connectors.redis_store import RedisStore
 from operators.identity.graph import person_id
 from operators.rules.engine import evaluate
 from operators.rules.model import Event
@@ -267,6 +268,9 @@ def test_actions_exactly_once_through_kill_9_and_duplicates_without_transactions
         stream.stop.set()
         if job.proc is not None and job.proc.poll() is None:
             job.kill()
+        store = RedisStore(settings.redis, prefix=n.prefix)
+        store.delete_prefix()
+        store.close()
     logging.getLogger(__name__).info("kills: %s", kills)
 
     assert len(want) == 2 * len(stream.events)
