@@ -92,18 +92,6 @@ def add_actions_control(t_env: StreamTableEnvironment, stmt_set: StatementSet, s
     stmt_set.add_insert_sql(actions_insert("zt_actions_control_out", prefix))
 
 
-def share_view(t_env: StreamTableEnvironment, view: str) -> None:
-    """Re-register the insert-only ``view`` as a table over a DataStream of itself, planned once.
-
-    Every Table → DataStream conversion is optimised on its own, so each consumer of a view would run the
-    view's joins and dedups again (with ``zt_person_events``: the events ⋈ identity map join and its
-    first-emission dedup, state included, once per consumer). Behind one DataStream they run once and the
-    output fans out; the conversion stays on the JVM."""
-    shared = t_env.from_data_stream(t_env.to_data_stream(t_env.from_path(view)))
-    t_env.drop_temporary_view(view)
-    t_env.create_temporary_view(view, shared)
-
-
 def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings, *,
               actions_sink: str, actions_prefix: str, control_source: str | None,
               control_results: str | None, rules_file: str | Path | None = None) -> None:
@@ -112,6 +100,7 @@ def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: S
     (registered by the caller as ``zt_rule_rows``), control results to ``control_results``."""
     from operators.rules.registry import RuleSet
     from operators.rules.schema import load_file
+    from pipelines.events import materialize
     from pipelines.rules import attach_rules
 
     ruleset = RuleSet.from_definitions(load_file(rules_file or RULES_FILE))
@@ -122,7 +111,9 @@ CREATE TEMPORARY VIEW zt_rule_control AS
 SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {control_source})
 WHERE JSON_VALUE(s, '$.kind') IN ('rule', 'pattern', 'journey', 'batch', 'policy')""")
         control_view = "zt_rule_control"
-    share_view(t_env, "zt_person_events")  # read by the engine, the attribution and the experiments
+    # read by the engine, the attribution and the person experiments: planned once (each Table → DataStream
+    # conversion is optimised on its own and would run the view's events ⋈ identity join and dedup again)
+    materialize(t_env, "zt_person_events")
     attach_rules(t_env, settings, ruleset, control_view=control_view)
     stmt_set.add_insert_sql(actions_insert(actions_sink, actions_prefix))
     if control_results and control_view:
