@@ -241,9 +241,13 @@ def _reap_group(pid: int) -> None:
 
 
 @pytest.mark.xfail(
-    reason="KNOWN REGRESSION (session 2): on the standalone cluster the identity graph operator runs at "
-    "~10-500 combinations/s (vs ~10k/s on the mini-cluster), so the job does not drain within the test's "
-    "budget after the kills; exactness itself is not what fails. Tracked in the closing note; fix first.",
+    reason="KNOWN GAP (session 3): after a restore the identity graph may see the replayed identifier "
+    "combinations in another order (two Kafka partitions, at p=2 two readers) and pass through other "
+    "TRANSIENT persons than before the kill; the Redis profile rows written for a transient person "
+    "before the kill are never retracted (p=2 run: 16+ 'profile ...: in Redis, not expected'). The "
+    "drain-speed regression of session 2 is fixed (one source, 60k events drain in ~80 s after 3 kills; "
+    "p=1 passed exact). Fix: store rows through a transactional Kafka log applied to Redis/HBase "
+    "read_committed (closing note of session 3).",
     strict=False,
 )
 @pytest.mark.parametrize("parallelism", [1, 2], ids=["p1", "p2"])
@@ -259,11 +263,14 @@ def test_exact_after_taskmanager_kills_while_naive_sink_overcounts(parallelism: 
         job_id = run.submit(drain=False, hbase=False, naive_control=True)
         t = run.mark("submit", t)
         chaos = Chaos(run, job_id, tm_pid=taskmanager_pid(settings))
+        restores = 0
         for k in range(KILLS):
             # spread over the stream: kill k once (5 + 20k) % of it is processed
-            p = chaos.wait_for_kill_moment(restores_before=k, min_share=0.05 + 0.2 * k)
+            p = chaos.wait_for_kill_moment(restores_before=restores, min_share=0.05 + 0.2 * k)
             chaos.kill_taskmanager(p)
-            chaos.wait_restored(k + 1)
+            # Flink counts every restore ATTEMPT: while the new TaskManager registers, a restart can
+            # fail for want of slots and be retried, each attempt restoring the same checkpoint.
+            restores = chaos.wait_restored(p.restored + 1).restored
             # restored from the newest checkpoint completed before the TaskManager died
             assert chaos.kills[-1]["restored_checkpoint"] == chaos.kills[-1]["newest_before_kill"], (
                 chaos.kills
