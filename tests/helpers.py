@@ -59,6 +59,7 @@ def make_settings(**overrides: Any) -> Settings:
     kafka = dict(overrides.pop("kafka", {}))
     topics = {"control": f"zt.c{tag}.control", "control_results": f"zt.c{tag}.control.results",
               "tag_changes": f"zt.c{tag}.tags.changes", "identity_changes": f"zt.c{tag}.identity.changes",
+              "delivery": f"zt.c{tag}.delivery",
               **kafka.pop("topics", {})}
     return load_settings(overrides={**overrides, "kafka": {**kafka, "topics": topics}})
 

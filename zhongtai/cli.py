@@ -55,11 +55,20 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 # ---- run / submit -----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from zhongtai.runner import RunOptions, run_events_job
+    from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 
     s = _settings(args)
     opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase,
                       rules=args.rules, rules_file=args.rules_file)
+    ck = latest_checkpoint(s.checkpoint_url(), opts.job_name) if args.drain and opts.resume else None
+    if ck:
+        # Kafka splits restored from a checkpoint keep the stopping offsets of the run that wrote it
+        # (none for an unbounded run): a restored --drain run would never end, or end at once.
+        print(f"zhongtai run --drain: job {opts.job_name} has a retained checkpoint ({ck}); a drained run "
+              "cannot continue it (its Kafka splits keep the end of the run that wrote it). Run without "
+              "--drain to continue that job, or add --fresh (and --group NEW) to drain from scratch.",
+              file=sys.stderr)
+        return 2
     t0 = time.monotonic()
     run_events_job(s, opts, wait=True)
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
