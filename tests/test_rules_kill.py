@@ -45,6 +45,7 @@ from operators.rules.schema import load_file
 from pipelines.rules_job import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
+from zhongtai.stack._proc import inherited_env
 from zhongtai.stack.topics import create_topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
@@ -166,7 +167,10 @@ class Job:
         self.log = self.workdir / f"job-{self.starts}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.test_rules_kill", str(self.settings_file), opts],
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         # without the PyFlink variables of an earlier in-process job
+                                         # (else the child takes itself for a UDF worker)
+                                         env=inherited_env())
 
     def tail(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
