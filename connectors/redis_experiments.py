@@ -116,6 +116,37 @@ class RedisExperiments:
             })  # fmt: skip
         pipe.execute()
 
+    _GUARDED_META = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+if tonumber(ARGV[1]) < cur then return 0 end
+if ARGV[2] == '' then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', 'deleted')
+else
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'status', 'running', 'definition', ARGV[2], 'unit', ARGV[3],
+             'variations', ARGV[4])
+end
+return 1"""
+
+    def write_definition_rows(self, rows: Sequence[tuple[str, str]]) -> int:
+        """Record run-time definitions (``operators.experiments.control.packed_row``) in the meta
+        hashes, guarded by version: an older version never overwrites a newer one, the same version
+        rewrites the same values (replay-safe). A deleted key keeps its last definition, ``status deleted``."""
+        from operators.experiments.control import unpack_row
+
+        script = self.client.register_script(self._GUARDED_META)
+        pipe = self.client.pipeline(transaction=False)
+        for key, packed in rows:
+            version, record = unpack_row(packed)
+            if record is None:
+                script(keys=[self.meta_key(key)], args=[version, "", "", ""], client=pipe)
+            else:
+                d = record["definition"]
+                script(keys=[self.meta_key(key)], client=pipe, args=[
+                    version, json.dumps(d, ensure_ascii=False, sort_keys=True), d["unit"],
+                    json.dumps([v["key"] for v in d["variants"]], ensure_ascii=False)])  # fmt: skip
+        pipe.execute()
+        return len(rows)
+
     # ---- reading ----------------------------------------------------------------------------------
     def definition(self, key: str) -> ExperimentDefinition | None:
         """The definition recorded in the meta hash, or None when there is none."""
@@ -155,3 +186,17 @@ class RedisExperiments:
 
     def close(self) -> None:
         self.client.close()
+
+
+class RedisPersonTags:
+    """Read-only: the live tag sets of persons (``{prefix}:tags:{pid}``, written by the event job's store)."""
+
+    def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
+        self.prefix = prefix or cfg.prefix
+        self.client = redis_client(cfg)
+
+    def tags_of(self, persons: Sequence[str]) -> dict[str, frozenset[str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for p in persons:
+            pipe.smembers(f"{self.prefix}:tags:{p}")
+        return {p: frozenset(t) for p, t in zip(persons, pipe.execute(), strict=True)}

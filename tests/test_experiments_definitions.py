@@ -143,10 +143,25 @@ def test_targeting_is_compiled_with_its_position_in_the_file():
     assert ok[0].targeting == "'vip' in tags"
 
 
-def test_targeting_and_stream_assignment_exclude_each_other():
+def test_stream_assignment_with_targeting_needs_person_units():
     text = VALID.replace("    assign_on: [register]\n", "    assign_on: [register]\n    targeting: \"'vip' in tags\"\n")
-    (error,) = errors_of(text)
-    assert error.startswith("exp.yaml:7: experiments[0].assign_on: the stream cannot evaluate targeting")
+    (d,) = parse_definitions(text)  # person (the default): the stream evaluates the person's tags
+    assert (d.unit, d.targeting, d.assign_on) == ("person", "'vip' in tags", ("register",))
+    (error,) = errors_of(text.replace("    variants:", "    unit: device\n    variants:"))
+    assert error.startswith("exp.yaml:8: experiments[0].assign_on: the stream evaluates targeting on person tags"), error
+
+
+def test_a_running_experiment_keeps_its_variants_and_unit():
+    (d,) = parse_definitions(VALID)
+    reg = ExperimentRegistry.of([d])
+    raw = d.to_dict()
+    for change in ({"variants": ["control", "treat", "t2"]}, {"unit": "device"}):
+        msg = {"kind": "experiment", "op": "upsert", "key": d.key, "version": 2, "definition": {**raw, **change}}
+        same, res = reg.apply(msg, 0)
+        assert same is reg and not res.accepted and "cannot change" in res.reason, res
+    msg = {"kind": "experiment", "op": "upsert", "key": d.key, "version": 2, "definition": {**raw, "coverage": 0.5}}
+    new, res = reg.apply(msg, 0)
+    assert res.accepted and new.definitions[d.key].experiment.coverage == 0.5
 
 
 # ---- assign() ------------------------------------------------------------------------------------------

@@ -9,9 +9,22 @@ No pyflink, no clients: the Flink operators and the CLI call these functions.
 - :mod:`.report`: :func:`experiment_report`, :func:`format_table`, :func:`to_json`.
 """
 
+from importlib import import_module
+from typing import Any
+
 from .assignment import Assignment, Experiment, assign, exclusion_reason
-from .report import Report, experiment_report, format_table, to_json
-from .stats import VariantStats
+
+# The statistics modules import scipy: loaded on first use only, so that the job's control operator
+# (thread mode, ``operators.experiments.control``) never imports scipy inside Flink (it deadlocked
+# the embedded interpreters' start-up).
+_LAZY = {"Report": ".report", "experiment_report": ".report", "format_table": ".report", "to_json": ".report",
+         "VariantStats": ".stats"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Assignment",

@@ -173,7 +173,7 @@ def assign(defn: ExperimentDefinition, unit_id: object, now_ms: int | None = Non
     Exactly :func:`operators.experiments.assignment.assign` (GrowthBook's hash, namespace and
     coverage). With ``now_ms`` None the start/stop window is not checked (the stream checks it on
     the event's time); with ``now_ms`` given, a unit outside [start, stop) gets None. Targeting is
-    not evaluated here: it needs the unit's tags (see ``assign_on`` validation).
+    not evaluated here: it needs the unit's tags (``operators.experiments.control.eligible``).
     """
     exp = defn._bucketing if now_ms is None else defn.experiment
     result = _assign(exp, unit_id, 0 if now_ms is None else now_ms)
@@ -450,10 +450,10 @@ def _definition(raw: Any, path: str, p: _Problems) -> ExperimentDefinition | Non
             p.add(raw, "assign_on", f"{path}.assign_on", str(e))
         if "exposure" in assign_on:
             p.add(raw, "assign_on", f"{path}.assign_on", "exposure events carry their own variation; remove it")
-    if assign_on and targeting is not None:
+    if assign_on and targeting is not None and unit != "person":
         p.add(raw, "assign_on", f"{path}.assign_on",
-              "the stream cannot evaluate targeting (it does not see the unit's tags): "
-              "leave assign_on empty so that only app exposures count, or drop targeting")  # fmt: skip
+              "the stream evaluates targeting on person tags only: use unit person, or leave assign_on "
+              "empty so that only app exposures (targeted by the app) count")  # fmt: skip
     conversion = _metric(raw.get("conversion"), MetricSpec("purchase"), f"{path}.conversion", p, raw, "conversion")
     revenue = _metric(raw.get("revenue"), MetricSpec("purchase"), f"{path}.revenue", p, raw, "revenue")
     covariate_days = 0
@@ -650,6 +650,11 @@ class ExperimentRegistry:
             defn = definition_from_mapping({**raw, "key": key, "version": version}, where, "definition")
         except DefinitionError as e:
             return self._reject(key, "upsert", version, "; ".join(e.errors))
+        running = self.definitions.get(key)
+        if running is not None and (running.variations, running.unit) != (defn.variations, defn.unit):
+            return self._reject(key, "upsert", version,
+                                f"{where}: the variants and the unit of a running experiment cannot change (its "
+                                f"units keep their variation index); stop it and start a new key")  # fmt: skip
         others = [d for k, d in self.definitions.items() if k != key]
         overlap = _overlaps([*others, defn])
         if overlap:
