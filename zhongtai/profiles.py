@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from config.settings import Settings
 from operators.pii import PII_TYPES, pseudonymise
 from pipelines.decode import ID_TYPES
@@ -18,23 +20,29 @@ def person_key(settings: Settings, identifier: str) -> str:
     return f"{id_type}:{value}"
 
 
+#: A person id as the identity graph makes it (``operators.identity.graph.person_id``).
+PERSON_ID = re.compile(r"^p[0-9a-f]{16}$")
+
+
 def get_profile(settings: Settings, identifier: str, as_of: int | None = None,
                 prefix: str | None = None) -> dict[str, object]:
-    """Resolve ``identifier`` (any type; raw phone/e-mail accepted) to its person and return the person
-    id, the identifier as stored, the person's identifiers, live tags and rolling profile; ``{}`` when
-    the identifier belongs to no person."""
+    """Resolve ``identifier`` (``type:value``, raw phone/e-mail accepted, or a person id) to its person and
+    return the person id, the identifier as stored, the person's identifiers, live tags and rolling
+    profile; ``{}`` when it belongs to no person. ``ValueError`` for a malformed identifier."""
     from connectors.redis_store import RedisStore
 
-    key = person_key(settings, identifier)
+    by_person = PERSON_ID.match(identifier) is not None
+    key = identifier if by_person else person_key(settings, identifier)
     store = RedisStore(settings.redis, prefix=prefix)
     try:
-        pid = store.person_of(key)
-        if pid is None:
+        pid = key if by_person else store.person_of(key)
+        ids = store.identifiers(pid) if pid is not None else []
+        if pid is None or (by_person and not ids and not store.profile_hash(pid)):
             return {}
         return {
             "identifier": key,
             "person": pid,
-            "identifiers": store.identifiers(pid),
+            "identifiers": ids,
             "tags": store.tags_of(pid),
             "profile": store.profile(pid, as_of),
         }

@@ -23,7 +23,6 @@ a worker thread. Nothing connects at import time; :func:`create_app` only builds
 from __future__ import annotations
 
 import hmac
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.control import PublishError, ReadError
+from zhongtai.profiles import get_profile as get_person_profile
 
 from .rules import (
     Rejected,
@@ -56,7 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from config.settings import Settings
 
-PERSON_ID = re.compile(r"^p[0-9a-f]{16}$")
 _OPEN = frozenset({"/healthz"})
 
 
@@ -137,26 +136,6 @@ class _BearerToken:
 
 
 # ---- profiles and experiments (thin: the project's own functions) ----------------------------------
-
-
-def profile_of(settings: Settings, identifier: str, as_of: int | None, prefix: str | None) -> dict[str, Any]:
-    """``get_profile`` for ``type:value``; for a person id the same shape (``identifier`` = the id).
-    ``{}`` when unknown; ``ValueError`` for a malformed identifier."""
-    from zhongtai.profiles import get_profile
-
-    if not PERSON_ID.match(identifier):
-        return get_profile(settings, identifier, as_of=as_of, prefix=prefix)
-    from connectors.redis_store import RedisStore
-
-    store = RedisStore(settings.redis, prefix=prefix)
-    try:
-        ids, profile = store.identifiers(identifier), store.profile_hash(identifier)
-        if not ids and not profile:
-            return {}
-        return {"identifier": identifier, "person": identifier, "identifiers": ids,
-                "tags": store.tags_of(identifier), "profile": store.profile(identifier, as_of)}
-    finally:
-        store.close()
 
 
 def experiment_reports(settings: Settings, prefix: str | None) -> list[dict[str, Any]]:
@@ -279,7 +258,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         """
         ident = request.path_params["identifier"]
         try:
-            out = await _run(profile_of, settings, ident, _int_param(request, "as_of"), prefix)
+            out = await _run(get_person_profile, settings, ident, _int_param(request, "as_of"), prefix)
         except (ValueError, _BadRequest) as e:
             return _error(400, str(e))
         except RedisError as e:
