@@ -25,16 +25,18 @@ from typing import Any, Self
 import orjson
 
 from config.settings import Settings, settings_to_json
+from connectors.store_log import store_log_topic
+from zhongtai.stack._proc import inherited_env
 
 from .check import diff_counters, diff_profiles, diff_stats
 from .procs import RssSampler
-from zhongtai.stack._proc import inherited_env
 
 logger = logging.getLogger(__name__)
 
 CONTENDERS = ("job", "naive", "tuned", "sql", "raw")
-#: Extra contender names accepted in ``only``: the job writing Redis only (no HBase).
-EXTRA = ("job-redis",)
+#: Extra contender names accepted in ``only``: the job writing Redis only (no HBase), and the job
+#: writing Redis + HBase itself (``job.store_mode: direct``) instead of through its store log.
+EXTRA = ("job-redis", "job-direct")
 HBASE_PREFIX = "ztbench"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -185,7 +187,7 @@ def run_bench(
         "expected": str(rep.expected_path), "contenders": {},
     }
     extra_topics: list[str] = []
-    order = [n for n in ("raw", "tuned", "naive", "job", "job-redis", "sql") if n in names]
+    order = [n for n in ("raw", "tuned", "naive", "job", "job-direct", "job-redis", "sql") if n in names]
     for name in order:
         prefix = f"ztbench:{runid}:{name}"
         group = f"zt-bench-{runid}-{name}"
@@ -200,9 +202,11 @@ def run_bench(
             dlq = f"zt.bench.{runid}.dlq.{name}"
             extra_topics.append(dlq)
             kwargs = {"group": group, "topic_pattern": pattern, "dlq_topic": dlq, "redis_prefix": prefix,
-                      "hbase_prefix": HBASE_PREFIX, "hbase": name == "job", "job_name": f"zt-bench-{runid}-{name}"}
+                      "hbase_prefix": HBASE_PREFIX, "hbase": name != "job-redis",
+                      "job_name": f"zt-bench-{runid}-{name}"}
+            extra_topics.append(store_log_topic(settings, group))
             poller = _StatsPoller(settings, prefix, events)
-            if name == "job":
+            if name != "job-redis":
                 _ensure_hbase(settings)
         else:  # sql
             out_topic = f"zt.bench.{runid}.sql-counters"
@@ -212,7 +216,9 @@ def run_bench(
                       "job_name": f"zt-bench-{runid}-sql"}
         print(f"[bench] {name} ...", flush=True)
         try:
-            res = _spawn(name, settings, kwargs, work, poller)
+            mode = "direct" if name == "job-direct" else settings.job.store_mode
+            run_settings = settings.model_copy(update={"job": settings.job.model_copy(update={"store_mode": mode})})
+            res = _spawn(name, run_settings, kwargs, work, poller)
         except RuntimeError as e:  # one failing contender must not lose the others' numbers
             logger.error("%s", e)
             doc["contenders"][name] = {"error": str(e)[-1500:], "exact": False, "events_per_s": 0,

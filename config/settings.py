@@ -35,6 +35,8 @@ class KafkaTopics(_Frozen):
     control: str = "zt.control"
     control_results: str = "zt.control.results"
     delivery: str = "zt.delivery"
+    #: The job's transactional store log is ``<store_log_prefix><consumer group>`` (docs/semantics.md).
+    store_log_prefix: str = "zt.store."
 
 
 class KafkaSettings(_Frozen):
@@ -106,6 +108,14 @@ class JobSettings(_Frozen):
     attribution_receipt_delay_ms: int = Field(300_000, ge=0)
     #: Channels whose deliveries can convert (None: every channel).
     attribution_channels: tuple[str, ...] | None = None
+    #: How the store rows reach Redis and HBase (docs/semantics.md, "Failures and restore"):
+    #: ``log`` (default): a transactional Kafka log, applied read_committed by ``zhongtai.applier``:
+    #: only rows of completed checkpoints are ever written, so values are exact through any failure;
+    #: visible one checkpoint interval later. ``direct``: the job writes them itself (sooner, but rows
+    #: written after the last checkpoint by a run that then failed may outlive the restore).
+    store_mode: Literal["log", "direct"] = "log"
+    #: Store-log rows the applier writes per Redis round trip / HBase batch.
+    applier_batch: int = Field(5_000, ge=1)
 
 
 class PiiSettings(_Frozen):

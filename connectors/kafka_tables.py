@@ -77,3 +77,44 @@ CREATE TEMPORARY TABLE {name} (
 ) WITH (
   {with_}
 )"""
+
+
+#: Columns of the store log (``pipelines.events.STORE_COLUMNS``; money as a decimal string).
+STORE_LOG_COLUMNS = (
+    ("k", "STRING"), ("kind", "STRING"), ("bucket", "BIGINT"), ("n1", "BIGINT"), ("n2", "BIGINT"),
+    ("n3", "BIGINT"), ("n4", "BIGINT"), ("n5", "BIGINT"), ("amount", "STRING"), ("t1", "BIGINT"),
+    ("t2", "BIGINT"), ("t3", "BIGINT"), ("s1", "STRING"),
+)
+
+
+def store_log_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str, transactional_id_prefix: str) -> str:
+    """The job's store rows as a transactional Kafka log (``zhongtai.applier`` writes them to Redis/HBase).
+
+    Key = the row's key ``k``, so every row of one key lands in one partition, in the order the job
+    produced it; value = JSON without null fields. Exactly-once: a row becomes visible to the
+    read_committed applier only when the checkpoint that covers it completes.
+    """
+    opts = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": kafka.bootstrap,
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "json",
+        "value.fields-include": "ALL",
+        "value.json.encode.ignore-null-fields": "true",
+        "sink.partitioner": "default",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": transactional_id_prefix,
+        "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
+        "properties.linger.ms": "20",
+        "properties.compression.type": "lz4",
+    }
+    with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
+    cols = ",\n  ".join(f"{c} {t}" for c, t in STORE_LOG_COLUMNS)
+    return f"""
+CREATE TEMPORARY TABLE {name} (
+  {cols}
+) WITH (
+  {with_}
+)"""

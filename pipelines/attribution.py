@@ -40,7 +40,7 @@ import orjson
 from operators.rules.attribution import AttributionConfig, AttributionState, Delivery
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyflink.table import StatementSet, StreamTableEnvironment
+    from pyflink.table import StreamTableEnvironment
 
     from config.settings import Settings
     from zhongtai.runner import RunOptions
@@ -229,11 +229,10 @@ def delivery_source_ddl(name: str, settings: Settings, *, topic: str, group: str
                       idle_timeout_ms=settings.job.source_idle_timeout_ms)
 
 
-def add_attribution(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings, opts: RunOptions,
-                    *, store_sink: str, store_udf: str) -> None:
+def add_attribution(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions) -> str:
     """The job's wiring (``zhongtai.runner``, rules on): the delivery topic (created if missing: a bounded
-    run over a pattern that matches no topic never finishes) → ``attach_attribution`` → the store writer."""
-    from pipelines.events import STORE_COLUMNS
+    run over a pattern that matches no topic never finishes) → ``attach_attribution``; returns the view of
+    its store rows (``zt_attribution_rows``) for the job's one store INSERT."""
     from zhongtai.stack.topics import create_topics
 
     topic = opts.delivery_topic or settings.kafka.topics.delivery
@@ -241,5 +240,4 @@ def add_attribution(t_env: StreamTableEnvironment, stmt_set: StatementSet, setti
     t_env.execute_sql(delivery_source_ddl("zt_delivery_source", settings, topic=topic, bounded=opts.bounded,
                                           group=f"{opts.group or settings.kafka.consumer_group}-delivery"))
     attach_attribution(t_env, settings, receipts="zt_delivery_source")
-    cols = ", ".join(STORE_COLUMNS)
-    stmt_set.add_insert_sql(f"INSERT INTO {store_sink} SELECT {store_udf}({cols}) FROM zt_attribution_rows")
+    return "zt_attribution_rows"

@@ -2,11 +2,12 @@
 
 ``build(t_env, settings, source, sinks)`` adds the job's statements to a ``StatementSet`` and
 returns it. ``source`` names a table with the raw-record columns (see ``pipelines.decode``);
-``sinks`` names the DLQ table and the store table. The job passes Kafka tables and the
-Redis/HBase store (``pipelines.store_sink``); tests pass their own.
+``sinks`` names the DLQ table and the store table. The job passes Kafka tables: the store is the
+transactional store log (``connectors.store_log``, applied to Redis/HBase by ``zhongtai.applier``),
+or with ``job.store_mode: direct`` the vectorised writer ``pipelines.store_sink``.
 
-Everything per event runs as Flink SQL on the JVM; Python sees only the aggregated upserts,
-in Arrow batches (``pipelines.store_sink``). See docs/performance.md for the measurements.
+Everything per event runs as Flink SQL on the JVM; Python sees new identifier combinations (the
+identity graph) and person-bucket changes (tags). See docs/performance.md for the measurements.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 class Sinks:
     """Names of the sink tables.
 
-    ``dlq``, ``identity_changes``, ``tag_changes`` and ``control_results`` take (payload, headers, ts). ``store`` takes the store-row columns as they are, or,
-    when ``store_udf`` names a registered function, the one BIGINT column that function returns
-    (the job's Redis/HBase writer, ``pipelines.store_sink``).
+    ``dlq``, ``identity_changes``, ``tag_changes`` and ``control_results`` take (payload, headers, ts). ``store``
+    takes the store-row columns (``amount`` as a decimal STRING; the store log,
+    ``connectors.kafka_tables.store_log_sink_ddl``), or, when ``store_udf`` names a registered function, the one
+    BIGINT column that function returns (the direct Redis/HBase writer, ``pipelines.store_sink``).
     """
 
     dlq: str
@@ -291,7 +293,8 @@ FROM zt_decoded WHERE reason IS NOT NULL"""
 
 
 def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks: Sinks) -> StatementSet:
-    """Register the views over ``source`` and return the statement set writing to ``sinks``.
+    """Register the views over ``source`` and return the statement set writing to ``sinks``, all but the
+    store: the caller adds :func:`store_insert` of ``zt_store_rows`` (and of any other store-row views).
 
     The identity graph (``pipelines.identity``) runs as a DataStream operator between the SQL views, so
     ``t_env`` is a ``StreamTableEnvironment`` and the caller runs the statement set through
@@ -342,7 +345,15 @@ FROM zt_control_results_tags""")
 INSERT INTO {sinks.tag_changes}
 SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
 FROM zt_tag_changes""")
-    cols = ", ".join(STORE_COLUMNS)
-    select = f"{sinks.store_udf}({cols})" if sinks.store_udf else cols
-    stmt_set.add_insert_sql(f"INSERT INTO {sinks.store} SELECT {select} FROM zt_store_rows")
     return stmt_set
+
+
+def store_insert(sinks: Sinks, *views: str) -> str:
+    """THE one INSERT into the store sink: the union of ``views`` (each with ``STORE_COLUMNS``; the job's
+    ``zt_store_rows``, plus the rules' and attribution's rows), through ``sinks.store_udf`` when one is named
+    (the direct writer), else the columns as they are (the store log). One INSERT, because every INSERT
+    into a Kafka table is a sink of its own, and two transactional sinks may not share an id prefix."""
+    cols = ", ".join(STORE_COLUMNS)
+    union = "\n  UNION ALL\n  ".join(f"SELECT {cols} FROM {v}" for v in views)
+    select = f"{sinks.store_udf}({cols})" if sinks.store_udf else cols.replace("amount", "CAST(amount AS STRING)")
+    return f"INSERT INTO {sinks.store}\nSELECT {select} FROM (\n  {union})"

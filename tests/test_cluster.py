@@ -31,7 +31,9 @@ import pytest
 from config import load_settings
 from config.settings import Settings
 from connectors.redis_store import RedisStore
+from connectors.store_log import store_log_topic
 from tests.helpers import counter_mismatches, profile_mismatches
+from zhongtai.applier import ApplierThread, StoreApplier
 from zhongtai.generator import GeneratorConfig
 from zhongtai.generator.produce import ProduceReport, produce
 from zhongtai.stack import create_topics, flink_cluster_up, status, up
@@ -131,6 +133,8 @@ class Run:
     report: ProduceReport | None = None
     hbase_tables: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    #: the store applier next to the job (``job.store_mode: log``), as ``zhongtai apply`` would run it
+    applier: ApplierThread | None = None
 
     @property
     def topic_prefix(self) -> str:
@@ -216,7 +220,17 @@ class Run:
             naive_control=naive_control,
             naive_prefix=self.naive_prefix,
         )
+        if self.settings.job.store_mode == "log":
+            self.applier = ApplierThread(StoreApplier(self.settings, group=self.group, redis_prefix=self.redis_prefix,
+                                                      hbase_prefix=self.hbase_prefix if hbase else None, hbase=hbase))
         return self.job_id
+
+    def settle(self) -> None:
+        """Once the job has ended: the applier writes everything the job committed, then stops."""
+        if self.applier is not None:
+            applier, self.applier = self.applier, None
+            stats = applier.finish(timeout_s=120)
+            self.timings["applied_rows"] = stats.rows
 
     # -- teardown
     def cleanup(self) -> None:
@@ -231,6 +245,9 @@ class Run:
 
         if self.job_id:
             attempt("cancel job", lambda: cancel(self.settings, self.job_id))
+        if self.applier is not None:
+            self.applier.applier.close()
+            self.applier = None
         attempt("taskmanager", lambda: flink_cluster_up(self.settings, log=_quiet))
         attempt("kafka", self._delete_kafka)
         attempt("redis", lambda: self.store().delete_prefix())
@@ -246,14 +263,14 @@ class Run:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.settings.kafka.bootstrap})
-        topics = [*(self.report.topics if self.report else ()), self.dlq_topic]
+        topics = [*(self.report.topics if self.report else ()), self.dlq_topic, store_log_topic(self.settings, self.group)]
         existing = set(admin.list_topics(timeout=10).topics)
         doomed = [t for t in topics if t in existing]
         for fut in admin.delete_topics(doomed, operation_timeout=30).values() if doomed else ():
             fut.result()
         # the group may not exist (nothing committed) or may not be empty yet: best effort
         with contextlib.suppress(Exception):
-            for fut in admin.delete_consumer_groups([self.group], request_timeout=15).values():
+            for fut in admin.delete_consumer_groups([self.group, f"{self.group}-store"], request_timeout=15).values():
                 fut.result()
 
     def _drop_hbase(self) -> None:
@@ -275,6 +292,7 @@ class Run:
 # ---- checks ---------------------------------------------------------------------------------------
 def store_mismatches(run: Run, expected: dict[str, Any], limit: int = 15) -> list[str]:
     """Every difference between Redis (counters, profiles, totals) and the oracle; [] when exact."""
+    run.settle()
     st = run.store()
     try:
         bad: list[str] = []
@@ -298,6 +316,7 @@ def hbase_mismatches(run: Run, expected: dict[str, Any]) -> list[str]:
     from connectors.hbase_store import HBaseStore, derive_profile_hash
     from operators import profile_windows
 
+    run.settle()
     h = HBaseStore(run.settings.hbase, prefix=run.hbase_prefix)
     try:
         return profile_mismatches(

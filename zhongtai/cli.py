@@ -81,7 +81,43 @@ def cmd_submit(args: argparse.Namespace) -> int:
     s = _settings(args)
     job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait)
     print(job_id)
+    if s.job.store_mode == "log":
+        group = f" --group {args.group}" if args.group else ""
+        print(f"the job writes Redis/HBase through its store log: keep `zhongtai apply{group}` running next to it",
+              file=sys.stderr)
     return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Write the job's committed store log to Redis/HBase (``zhongtai.applier``)."""
+    import signal
+    import threading
+
+    from zhongtai.applier import ApplierError, StoreApplier
+
+    s = _settings(args)
+    applier = StoreApplier(s, group=args.group, redis_prefix=args.redis_prefix, hbase_prefix=args.hbase_prefix,
+                           hbase=not args.no_hbase, from_start=args.from_start)
+    try:
+        applier.open(wait_s=args.wait_topic)
+        if args.drain:
+            n = applier.drain(timeout_s=args.timeout)
+            print(f"applied {n} rows from {applier.topic}")
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(f"applying {applier.topic} (consumer group {applier.consumer_group}); Ctrl-C to stop", file=sys.stderr)
+        try:
+            applier.run(stop)
+        except KeyboardInterrupt:
+            pass
+        print(f"applied {applier.stats.rows} rows in {applier.stats.batches} batches", file=sys.stderr)
+        return 0
+    except ApplierError as e:
+        print(f"zhongtai apply: {e}", file=sys.stderr)
+        return 2
+    finally:
+        applier.close()
 
 
 # ---- demo / profile / bench -------------------------------------------------------------------
@@ -145,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--wait", action="store_true", help="wait for the job to finish")
     su.add_argument("-p", "--parallelism", type=int, default=None)
     su.set_defaults(func=cmd_submit)
+
+    ap = sub.add_parser("apply", help="write the job's committed store log to Redis/HBase (job.store_mode: log)")
+    ap.add_argument("--group", default=None, help="the job's Kafka consumer group (default from config)")
+    ap.add_argument("--redis-prefix", default=None, help="the job's Redis key prefix (default from config)")
+    ap.add_argument("--hbase-prefix", default=None, help="the job's HBase table prefix (default from config)")
+    ap.add_argument("--no-hbase", action="store_true", help="write Redis only (as a job run with --no-hbase)")
+    ap.add_argument("--drain", action="store_true", help="apply what is committed now, then exit")
+    ap.add_argument("--from-start", action="store_true",
+                    help="apply the whole retained log again (rebuild Redis/HBase after losing them)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="--drain: give up after this many seconds")
+    ap.add_argument("--wait-topic", type=float, default=120.0,
+                    help="wait this long for the job to create its store log")
+    ap.set_defaults(func=cmd_apply)
 
     de = sub.add_parser("demo", help="stack + sample stream + job + summary read back from Redis")
     de.add_argument("--events", type=int, default=50_000)

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jars = [p.resolve().as_uri() for p in connector_jars(settings)]
 
     conf = Configuration()
-    for k, v in flink_options(settings, opts, []).items():
+    for k, v in flink_options(settings, opts, [], cluster=True).items():
         if k != "pipeline.jars":  # merged below with what `flink run` put there (flink-python)
             conf.set_string(k, v)
     recover = args.recover_from or (

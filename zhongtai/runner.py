@@ -1,7 +1,8 @@
 """Build and run the event job: on the embedded mini-cluster (default) or a Flink cluster.
 
 ``run_events_job(settings, ...)`` wires the real connectors into ``pipelines.events.build``:
-the Kafka raw source, the transactional Kafka DLQ sink and the Redis/HBase store writer. It is
+the Kafka raw source, the transactional Kafka DLQ sink and the store (the transactional store log
+plus its applier, ``zhongtai.applier``; or the direct Redis/HBase writer). It is
 what ``zhongtai run``, ``zhongtai demo``, the bench and the integration tests call, and what
 ``zhongtai submit`` ships to a cluster (``zhongtai/job_main.py``).
 """
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyflink.common import JobClient
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StatementSet, StreamTableEnvironment
+
+    from zhongtai.applier import StoreApplier
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,23 @@ def _site_packages() -> str:
     return site.getsitepackages()[0]
 
 
-def flink_options(settings: Settings, opts: RunOptions, jars: list[Path]) -> dict[str, str]:
+#: Restarts on a Flink cluster: a lost TaskManager makes every restart fail for want of slots until a
+#: new one has registered, which on a loaded machine took longer than 20 fixed 2 s attempts (the
+#: p=2 kill test's job FAILED that way): back off exponentially to 20 s, and give up only after 60
+#: attempts without 5 quiet minutes in between. The mini-cluster cannot lose its TaskManager, so
+#: there a job that keeps failing fails fast (20 × 2 s).
+CLUSTER_RESTARTS = {
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": "1 s",
+    "restart-strategy.exponential-delay.max-backoff": "20 s",
+    "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+    "restart-strategy.exponential-delay.reset-backoff-threshold": "5 min",
+    "restart-strategy.exponential-delay.jitter-factor": "0.1",
+    "restart-strategy.exponential-delay.attempts-before-reset-backoff": "60",
+}
+
+
+def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, cluster: bool = False) -> dict[str, str]:
     f = settings.flink
     ck_root = settings.checkpoint_url().rstrip("/") + "/" + opts.job_name
     conf = {
@@ -105,6 +124,10 @@ def flink_options(settings: Settings, opts: RunOptions, jars: list[Path]) -> dic
         "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
         "table.exec.sink.not-null-enforcer": "DROP",
     }
+    if cluster:
+        for k in [k for k in conf if k.startswith("restart-strategy.")]:
+            del conf[k]
+        conf.update(CLUSTER_RESTARTS)
     conf.update(f.options)
     return conf
 
@@ -175,14 +198,30 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         topic=results_topic,
         transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-control",
     ))
-    t_env.execute_sql("CREATE TEMPORARY TABLE zt_store_sink (written BIGINT) WITH ('connector' = 'blackhole')")
-    t_env.create_temporary_function("zt_store", store_udf(
-        settings_to_json(settings), redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix, hbase=opts.hbase,
-    ))
-    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf="zt_store", identity_changes="zt_identity_out",
+    if job.store_mode == "log":
+        from connectors.kafka_tables import store_log_sink_ddl
+        from connectors.store_log import store_log_topic
+        from zhongtai.stack.topics import create_topics
+
+        topic = store_log_topic(settings, opts.group)
+        create_topics(settings, [topic])
+        t_env.execute_sql(store_log_sink_ddl(
+            "zt_store_sink", settings.kafka, topic=topic,
+            transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-store",
+        ))
+        store_fn = None
+    else:
+        t_env.execute_sql("CREATE TEMPORARY TABLE zt_store_sink (written BIGINT) WITH ('connector' = 'blackhole')")
+        t_env.create_temporary_function("zt_store", store_udf(
+            settings_to_json(settings), redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix,
+            hbase=opts.hbase,
+        ))
+        store_fn = "zt_store"
+    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn, identity_changes="zt_identity_out",
                   control_source="zt_control_source", control_results="zt_control_results",
                   tag_changes="zt_tags_out")
     stmt_set = build(t_env, settings, "zt_source", sinks)
+    store_views = ["zt_store_rows"]
     if opts.rules:
         from pipelines.rules_job import CHANNELS, actions_sink_ddl, add_rules, rule_store_rows
         from zhongtai.stack.topics import create_topics
@@ -196,18 +235,18 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
                   rules_file=opts.rules_file)
         for stmt in rule_store_rows():
             t_env.execute_sql(stmt)
-        from pipelines.events import STORE_COLUMNS
-
-        cols = ", ".join(STORE_COLUMNS)
-        stmt_set.add_insert_sql(f"INSERT INTO zt_store_sink SELECT zt_store({cols}) FROM zt_rule_rows")
+        store_views.append("zt_rule_rows")
         if opts.attribution:
             from pipelines.attribution import add_attribution
 
-            add_attribution(t_env, stmt_set, settings, opts, store_sink="zt_store_sink", store_udf="zt_store")
+            store_views.append(add_attribution(t_env, settings, opts))
         if opts.actions_control_prefix:
             from pipelines.rules_job import add_actions_control
 
             add_actions_control(t_env, stmt_set, settings, opts.actions_control_prefix)
+    from pipelines.events import store_insert
+
+    stmt_set.add_insert_sql(store_insert(sinks, *store_views))
     if opts.experiments:
         from pipelines.experiments_job import add_experiments
 
@@ -241,15 +280,50 @@ def execute(env: StreamExecutionEnvironment, stmt_set: StatementSet, job_name: s
     return env.execute_async(job_name)
 
 
+def store_applier(settings: Settings, opts: RunOptions) -> StoreApplier:
+    """The applier of this run's store log (``job.store_mode: log``), with the run's prefixes."""
+    from zhongtai.applier import StoreApplier
+
+    return StoreApplier(settings, group=opts.group, redis_prefix=opts.redis_prefix, hbase_prefix=opts.hbase_prefix,
+                        hbase=opts.hbase)
+
+
 def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -> JobClient:
-    """Run the event job on the mini-cluster (in this process's JVM). Blocks until done if ``wait``."""
+    """Run the event job on the mini-cluster (in this process's JVM). Blocks until done if ``wait``.
+
+    With ``job.store_mode: log`` a store applier runs on a thread of this process: it writes each
+    completed checkpoint's rows to Redis/HBase while the job runs, and everything the job committed
+    before this call returns (``wait``), or before the thread ends by itself once the job has ended.
+    """
+    from zhongtai.applier import ApplierThread
+
     t0 = time.monotonic()
     env, t_env = make_envs(settings, opts, connector_jars(settings))
     client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
-    if wait:
+    if settings.job.store_mode != "log":
+        if wait:
+            client.get_job_execution_result().result()
+            logger.info("%s finished in %.1f s", opts.job_name, time.monotonic() - t0)
+        return client
+    if not wait:
+        ApplierThread(store_applier(settings, opts), job_done=lambda: _ended(client))
+        return client
+    applier = ApplierThread(store_applier(settings, opts))
+    try:
         client.get_job_execution_result().result()
-        logger.info("%s finished in %.1f s", opts.job_name, time.monotonic() - t0)
+    except BaseException:
+        applier.applier.close()
+        raise
+    stats = applier.finish()
+    logger.info("%s finished in %.1f s (store log: %d rows applied)", opts.job_name, time.monotonic() - t0, stats.rows)
     return client
+
+
+def _ended(client: JobClient) -> bool:
+    try:
+        return client.get_job_status().result().is_globally_terminal_state()
+    except Exception:  # noqa: BLE001 - a mini-cluster that is gone has no job either
+        return True
 
 
 def explain(settings: Settings, opts: RunOptions) -> str:

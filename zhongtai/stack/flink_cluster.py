@@ -79,6 +79,10 @@ def write_conf(settings: Settings, paths: Paths) -> Path:
         # Notice a killed TaskManager sooner (default 50 s heartbeat timeout).
         "heartbeat.timeout": 15000,
         "heartbeat.interval": 3000,
+        # A TaskManager that is starting Python workers on a loaded 2-core machine answered a task
+        # deployment later than the default 10 s ask timeout, and every such deployment counted as a
+        # failed restart (the p=2 kill test's job ran out of restarts that way).
+        "pekko.ask.timeout": "30 s",
         "rest.address": host,
         "rest.bind-address": host,
         "rest.port": rest_port(settings),

@@ -1,0 +1,151 @@
+"""The store log: the job's Redis/HBase rows as a transactional Kafka topic (``job.store_mode: log``).
+
+The job appends every store row (``pipelines.events.STORE_COLUMNS``) to ``<store_log_prefix><group>``
+through Flink's exactly-once Kafka sink (``connectors.kafka_tables.store_log_sink_ddl``): a row is
+committed with the checkpoint that covers it, and a run that fails before that checkpoint leaves its
+rows in an aborted transaction. :class:`StoreLogReader` reads the log ``read_committed`` — rows of
+completed checkpoints only, in the order the job wrote them per key (key = the row's key, one
+partition per key) — and resumes from the offsets committed under its consumer group.
+``zhongtai.applier`` writes what it reads to Redis and HBase.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from connectors.redis_store import StoreRow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import Settings
+
+
+class StoreLogError(RuntimeError):
+    pass
+
+
+def store_log_topic(settings: Settings, group: str | None = None) -> str:
+    """The store log of the job that reads with consumer group ``group`` (default ``kafka.consumer_group``)."""
+    return f"{settings.kafka.topics.store_log_prefix}{group or settings.kafka.consumer_group}"
+
+
+def decode_row(value: bytes) -> StoreRow:
+    """One log record (JSON, null fields left out) → :class:`StoreRow`."""
+    d = orjson.loads(value)
+    amount = d.get("amount")
+    return StoreRow(
+        d["kind"], d["k"], d.get("bucket", 0), d.get("n1", 0), d.get("n2", 0), d.get("n3", 0), d.get("n4", 0),
+        d.get("n5", 0), Decimal(amount) if amount is not None else Decimal(0), d.get("t1", 0), d.get("t2", 0),
+        d.get("t3", 0), d.get("s1"),
+    )
+
+
+def encode_row(row: StoreRow) -> bytes:
+    """The inverse of :func:`decode_row` (what the job's JSON format writes; used by tests and tools)."""
+    d: dict[str, Any] = {"k": row.key, "kind": row.kind, "bucket": row.bucket, "n1": row.n1, "n2": row.n2,
+                         "n3": row.n3, "n4": row.n4, "n5": row.n5, "amount": str(row.amount), "t1": row.t1,
+                         "t2": row.t2, "t3": row.t3}
+    if row.s1 is not None:
+        d["s1"] = row.s1
+    return orjson.dumps(d)
+
+
+class StoreLogReader:
+    """Reads one store log, committed records only, from its group's committed offsets (else the start).
+
+    ``from_start``: read the whole log again (rebuild Redis/HBase from what the log still retains).
+    Every partition of the topic is assigned to this reader (one applier per job; it holds no state
+    of its own, so it can be restarted anywhere). Offsets are committed with :meth:`commit` after the
+    rows read so far have been written.
+    """
+
+    def __init__(self, settings: Settings, topic: str, group: str, *, from_start: bool = False,
+                 timeout_s: float = 30.0) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        self.topic = topic
+        self._consumer = Consumer({
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+        })
+        meta = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            self._consumer.close()
+            raise StoreLogError(f"store log {topic}: topic not found ({meta.error if meta else 'no metadata'}); "
+                                "the job creates it when it starts with job.store_mode=log")
+        self.partitions = sorted(meta.partitions)
+        tps = [TopicPartition(topic, p) for p in self.partitions]
+        committed = tps if from_start else self._consumer.committed(tps, timeout=timeout_s)
+        self._consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                               for tp in committed])
+        self._pending = False
+
+    def read(self, max_rows: int, timeout_s: float) -> list[StoreRow]:
+        """Up to ``max_rows`` committed rows, waiting at most ``timeout_s`` for the first."""
+        from confluent_kafka import KafkaError
+
+        rows: list[StoreRow] = []
+        for m in self._consumer.consume(max_rows, timeout=timeout_s):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise StoreLogError(f"store log {self.topic}: {err}")
+            rows.append(decode_row(m.value()))
+        self._pending = self._pending or bool(rows)
+        return rows
+
+    def commit(self) -> None:
+        """Commit the positions after the rows returned so far (call once they are written)."""
+        if self._pending:
+            self._consumer.commit(asynchronous=False)
+            self._pending = False
+
+    def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """partition → last stable offset (what a read_committed reader can reach now)."""
+        from confluent_kafka import TopicPartition
+
+        return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s,
+                                                        cached=False)[1]
+                for p in self.partitions}
+
+    def behind(self, ends: dict[int, int]) -> dict[int, int]:
+        """partition → records still to read before reaching ``ends`` (only partitions behind)."""
+        from confluent_kafka import TopicPartition
+
+        pos = self._consumer.position([TopicPartition(self.topic, p) for p in self.partitions])
+        out: dict[int, int] = {}
+        for tp in pos:
+            end = ends.get(tp.partition, 0)
+            at = tp.offset
+            if at < 0:  # nothing fetched yet: behind unless the partition is empty
+                committed = self._consumer.committed([tp], timeout=10)[0].offset
+                at = max(committed, 0)
+            if at < end:
+                out[tp.partition] = end - at
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def wait_for_topic(settings: Settings, topic: str, timeout_s: float) -> bool:
+    """True once ``topic`` exists (the job creates it at start), False after ``timeout_s``."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if topic in admin.list_topics(timeout=10).topics:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)

@@ -1,0 +1,178 @@
+"""The store applier: writes the job's committed store log to Redis and HBase (``job.store_mode: log``).
+
+Why a log (docs/semantics.md, "Failures and restore"): a job that writes Redis itself writes rows
+after its last checkpoint too; when it then fails, the restored run replays from that checkpoint and
+may take another path (the identity graph sees the replayed combinations in another order and passes
+through other transient persons), so rows of the first path stay behind. Through the transactional
+log only rows of completed checkpoints are ever applied, so Redis and HBase hold exactly what the
+job's state says, through any number of failures. The price is one checkpoint interval of latency.
+
+Applying is idempotent: rows carry absolute values (and profile buckets go through the Lua script
+that applies a bucket against the value stored before), in the job's order per key. The applier
+commits its Kafka offsets after each written batch; a crashed applier re-applies from the last
+commit and ends in the same state.
+
+``zhongtai run`` starts one in its own process (a thread) and drains it when a bounded run ends.
+Next to a job on a Flink cluster, run ``zhongtai apply`` (same ``--group`` and prefixes as the job).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from connectors.store_log import StoreLogReader, store_log_topic, wait_for_topic
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ApplierError(RuntimeError):
+    pass
+
+
+@dataclass
+class ApplierStats:
+    rows: int = 0
+    batches: int = 0
+    seconds_writing: float = 0.0
+    last_batch_at: float | None = None
+
+
+@dataclass
+class StoreApplier:
+    """Reads ``<store_log_prefix><group>`` committed records and writes them with ``RedisStore``/``HBaseStore``.
+
+    ``redis_prefix``/``hbase_prefix``/``hbase`` must be the job's (``RunOptions``). Its own offsets are
+    kept under consumer group ``<group>-store``.
+    """
+
+    settings: Settings
+    group: str | None = None
+    redis_prefix: str | None = None
+    hbase_prefix: str | None = None
+    hbase: bool = True
+    #: apply the whole retained log again instead of resuming from the group's committed offsets
+    from_start: bool = False
+    stats: ApplierStats = field(default_factory=ApplierStats)
+    _reader: StoreLogReader | None = field(default=None, repr=False)
+    _redis: Any = field(default=None, repr=False)
+    _hbase: Any = field(default=None, repr=False)
+
+    @property
+    def topic(self) -> str:
+        return store_log_topic(self.settings, self.group)
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.group or self.settings.kafka.consumer_group}-store"
+
+    def open(self, wait_s: float = 120.0) -> None:
+        from connectors.redis_store import RedisStore
+
+        if self._reader is not None:
+            return
+        if not wait_for_topic(self.settings, self.topic, wait_s):
+            raise ApplierError(f"store log {self.topic} does not exist after {wait_s:g} s: is the job running with "
+                               f"the same --group ({self.group or self.settings.kafka.consumer_group})?")
+        self._reader = StoreLogReader(self.settings, self.topic, self.consumer_group, from_start=self.from_start)
+        self._redis = RedisStore(self.settings.redis, prefix=self.redis_prefix)
+        if self.hbase:
+            from connectors.hbase_store import HBaseStore
+
+            self._hbase = HBaseStore(self.settings.hbase, prefix=self.hbase_prefix)
+            self._hbase.ensure_tables()
+
+    def step(self, timeout_s: float = 0.2) -> int:
+        """Read one batch of committed rows, write it to Redis (+ HBase), commit the offsets; rows written."""
+        self.open()
+        rows = self._reader.read(self.settings.job.applier_batch, timeout_s)
+        if rows:
+            t0 = time.perf_counter()
+            self._redis.write(rows)
+            if self._hbase is not None:
+                self._hbase.write(rows)
+            self.stats.seconds_writing += time.perf_counter() - t0
+            self.stats.rows += len(rows)
+            self.stats.batches += 1
+            self.stats.last_batch_at = time.time()
+        self._reader.commit()
+        return len(rows)
+
+    def drain(self, timeout_s: float = 300.0) -> int:
+        """Apply everything committed to the log as of now; rows written. Raises :class:`ApplierError` if the
+        end is not reached within ``timeout_s`` (a transaction left open: the job still running, or a job
+        that died with one open, which the broker aborts after ``kafka.transaction_timeout_ms``)."""
+        self.open()
+        ends = self._reader.end_offsets()
+        deadline = time.monotonic() + timeout_s
+        n = 0
+        while True:
+            n += self.step(0.1)
+            behind = self._reader.behind(ends)
+            if not behind:
+                return n
+            if time.monotonic() > deadline:
+                raise ApplierError(f"store log {self.topic}: still {sum(behind.values())} records behind after "
+                                   f"{timeout_s:g} s (partitions {sorted(behind)})")
+
+    def run(self, stop: threading.Event, job_done: Callable[[], bool] | None = None) -> None:
+        """Apply until ``stop`` is set, or until ``job_done()`` says the job has ended (then drain first)."""
+        self.open()
+        last_check = 0.0
+        while not stop.is_set():
+            self.step(0.2)
+            if job_done is not None and time.monotonic() - last_check > 1.0:
+                last_check = time.monotonic()
+                if job_done():
+                    self.drain()
+                    return
+
+    def close(self) -> None:
+        for c in (self._reader, self._redis, self._hbase):
+            if c is not None:
+                c.close()
+        self._reader = self._redis = self._hbase = None
+
+
+class ApplierThread:
+    """A :class:`StoreApplier` on a daemon thread of this process (``zhongtai.runner``, tests).
+
+    ``finish()`` drains what the job committed and stops; an error on the thread is raised there.
+    """
+
+    def __init__(self, applier: StoreApplier, job_done: Callable[[], bool] | None = None) -> None:
+        self.applier = applier
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, args=(job_done,), name="zt-store-applier", daemon=True)
+        self._thread.start()
+
+    def _main(self, job_done: Callable[[], bool] | None) -> None:
+        try:
+            self.applier.run(self._stop, job_done)
+        except BaseException as e:  # handed to finish()
+            logger.exception("store applier failed")
+            self._error = e
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def finish(self, timeout_s: float = 300.0) -> ApplierStats:
+        """Stop the loop, apply what is committed by now, close; return the stats."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+        try:
+            if self._error is not None:
+                raise ApplierError(f"store applier failed: {self._error!r}") from self._error
+            self.applier.drain(timeout_s)
+            return self.applier.stats
+        finally:
+            self.applier.close()
