@@ -137,3 +137,60 @@ def test_applier_names_the_missing_log() -> None:
     with pytest.raises(ApplierError, match=r"store log zt\.store\.zt-test-nolog-\w+ does not exist after 1 s: "
                                            r"is the job running with the same --group"):
         applier.open(wait_s=1)
+
+
+@pytest.mark.stack
+def test_zhongtai_apply_drain_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    """``zhongtai apply --drain`` writes what is committed; the metrics count exactly those rows."""
+    from confluent_kafka import Producer
+    from prometheus_client import generate_latest
+
+    from zhongtai.applier import ApplierMetrics
+    from zhongtai.cli import main
+
+    settings = make_settings()
+    tag = uuid.uuid4().hex[:8]
+    group, prefix = f"zt-test-apply-{tag}", f"zt:test:apply:{tag}"
+    topic = store_log_topic(settings, group)
+    create_topics(settings, [topic])
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap, "transactional.id": f"zt-test-apply-{tag}"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    _send(p, topic, [_row("s", "valid", n1=5), _row("s", "unique", n1=4), _row("ac", "r1|sms", n1=2)])
+    p.commit_transaction(30)
+    store = RedisStore(settings.redis, prefix=prefix)
+    try:
+        metrics = ApplierMetrics(topic)
+        applier = StoreApplier(settings, group=group, redis_prefix=prefix, hbase=False, metrics=metrics)
+        try:
+            assert applier.drain(timeout_s=60) == 3
+        finally:
+            applier.close()
+        text = generate_latest(metrics.registry).decode()
+        assert f'zhongtai_applier_rows_total{{topic="{topic}"}} 3.0' in text
+        assert f'zhongtai_applier_batches_total{{topic="{topic}"}} 1.0' in text
+        assert (store.stats(), store.action_counters()) == (
+            {"valid": 5, "unique": 4, "dlq": 0, "received": 5, "duplicates": 1}, {"r1|sms": 2})
+
+        # the CLI resumes from the group's offsets: nothing new; --from-start applies all three again
+        store.delete_prefix()
+        argv = ["apply", "--group", group, "--redis-prefix", prefix, "--no-hbase", "--drain"]
+        assert main(argv) == 0
+        assert main([*argv, "--from-start"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out == [f"applied 0 rows from {topic}", f"applied 3 rows from {topic}"]
+        assert store.action_counters() == {"r1|sms": 2}
+    finally:
+        store.delete_prefix()
+        store.close()
+
+
+@pytest.mark.stack
+def test_zhongtai_apply_without_a_log_says_what_to_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from zhongtai.cli import main
+
+    group = f"zt-test-nolog-{uuid.uuid4().hex[:8]}"
+    assert main(["apply", "--group", group, "--drain", "--wait-topic", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"zhongtai apply: store log zt.store.{group} does not exist after 0 s: is the job "
+                           f"running with the same --group ({group})?")

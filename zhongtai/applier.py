@@ -37,6 +37,48 @@ class ApplierError(RuntimeError):
     pass
 
 
+class ApplierMetrics:
+    """``zhongtai_applier_rows_total``, ``zhongtai_applier_batches_total``, ``zhongtai_applier_write_seconds``
+    (one batch to Redis + HBase), ``zhongtai_applier_lag_records`` (committed rows not yet applied, refreshed
+    every ``LAG_EVERY_S``) and ``zhongtai_applier_last_batch_timestamp_seconds``; label ``topic``."""
+
+    def __init__(self, topic: str, registry: Any = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry or CollectorRegistry()
+        r, labels = self.registry, ("topic",)
+        self._rows = Counter("zhongtai_applier_rows", "Store-log rows written to Redis/HBase", labels,
+                             registry=r).labels(topic)
+        self._batches = Counter("zhongtai_applier_batches", "Batches written", labels, registry=r).labels(topic)
+        self._seconds = Histogram("zhongtai_applier_write_seconds", "Writing one batch to Redis + HBase", labels,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+                                  registry=r).labels(topic)
+        self._lag = Gauge("zhongtai_applier_lag_records", "Committed store-log rows not applied yet", labels,
+                          registry=r).labels(topic)
+        self._last = Gauge("zhongtai_applier_last_batch_timestamp_seconds", "When the last batch was written",
+                           labels, registry=r).labels(topic)
+
+    def batch(self, rows: int, seconds: float) -> None:
+        self._rows.inc(rows)
+        self._batches.inc()
+        self._seconds.observe(seconds)
+        self._last.set(time.time())
+
+    def lag(self, records: int) -> None:
+        self._lag.set(records)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on ``port`` (0: any free port) in a daemon thread; returns the port."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return int(server.server_port)
+
+
+#: How often ``run`` refreshes the lag gauge (a broker round trip per partition).
+LAG_EVERY_S = 5.0
+
+
 @dataclass
 class ApplierStats:
     rows: int = 0
@@ -60,6 +102,7 @@ class StoreApplier:
     hbase: bool = True
     #: apply the whole retained log again instead of resuming from the group's committed offsets
     from_start: bool = False
+    metrics: ApplierMetrics | None = None
     stats: ApplierStats = field(default_factory=ApplierStats)
     _reader: StoreLogReader | None = field(default=None, repr=False)
     _redis: Any = field(default=None, repr=False)
@@ -98,7 +141,10 @@ class StoreApplier:
             self._redis.write(rows)
             if self._hbase is not None:
                 self._hbase.write(rows)
-            self.stats.seconds_writing += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            if self.metrics is not None:
+                self.metrics.batch(len(rows), took)
+            self.stats.seconds_writing += took
             self.stats.rows += len(rows)
             self.stats.batches += 1
             self.stats.last_batch_at = time.time()
@@ -125,9 +171,12 @@ class StoreApplier:
     def run(self, stop: threading.Event, job_done: Callable[[], bool] | None = None) -> None:
         """Apply until ``stop`` is set, or until ``job_done()`` says the job has ended (then drain first)."""
         self.open()
-        last_check = 0.0
+        last_check = last_lag = 0.0
         while not stop.is_set():
             self.step(0.2)
+            if self.metrics is not None and time.monotonic() - last_lag > LAG_EVERY_S:
+                last_lag = time.monotonic()
+                self.metrics.lag(sum(self._reader.behind(self._reader.end_offsets()).values()))
             if job_done is not None and time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if job_done():

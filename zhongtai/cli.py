@@ -93,11 +93,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from zhongtai.applier import ApplierError, StoreApplier
+    from connectors.store_log import store_log_topic
+    from zhongtai.applier import ApplierError, ApplierMetrics, StoreApplier
 
     s = _settings(args)
+    metrics = None
+    if args.metrics_port is not None:
+        metrics = ApplierMetrics(store_log_topic(s, args.group))
+        port = metrics.serve(args.metrics_port, addr=args.metrics_host)
+        print(f"metrics on http://{args.metrics_host}:{port}/metrics", file=sys.stderr)
     applier = StoreApplier(s, group=args.group, redis_prefix=args.redis_prefix, hbase_prefix=args.hbase_prefix,
-                           hbase=not args.no_hbase, from_start=args.from_start)
+                           hbase=not args.no_hbase, from_start=args.from_start, metrics=metrics)
     try:
         applier.open(wait_s=args.wait_topic)
         if args.drain:
@@ -193,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, default=300.0, help="--drain: give up after this many seconds")
     ap.add_argument("--wait-topic", type=float, default=120.0,
                     help="wait this long for the job to create its store log")
+    ap.add_argument("--metrics-port", type=int, default=None,
+                    help="serve Prometheus /metrics here (rows, batches, write time, lag; 0 = any free port)")
+    ap.add_argument("--metrics-host", default="127.0.0.1", help="address of /metrics (0.0.0.0 in a container)")
     ap.set_defaults(func=cmd_apply)
 
     de = sub.add_parser("demo", help="stack + sample stream + job + summary read back from Redis")
