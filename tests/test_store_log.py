@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -44,17 +45,23 @@ def _send(producer, topic: str, rows: list[StoreRow]) -> None:
     producer.flush(30)
 
 
-@pytest.mark.stack
-def test_applier_writes_committed_rows_only_in_order_and_idempotently() -> None:
+def _fresh_log(name: str) -> tuple[Any, str, str, str, str, Any]:
+    """Settings, tag, consumer group, Redis prefix, store-log topic and a transactional producer on it."""
     from confluent_kafka import Producer
 
     settings = make_settings()
     tag = uuid.uuid4().hex[:8]
-    group, prefix = f"zt-test-log-{tag}", f"zt:test:log:{tag}"
+    group, prefix = f"zt-test-{name}-{tag}", f"zt:test:{name}:{tag}"
     topic = store_log_topic(settings, group)
     create_topics(settings, [topic])
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap, "transactional.id": f"zt-test-log-{tag}"})
+    p = Producer({"bootstrap.servers": settings.kafka.bootstrap, "transactional.id": f"zt-test-{name}-{tag}"})
     p.init_transactions(30)
+    return settings, tag, group, prefix, topic, p
+
+
+@pytest.mark.stack
+def test_applier_writes_committed_rows_only_in_order_and_idempotently() -> None:
+    settings, tag, group, prefix, topic, p = _fresh_log("log")
     minute = 29_000_000
     # checkpoint 1 committed: a person bucket, an identifier, a counter, a total
     p.begin_transaction()
@@ -142,19 +149,12 @@ def test_applier_names_the_missing_log() -> None:
 @pytest.mark.stack
 def test_zhongtai_apply_drain_and_metrics(capsys: pytest.CaptureFixture[str]) -> None:
     """``zhongtai apply --drain`` writes what is committed; the metrics count exactly those rows."""
-    from confluent_kafka import Producer
     from prometheus_client import generate_latest
 
     from zhongtai.applier import ApplierMetrics
     from zhongtai.cli import main
 
-    settings = make_settings()
-    tag = uuid.uuid4().hex[:8]
-    group, prefix = f"zt-test-apply-{tag}", f"zt:test:apply:{tag}"
-    topic = store_log_topic(settings, group)
-    create_topics(settings, [topic])
-    p = Producer({"bootstrap.servers": settings.kafka.bootstrap, "transactional.id": f"zt-test-apply-{tag}"})
-    p.init_transactions(30)
+    settings, _tag, group, prefix, topic, p = _fresh_log("apply")
     p.begin_transaction()
     _send(p, topic, [_row("s", "valid", n1=5), _row("s", "unique", n1=4), _row("ac", "r1|sms", n1=2)])
     p.commit_transaction(30)
