@@ -81,6 +81,11 @@ def _iso_ms(ts: str) -> str:
     return f"(CASE WHEN {roundtrip} THEN {secs} * 1000 + {millis} END)"
 
 
+def _name_needle(field: str) -> str:
+    """The longest piece of ``"field"`` without ``_`` (a LIKE wildcard), e.g. ``"device`` for device_id."""
+    return max(f'"{field}"'.split("_"), key=len)
+
+
 def _full_match(pattern: str) -> str:
     return "^(?:" + pattern + ")\\z"
 
@@ -151,8 +156,13 @@ FROM zt_d2"""
 
     # Stage 4: the small nested objects. A field is only parsed when its name occurs in the text
     # (a substring search in a short string costs a fraction of a JSON parse); absent names stay NULL.
+    # The search is a LIKE '%...%' without wildcards inside, which the code generator turns into a
+    # byte search (first-byte scan); POSITION walks the string character by character and compared a
+    # whole needle at every position (10 % of the job's CPU, docs/performance.md "SQL core (session 4)").
+    # '_' is a LIKE wildcard, so the needle is the field name's longest '_'-free piece (with the quote
+    # that opens or closes the name): it occurs whenever the name does, so the guard never drops a field.
     def small(obj: str, field: str) -> str:
-        return _once(f"CASE WHEN POSITION('\"{field}\"' IN {obj}) > 0 THEN JSON_VALUE({obj}, '$.{field}') END")
+        return _once(f"CASE WHEN {obj} LIKE '%{_name_needle(field)}%' THEN JSON_VALUE({obj}, '$.{field}') END")
 
     ids_cols = ",\n  ".join(f"{small('j_ids', t)} AS raw_{t}" for t in ID_TYPES)
     ts_expr = _once(
@@ -206,7 +216,7 @@ FROM zt_d3)))"""
     # JSON_VALUE returns NULL both for a missing field and for an object/array; the extra parse that
     # tells them apart sits inside a THEN (evaluated only on that failure path), never in a WHEN.
     def absent_but_present(obj: str, field: str, query: str) -> str:
-        return f"(CASE WHEN POSITION('\"{field}\"' IN {obj}) > 0 THEN {query} IS NOT NULL ELSE FALSE END)"
+        return f"(CASE WHEN {obj} LIKE '%{_name_needle(field)}%' THEN {query} IS NOT NULL ELSE FALSE END)"
 
     reason = f"""
   CASE

@@ -99,19 +99,42 @@ SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y
        {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}
 FROM TO_CHANGELOG(input => TABLE zt_first) AS y
 WHERE y.op = 'INSERT'"""
-    counters = """
+    # Live counters per scope (campaign|channel, and 'all') and minute. Distinct persons are NOT a
+    # COUNT(DISTINCT): its per-key MapState under state TTL made the heap backend's incremental TTL
+    # cleanup copy whole person maps on every state access (22 % of the job's CPU in a JFR profile,
+    # docs/performance.md "SQL core (session 4)"). Instead each event appears once per scope
+    # (zt_scoped), a keep-first dedup on (scope, minute, person) marks a person's first event there,
+    # and one aggregate sums both append-only streams with plain value accumulators.
+    scoped = """
+CREATE TEMPORARY VIEW zt_scoped AS
+SELECT 'all' AS k, ts_ms / 60000 AS mb, event_type, amount, person FROM zt_unique
+UNION ALL
+SELECT CONCAT(campaign, '|', channel) AS k, ts_ms / 60000 AS mb, event_type, amount, person FROM zt_unique"""
+    scope_first = """
+CREATE TEMPORARY VIEW zt_scope_first AS
+SELECT k, mb FROM (
+  SELECT k, mb, ROW_NUMBER() OVER (PARTITION BY k, mb, person ORDER BY pt ASC) AS rn
+  FROM (SELECT k, mb, person, PROCTIME() AS pt FROM zt_scoped WHERE person IS NOT NULL))
+WHERE rn = 1"""
+    # keep-first dedup only inserts (see zt_unique)
+    scope_persons = """
+CREATE TEMPORARY VIEW zt_scope_persons AS
+SELECT y.k AS k, y.mb AS mb FROM TO_CHANGELOG(input => TABLE zt_scope_first) AS y WHERE y.op = 'INSERT'"""
+    one, zero = "CAST(1 AS BIGINT)", "CAST(0 AS BIGINT)"
+    counters = f"""
 CREATE TEMPORARY VIEW zt_counters AS
-SELECT
-  CASE WHEN GROUPING(campaign) = 1 THEN 'all' ELSE CONCAT(campaign, '|', channel) END AS k,
-  mb AS bucket,
-  COUNT(*) FILTER (WHERE event_type = 'page_view') AS n_views,
-  COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS n_carts,
-  COUNT(*) FILTER (WHERE event_type = 'purchase') AS n_purchases,
-  COUNT(*) AS n_events,
-  COUNT(DISTINCT person) AS n_persons,
-  SUM(amount) AS n_revenue
-FROM (SELECT *, ts_ms / 60000 AS mb FROM zt_unique)
-GROUP BY GROUPING SETS ((campaign, channel, mb), (mb))"""
+SELECT k, mb AS bucket, SUM(v) AS n_views, SUM(c) AS n_carts, SUM(p) AS n_purchases, SUM(e) AS n_events,
+       SUM(np) AS n_persons, SUM(amount) AS n_revenue
+FROM (
+  SELECT k, mb,
+         CASE WHEN event_type = 'page_view' THEN {one} ELSE {zero} END AS v,
+         CASE WHEN event_type = 'add_to_cart' THEN {one} ELSE {zero} END AS c,
+         CASE WHEN event_type = 'purchase' THEN {one} ELSE {zero} END AS p,
+         {one} AS e, {zero} AS np, amount
+  FROM zt_scoped
+  UNION ALL
+  SELECT k, mb, {zero}, {zero}, {zero}, {zero}, {one}, CAST(NULL AS DECIMAL(18, 2)) FROM zt_scope_persons)
+GROUP BY k, mb"""
     # Profile buckets per anchor (the event's strongest identifier) and minute; the identity graph
     # maps anchors to persons (pipelines.identity) and zt_person_minutes re-aggregates per person.
     anchor_minutes = """
@@ -150,6 +173,9 @@ GROUP BY name"""
         *decode_statements(source, settings.job, settings.pii, settings.identity),
         dedup,
         unique,
+        scoped,
+        scope_first,
+        scope_persons,
         counters,
         anchor_minutes,
         combos,
