@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 #: The changelog rows the function reads (``TO_CHANGELOG`` op first; money as cents, on the JVM).
 _COLUMNS = ("person", "mb", "n_views", "n_carts", "n_purchases", "n_events",
             "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT) AS gmv_cents", "first_ts", "last_ts", "last_purchase")
+_NAMES = tuple(c.split(" AS ")[-1] for c in _COLUMNS)
 _LAST_TS = 9
 _MAX_WATERMARK = 2**63 - 1
 #: Decoded person states kept in front of the state (checked against the stored value on every read).
@@ -52,7 +53,7 @@ def _function_classes(tagset_json: str, result_tag: Any):
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction
 
-    from operators.tags import bucket_profile_fields, bucket_step, tag_step
+    from operators.tags import bucket_profile_fields, bucket_step, tag_step_memo
     from state.tags import (
         TAGSET_KEY,
         PersonState,
@@ -65,12 +66,19 @@ def _function_classes(tagset_json: str, result_tag: Any):
     )
 
     class TagLogic:
-        """Shared body of both shells: person state in, tag changes out (``operators.tags.tag_step``).
+        """Shared body of both shells: person state in, tag changes out (``operators.tags.tag_step_memo``).
 
         Per person (ValueState ``state.tags.PERSON``): bucket profile, carried tags, the event time of
-        the last evaluation (``now``, never decreasing) and the registered timer. A row sets or deletes
-        one minute bucket, then the tag set is evaluated at ``now = max(row.last_ts, previous now)``.
-        A timer evaluates at its own time; stale timers (replaced, or older than ``now``) do nothing.
+        the last evaluation (``now``, never decreasing), the due time of the next flip and the armed
+        timer. A row sets or deletes one minute bucket, then the tag set is evaluated at
+        ``now = max(row.last_ts, previous now)``. The due time is evaluated on a timer at that time;
+        stale due times (older than ``now``) do nothing.
+
+        Per row: at most one state read (none when the person is in ``cache``: this instance is the
+        only writer of its keys, and a restart builds a new instance) and one write. Timers: one
+        registered per person (``armed_ms``); a due time that moves later leaves it alone (it fires
+        early and arms the due time then: nothing to delete and register on every row), one that moves
+        earlier replaces it.
         """
 
         def _open(self, ctx: Any) -> None:
@@ -80,40 +88,46 @@ def _function_classes(tagset_json: str, result_tag: Any):
             self.person = ctx.get_state(person_state())
             self.tagset = decode_tagset(tagset_json)
             self.loaded = False
-            self.cache: dict[str, tuple[str, PersonState]] = {}
+            # person -> (state as stored, memo of the last evaluation); least recently used first.
+            self.cache: dict[str, tuple[PersonState, Any]] = {}
 
         def _tagset(self, ctx: Any) -> Any:
             return self.tagset
 
-        def _load(self, key: str) -> PersonState:
-            """The person's state; the decoded copy in memory when the stored value is still the same."""
+        def _load(self, key: str) -> tuple[PersonState, Any]:
+            """The person's state and tag memo, taken out of the cache (``_keep`` puts them back)."""
+            hit = self.cache.pop(key, None)
+            if hit is not None:
+                return hit
             raw = self.person.value()
-            if raw is None:
-                return PersonState(None, None, 0, 0)
-            hit = self.cache.get(key)
-            if hit is not None and hit[0] == raw:
-                return hit[1]
-            return decode_person(raw)
+            return (PersonState(None, None, 0, 0) if raw is None else decode_person(raw)), None
 
-        def _step(self, key: str, st: PersonState, now: int, cause: str, ctx: Any):
+        def _keep(self, key: str, st: PersonState, memo: Any) -> None:
+            if len(self.cache) >= _CACHE_MAX:
+                del self.cache[next(iter(self.cache))]
+            self.cache[key] = (st, memo)
+
+        def _save(self, key: str, st: PersonState, memo: Any) -> None:
+            self.person.update(encode_person(st))
+            self._keep(key, st, memo)
+
+        def _step(self, key: str, st: PersonState, memo: Any, now: int, cause: str, ctx: Any):
             tagset = self._tagset(ctx)
-            tags, changes, timer = tag_step(st.tags, bucket_profile_fields(st.profile), now, tagset, person=key,
-                                            cause=cause)
-            ts = ctx.timer_service()
-            if st.timer_ms and st.timer_ms != timer:
-                ts.delete_event_time_timer(st.timer_ms)
-            if timer is not None and timer != st.timer_ms:
-                ts.register_event_time_timer(timer)
+            tags, changes, due, memo = tag_step_memo(st.tags, bucket_profile_fields(st.profile), now, tagset, memo,
+                                                     person=key, cause=cause)
+            armed = st.armed_ms
             if st.profile is None and tags is None:
+                if armed:
+                    ctx.timer_service().delete_event_time_timer(armed)
                 self.person.clear()
-                self.cache.pop(key, None)
             else:
-                new = PersonState(st.profile, tags, now, timer or 0)
-                raw = encode_person(new)
-                self.person.update(raw)
-                if len(self.cache) >= _CACHE_MAX:
-                    self.cache.clear()
-                self.cache[key] = (raw, new)
+                if due is not None and (not armed or due < armed):
+                    ts = ctx.timer_service()
+                    if armed:
+                        ts.delete_event_time_timer(armed)
+                    ts.register_event_time_timer(due)
+                    armed = due
+                self._save(key, PersonState(st.profile, tags, now, due or 0, armed), memo)
             for c in changes:
                 yield Row(c.person, c.tag, c.op, c.ts_ms, c.cause, c.tagset_version,
                           orjson.dumps(c.as_record()).decode())
@@ -121,7 +135,7 @@ def _function_classes(tagset_json: str, result_tag: Any):
         def _on_row(self, value: Any, ctx: Any):
             op = value[0]
             key = value[1]
-            st = self._load(key)
+            st, memo = self._load(key)
             if op == "DELETE":
                 bucket = None
             else:
@@ -129,16 +143,25 @@ def _function_classes(tagset_json: str, result_tag: Any):
                           value[8] or 0, value[9] or 0, value[10] or 0)
             profile = bucket_step(st.profile, value[2], bucket)
             now = max(value[_LAST_TS] or 0, st.now_ms)
-            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms), now, "profile", ctx)
+            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms, st.armed_ms), memo, now,
+                                  "profile", ctx)
 
         def _on_timer(self, timestamp: int, ctx: Any):
             if ctx.timer_service().current_watermark() >= _MAX_WATERMARK:
                 return  # end of a bounded input: that time has not come
             key = ctx.get_current_key()
-            st = self._load(key)
-            if timestamp != st.timer_ms or timestamp < st.now_ms:
+            st, memo = self._load(key)
+            if timestamp != st.armed_ms:  # not registered by this state (defensive: none are left behind)
+                self._keep(key, st, memo)
                 return
-            yield from self._step(key, st, timestamp, "timer", ctx)
+            st = PersonState(st.profile, st.tags, st.now_ms, st.timer_ms, 0)
+            if timestamp == st.timer_ms and timestamp >= st.now_ms:
+                yield from self._step(key, st, memo, timestamp, "timer", ctx)
+                return
+            if st.timer_ms > timestamp:  # armed early: the due time moved later since
+                ctx.timer_service().register_event_time_timer(st.timer_ms)
+                st = PersonState(st.profile, st.tags, st.now_ms, st.timer_ms, st.timer_ms)
+            self._save(key, st, memo)
 
     class TagFunction(TagLogic, KeyedProcessFunction):
         """Tags with a fixed tag set (no control view)."""
@@ -207,6 +230,44 @@ def _function_classes(tagset_json: str, result_tag: Any):
     return TagFunction, TagBroadcastFunction
 
 
+def _keyed_changelog(t_env: StreamTableEnvironment, view: str, job: Any) -> Any:
+    """The changelog of ``view`` keyed by person, with event time, without a Python operator.
+
+    The rows (``TO_CHANGELOG``, UPDATE_BEFORE dropped, money as cents) are packed on the JVM as
+    ``Row(person, Row(op, *_COLUMNS))``, watermarked there from ``last_ts`` (bounded out-of-orderness
+    ``job.allowed_lateness_ms``, the same ``max - lateness - 1`` as ``WatermarkStrategy``; idle after
+    ``job.source_idle_timeout_ms``) and partitioned by field 0 with PyFlink's own ``KeyByKeySelector``
+    and key type, exactly what ``DataStream.key_by`` builds after its Python key extraction. The keyed
+    Python function receives field 1, the ``Row(op, *_COLUMNS)`` it always received.
+    """
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+    from pyflink.table import Schema
+
+    # The watermark assigner of a from_data_stream table takes its idleness from this option (the job
+    # sets the same value in pipelines.events.job_options).
+    t_env.get_config().set("table.exec.source.idle-timeout", f"{job.source_idle_timeout_ms} ms")
+    cols = ", ".join(c.rsplit(" AS ", 1)[0] for c in _COLUMNS)
+    rows = t_env.sql_query(
+        f"SELECT person AS k, ROW(op, {cols}) AS v, COALESCE(last_ts, 0) AS wm_ts "
+        f"FROM TO_CHANGELOG(input => TABLE {view}) WHERE op <> 'UPDATE_BEFORE'")
+    timed = t_env.from_data_stream(
+        t_env.to_data_stream(rows),
+        Schema.new_builder()
+        .column_by_expression("rt", "TO_TIMESTAMP_LTZ(wm_ts, 3)")
+        .watermark("rt", f"TO_TIMESTAMP_LTZ(wm_ts - {job.allowed_lateness_ms + 1}, 3)")
+        .build())
+    stream = t_env.to_data_stream(timed.select(timed.k, timed.v))
+    # The Python operators' coders need a RowTypeInfo (the table gives an ExternalTypeInfo of the same Row).
+    value_type = Types.ROW_NAMED(["op", *_NAMES], [Types.STRING(), Types.STRING()] + [Types.LONG()] * (len(_NAMES) - 1))
+    stream._j_data_stream.getTransformation().setOutputType(
+        Types.ROW_NAMED(["k", "v"], [Types.STRING(), value_type]).get_java_type_info())
+    j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                          Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, value_type, stream)
+
+
 def attach_tags(t_env: StreamTableEnvironment, settings: Settings, person_minutes_view: str = "zt_person_minutes",
                 control_view: str | None = None, tagset: TagSet | None = None) -> None:
     """Evaluate ``tagset`` (default ``config/tags.yaml``) over ``person_minutes_view``; register the views.
@@ -217,29 +278,13 @@ def attach_tags(t_env: StreamTableEnvironment, settings: Settings, person_minute
     ``zt_control_results_tags`` (see the module docstring).
     """
     from pyflink.common import Duration, Types, WatermarkStrategy
-    from pyflink.common.watermark_strategy import TimestampAssigner
     from pyflink.datastream import OutputTag
 
     from operators.tags import TagSet
     from state.tags import encode_tagset, tagset_state
 
-    class LastTs(TimestampAssigner):
-        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-            return value[_LAST_TS] or 0
-
-    cols = ", ".join(_COLUMNS)
-    rows = t_env.sql_query(
-        f"SELECT op, {cols} FROM TO_CHANGELOG(input => TABLE {person_minutes_view}) WHERE op <> 'UPDATE_BEFORE'")
     job = settings.job
-    # with_idleness first: PyFlink's with_idleness returns a strategy without the Python assigner.
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.allowed_lateness_ms))
-        .with_idleness(Duration.of_millis(job.source_idle_timeout_ms))
-        .with_timestamp_assigner(LastTs())
-    )
-    stream = t_env.to_data_stream(rows).assign_timestamps_and_watermarks(watermarks).name("tags-event-time") \
-        .uid("zt-tags-event-time-v1")
-    keyed = stream.key_by(lambda r: r[1], key_type=Types.STRING())
+    keyed = _keyed_changelog(t_env, person_minutes_view, job)
     change_types = Types.ROW_NAMED(
         list(CHANGE_COLUMNS),
         [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG(), Types.STRING()],
