@@ -38,11 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: The changelog rows the function reads (``TO_CHANGELOG`` op first; money as cents, on the JVM).
-_COLUMNS = ("person", "mb", "n_views", "n_carts", "n_purchases", "n_events",
-            "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT) AS gmv_cents", "first_ts", "last_ts", "last_purchase")
-_NAMES = tuple(c.split(" AS ")[-1] for c in _COLUMNS)
-_LAST_TS = 9
+#: What the function reads of each changelog row, packed on the JVM into one string (``_row_sql``):
+#: ``op,mb,views,carts,purchases,events,gmv_cents,first_ts,last_ts,last_purchase,person`` (NULL = 0;
+#: the person last, so a comma in it cannot shift a field). One string crosses into Python much more
+#: cheaply than a Row of eleven fields (docs/performance.md, "Tags operator (session 4)").
+_PACKED = ("mb", "n_views", "n_carts", "n_purchases", "n_events", "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT)",
+           "first_ts", "last_ts", "last_purchase")
 _MAX_WATERMARK = 2**63 - 1
 #: Decoded person states kept in front of the state (checked against the stored value on every read).
 _CACHE_MAX = 20_000
@@ -69,16 +70,13 @@ def _function_classes(tagset_json: str, result_tag: Any):
         """Shared body of both shells: person state in, tag changes out (``operators.tags.tag_step_memo``).
 
         Per person (ValueState ``state.tags.PERSON``): bucket profile, carried tags, the event time of
-        the last evaluation (``now``, never decreasing), the due time of the next flip and the armed
-        timer. A row sets or deletes one minute bucket, then the tag set is evaluated at
-        ``now = max(row.last_ts, previous now)``. The due time is evaluated on a timer at that time;
-        stale due times (older than ``now``) do nothing.
+        the last evaluation (``now``, never decreasing) and the registered timer. A row sets or deletes
+        one minute bucket, then the tag set is evaluated at ``now = max(row.last_ts, previous now)``.
+        A timer evaluates at its own time; stale timers (replaced, or older than ``now``) do nothing.
 
         Per row: at most one state read (none when the person is in ``cache``: this instance is the
-        only writer of its keys, and a restart builds a new instance) and one write. Timers: one
-        registered per person (``armed_ms``); a due time that moves later leaves it alone (it fires
-        early and arms the due time then: nothing to delete and register on every row), one that moves
-        earlier replaces it.
+        only writer of its keys, and a restart builds a new instance) and one write; the timer is
+        touched only when the next flip time changed.
         """
 
         def _open(self, ctx: Any) -> None:
@@ -107,61 +105,48 @@ def _function_classes(tagset_json: str, result_tag: Any):
                 del self.cache[next(iter(self.cache))]
             self.cache[key] = (st, memo)
 
-        def _save(self, key: str, st: PersonState, memo: Any) -> None:
-            self.person.update(encode_person(st))
-            self._keep(key, st, memo)
-
         def _step(self, key: str, st: PersonState, memo: Any, now: int, cause: str, ctx: Any):
             tagset = self._tagset(ctx)
-            tags, changes, due, memo = tag_step_memo(st.tags, bucket_profile_fields(st.profile), now, tagset, memo,
-                                                     person=key, cause=cause)
-            armed = st.armed_ms
+            tags, changes, timer, memo = tag_step_memo(st.tags, bucket_profile_fields(st.profile), now, tagset, memo,
+                                                       person=key, cause=cause)
+            if timer != (st.timer_ms or None):
+                ts = ctx.timer_service()
+                if st.timer_ms:
+                    ts.delete_event_time_timer(st.timer_ms)
+                if timer is not None:
+                    ts.register_event_time_timer(timer)
             if st.profile is None and tags is None:
-                if armed:
-                    ctx.timer_service().delete_event_time_timer(armed)
                 self.person.clear()
             else:
-                if due is not None and (not armed or due < armed):
-                    ts = ctx.timer_service()
-                    if armed:
-                        ts.delete_event_time_timer(armed)
-                    ts.register_event_time_timer(due)
-                    armed = due
-                self._save(key, PersonState(st.profile, tags, now, due or 0, armed), memo)
+                new = PersonState(st.profile, tags, now, timer or 0)
+                self.person.update(encode_person(new))
+                self._keep(key, new, memo)
             for c in changes:
                 yield Row(c.person, c.tag, c.op, c.ts_ms, c.cause, c.tagset_version,
                           orjson.dumps(c.as_record()).decode())
 
-        def _on_row(self, value: Any, ctx: Any):
-            op = value[0]
-            key = value[1]
+        def _on_row(self, value: str, ctx: Any):
+            f = value.split(",", 10)  # _PACKED between the op and the person
+            key = f[10]
             st, memo = self._load(key)
-            if op == "DELETE":
+            last_ts = int(f[8])
+            if f[0] == "DELETE":
                 bucket = None
             else:
-                bucket = (value[3] or 0, value[4] or 0, value[5] or 0, value[6] or 0, value[7],
-                          value[8] or 0, value[9] or 0, value[10] or 0)
-            profile = bucket_step(st.profile, value[2], bucket)
-            now = max(value[_LAST_TS] or 0, st.now_ms)
-            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms, st.armed_ms), memo, now,
-                                  "profile", ctx)
+                bucket = (int(f[2]), int(f[3]), int(f[4]), int(f[5]), int(f[6]), int(f[7]), last_ts, int(f[9]))
+            profile = bucket_step(st.profile, int(f[1]), bucket)
+            now = max(last_ts, st.now_ms)
+            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms), memo, now, "profile", ctx)
 
         def _on_timer(self, timestamp: int, ctx: Any):
             if ctx.timer_service().current_watermark() >= _MAX_WATERMARK:
                 return  # end of a bounded input: that time has not come
             key = ctx.get_current_key()
             st, memo = self._load(key)
-            if timestamp != st.armed_ms:  # not registered by this state (defensive: none are left behind)
+            if timestamp != st.timer_ms or timestamp < st.now_ms:
                 self._keep(key, st, memo)
-                return
-            st = PersonState(st.profile, st.tags, st.now_ms, st.timer_ms, 0)
-            if timestamp == st.timer_ms and timestamp >= st.now_ms:
-                yield from self._step(key, st, memo, timestamp, "timer", ctx)
-                return
-            if st.timer_ms > timestamp:  # armed early: the due time moved later since
-                ctx.timer_service().register_event_time_timer(st.timer_ms)
-                st = PersonState(st.profile, st.tags, st.now_ms, st.timer_ms, st.timer_ms)
-            self._save(key, st, memo)
+                return  # replaced, or older than a row evaluated since
+            yield from self._step(key, st, memo, timestamp, "timer", ctx)
 
     class TagFunction(TagLogic, KeyedProcessFunction):
         """Tags with a fixed tag set (no control view)."""
@@ -233,12 +218,13 @@ def _function_classes(tagset_json: str, result_tag: Any):
 def _keyed_changelog(t_env: StreamTableEnvironment, view: str, job: Any) -> Any:
     """The changelog of ``view`` keyed by person, with event time, without a Python operator.
 
-    The rows (``TO_CHANGELOG``, UPDATE_BEFORE dropped, money as cents) are packed on the JVM as
-    ``Row(person, Row(op, *_COLUMNS))``, watermarked there from ``last_ts`` (bounded out-of-orderness
-    ``job.allowed_lateness_ms``, the same ``max - lateness - 1`` as ``WatermarkStrategy``; idle after
-    ``job.source_idle_timeout_ms``) and partitioned by field 0 with PyFlink's own ``KeyByKeySelector``
-    and key type, exactly what ``DataStream.key_by`` builds after its Python key extraction. The keyed
-    Python function receives field 1, the ``Row(op, *_COLUMNS)`` it always received.
+    The rows (``TO_CHANGELOG``, UPDATE_BEFORE dropped, money as cents) become ``Row(person, packed)``
+    on the JVM (``packed``: the string ``_PACKED`` describes), are watermarked there from ``last_ts``
+    (bounded out-of-orderness ``job.allowed_lateness_ms``, the same ``max - lateness - 1`` as
+    ``WatermarkStrategy``; idle after ``job.source_idle_timeout_ms``) and partitioned by field 0 with
+    PyFlink's own ``KeyByKeySelector`` and key type, exactly what ``DataStream.key_by`` builds after
+    its Python key extraction (so the keyed state stays compatible). The keyed Python function
+    receives field 1, the packed string.
     """
     from pyflink.common import Types
     from pyflink.datastream.data_stream import KeyedStream
@@ -248,9 +234,9 @@ def _keyed_changelog(t_env: StreamTableEnvironment, view: str, job: Any) -> Any:
     # The watermark assigner of a from_data_stream table takes its idleness from this option (the job
     # sets the same value in pipelines.events.job_options).
     t_env.get_config().set("table.exec.source.idle-timeout", f"{job.source_idle_timeout_ms} ms")
-    cols = ", ".join(c.rsplit(" AS ", 1)[0] for c in _COLUMNS)
+    packed = ", ".join(f"CAST(COALESCE({c}, 0) AS STRING)" for c in _PACKED)
     rows = t_env.sql_query(
-        f"SELECT person AS k, ROW(op, {cols}) AS v, COALESCE(last_ts, 0) AS wm_ts "
+        f"SELECT person AS k, CONCAT_WS(',', op, {packed}, person) AS v, COALESCE(last_ts, 0) AS wm_ts "
         f"FROM TO_CHANGELOG(input => TABLE {view}) WHERE op <> 'UPDATE_BEFORE'")
     timed = t_env.from_data_stream(
         t_env.to_data_stream(rows),
@@ -260,12 +246,11 @@ def _keyed_changelog(t_env: StreamTableEnvironment, view: str, job: Any) -> Any:
         .build())
     stream = t_env.to_data_stream(timed.select(timed.k, timed.v))
     # The Python operators' coders need a RowTypeInfo (the table gives an ExternalTypeInfo of the same Row).
-    value_type = Types.ROW_NAMED(["op", *_NAMES], [Types.STRING(), Types.STRING()] + [Types.LONG()] * (len(_NAMES) - 1))
     stream._j_data_stream.getTransformation().setOutputType(
-        Types.ROW_NAMED(["k", "v"], [Types.STRING(), value_type]).get_java_type_info())
+        Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()]).get_java_type_info())
     j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
                                           Types.ROW([Types.STRING()]).get_java_type_info())
-    return KeyedStream(j_keyed, value_type, stream)
+    return KeyedStream(j_keyed, Types.STRING(), stream)
 
 
 def attach_tags(t_env: StreamTableEnvironment, settings: Settings, person_minutes_view: str = "zt_person_minutes",

@@ -16,8 +16,7 @@ Declaration
     the person has no bucket left (all moved away by merges) and carries no paused tag.
 
 Codec: one version byte, then compact orjson.
-  * person v2: ``[now_ms, timer_ms, armed_ms, tagset_version, [tag...], base, [[minute, *bucket]...]]``;
-    v1 (no ``armed_ms``: the registered timer was ``timer_ms``) still decodes, as ``armed_ms = timer_ms``.
+  * person v1: ``[now_ms, timer_ms, tagset_version, [tag...], base, [[minute, *bucket]...]]``.
   * tagset v1: ``TagSet.to_snapshot()``.
 """
 
@@ -33,7 +32,7 @@ from operators.tags import BucketProfile, TagSet, TagState
 PERSON = "tags-person-v1"
 TAGSET = "tags-tagset-v1"
 TAGSET_KEY = "tagset"
-PERSON_VERSION = 2
+PERSON_VERSION = 1
 TAGSET_VERSION = 1
 
 
@@ -43,19 +42,12 @@ class CodecError(ValueError):
 
 @dataclass(frozen=True)
 class PersonState:
-    """Everything kept for one person; ``now_ms`` never decreases.
-
-    ``timer_ms``: when a tag can next flip with the profile unchanged (0 = never), the time the shell
-    evaluates at. ``armed_ms``: the one event-time timer registered for the person (0 = none), never
-    later than ``timer_ms`` when that is set; an earlier one, when it fires, only arms ``timer_ms``
-    (``pipelines.tags``: a timer that moves later is not deleted and registered again on every row).
-    """
+    """Everything kept for one person. ``timer_ms`` 0 = no timer; ``now_ms`` never decreases."""
 
     profile: BucketProfile | None
     tags: TagState | None
     now_ms: int
     timer_ms: int = 0
-    armed_ms: int = 0
 
 
 def encode_person(s: PersonState) -> str:
@@ -63,8 +55,7 @@ def encode_person(s: PersonState) -> str:
     rows = [[m, *r] for m, r in sorted(p.rows.items())] if p is not None else []
     base = list(p.base) if p is not None else None
     tags = s.tags
-    body = [s.now_ms, s.timer_ms, s.armed_ms, tags.tagset_version if tags else 0, sorted(tags.tags) if tags else [],
-            base, rows]
+    body = [s.now_ms, s.timer_ms, tags.tagset_version if tags else 0, sorted(tags.tags) if tags else [], base, rows]
     return (bytes([PERSON_VERSION]) + orjson.dumps(body)).decode("latin-1")
 
 
@@ -73,16 +64,12 @@ def decode_person(value: str) -> PersonState:
     if not blob:
         raise CodecError("tag person state is empty (state/tags.py): the state is corrupt")
     version = blob[0]
-    if version == PERSON_VERSION:
-        now_ms, timer_ms, armed_ms, tv, tags, base, rows = orjson.loads(blob[1:])
-    elif version == 1:
-        now_ms, timer_ms, tv, tags, base, rows = orjson.loads(blob[1:])
-        armed_ms = timer_ms
-    else:
-        raise CodecError(f"tag person state has version {version}; this build reads 1 and {PERSON_VERSION} "
-                         "(state/tags.py): restore with a build that knows it")
+    if version != PERSON_VERSION:
+        raise CodecError(f"tag person state has version {version}; this build reads {PERSON_VERSION} (state/tags.py): "
+                         "restore with a build that knows it")
+    now_ms, timer_ms, tv, tags, base, rows = orjson.loads(blob[1:])
     profile = BucketProfile({r[0]: tuple(r[1:]) for r in rows}, tuple(base)) if base is not None else None
-    return PersonState(profile, TagState(frozenset(tags), tv) if tags else None, now_ms, timer_ms, armed_ms)
+    return PersonState(profile, TagState(frozenset(tags), tv) if tags else None, now_ms, timer_ms)
 
 
 def encode_tagset(ts: TagSet) -> str:

@@ -12,9 +12,8 @@ messages as ``control_view``, and checks the exact tag changes and control resul
   persons (Z0..Z5, on both parallel instances) moved the watermark past it; C's later purchase
   removes it; D's timer lies beyond the last real watermark and never fires (the end-of-input
   watermark is not taken as time);
-* F's due time moves later (a second purchase two minutes on): the timer armed for the first one
-  fires early, arms the new time, and the tag comes at exactly that time (Y0..Y5 move the watermark
-  past both).
+* F's next flip moves later (a second purchase two minutes on): the first timer is replaced and the
+  tag comes at exactly the new time (Y0..Y5 move the watermark past both).
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def _rows() -> list[tuple]:
         _row("-D", "E", T0 + DAY + 1000, minute=me, **e1),
         _row("+I", "C", T0 + 2 * DAY, purchases=1, gmv="50.00", lp=T0 + 2 * DAY),
         _row("+I", "C", T0 + 2 * DAY + 60_000, purchases=1, gmv="30.00", lp=T0 + 2 * DAY + 60_000),
-        # F's churn timer moves later (33 d -> 33 d + 2 min): the timer armed for 33 d fires first and arms it.
+        # F's churn timer moves later (33 d -> 33 d + 2 min): the one for 33 d must not add the tag.
         _row("+I", "F", T0 + 3 * DAY, purchases=2, events=2, gmv="10.00", lp=T0 + 3 * DAY),
         _row("+I", "F", T0 + 3 * DAY + 120_000, purchases=1, gmv="5.00", lp=T0 + 3 * DAY + 120_000),
         # Watermark drivers: persons on every parallel instance move event time past C's timer.
@@ -219,13 +218,9 @@ def test_bucket_step_deletes_and_ignores() -> None:
 
 def test_person_codec_round_trip_and_versions() -> None:
     p = BucketProfile({1: (1, 2, 3, 4, 5, 6, 7, 8)}, (1, 0, 0, 1, 0, 2, 3, 0))
-    s = PersonState(p, TagState(frozenset({"x", "y"}), 4), 123, 456, 400)
-    assert encode_person(s) == '\x02[123,456,400,4,["x","y"],[1,0,0,1,0,2,3,0],[[1,1,2,3,4,5,6,7,8]]]'
+    s = PersonState(p, TagState(frozenset({"x", "y"}), 4), 123, 456)
     assert decode_person(encode_person(s)) == s
     assert decode_person(encode_person(PersonState(None, None, 0))) == PersonState(None, None, 0)
-    # version 1 (no armed timer: the registered one was timer_ms) still decodes
-    v1 = '\x01[123,456,4,["x","y"],[1,0,0,1,0,2,3,0],[[1,1,2,3,4,5,6,7,8]]]'
-    assert decode_person(v1) == PersonState(p, TagState(frozenset({"x", "y"}), 4), 123, 456, 456)
     with pytest.raises(CodecError, match="version 9"):
         decode_person(chr(9) + "[]")
 
