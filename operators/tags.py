@@ -528,33 +528,40 @@ class TagMemo:
     """What ``tag_step_memo`` remembers about one person between two steps (in memory, never in state).
 
     ``fields``: the profile of the last step. ``entries``: per enabled tag of ``tagset``,
-    ``(member, until, timer_before)``: whether the expression was true; the time up to which that
-    value holds while the names it reads keep their values (``next_change_ms``; None = for ever, and
-    always None without time functions); and the time before which ``until`` is also what
-    ``next_change_ms`` answers (None = always). That is ``until`` itself when the membership flips
-    there; when the search of ``next_change_ms`` stopped after ``MAX_CHANGE_STEPS`` steps without a
-    flip, the answer moves with ``now`` once ``now`` passes the first step of the search
-    (the first candidate time), so that first step is kept.
+    ``(member, until, timer_before, since)``: whether the expression was true at ``since`` (the time
+    it was evaluated); the time up to which that value holds while the names it reads keep their
+    values (``next_change_ms``; None = for ever, and always None without time functions); and the
+    time before which ``until`` is also what ``next_change_ms`` answers (None = always;
+    ``_UNCHECKED`` = not worked out yet, done on first reuse). That is ``until`` itself when the
+    membership flips there; when the search of ``next_change_ms`` stopped after ``MAX_CHANGE_STEPS``
+    steps without a flip, its answer moves with ``now`` once ``now`` passes the search's first step
+    (the first candidate time after ``since``), so it is that first step.
     """
 
     tagset: TagSet
     fields: Mapping[str, Any]
-    entries: Mapping[str, tuple[bool, int | None, int | None]]
+    entries: Mapping[str, tuple[bool, int | None, int | None, int]]
 
 
-def _fresh_entry(expr: Expr, env: Mapping[str, Any], now_ms: int, member: bool) -> tuple[bool, int | None, int | None]:
+_UNCHECKED = -1
+
+
+def _fresh_entry(expr: Expr, env: Mapping[str, Any], now_ms: int, member: bool) -> tuple[bool, int | None, int | None, int]:
     """The memo entry of a tag whose value at ``now_ms`` is ``member`` (see ``TagMemo``)."""
     if not expr.uses_time:
-        return member, None, None
+        return member, None, None, now_ms
     t = expr.next_change_ms(env, now_ms)
-    if t is None:
-        return member, None, None
-    if (expr.evaluate(env, t) is True) != member:
-        return member, t, t
-    # The search stopped without a flip: its answer stays the same while ``now`` is before its first
-    # step (``next_change_ms`` steps to the candidate time, at least one ms on); not None, or t were.
-    first = expr._cand(env, now_ms)  # type: ignore[misc]
-    return member, t, max(first, now_ms + 1)
+    return member, t, (None if t is None else _UNCHECKED), now_ms
+
+
+def _timer_before(expr: Expr, env: Mapping[str, Any], entry: tuple[bool, int | None, int | None, int]) -> int:
+    """``timer_before`` of an entry with a time ``until`` (``TagMemo``); ``env`` has the same inputs."""
+    member, until, _, since = entry
+    if (expr.evaluate(env, until) is True) != member:
+        return until  # type: ignore[return-value]
+    # The search stopped without a flip: ``next_change_ms`` steps to the candidate time, at least one
+    # ms on; the candidate is not None (else the search had answered None).
+    return max(expr._cand(env, since), since + 1)  # type: ignore[misc]
 
 
 def tag_step_memo(
@@ -590,17 +597,22 @@ def tag_step_memo(
         if changed:
             changed.add("profile")
     env: Mapping[str, Any] | None = None
-    entries: dict[str, tuple[bool, int | None, int | None]] = {}
+    entries: dict[str, tuple[bool, int | None, int | None, int]] = {}
     members: list[str] = []
     next_timer: int | None = None
     for d in tagset._active:
         expr = d.expr
         entry = prev.get(d.name) if prev is not None else None
         if entry is not None and (entry[1] is None or now_ms < entry[1]) and expr.names.isdisjoint(changed):
-            if entry[2] is not None and now_ms >= entry[2]:
+            before = entry[2]
+            if before is not None and now_ms >= before:
                 if env is None:
                     env = profile_env(profile)
-                entry = _fresh_entry(expr, env, now_ms, entry[0])
+                if before == _UNCHECKED:
+                    before = _timer_before(expr, env, entry)
+                    entry = (entry[0], entry[1], before, entry[3])
+                if now_ms >= before:
+                    entry = _fresh_entry(expr, env, now_ms, entry[0])
         else:
             if env is None:
                 env = profile_env(profile)

@@ -395,17 +395,22 @@ def test_tag_step_memo_answers_exactly_what_tag_step_does():
         TagState(frozenset({"big_spender", "recent_hour"}), 1),
         [TagChange("p", "big_spender", "add", T, "profile", 1), TagChange("p", "recent_hour", "add", T, "profile", 1)],
         T + H)
-    assert memo.entries["recent_hour"] == (True, T + H, T + H)  # flips then: also the timer until then
+    # (member, until, timer_before, since): timer_before is worked out when an entry is first reused
+    assert memo.entries["recent_hour"] == (True, T + H, -1, T)
+    assert memo.entries["centennial"] == (False, T + 64 * D, -1, T)
+    assert memo.entries["never_enough"] == (False, None, None, T)
+    again = tag_step_memo(state, fields, T + 1, MEMO_TAGS, memo, person="p")
+    assert again[:3] == (state, [], T + H)
+    assert again[3].entries["recent_hour"] == (True, T + H, T + H, T)  # flips then: the timer until then
     # centennial's search stops after 64 daily steps without a flip: its answer holds before the first step
-    assert memo.entries["centennial"] == (False, T + 64 * D, T + D)
-    assert memo.entries["never_enough"] == (False, None, None)
+    assert again[3].entries["centennial"] == (False, T + 64 * D, T + D, T)
     assert tag_step_memo(None, {}, T, MEMO_TAGS, memo, person="p") == (None, [], None, None)
 
 
 def test_tag_step_memo_negative_control_a_memo_that_forgets_where_its_search_began():
     """Reusing a search's answer after ``now`` passed its first step gives other timers than tag_step."""
     def forget(memo: TagMemo) -> TagMemo:
-        return TagMemo(memo.tagset, memo.fields, {k: (e[0], e[1], e[1]) for k, e in memo.entries.items()})
+        return TagMemo(memo.tagset, memo.fields, {k: (e[0], e[1], e[1], e[3]) for k, e in memo.entries.items()})
 
     only, _ = MEMO_TAGS.apply_control({"kind": "tag", "op": "delete", "name": "odd_day", "version": 2})
     for name in ("recent_hour", "big_spender", "lapsed_viewer", "never_enough"):
