@@ -38,14 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: What the function reads of each changelog row, packed on the JVM into one string (``_row_sql``):
+#: What the function reads of each changelog row, packed on the JVM into one string (``_keyed_changelog``):
 #: ``op,mb,views,carts,purchases,events,gmv_cents,first_ts,last_ts,last_purchase,person`` (NULL = 0;
 #: the person last, so a comma in it cannot shift a field). One string crosses into Python much more
 #: cheaply than a Row of eleven fields (docs/performance.md, "Tags operator (session 4)").
 _PACKED = ("mb", "n_views", "n_carts", "n_purchases", "n_events", "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT)",
            "first_ts", "last_ts", "last_purchase")
 _MAX_WATERMARK = 2**63 - 1
-#: Decoded person states kept in front of the state (checked against the stored value on every read).
+#: Decoded person states (and tag memos) kept in front of the state, per parallel instance: its only
+#: writer, so a cached state is the stored one (a restart starts with a new, empty cache).
 _CACHE_MAX = 20_000
 CHANGE_COLUMNS = ("person", "tag", "op", "ts_ms", "cause", "tagset_version", "payload")
 

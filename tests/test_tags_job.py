@@ -7,7 +7,8 @@ messages as ``control_view``, and checks the exact tag changes and control resul
   qualify under the file's 1000); a broken v3 is rejected with its reason and v2 keeps running;
 * A crosses the threshold through an UPDATE of one minute bucket (absolute values: B's 60 → 90 stays
   below, a double count would give 150);
-* a DELETE of E's bucket (a merge moved it away) removes the tag; E's other bucket stays;
+* a DELETE of E's bucket (a merge moved it away) removes the tag; E's other bucket stays (E's id,
+  ``E,1``, has a comma: the row reaches Python as one comma-separated string, the person last);
 * ``churn_risk`` is added by a TIMER at exactly last_purchase + 30 days for A and C, once unrelated
   persons (Z0..Z5, on both parallel instances) moved the watermark past it; C's later purchase
   removes it; D's timer lies beyond the last real watermark and never fires (the end-of-input
@@ -62,9 +63,9 @@ def _rows() -> list[tuple]:
         _row("+I", "B", T0 + 2000, **b_old),
         _row("-U", "B", T0 + 2000, **b_old),
         _row("+U", "B", T0 + 30_000, minute=ma, purchases=1, events=2, gmv="90.00", first=T0 + 2000, lp=T0 + 2000),
-        _row("+I", "E", T0 + DAY + 1000, **e1),
-        _row("+I", "E", T0 + DAY + 120_000, views=1),
-        _row("-D", "E", T0 + DAY + 1000, minute=me, **e1),
+        _row("+I", "E,1", T0 + DAY + 1000, **e1),
+        _row("+I", "E,1", T0 + DAY + 120_000, views=1),
+        _row("-D", "E,1", T0 + DAY + 1000, minute=me, **e1),
         _row("+I", "C", T0 + 2 * DAY, purchases=1, gmv="50.00", lp=T0 + 2 * DAY),
         _row("+I", "C", T0 + 2 * DAY + 60_000, purchases=1, gmv="30.00", lp=T0 + 2 * DAY + 60_000),
         # F's churn timer moves later (33 d -> 33 d + 2 min): the one for 33 d must not add the tag.
@@ -87,8 +88,8 @@ CONTROL = [
 
 EXPECTED = sorted([
     ("A", "high_value", "add", T0 + 20_000, "profile", 2),
-    ("E", "high_value", "add", T0 + DAY + 1000, "profile", 2),
-    ("E", "high_value", "remove", T0 + DAY + 120_000, "profile", 2),
+    ("E,1", "high_value", "add", T0 + DAY + 1000, "profile", 2),
+    ("E,1", "high_value", "remove", T0 + DAY + 120_000, "profile", 2),
     ("A", "churn_risk", "add", T0 + 20_000 + 30 * DAY, "timer", 2),
     ("C", "churn_risk", "add", T0 + 2 * DAY + 60_000 + 30 * DAY, "timer", 2),
     ("C", "churn_risk", "remove", T0 + 40 * DAY, "profile", 2),
