@@ -38,12 +38,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: The changelog rows the function reads (``TO_CHANGELOG`` op first; money as cents, on the JVM).
-_COLUMNS = ("person", "mb", "n_views", "n_carts", "n_purchases", "n_events",
-            "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT) AS gmv_cents", "first_ts", "last_ts", "last_purchase")
-_LAST_TS = 9
+#: What the function reads of each changelog row, packed on the JVM into one string (``_keyed_changelog``):
+#: ``op,mb,views,carts,purchases,events,gmv_cents,first_ts,last_ts,last_purchase,person`` (NULL = 0;
+#: the person last, so a comma in it cannot shift a field). One string crosses into Python much more
+#: cheaply than a Row of eleven fields (docs/performance.md, "Tags operator (session 4)").
+_PACKED = ("mb", "n_views", "n_carts", "n_purchases", "n_events", "CAST(COALESCE(n_gmv, 0) * 100 AS BIGINT)",
+           "first_ts", "last_ts", "last_purchase")
 _MAX_WATERMARK = 2**63 - 1
-#: Decoded person states kept in front of the state (checked against the stored value on every read).
+#: Decoded person states (and tag memos) kept in front of the state, per parallel instance: its only
+#: writer, so a cached state is the stored one (a restart starts with a new, empty cache).
 _CACHE_MAX = 20_000
 CHANGE_COLUMNS = ("person", "tag", "op", "ts_ms", "cause", "tagset_version", "payload")
 
@@ -52,7 +55,7 @@ def _function_classes(tagset_json: str, result_tag: Any):
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction
 
-    from operators.tags import bucket_profile_fields, bucket_step, tag_step
+    from operators.tags import bucket_profile_fields, bucket_step, tag_step_memo
     from state.tags import (
         TAGSET_KEY,
         PersonState,
@@ -65,12 +68,16 @@ def _function_classes(tagset_json: str, result_tag: Any):
     )
 
     class TagLogic:
-        """Shared body of both shells: person state in, tag changes out (``operators.tags.tag_step``).
+        """Shared body of both shells: person state in, tag changes out (``operators.tags.tag_step_memo``).
 
         Per person (ValueState ``state.tags.PERSON``): bucket profile, carried tags, the event time of
         the last evaluation (``now``, never decreasing) and the registered timer. A row sets or deletes
         one minute bucket, then the tag set is evaluated at ``now = max(row.last_ts, previous now)``.
         A timer evaluates at its own time; stale timers (replaced, or older than ``now``) do nothing.
+
+        Per row: at most one state read (none when the person is in ``cache``: this instance is the
+        only writer of its keys, and a restart builds a new instance) and one write; the timer is
+        touched only when the next flip time changed.
         """
 
         def _open(self, ctx: Any) -> None:
@@ -80,65 +87,67 @@ def _function_classes(tagset_json: str, result_tag: Any):
             self.person = ctx.get_state(person_state())
             self.tagset = decode_tagset(tagset_json)
             self.loaded = False
-            self.cache: dict[str, tuple[str, PersonState]] = {}
+            # person -> (state as stored, memo of the last evaluation); least recently used first.
+            self.cache: dict[str, tuple[PersonState, Any]] = {}
 
         def _tagset(self, ctx: Any) -> Any:
             return self.tagset
 
-        def _load(self, key: str) -> PersonState:
-            """The person's state; the decoded copy in memory when the stored value is still the same."""
+        def _load(self, key: str) -> tuple[PersonState, Any]:
+            """The person's state and tag memo, taken out of the cache (``_keep`` puts them back)."""
+            hit = self.cache.pop(key, None)
+            if hit is not None:
+                return hit
             raw = self.person.value()
-            if raw is None:
-                return PersonState(None, None, 0, 0)
-            hit = self.cache.get(key)
-            if hit is not None and hit[0] == raw:
-                return hit[1]
-            return decode_person(raw)
+            return (PersonState(None, None, 0, 0) if raw is None else decode_person(raw)), None
 
-        def _step(self, key: str, st: PersonState, now: int, cause: str, ctx: Any):
+        def _keep(self, key: str, st: PersonState, memo: Any) -> None:
+            if len(self.cache) >= _CACHE_MAX:
+                del self.cache[next(iter(self.cache))]
+            self.cache[key] = (st, memo)
+
+        def _step(self, key: str, st: PersonState, memo: Any, now: int, cause: str, ctx: Any):
             tagset = self._tagset(ctx)
-            tags, changes, timer = tag_step(st.tags, bucket_profile_fields(st.profile), now, tagset, person=key,
-                                            cause=cause)
-            ts = ctx.timer_service()
-            if st.timer_ms and st.timer_ms != timer:
-                ts.delete_event_time_timer(st.timer_ms)
-            if timer is not None and timer != st.timer_ms:
-                ts.register_event_time_timer(timer)
+            tags, changes, timer, memo = tag_step_memo(st.tags, bucket_profile_fields(st.profile), now, tagset, memo,
+                                                       person=key, cause=cause)
+            if timer != (st.timer_ms or None):
+                ts = ctx.timer_service()
+                if st.timer_ms:
+                    ts.delete_event_time_timer(st.timer_ms)
+                if timer is not None:
+                    ts.register_event_time_timer(timer)
             if st.profile is None and tags is None:
                 self.person.clear()
-                self.cache.pop(key, None)
             else:
                 new = PersonState(st.profile, tags, now, timer or 0)
-                raw = encode_person(new)
-                self.person.update(raw)
-                if len(self.cache) >= _CACHE_MAX:
-                    self.cache.clear()
-                self.cache[key] = (raw, new)
+                self.person.update(encode_person(new))
+                self._keep(key, new, memo)
             for c in changes:
                 yield Row(c.person, c.tag, c.op, c.ts_ms, c.cause, c.tagset_version,
                           orjson.dumps(c.as_record()).decode())
 
-        def _on_row(self, value: Any, ctx: Any):
-            op = value[0]
-            key = value[1]
-            st = self._load(key)
-            if op == "DELETE":
+        def _on_row(self, value: str, ctx: Any):
+            f = value.split(",", 10)  # _PACKED between the op and the person
+            key = f[10]
+            st, memo = self._load(key)
+            last_ts = int(f[8])
+            if f[0] == "DELETE":
                 bucket = None
             else:
-                bucket = (value[3] or 0, value[4] or 0, value[5] or 0, value[6] or 0, value[7],
-                          value[8] or 0, value[9] or 0, value[10] or 0)
-            profile = bucket_step(st.profile, value[2], bucket)
-            now = max(value[_LAST_TS] or 0, st.now_ms)
-            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms), now, "profile", ctx)
+                bucket = (int(f[2]), int(f[3]), int(f[4]), int(f[5]), int(f[6]), int(f[7]), last_ts, int(f[9]))
+            profile = bucket_step(st.profile, int(f[1]), bucket)
+            now = max(last_ts, st.now_ms)
+            yield from self._step(key, PersonState(profile, st.tags, st.now_ms, st.timer_ms), memo, now, "profile", ctx)
 
         def _on_timer(self, timestamp: int, ctx: Any):
             if ctx.timer_service().current_watermark() >= _MAX_WATERMARK:
                 return  # end of a bounded input: that time has not come
             key = ctx.get_current_key()
-            st = self._load(key)
+            st, memo = self._load(key)
             if timestamp != st.timer_ms or timestamp < st.now_ms:
-                return
-            yield from self._step(key, st, timestamp, "timer", ctx)
+                self._keep(key, st, memo)
+                return  # replaced, or older than a row evaluated since
+            yield from self._step(key, st, memo, timestamp, "timer", ctx)
 
     class TagFunction(TagLogic, KeyedProcessFunction):
         """Tags with a fixed tag set (no control view)."""
@@ -207,6 +216,51 @@ def _function_classes(tagset_json: str, result_tag: Any):
     return TagFunction, TagBroadcastFunction
 
 
+def _keyed_changelog(t_env: StreamTableEnvironment, view: str, job: Any) -> Any:
+    """The changelog of ``view`` keyed by person, with event time, without a Python key selector.
+
+    The rows (``TO_CHANGELOG``, UPDATE_BEFORE dropped, money as cents) become
+    ``Row(person, packed, last_ts)`` on the JVM (``packed``: the string ``_PACKED`` describes), get
+    event time from ``last_ts`` (Python ``WatermarkStrategy``: bounded out-of-orderness
+    ``job.allowed_lateness_ms``, idle after ``job.source_idle_timeout_ms``) and are partitioned by
+    field 0 with PyFlink's own ``KeyByKeySelector`` and key type, exactly what ``DataStream.key_by``
+    builds after its Python key extraction (so the keyed state stays compatible). The keyed Python
+    function receives field 1, the packed string.
+
+    The timestamp assigner stays Python on purpose: a planner watermark (``from_data_stream`` with
+    ``rt - lateness - 1``) passed the tag tests and saved its cost too, but it changed which timers
+    fire during a run (tests/test_job_identity.py then saw idle-time tags the old graph never
+    produced); not understood yet, see docs/performance.md "Tags operator (session 4)".
+    """
+    from pyflink.common import Duration, Types, WatermarkStrategy
+    from pyflink.common.watermark_strategy import TimestampAssigner
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    class LastTs(TimestampAssigner):
+        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+            return value[2]
+
+    packed = ", ".join(f"CAST(COALESCE({c}, 0) AS STRING)" for c in _PACKED)
+    rows = t_env.sql_query(
+        f"SELECT person AS k, CONCAT_WS(',', op, {packed}, person) AS v, COALESCE(last_ts, 0) AS wm_ts "
+        f"FROM TO_CHANGELOG(input => TABLE {view}) WHERE op <> 'UPDATE_BEFORE'")
+    stream = t_env.to_data_stream(rows)
+    # The Python operators' coders need a RowTypeInfo (the table gives an ExternalTypeInfo of the same Row).
+    row_type = Types.ROW_NAMED(["k", "v", "wm_ts"], [Types.STRING(), Types.STRING(), Types.LONG()])
+    stream._j_data_stream.getTransformation().setOutputType(row_type.get_java_type_info())
+    # with_idleness first: PyFlink's with_idleness returns a strategy without the Python assigner.
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.allowed_lateness_ms))
+        .with_idleness(Duration.of_millis(job.source_idle_timeout_ms))
+        .with_timestamp_assigner(LastTs())
+    )
+    stream = stream.assign_timestamps_and_watermarks(watermarks).name("tags-event-time").uid("zt-tags-event-time-v1")
+    j_keyed = stream._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                          Types.ROW([Types.STRING()]).get_java_type_info())
+    return KeyedStream(j_keyed, Types.STRING(), stream)
+
+
 def attach_tags(t_env: StreamTableEnvironment, settings: Settings, person_minutes_view: str = "zt_person_minutes",
                 control_view: str | None = None, tagset: TagSet | None = None) -> None:
     """Evaluate ``tagset`` (default ``config/tags.yaml``) over ``person_minutes_view``; register the views.
@@ -217,29 +271,13 @@ def attach_tags(t_env: StreamTableEnvironment, settings: Settings, person_minute
     ``zt_control_results_tags`` (see the module docstring).
     """
     from pyflink.common import Duration, Types, WatermarkStrategy
-    from pyflink.common.watermark_strategy import TimestampAssigner
     from pyflink.datastream import OutputTag
 
     from operators.tags import TagSet
     from state.tags import encode_tagset, tagset_state
 
-    class LastTs(TimestampAssigner):
-        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-            return value[_LAST_TS] or 0
-
-    cols = ", ".join(_COLUMNS)
-    rows = t_env.sql_query(
-        f"SELECT op, {cols} FROM TO_CHANGELOG(input => TABLE {person_minutes_view}) WHERE op <> 'UPDATE_BEFORE'")
     job = settings.job
-    # with_idleness first: PyFlink's with_idleness returns a strategy without the Python assigner.
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.allowed_lateness_ms))
-        .with_idleness(Duration.of_millis(job.source_idle_timeout_ms))
-        .with_timestamp_assigner(LastTs())
-    )
-    stream = t_env.to_data_stream(rows).assign_timestamps_and_watermarks(watermarks).name("tags-event-time") \
-        .uid("zt-tags-event-time-v1")
-    keyed = stream.key_by(lambda r: r[1], key_type=Types.STRING())
+    keyed = _keyed_changelog(t_env, person_minutes_view, job)
     change_types = Types.ROW_NAMED(
         list(CHANGE_COLUMNS),
         [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG(), Types.STRING()],

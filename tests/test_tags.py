@@ -19,11 +19,15 @@ from operators.tags import (
     ControlResult,
     TagChange,
     TagConfigError,
+    TagMemo,
     TagSet,
     TagState,
+    bucket_profile_fields,
+    bucket_step,
     diff_tags,
     profile_env,
     tag_step,
+    tag_step_memo,
 )
 
 D = 86_400_000
@@ -323,6 +327,98 @@ def test_snapshot_and_pickle_round_trip():
     assert back == ts and back.tombstones == (("new_user", 4),) and back.paused == frozenset({"churn_risk"})
     again = pickle.loads(pickle.dumps(ts))
     assert again == ts and again.evaluate(lapsed_vip(), T) == ts.evaluate(lapsed_vip(), T)
+
+
+# ---------------------------------------------------------------------------------------------- tag_step_memo
+
+
+#: The shipped tags plus expressions whose next_change_ms search takes other paths: now() (a step per
+#: ms), a non-monotone time term, money, ``profile.`` names and a comparison a search cannot reach.
+MEMO_TAGS = TagSet.from_yaml_text("""
+tags:
+  - {name: recent_hour, description: t, expression: "now() - last_seen < 3600000 and views >= 3"}
+  - {name: odd_day, description: t, expression: "days_since(first_seen) % 2 == 1"}
+  - {name: big_spender, description: t, expression: "profile.gmv_30d >= 100 or hours_since(last_purchase) < 5"}
+  - {name: lapsed_viewer, description: t, expression: "views_7d == 0 and days_since(last_seen) >= 3"}
+  - {name: never_enough, description: t, expression: "carts > 1000000 and hours_since(last_seen) >= 1"}
+  - {name: centennial, description: t, expression: "days_since(first_seen) % 100 == 99"}
+""", "memo.yaml")
+
+
+def _memo_walk(tagsets: list[TagSet], seed: int, steps: int, mutate=None) -> tuple[int, int]:
+    """Random profile and timer steps of one person; tag_step_memo must answer exactly what tag_step
+    does at every step. Returns (steps whose timer came from a remembered search, steps with a timer)."""
+    import random
+
+    rnd = random.Random(seed)
+    profile, st_full, st_memo, memo = None, None, None, None
+    now = T
+    reused = timed = 0
+    for i in range(steps):
+        tagset = tagsets[(i * len(tagsets)) // steps]
+        now += rnd.choice([1, 1000, 60_000, 30 * 60_000, H, 5 * H, D, 3 * D])
+        kind = rnd.random()
+        if kind < 0.7:  # a new or updated minute bucket
+            e = rnd.random()
+            b = (int(e < 0.6), int(0.6 <= e < 0.8), int(e >= 0.8), 1, 4000 if e >= 0.8 else 0, now, now,
+                 now if e >= 0.8 else 0)
+            profile = bucket_step(profile, now // 60_000, b)
+        elif kind < 0.75 and profile is not None:  # a bucket moved away (merge)
+            profile = bucket_step(profile, rnd.choice(list(profile.rows)), None)
+        cause = "profile" if kind < 0.75 else "timer"  # else: time passes with the profile unchanged
+        fields = bucket_profile_fields(profile)
+        full = tag_step(st_full, fields, now, tagset, person="p", cause=cause)
+        if mutate is not None and memo is not None:
+            memo = mutate(memo)
+        got = tag_step_memo(st_memo, fields, now, tagset, memo, person="p", cause=cause)
+        assert got[:3] == full, f"step {i}"
+        if memo is not None and memo.tagset is tagset and full[2] is not None:
+            timed += 1
+            reused += any(e[1] == full[2] for e in memo.entries.values())
+        st_full, (st_memo, _, _, memo) = full[0], got
+    return reused, timed
+
+
+COUNTS = [((139, 396), (91, 397)), ((130, 394), (85, 398)), ((128, 395), (114, 399)), ((110, 377), (92, 398))]
+
+
+def test_tag_step_memo_answers_exactly_what_tag_step_does():
+    paused, _ = SHIPPED.apply_control({"kind": "tag", "op": "pause", "name": "high_value", "version": 2})
+    deleted, _ = paused.apply_control({"kind": "tag", "op": "delete", "name": "new_user", "version": 2})
+    counts = [(_memo_walk([SHIPPED, paused, deleted], seed, 400), _memo_walk([MEMO_TAGS], seed + 100, 400))
+              for seed in range(4)]
+    # (steps whose timer a remembered entry already knew, steps with a timer): the memo is used
+    assert counts == COUNTS
+    fields = bucket_profile_fields(bucket_step(None, T // 60_000, (5, 1, 1, 1, 10000, T, T, T)))
+    state, changes, timer, memo = tag_step_memo(None, fields, T, MEMO_TAGS, None, person="p")
+    assert (state, changes, timer) == (
+        TagState(frozenset({"big_spender", "recent_hour"}), 1),
+        [TagChange("p", "big_spender", "add", T, "profile", 1), TagChange("p", "recent_hour", "add", T, "profile", 1)],
+        T + H)
+    # (member, until, timer_before, since): timer_before is worked out when an entry is first reused
+    assert memo.entries["recent_hour"] == (True, T + H, -1, T)
+    assert memo.entries["centennial"] == (False, T + 64 * D, -1, T)
+    assert memo.entries["never_enough"] == (False, None, None, T)
+    again = tag_step_memo(state, fields, T + 1, MEMO_TAGS, memo, person="p")
+    assert again[:3] == (state, [], T + H)
+    assert again[3].entries["recent_hour"] == (True, T + H, T + H, T)  # flips then: the timer until then
+    # centennial's search stops after 64 daily steps without a flip: its answer holds before the first step
+    assert again[3].entries["centennial"] == (False, T + 64 * D, T + D, T)
+    assert tag_step_memo(None, {}, T, MEMO_TAGS, memo, person="p") == (None, [], None, None)
+
+
+def test_tag_step_memo_negative_control_a_memo_that_forgets_where_its_search_began():
+    """Reusing a search's answer after ``now`` passed its first step gives other timers than tag_step."""
+    def forget(memo: TagMemo) -> TagMemo:
+        return TagMemo(memo.tagset, memo.fields, {k: (e[0], e[1], e[1], e[3]) for k, e in memo.entries.items()})
+
+    only, _ = MEMO_TAGS.apply_control({"kind": "tag", "op": "delete", "name": "odd_day", "version": 2})
+    for name in ("recent_hour", "big_spender", "lapsed_viewer", "never_enough"):
+        only, _ = only.apply_control({"kind": "tag", "op": "delete", "name": name, "version": 2})
+    assert [d.name for d in only.definitions] == ["centennial"]
+    assert _memo_walk([only], 7, 400) == (348, 398)  # the real memo: equal at every step
+    with pytest.raises(AssertionError, match="^step 14\n"):
+        _memo_walk([only], 7, 400, mutate=forget)
 
 
 # ---------------------------------------------------------------------------------------------- diffs and records

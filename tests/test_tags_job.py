@@ -7,11 +7,14 @@ messages as ``control_view``, and checks the exact tag changes and control resul
   qualify under the file's 1000); a broken v3 is rejected with its reason and v2 keeps running;
 * A crosses the threshold through an UPDATE of one minute bucket (absolute values: B's 60 → 90 stays
   below, a double count would give 150);
-* a DELETE of E's bucket (a merge moved it away) removes the tag; E's other bucket stays;
+* a DELETE of E's bucket (a merge moved it away) removes the tag; E's other bucket stays (E's id,
+  ``E,1``, has a comma: the row reaches Python as one comma-separated string, the person last);
 * ``churn_risk`` is added by a TIMER at exactly last_purchase + 30 days for A and C, once unrelated
   persons (Z0..Z5, on both parallel instances) moved the watermark past it; C's later purchase
   removes it; D's timer lies beyond the last real watermark and never fires (the end-of-input
-  watermark is not taken as time).
+  watermark is not taken as time);
+* F's next flip moves later (a second purchase two minutes on): the first timer is replaced and the
+  tag comes at exactly the new time (Y0..Y5 move the watermark past both).
 """
 
 from __future__ import annotations
@@ -60,13 +63,17 @@ def _rows() -> list[tuple]:
         _row("+I", "B", T0 + 2000, **b_old),
         _row("-U", "B", T0 + 2000, **b_old),
         _row("+U", "B", T0 + 30_000, minute=ma, purchases=1, events=2, gmv="90.00", first=T0 + 2000, lp=T0 + 2000),
-        _row("+I", "E", T0 + DAY + 1000, **e1),
-        _row("+I", "E", T0 + DAY + 120_000, views=1),
-        _row("-D", "E", T0 + DAY + 1000, minute=me, **e1),
+        _row("+I", "E,1", T0 + DAY + 1000, **e1),
+        _row("+I", "E,1", T0 + DAY + 120_000, views=1),
+        _row("-D", "E,1", T0 + DAY + 1000, minute=me, **e1),
         _row("+I", "C", T0 + 2 * DAY, purchases=1, gmv="50.00", lp=T0 + 2 * DAY),
         _row("+I", "C", T0 + 2 * DAY + 60_000, purchases=1, gmv="30.00", lp=T0 + 2 * DAY + 60_000),
+        # F's churn timer moves later (33 d -> 33 d + 2 min): the one for 33 d must not add the tag.
+        _row("+I", "F", T0 + 3 * DAY, purchases=2, events=2, gmv="10.00", lp=T0 + 3 * DAY),
+        _row("+I", "F", T0 + 3 * DAY + 120_000, purchases=1, gmv="5.00", lp=T0 + 3 * DAY + 120_000),
         # Watermark drivers: persons on every parallel instance move event time past C's timer.
         *(_row("+I", f"Z{i}", T0 + 32 * DAY + 60_000 + 3_600_000 + 300_000, views=1) for i in range(6)),
+        *(_row("+I", f"Y{i}", T0 + 34 * DAY + 3_600_000, views=1) for i in range(6)),  # ... and past F's
         _row("+I", "C", T0 + 40 * DAY, purchases=1, gmv="10.00", lp=T0 + 40 * DAY, sleep=True),
         _row("+I", "D", T0 + 39 * DAY, purchases=1, gmv="10.00", lp=T0 + 39 * DAY),
         _row("+I", "D", T0 + 39 * DAY + 60_000, purchases=1, gmv="10.00", lp=T0 + 39 * DAY + 60_000),
@@ -81,11 +88,12 @@ CONTROL = [
 
 EXPECTED = sorted([
     ("A", "high_value", "add", T0 + 20_000, "profile", 2),
-    ("E", "high_value", "add", T0 + DAY + 1000, "profile", 2),
-    ("E", "high_value", "remove", T0 + DAY + 120_000, "profile", 2),
+    ("E,1", "high_value", "add", T0 + DAY + 1000, "profile", 2),
+    ("E,1", "high_value", "remove", T0 + DAY + 120_000, "profile", 2),
     ("A", "churn_risk", "add", T0 + 20_000 + 30 * DAY, "timer", 2),
     ("C", "churn_risk", "add", T0 + 2 * DAY + 60_000 + 30 * DAY, "timer", 2),
     ("C", "churn_risk", "remove", T0 + 40 * DAY, "profile", 2),
+    ("F", "churn_risk", "add", T0 + 3 * DAY + 120_000 + 30 * DAY, "timer", 2),
 ])
 
 
