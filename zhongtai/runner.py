@@ -160,7 +160,7 @@ def make_table_env(settings: Settings, opts: RunOptions, jars: list[Path]) -> St
     return make_envs(settings, opts, jars)[1]
 
 
-def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):  # noqa: ANN201
+def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):
     """Create the real source/sinks and return the job's StatementSet."""
     from connectors.kafka_tables import dlq_sink_ddl, source_ddl
     from pipelines.events import CONTROL_VIEW, Sinks, build
