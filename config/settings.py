@@ -148,6 +148,11 @@ class IdentitySettings(_Frozen):
         "device_id": 10,
         "cookie_id": 50,
     }
+    #: Types that several people can use (a household tablet, a browser). A link through one of them
+    #: merges two persons only if no other type is held by both: a device seen with two persons that
+    #: each have a phone (an e-mail, an openid, ...) is shared, and is detached (reason ``shared:<type>``).
+    #: Types not in ``priority`` play no role (so narrowing ``priority`` needs no change here).
+    shareable_types: tuple[str, ...] = ("device_id", "cookie_id")
     #: Junk values never used as identifiers (compared trimmed and lower-cased; for phone and e-mail
     #: the keyed hash of each value is blocked too).
     blocklist_values: tuple[str, ...] = (

@@ -24,7 +24,8 @@ from operators.identity.rules import DEFAULT_LIMITS
 
 from .test_identity_cases import RULES, detached_pid, feed, ob, pid
 
-UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS})
+#: No guard rails: no limits, nothing shareable (plain connected components).
+UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS}, shareable=frozenset())
 
 
 # --- merges, survivors, ids ------------------------------------------------------------------------
@@ -171,21 +172,67 @@ def test_store_kiosk_used_by_many_keeps_every_user_apart():
     assert len(set(feed(obs, UNLIMITED).mapping.values())) == 1
 
 
-def test_three_phones_on_one_device_make_it_a_shared_device():
-    """Two phones on one device are allowed (a person may have two); a third is evidence of a shared
-    device: the device is detached and, as the phones were linked only through it, all three part."""
-    obs = [ob(k, f"e{k}", device_id="d", phone=f"h{k}") for k in range(3)]
-    g = feed(obs[:2])
-    assert set(g.mapping.values()) == {pid("phone:h0")}
-    g.observe(obs[2])
+def test_a_second_phone_seen_only_on_a_device_makes_it_a_shared_device():
+    """Two persons with a phone each on one tablet: the tablet would bridge two phone holders, so it
+    is shared (``shared:phone``) and detached; the phones stay apart. Negative control: without the
+    shareable types (limits only, phone ≤ 2) the tablet merges them."""
+    obs = [ob(0, "e0", device_id="d", phone="h0"), ob(1, "e1", device_id="d", phone="h1")]
+    g = feed(obs[:1])
+    res = g.observe(obs[1])
+    assert res.edges == (Edge("phone:h1", "device_id:d", False, "shared:phone", 1, "e1"),)
     assert g.mapping == {
         "phone:h0": pid("phone:h0"),
         "phone:h1": pid("phone:h1"),
         "device_id:d": detached_pid("device_id:d"),
-        "phone:h2": pid("phone:h2"),
     }
     assert resolve_batch(obs, RULES) == g.mapping
-    assert len(set(feed(obs, UNLIMITED).mapping.values())) == 1
+    limits_only = IdentityRules(shareable=frozenset())
+    assert set(feed(obs, limits_only).mapping.values()) == {pid("phone:h0")}
+    assert set(resolve_batch(obs, limits_only).values()) == {pid("phone:h0")}
+
+
+def test_a_second_phone_linked_directly_still_joins_and_a_third_is_over_the_limit():
+    """A person may hold two phones when an event links them directly (here with the account); the
+    device then joins nobody new, so it is not shared. A third phone is over the limit (``limit:phone``)."""
+    obs = [
+        ob(0, "e0", user_id="u", device_id="d", phone="h0"),
+        ob(1, "e1", user_id="u", phone="h1"),
+        ob(2, "e2", device_id="d", phone="h1"),
+    ]
+    g = feed(obs)
+    assert set(g.mapping.values()) == {pid("user_id:u")}
+    res = g.observe(ob(3, "e3", user_id="u", phone="h2"))
+    assert res.edges == (Edge("user_id:u", "phone:h2", False, "limit:phone", 3, "e3"),)
+    assert g.mapping["phone:h2"] == detached_pid("phone:h2")
+    assert resolve_batch([*obs, ob(3, "e3", user_id="u", phone="h2")], RULES) == g.mapping
+
+
+def test_a_shared_device_bridging_two_accounts_of_different_types_is_caught_by_the_other_type():
+    """The 1M-event failure (docs/identity.md): a household tablet first used by an account holder
+    (user_id + own phone), then by a member without an account (own phone, e-mail). No user_id
+    conflict, so the limits alone let the tablet fuse the two; both hold a phone, so it is shared.
+    Negative control: with the limits only (the rule before) the two are one person."""
+    obs = [
+        ob(1, "e1", user_id="dad", phone="dad", device_id="dad-phone"),
+        ob(2, "e2", user_id="dad", device_id="tablet", cookie_id="tc"),
+        ob(3, "e3", phone="kid", email="kid", device_id="kid-phone"),
+        ob(4, "e4", phone="kid", device_id="tablet"),
+    ]
+    g = feed(obs)
+    assert g.mapping == {
+        "user_id:dad": pid("user_id:dad"),
+        "phone:dad": pid("user_id:dad"),
+        "device_id:dad-phone": pid("user_id:dad"),
+        "cookie_id:tc": pid("user_id:dad"),
+        "device_id:tablet": detached_pid("device_id:tablet"),
+        "phone:kid": pid("phone:kid"),
+        "email:kid": pid("phone:kid"),
+        "device_id:kid-phone": pid("phone:kid"),
+    }
+    assert resolve_batch(obs, RULES) == g.mapping
+    limits_only = IdentityRules(shareable=frozenset())
+    assert set(feed(obs, limits_only).mapping.values()) == {pid("user_id:dad")}
+    assert set(resolve_batch(obs, limits_only).values()) == {pid("user_id:dad")}
 
 
 # --- blocklist -----------------------------------------------------------------------------------------
@@ -215,10 +262,11 @@ def test_unknown_identifier_types_are_ignored():
 # --- split / block / unblock -------------------------------------------------------------------------
 
 
+#: A tablet shared by two persons that the guard rails cannot see (no type held by both): control.
 HOUSE = [
     ob(1, "e1", device_id="T", cookie_id="C1", phone="P1"),
-    ob(2, "e2", device_id="T", phone="P2"),
-    ob(3, "e3", device_id="T2", phone="P2"),
+    ob(2, "e2", device_id="T", email="E2"),
+    ob(3, "e3", device_id="T2", email="E2"),
 ]
 
 
@@ -234,17 +282,17 @@ def test_block_splits_a_person_again_and_unblock_restores_it():
     assert g.mapping == {
         "phone:P1": pid("phone:P1"),
         "cookie_id:C1": pid("phone:P1"),
-        "phone:P2": pid("phone:P2"),
-        "device_id:T2": pid("phone:P2"),
+        "email:E2": pid("email:E2"),
+        "device_id:T2": pid("email:E2"),
     }
-    assert res.mappings == {"device_id:T": None, "phone:P2": pid("phone:P2"), "device_id:T2": pid("phone:P2")}
+    assert res.mappings == {"device_id:T": None, "email:E2": pid("email:E2"), "device_id:T2": pid("email:E2")}
     assert set(res.changes) == {
         Change("detach", pid("phone:P1"), None, ("device_id:T",), 100, "control:block:kiosk found"),
         Change(
             "split",
             pid("phone:P1"),
-            pid("phone:P2"),
-            ("device_id:T2", "phone:P2"),
+            pid("email:E2"),
+            ("device_id:T2", "email:E2"),
             100,
             "control:block:kiosk found",
         ),
@@ -263,7 +311,7 @@ def test_split_isolates_an_identifier_which_keeps_a_person_of_its_own():
     g = feed(HOUSE)
     res = g.control(_msg("split"), ts_ms=100)
     assert g.mapping["device_id:T"] == pid("device_id:T")
-    assert g.mapping["phone:P2"] == g.mapping["device_id:T2"] == pid("phone:P2")
+    assert g.mapping["email:E2"] == g.mapping["device_id:T2"] == pid("email:E2")
     assert g.mapping["phone:P1"] == g.mapping["cookie_id:C1"] == pid("phone:P1")
     assert {c.kind for c in res.changes} == {"split"}
     assert g.mapping == resolve_batch(HOUSE, g.rules)

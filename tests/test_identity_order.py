@@ -23,7 +23,8 @@ from zhongtai.generator.oracle import observations
 
 from .test_identity_cases import RULES, feed
 
-UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS})
+#: No guard rails: no limits, nothing shareable (plain connected components).
+UNLIMITED = IdentityRules(limits={t: 10**6 for t in DEFAULT_LIMITS}, shareable=frozenset())
 NOISY = GeneratorConfig(
     seed=9,
     persons=300,
@@ -94,6 +95,20 @@ def test_random_universes_have_limit_conflicts():
             set(resolve_batch(obs, RULES).values())
         )
     assert conflicts >= 15
+
+
+def test_random_universes_exercise_both_refusals():
+    """Of the 60 universes of the order property, the final edges of 29 hold a ``shared:<type>``
+    refusal (a device/cookie that would bridge two holders of one type) and more hold ``limit:``."""
+    kinds = {"limit": 0, "shared": 0}
+    for seed in range(60):
+        rnd = random.Random(seed)
+        g = feed(_universe(rnd, rnd.randrange(1, 60)))
+        edges = [e for c in g.components.values() for cb in c.combos for e in cb.edges]
+        reasons = {r.partition(":")[0] for _, _, r in edges}
+        for k in kinds:
+            kinds[k] += k in reasons
+    assert kinds["shared"] == 29 and kinds["limit"] > kinds["shared"]
 
 
 def test_generated_noisy_stream_any_order_equals_batch(noisy, noisy_rules):

@@ -69,8 +69,10 @@ def test_default_noise_f1_at_least_0_99(default_noise):
     print("identity vs real persons:  ", x.quality.summary())
     assert linkable.f1 >= 0.99
     assert linkable.precision >= 0.98 and linkable.recall >= 0.99
-    # Pinned: the stream and the resolution are deterministic.
-    assert (linkable.true_positive_pairs, linkable.predicted_pairs, linkable.true_pairs) == (5923, 5992, 5932)
+    # Pinned: the stream and the resolution are deterministic. (5923, 5992, 5932) before shareable
+    # types: 37 false pairs fewer (shared tablets bridging two phone/e-mail/openid holders), 10 true
+    # pairs lost (an owner's tablet detached once a second holder logs in) — docs/identity.md.
+    assert (linkable.true_positive_pairs, linkable.predicted_pairs, linkable.true_pairs) == (5913, 5955, 5932)
 
 
 def test_default_noise_is_noisy_enough_to_matter(default_noise):

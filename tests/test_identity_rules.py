@@ -116,3 +116,24 @@ def test_bad_rules_fail_with_the_config_key(kwargs, error):
 def test_bad_priority_in_config_fails_at_load():
     with pytest.raises(ConfigError, match="identity.priority"):
         load_settings(env={}, overrides={"identity": {"priority": ["phone", "phone"]}})
+
+
+def test_refusal_names_the_type_over_its_limit_then_the_type_a_shared_identifier_would_bridge():
+    rules = IdentityRules()  # priority user_id, unionid, phone, email, openid, device_id, cookie_id
+    dev, phone = rules.rank["device_id"], rules.rank["phone"]
+    one_phone = [0, 0, 1, 0, 0, 1, 0]
+    assert rules.refusal(dev, one_phone, [0, 0, 1, 1, 0, 0, 0]) == "shared:phone"
+    assert rules.refusal(dev, [1, 0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0, 0]) == "limit:user_id"
+    # Negative controls: a direct (non-shareable) link may bring a second phone; no common type merges.
+    assert rules.refusal(phone, one_phone, [0, 0, 1, 1, 0, 0, 0]) is None
+    assert rules.refusal(dev, one_phone, [0, 0, 0, 1, 0, 1, 0]) is None
+    assert IdentityRules(shareable=frozenset()).refusal(dev, one_phone, one_phone) is None
+
+
+def test_shareable_types_come_from_the_config_and_types_outside_priority_play_no_role():
+    s = load_settings(env={}, overrides={"identity": {"shareable_types": ["cookie_id"]}})
+    rules = IdentityRules.from_settings(s.identity, s.pii)
+    assert rules.shareable == frozenset({"cookie_id"}) and rules.shareable_ranks == frozenset({6})
+    assert IdentityRules.from_settings(IdentitySettings()).shareable == frozenset({"device_id", "cookie_id"})
+    narrow = IdentityRules(priority=("user_id", "device_id"), limits={"user_id": 1, "device_id": 3})
+    assert narrow.shareable_ranks == frozenset({1})

@@ -4,9 +4,11 @@ Written independently of ``graph.py`` (no shared code beyond the rules): a class
 path halving over every observation (no de-duplication), sorted once into canonical order
 ``(ts_ms, event_id, identifiers)``. Per observation: identifiers strongest first; the first one that
 is not isolated is the anchor; each other identifier is linked to it; a link between two persons is
-merged unless the union would exceed a per-type limit, in which case the other identifier is
-detached: it is never linked again, and its old person is rebuilt (fresh nodes for every member,
-then unions along the accepted links that remain), so whoever was joined only through it leaves.
+merged unless ``IdentityRules.refusal`` refuses it (the union would exceed a per-type limit, or the
+other identifier is of a shareable type and both persons hold an identifier of one same
+non-shareable type), in which case the other identifier is detached: it is never linked again,
+and its old person is rebuilt (fresh nodes for every member, then unions along the accepted links
+that remain), so whoever was joined only through it leaves.
 The older root survives: smaller founding key (first ts, first event_id, rank, identifier) of its
 founder. Person id = ``"p" + sha256(founder)[:16]``, or of ``"detached:<identifier>"``.
 """
@@ -27,11 +29,11 @@ def resolve_batch(
 
     ``observations``: anything with ``ids`` (``(type, value)`` pairs), ``ts_ms`` and ``event_id``.
     Junk, unknown types and dynamically blocked identifiers get no person. With
-    ``guard_rails=False`` the limits are ignored (plain connected components; for cross-checks).
+    ``guard_rails=False`` the limits and shareable types are ignored (plain connected components;
+    for cross-checks).
     """
     order = rules.priority
     rank = {t: i for i, t in enumerate(order)}
-    limits = [rules.limits[t] for t in order]
     blocked, isolated = rules.blocked_identifiers, rules.isolated_identifiers
 
     rows = []
@@ -105,9 +107,7 @@ def resolve_batch(
         for other in free[1:]:
             ra, rb = find(node[head]), find(node[other])
             if ra != rb:
-                if guard_rails and any(
-                    a + b > lim for a, b, lim in zip(size[ra], size[rb], limits, strict=True)
-                ):
+                if guard_rails and rules.refusal(first[other][2], size[ra], size[rb]) is not None:
                     detach(other)
                     continue
                 union(ra, rb)

@@ -7,10 +7,13 @@ Semantics (docs/identity.md is the long form)
     each observation's identifiers, strongest first (``IdentityRules.priority``, then value), are
     linked to the first one (the *anchor*). Unknown identifiers found a person of their own. A link
     whose two persons differ merges them unless the merged person would hold more identifiers of some
-    type than ``IdentityRules.limits`` allows: then the link is rejected (reason ``limit:<type>``) and
-    the weaker identifier of the link (``x``, never the anchor) is *detached*: it leaves its person
-    for a person of its own (id ``"p" + sha256("detached:" + x)[:16]``) and every later link to it is
-    rejected (``detached``) — a device seen with two user_ids is evidently shared and glues nobody.
+    type than ``IdentityRules.limits`` allows, or when the link goes through an identifier of a
+    shareable type (device, cookie) and both persons already hold an identifier of one same other
+    type (``IdentityRules.refusal``): then the link is rejected (reason ``limit:<type>`` /
+    ``shared:<type>``) and the weaker identifier of the link (``x``, never the anchor) is
+    *detached*: it leaves its person for a person of its own (id ``"p" + sha256("detached:" + x)[:16]``)
+    and every later link to it is rejected (``detached``) — a device seen with two user_ids (or two
+    persons' phones) is evidently shared and glues nobody.
     The detach is retroactive: the person ``x`` leaves is re-split along the accepted links that
     remain. Identifiers on the dynamic blocklist are skipped; isolated identifiers (``split``) keep a
     person of their own and every link to them is rejected (``isolated``). A repeated combination is
@@ -38,7 +41,8 @@ from typing import Any
 
 from .rules import IdentityRules, split_identifier
 
-#: Edge reasons: accepted ones, then the rejections (``limit:<type>`` names the type over its limit).
+#: Edge reasons: accepted ones, then the rejections (``limit:<type>`` names the type over its limit,
+#: ``shared:<type>`` the type both persons held when a shareable identifier would have joined them).
 ACCEPTED_REASONS = frozenset({"merged", "same"})
 
 
@@ -174,7 +178,8 @@ class Change:
 class Edge:
     """An edge-log record: the decision on linking ``a`` (the anchor) with ``b``.
 
-    ``reason``: ``merged`` / ``same`` (accepted); ``limit:<type>`` (rejected, ``b`` detached),
+    ``reason``: ``merged`` / ``same`` (accepted); ``limit:<type>`` or ``shared:<type>`` (rejected,
+    ``b`` detached; see ``IdentityRules.refusal``),
     ``detached`` (``a`` or ``b`` was detached earlier) or ``isolated`` (split by control) — rejected.
     """
 
@@ -360,12 +365,10 @@ class _Engine:
                 out.append((anchor, x, "same"))
                 self._link(anchor, x)
                 continue
-            ca, cx = self.counts[pa], self.counts[px]
-            for r, lim in enumerate(self.limits):
-                if ca[r] + cx[r] > lim:
-                    out.append((anchor, x, "limit:" + self.priority[r]))
-                    self._detach(x, ts, eid)
-                    break
+            why = rules.refusal(self.rank[x.partition(":")[0]], self.counts[pa], self.counts[px])
+            if why is not None:
+                out.append((anchor, x, why))
+                self._detach(x, ts, eid)
             else:
                 self._merge(pa, px)
                 self._link(anchor, x)

@@ -1,4 +1,5 @@
-"""Guard rails of the identity graph: identifier types and their priority, per-person limits, junk values.
+"""Guard rails of the identity graph: identifier types and their priority, per-person limits, shareable
+types, junk values.
 
 Pure (no pyflink). :class:`IdentityRules` is built once from ``config.settings.IdentitySettings``
 (:meth:`IdentityRules.from_settings`) and passed to every call of ``operators.identity.graph``.
@@ -14,7 +15,7 @@ the affected component (``graph.control``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ DEFAULT_PRIORITY: tuple[str, ...] = _DEFAULTS.priority
 DEFAULT_LIMITS: Mapping[str, int] = dict(_DEFAULTS.max_per_person)
 DEFAULT_BLOCKED_VALUES: tuple[str, ...] = _DEFAULTS.blocklist_values
 DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = _DEFAULTS.blocklist_patterns
+DEFAULT_SHAREABLE: tuple[str, ...] = _DEFAULTS.shareable_types
 
 
 def identifier(id_type: str, value: str) -> str:
@@ -51,9 +53,12 @@ class IdentityRules:
 
     ``rank[t]`` is the position of type ``t`` in ``priority`` (0 = strongest); types not listed are
     not identifiers and are ignored. ``limits[t]`` is the most identifiers of type ``t`` one person
-    may hold. ``blocked_hashes`` holds, for phone/e-mail, the stored (hashed) form of each blocked
-    value, so junk is also recognised after pseudonymisation (patterns cannot be: check raw values
-    with :meth:`is_blocked_raw` before hashing).
+    may hold. ``shareable`` are the types several people can use (devices, browsers): a link through
+    one may not merge two persons that both hold an identifier of the same other type (see
+    :meth:`refusal`; shareable types that are not in ``priority`` play no role).
+    ``blocked_hashes`` holds, for phone/e-mail, the stored (hashed) form of each blocked value, so
+    junk is also recognised after pseudonymisation (patterns cannot be: check raw values with
+    :meth:`is_blocked_raw` before hashing).
     """
 
     priority: tuple[str, ...] = DEFAULT_PRIORITY
@@ -61,10 +66,15 @@ class IdentityRules:
     blocked_values: frozenset[str] = frozenset(v.strip().lower() for v in DEFAULT_BLOCKED_VALUES)
     blocked_patterns: tuple[str, ...] = DEFAULT_BLOCKED_PATTERNS
     blocked_hashes: frozenset[str] = frozenset()
+    shareable: frozenset[str] = frozenset(DEFAULT_SHAREABLE)
     #: Dynamic overlay (control messages): identifiers ignored entirely / kept but never linked.
     blocked_identifiers: frozenset[str] = frozenset()
     isolated_identifiers: frozenset[str] = frozenset()
     rank: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    #: Type ranks: shareable ones, and the others (a shared identifier cannot bridge two of these).
+    shareable_ranks: frozenset[int] = field(init=False, repr=False, compare=False)
+    _owned_ranks: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _limit_seq: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +96,13 @@ class IdentityRules:
                     f"identity.blocklist_patterns: {p!r} is not a regular expression ({e})"
                 ) from None
         object.__setattr__(self, "limits", dict(self.limits))
+        object.__setattr__(self, "shareable", frozenset(self.shareable))
         object.__setattr__(self, "rank", {t: i for i, t in enumerate(self.priority)})
+        shareable_ranks = frozenset(self.rank[t] for t in self.shareable if t in self.rank)
+        object.__setattr__(self, "shareable_ranks", shareable_ranks)
+        owned = tuple(r for r in range(len(self.priority)) if r not in self.shareable_ranks)
+        object.__setattr__(self, "_owned_ranks", owned)
+        object.__setattr__(self, "_limit_seq", tuple(self.limits[t] for t in self.priority))
         joined = "|".join(f"(?:{p})" for p in self.blocked_patterns)
         object.__setattr__(self, "_regex", re.compile(joined, re.DOTALL) if joined else None)
 
@@ -106,7 +122,30 @@ class IdentityRules:
             blocked_values=values,
             blocked_patterns=tuple(identity.blocklist_patterns),
             blocked_hashes=hashes,
+            shareable=frozenset(identity.shareable_types),
         )
+
+    # --- guard rails on a link ---------------------------------------------------------------------
+
+    def refusal(self, x_rank: int, a: Sequence[int], b: Sequence[int]) -> str | None:
+        """Why two persons must not merge through a link to an identifier of type rank ``x_rank``
+        (the weaker end of the link, the one that is detached if refused), or None when they may.
+
+        ``a``, ``b``: the two persons' identifier counts per type rank. ``limit:<type>``: together
+        they would hold more of ``<type>`` than ``limits`` allows (first such type in priority order).
+        ``shared:<type>``: the link's end is of a shareable type and both persons hold a ``<type>``
+        identifier of a type that is not shareable (first such type): a tablet seen with two persons'
+        phones is shared; it joins no one, whereas a second phone can still join through a direct
+        link (one event with both phones, or a phone and the user_id).
+        """
+        for r, lim in enumerate(self._limit_seq):
+            if a[r] + b[r] > lim:
+                return "limit:" + self.priority[r]
+        if x_rank in self.shareable_ranks:
+            for r in self._owned_ranks:
+                if a[r] and b[r]:
+                    return "shared:" + self.priority[r]
+        return None
 
     # --- junk values -----------------------------------------------------------------------------
 
