@@ -246,8 +246,8 @@ class Run:
         if self.job_id:
             attempt("cancel job", lambda: cancel(self.settings, self.job_id))
         if self.applier is not None:
-            self.applier.applier.close()
-            self.applier = None
+            applier, self.applier = self.applier, None
+            attempt("applier", applier.stop)
         attempt("taskmanager", lambda: flink_cluster_up(self.settings, log=_quiet))
         attempt("kafka", self._delete_kafka)
         attempt("redis", lambda: self.store().delete_prefix())

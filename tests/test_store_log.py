@@ -194,3 +194,24 @@ def test_zhongtai_apply_without_a_log_says_what_to_do(capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert err.strip() == (f"zhongtai apply: store log zt.store.{group} does not exist after 0 s: is the job "
                            f"running with the same --group ({group})?")
+
+
+@pytest.mark.stack
+def test_applier_thread_stop_returns_while_the_loop_waits_for_rows() -> None:
+    """A failed or cancelled run stops the applier thread: the loop ends, then the clients close.
+
+    Closing the Kafka consumer from another thread while the loop is inside ``consume`` blocked for ever
+    (a test teardown hung that way); ``stop`` joins the thread first."""
+    import time
+
+    from zhongtai.applier import ApplierThread
+
+    settings, _tag, group, prefix, _topic, p = _fresh_log("stop")
+    thread = ApplierThread(StoreApplier(settings, group=group, redis_prefix=prefix, hbase=False))
+    time.sleep(2.0)  # the loop is now waiting for rows on the empty log
+    assert thread.alive
+    t0 = time.monotonic()
+    thread.stop(timeout_s=30)
+    assert not thread.alive
+    assert time.monotonic() - t0 < 10
+    assert thread.applier._reader is None  # closed after the join

@@ -214,6 +214,18 @@ class ApplierThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the loop without draining and close the clients (a run that failed or was cancelled).
+
+        The thread is joined before its clients close: closing a Kafka consumer while another thread is
+        inside its ``consume`` can block for ever."""
+        self._stop.set()
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            logger.warning("store applier did not stop within %.0f s; its clients are left open", timeout_s)
+            return
+        self.applier.close()
+
     def finish(self, timeout_s: float = 300.0) -> ApplierStats:
         """Stop the loop, apply what is committed by now, close; return the stats."""
         self._stop.set()

@@ -312,7 +312,7 @@ def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -
     try:
         client.get_job_execution_result().result()
     except BaseException:
-        applier.applier.close()
+        applier.stop()
         raise
     stats = applier.finish()
     logger.info("%s finished in %.1f s (store log: %d rows applied)", opts.job_name, time.monotonic() - t0, stats.rows)
