@@ -419,3 +419,24 @@ def settings_to_json(settings: Settings) -> str:
     import json
 
     return json.dumps(_reveal(settings.model_dump(mode="python")))
+
+
+def settings_from_json(text: str) -> Settings:
+    """The settings a job shipped to its operators (:func:`settings_to_json`), read back in ``open()``.
+
+    In thread mode a TaskManager keeps ONE Python interpreter for its whole life, and with it the zhongtai
+    modules the first job imported; a job of a newer zhongtai then meets an older ``Settings`` here, which
+    rejects the keys it does not know. That case raises :class:`ConfigError` saying what to do.
+    """
+    try:
+        return Settings.model_validate_json(text)
+    except ValidationError as e:
+        unknown = sorted(".".join(str(p) for p in err["loc"]) for err in e.errors() if err["type"] == "extra_forbidden")
+        if not unknown:
+            raise
+        raise ConfigError(
+            f"this job's settings have keys that the zhongtai modules loaded in this Python interpreter "
+            f"({__file__}) do not know: {', '.join(unknown)}. The TaskManager still runs the modules an earlier "
+            "job imported (thread mode keeps them for the TaskManager's life): restart the TaskManagers, "
+            "then submit the job again."
+        ) from None

@@ -321,10 +321,10 @@ class _Assigner:
         if not units or self._settings_json is None:
             return {}
         if self._tags is None:
-            from config.settings import Settings
+            from config.settings import settings_from_json
             from connectors.redis_experiments import RedisPersonTags
 
-            self._tags = RedisPersonTags(Settings.model_validate_json(self._settings_json).redis, self._redis_prefix)
+            self._tags = RedisPersonTags(settings_from_json(self._settings_json).redis, self._redis_prefix)
         return self._tags.tags_of(units)
 
     def __call__(self, units: Any, records: Any) -> Any:
@@ -374,10 +374,10 @@ class _RedisBatchWriter:
         return {**self.__dict__, "_store": None}
 
     def _open(self) -> None:
-        from config.settings import Settings
+        from config.settings import settings_from_json
         from connectors.redis_experiments import RedisExperiments
 
-        settings = Settings.model_validate_json(self._settings_json)
+        settings = settings_from_json(self._settings_json)
         self._store = RedisExperiments(settings.redis, prefix=self._redis_prefix)
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:

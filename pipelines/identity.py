@@ -66,13 +66,13 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
             self._result_tag = result_tag
 
         def open(self, ctx: Any) -> None:
-            from config.settings import Settings
+            from config.settings import settings_from_json
             from operators.identity import IdentityRules
             from pipelines.runtime import share_interpreter
 
             share_interpreter()
 
-            settings = Settings.model_validate_json(self._settings_json)
+            settings = settings_from_json(self._settings_json)
             self.static_rules = IdentityRules.from_settings(settings.identity, settings.pii)
             self.rules = self.static_rules
             self.components = ctx.get_map_state(component_state())

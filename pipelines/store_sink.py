@@ -51,14 +51,14 @@ class StoreWriter:
         return {**self.__dict__, "_redis": None, "_hbase": None}
 
     def _open(self) -> None:
-        from config.settings import Settings
+        from config.settings import settings_from_json
         from connectors.hbase_store import HBaseStore
         from connectors.redis_store import RedisStore
         from pipelines.runtime import share_interpreter
 
         share_interpreter()
 
-        settings = Settings.model_validate_json(self._settings_json)
+        settings = settings_from_json(self._settings_json)
         self._redis = RedisStore(settings.redis, prefix=self._redis_prefix)
         if self._hbase_enabled:
             self._hbase = HBaseStore(settings.hbase, prefix=self._hbase_prefix)
