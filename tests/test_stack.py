@@ -117,6 +117,19 @@ def test_kafka_produce_consume_round_trip(settings):
 
 
 @pytest.mark.stack
+def test_broker_never_deletes_records_by_age(settings):
+    """Generated streams carry fixed event times as record timestamps (weeks old by now): a broker that
+    deletes by age (Kafka's default, 7 days) would drop them minutes after they are produced."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    configs = admin.describe_configs([res])[res].result(timeout=30)
+    assert configs["log.retention.ms"].value == "-1"
+    assert configs["log.retention.bytes"].value == str(1 << 30)
+
+
+@pytest.mark.stack
 def test_redis_set_get(settings):
     import redis
 

@@ -64,7 +64,12 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
         "group.initial.rebalance.delay.ms": "0",
         # Flink's exactly-once sink asks for long transactions; the broker caps them here.
         "transaction.max.timeout.ms": str(max(900_000, settings.kafka.transaction_timeout_ms)),
-        "log.retention.hours": "168",
+        # No deletion by age: retention by time compares the RECORD timestamps with the wall clock, and
+        # the generator's streams carry fixed event times (zhongtai.generator.model.DEFAULT_START_MS), so
+        # a week after that date the broker deleted test and bench data minutes after it was produced
+        # (a job then waited for ever for records that were gone). The local stack is bounded by size.
+        "log.retention.ms": "-1",
+        "log.retention.bytes": str(1 << 30),
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
