@@ -34,6 +34,35 @@ TABLES: dict[str, dict[str, dict]] = {
 }
 
 
+class HBaseSchemaError(RuntimeError):
+    """An existing zhongtai table lacks column families the store writes (created by an older zhongtai)."""
+
+
+def missing_families(conn: happybase.Connection) -> dict[str, list[str]]:
+    """Table (name without the prefix) → the families of :data:`TABLES` the existing table lacks.
+
+    Tables that do not exist are not listed (``ensure_tables`` creates them)."""
+    existing = {t.decode() for t in conn.tables()}
+    out: dict[str, list[str]] = {}
+    for name, families in TABLES.items():
+        if name in existing:
+            have = {f.decode().rstrip(":") if isinstance(f, bytes) else f.rstrip(":")
+                    for f in conn.table(name).families()}
+            lacking = sorted(set(families) - have)
+            if lacking:
+                out[name] = lacking
+    return out
+
+
+def schema_advice(prefix: str, missing: dict[str, list[str]]) -> str:
+    """What to do about :func:`missing_families`, for an error message."""
+    tables = "; ".join(f"{prefix}_{t} lacks {', '.join(fams)}" for t, fams in sorted(missing.items()))
+    alters = "; ".join(f"alter '{prefix}_{t}', " + ", ".join(f"{{NAME => '{f}', VERSIONS => 1}}" for f in fams)
+                       for t, fams in sorted(missing.items()))
+    return (f"HBase tables created by an older zhongtai: {tables}. Add the families in the HBase shell "
+            f"({alters}), or drop the tables and let zhongtai create them.")
+
+
 class HBaseStore:
     def __init__(self, cfg: HBaseSettings, prefix: str | None = None) -> None:
         self.cfg = cfg
@@ -58,6 +87,9 @@ class HBaseStore:
                 except IOError as e:  # the Thrift1 server reports a lost creation race this way
                     if b"TableExistsException" not in (getattr(e, "message", b"") or b""):
                         raise
+        missing = missing_families(self.conn)
+        if missing:
+            raise HBaseSchemaError(schema_advice(self.prefix, missing))
 
     def write(self, rows: Sequence[StoreRow]) -> int:
         """Write a batch's person buckets, identifier mappings and edge-log records (one batch per table).

@@ -54,3 +54,51 @@ def test_identifier_moves_and_tags_flip(hb: HBaseStore) -> None:
     hb.write([_row("id", "email:h1"), _row("tr", "P1", 400, s1="vip")])
     assert hb.person_of("email:h1") is None
     assert hb.tags("P1") == {}
+
+
+def _drop(conn, tables) -> None:
+    for t in tables:
+        if t.encode() in conn.tables():
+            conn.delete_table(t, disable=True)
+
+
+def test_the_stack_creates_what_the_store_writes_and_mends_an_empty_stale_table() -> None:
+    """``zhongtai stack up`` creates the tables with the store's families (one definition; a second copy
+    once lacked ``b`` and every profile write of the demo failed). An empty table of an older layout is
+    re-created; one with rows is left alone with an error that says how to add the family."""
+    import happybase
+
+    from connectors.hbase_store import TABLES, HBaseSchemaError
+    from zhongtai.stack.hbase import ensure_tables
+
+    n = fresh_names()
+    settings = make_settings(hbase={"namespace": f"zt_s_{n.tag}"})
+    conn = happybase.Connection(host=settings.hbase.host, port=settings.hbase.port,
+                                table_prefix=settings.hbase.namespace, table_prefix_separator="_")
+    try:
+        # an older layout: profile without the bucket family b, still empty
+        conn.create_table("profile", {"m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}})
+        created = ensure_tables(settings)
+        assert sorted(created) == [f"{settings.hbase.namespace}_{t}" for t in sorted(TABLES)]
+        for t, families in TABLES.items():
+            assert sorted(f.decode().rstrip(":") for f in conn.table(t).families()) == sorted(families)
+        assert ensure_tables(settings) == []
+
+        # the same old layout with a row in it: not dropped; the stack and the store both say what to do
+        _drop(conn, ["profile"])
+        conn.create_table("profile", {"m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}})
+        conn.table("profile").put(b"P1", {b"m:events": b"1"})
+        with pytest.raises(RuntimeError) as e:
+            ensure_tables(settings)
+        assert f"{settings.hbase.namespace}_profile lacks b" in str(e.value)
+        assert f"alter '{settings.hbase.namespace}_profile', {{NAME => 'b', VERSIONS => 1}}" in str(e.value)
+        assert conn.table("profile").row(b"P1") == {b"m:events": b"1"}
+        store = HBaseStore(settings.hbase)
+        try:
+            with pytest.raises(HBaseSchemaError, match="lacks b"):
+                store.ensure_tables()
+        finally:
+            store.close()
+    finally:
+        _drop(conn, list(TABLES))
+        conn.close()

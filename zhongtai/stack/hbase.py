@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
+from connectors.hbase_store import TABLES as STORE_TABLES
+from connectors.hbase_store import missing_families, schema_advice
+
 from ._proc import Log, Paths, java, port_open, spawn
 from .jars import HERE, lib_dir
 
 if TYPE_CHECKING:
     from config import Settings
 
-#: Table -> column families (names without the prefix). See DESIGN.md "Storage layout".
-TABLES: dict[str, tuple[str, ...]] = {
-    "profile": ("m", "t", "i"),
-    "identity": ("p", "e"),
-    "actions": ("a",),
-}
+#: Table -> column families (names without the prefix): the store's own layout (one definition,
+#: ``connectors.hbase_store.TABLES``; a second copy here once lacked the bucket family ``b``, and the
+#: demo's writes to the stack-created table failed). See DESIGN.md "Storage layout".
+TABLES: dict[str, tuple[str, ...]] = {t: tuple(f) for t, f in STORE_TABLES.items()}
 PREFIX_SEPARATOR = "_"
 #: RPC ports of the master and the region server inside the standalone JVM.
 MASTER_PORT = 16000
@@ -167,15 +168,26 @@ def _connection(settings: Settings, prefixed: bool = True):
 
 
 def ensure_tables(settings: Settings) -> list[str]:
-    """Create the zhongtai tables that are missing; returns the full names created (idempotent)."""
+    """Create the zhongtai tables that are missing; returns the full names created (idempotent).
+
+    A table of the local stack that lacks a column family (made by an older zhongtai) is re-created when
+    it is empty; with rows in it, this raises and says how to add the family (Thrift1 cannot alter a table).
+    """
     conn = _connection(settings)
     try:
         existing = {t.decode() for t in conn.tables()}  # names without the prefix
+        stale = missing_families(conn)
         created = []
         for table, families in TABLES.items():
+            if table in stale and next(iter(conn.table(table).scan(limit=1)), None) is None:
+                conn.delete_table(table, disable=True)
+                existing.discard(table)
+                stale.pop(table)
             if table not in existing:
                 conn.create_table(table, {f: {"max_versions": 1} for f in families})
                 created.append(f"{settings.hbase.namespace}{PREFIX_SEPARATOR}{table}")
+        if stale:
+            raise RuntimeError(schema_advice(settings.hbase.namespace, stale))
         return created
     finally:
         conn.close()
