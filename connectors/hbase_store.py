@@ -46,8 +46,7 @@ def missing_families(conn: happybase.Connection) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, families in TABLES.items():
         if name in existing:
-            have = {f.decode().rstrip(":") if isinstance(f, bytes) else f.rstrip(":")
-                    for f in conn.table(name).families()}
+            have = {f.decode().rstrip(":") for f in conn.table(name).families()}
             lacking = sorted(set(families) - have)
             if lacking:
                 out[name] = lacking
