@@ -157,7 +157,7 @@ def test_hbase_put_get_on_prefixed_profile_table(settings):
     try:
         assert {b"profile", b"identity", b"actions"} <= set(conn.tables())
         table = conn.table("profile")
-        assert set(table.families()) == {b"m", b"t", b"i"}
+        assert set(table.families()) == {b"b", b"m", b"t", b"i"}  # b: the per-minute buckets the store writes
         row = _fresh("p-").encode()
         table.put(row, {b"m:orders_7d": b"3", b"t:vip": b"1", b"i:user_id": b"u42"})
         assert table.row(row) == {b"m:orders_7d": b"3", b"t:vip": b"1", b"i:user_id": b"u42"}
