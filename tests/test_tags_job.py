@@ -12,7 +12,9 @@ messages as ``control_view``, and checks the exact tag changes and control resul
 * ``churn_risk`` is added by a TIMER at exactly last_purchase + 30 days for A and C, once unrelated
   persons (Z0..Z5, on both parallel instances) moved the watermark past it; C's later purchase
   removes it; D's timer lies beyond the last real watermark and never fires (the end-of-input
-  watermark is not taken as time);
+  watermark is not taken as time, nor is the wall clock: the run uses the job's table options, mini-batch
+  on, under which a planner watermark can silently become processing time, and W's row comes after a
+  pause in which such a watermark would pass D's timer);
 * F's next flip moves later (a second purchase two minutes on): the first timer is replaced and the
   tag comes at exactly the new time (Y0..Y5 move the watermark past both).
 """
@@ -77,6 +79,8 @@ def _rows() -> list[tuple]:
         _row("+I", "C", T0 + 40 * DAY, purchases=1, gmv="10.00", lp=T0 + 40 * DAY, sleep=True),
         _row("+I", "D", T0 + 39 * DAY, purchases=1, gmv="10.00", lp=T0 + 39 * DAY),
         _row("+I", "D", T0 + 39 * DAY + 60_000, purchases=1, gmv="10.00", lp=T0 + 39 * DAY + 60_000),
+        # A pause with D's timer registered: a watermark that is not event time (the wall clock) fires it now.
+        _row("+I", "W", T0 + 39 * DAY + 120_000, views=1, sleep=True),
     ]
 
 
@@ -136,6 +140,7 @@ def _changelog_source(env, t_env, rows: list[tuple]):
 def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
     from pyflink.common import Types
 
+    from pipelines.events import job_options
     from pipelines.tags import attach_tags
     from zhongtai.runner import RunOptions, make_envs
 
@@ -145,6 +150,10 @@ def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
                              job={"source_idle_timeout_ms": 60_000})
     n = fresh_names()
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=n.job), [])
+    # The job's table options (mini-batch on, ...): with them, a careless planner watermark becomes the wall
+    # clock (a proc-time mini-batch assigner behind it), and D's and every other timer fires at once.
+    for k, v in job_options(settings).items():
+        t_env.get_config().set(k, v)
     t_env.create_temporary_view("pm", _changelog_source(env, t_env, _rows()))
     control = env.from_collection([orjson.dumps(m).decode() for m in CONTROL], type_info=Types.STRING()) \
         .set_parallelism(1)
