@@ -40,13 +40,19 @@ T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 STEP_MS = 3_000
 
 
-def _changelog(t_env: Any, rows: int, persons: int) -> None:
-    """Register ``pm``: the person-minute changelog of ``rows`` generated events (deterministic)."""
+def _changelog(t_env: Any, rows: int, persons: int, rate: int = 1_000_000_000) -> None:
+    """Register ``pm``: the person-minute changelog of ``rows`` generated events (deterministic), produced
+    at ``rate`` rows per second (as fast as possible by default)."""
     t_env.get_config().set("table.exec.mini-batch.enabled", "false")
     t_env.execute_sql(f"""
 CREATE TEMPORARY TABLE gen (id BIGINT) WITH (
   'connector' = 'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '0',
-  'fields.id.end' = '{rows - 1}', 'rows-per-second' = '1000000000')""")
+  'fields.id.end' = '{rows - 1}', 'rows-per-second' = '{rate}')""")
+    changelog_views(t_env, persons)
+
+
+def changelog_views(t_env: Any, persons: int) -> None:
+    """Register ``ev`` (generated events) and ``pm`` (their person-minute changelog) over a ``gen`` table."""
     t_env.execute_sql(f"""
 CREATE TEMPORARY VIEW ev AS
 SELECT CONCAT('p', CAST(MOD(id * 2654435761, {persons}) AS STRING)) AS person,

@@ -222,15 +222,7 @@ def run(variant: str, rows: int, persons: int, rate: int, seconds: float, contro
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"wm-probe-{time.time_ns()}"), [])
     for k, v in job_options(settings).items():
         t_env.get_config().set(k, v)
-    if rate:
-        t_env.get_config().set("table.exec.mini-batch.enabled", "false")
-        t_env.execute_sql(f"""
-CREATE TEMPORARY TABLE gen (id BIGINT) WITH (
-  'connector' = 'datagen', 'fields.id.kind' = 'sequence', 'fields.id.start' = '0',
-  'fields.id.end' = '{rows - 1}', 'rows-per-second' = '{rate}')""")
-        _views_only(t_env, persons)
-    else:
-        _changelog(t_env, rows, persons)
+    _changelog(t_env, rows, persons, rate=rate or 1_000_000_000)
     from pipelines.tags import attach_tags
 
     if control == "collection":
@@ -258,31 +250,6 @@ CREATE TEMPORARY TABLE ctl_gen (n BIGINT) WITH (
     n = got[0]
     return {"variant": variant, "rows": rows, "rate": rate, "control": control, "idle_ms": idle_ms,
             "changes_collected": n, "wall_s": round(time.monotonic() - t0, 1), **summarize(out_dir)}
-
-
-def _views_only(t_env: Any, persons: int) -> None:
-    """``ev`` and ``pm`` of ``bench.tags_bench._changelog`` over an existing ``gen`` table."""
-    from bench.tags_bench import STEP_MS, T0
-
-    t_env.execute_sql(f"""
-CREATE TEMPORARY VIEW ev AS
-SELECT CONCAT('p', CAST(MOD(id * 2654435761, {persons}) AS STRING)) AS person,
-       CAST({T0} + id * {STEP_MS} AS BIGINT) AS ts_ms,
-       CASE MOD(id * 7919 / 101, 20) WHEN 0 THEN 'purchase' WHEN 1 THEN 'add_to_cart' WHEN 2 THEN 'add_to_cart'
-            ELSE 'page_view' END AS et,
-       CAST(MOD(id, 97) * 13.5 AS DECIMAL(18, 2)) AS amount
-FROM gen""")
-    t_env.execute_sql("""
-CREATE TEMPORARY VIEW pm AS
-SELECT person, ts_ms / 60000 AS mb,
-  COUNT(*) FILTER (WHERE et = 'page_view') AS n_views,
-  COUNT(*) FILTER (WHERE et = 'add_to_cart') AS n_carts,
-  COUNT(*) FILTER (WHERE et = 'purchase') AS n_purchases,
-  COUNT(*) AS n_events,
-  SUM(CASE WHEN et = 'purchase' THEN amount END) AS n_gmv,
-  MIN(ts_ms) AS first_ts, MAX(ts_ms) AS last_ts,
-  MAX(CASE WHEN et = 'purchase' THEN ts_ms END) AS last_purchase
-FROM ev GROUP BY person, ts_ms / 60000""")
 
 
 def main(argv: list[str] | None = None) -> None:
