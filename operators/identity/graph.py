@@ -247,7 +247,6 @@ class _Engine:
         "moved",
         "pending",
         "person_of",
-        "priority",
         "rank",
         "rules",
         "src_combos",
@@ -258,7 +257,6 @@ class _Engine:
     def __init__(self, rules: IdentityRules) -> None:
         self.rules = rules
         self.rank = rules.rank
-        self.priority = rules.priority
         self.limits = tuple(rules.limits[t] for t in rules.priority)
         self.person_of: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}
