@@ -15,6 +15,7 @@ $(BIN)/activate:
 install: $(BIN)/activate  ## create .venv and install zhongtai with pinned dependencies
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m connectors.jvm
 
 stack-up: install  ## start Kafka, HBase + Thrift, Redis (fetched from Maven Central / apt on first use)
 	$(ZT) stack up
