@@ -87,9 +87,7 @@ def zhongtai_jar(settings: Settings | None = None, *, log=logger.info) -> Path:
         shutil.copyfile(built, tmp)
         tmp.rename(jar)
         shutil.rmtree(work, ignore_errors=True)
-        for old in cache.glob("zhongtai-jvm-*.jar"):
-            if old != jar:
-                old.unlink(missing_ok=True)
+        # Jars of other digests stay: another checkout (a git worktree, a running job) may use one.
     return jar
 
 
