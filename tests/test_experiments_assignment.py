@@ -1,7 +1,7 @@
 """Assignment against GrowthBook's published cross-SDK suite, plus sanity properties.
 
-The cases are read from ``shared/conformance/growthbook-sdk-cases.json`` (see the README beside
-it); every ``hash``, ``getBucketRange``, ``chooseVariation`` and ``inNamespace`` case must pass, with
+The cases are GrowthBook's own, vendored in ``tests/data/growthbook/cases.json`` (provenance and
+licence in the README beside it); every ``hash``, ``getBucketRange``, ``chooseVariation`` and ``inNamespace`` case must pass, with
 the same comparison the JavaScript SDK's ``json.test.ts`` uses (exact, except bucket ranges, which
 both sides floor to 1e-8 first). The ``run`` cases that use only features zhongtai implements
 also go through :func:`assign`.
@@ -35,8 +35,7 @@ from operators.experiments.assignment import hash as gb_hash
 def _cases_path() -> Path:
     if os.environ.get("ZHONGTAI_GROWTHBOOK_CASES"):
         return Path(os.environ["ZHONGTAI_GROWTHBOOK_CASES"])
-    # /work/main/tests -> /work/shared (the shared/ folder sits beside the repo)
-    return Path(__file__).resolve().parents[2] / "shared" / "conformance" / "growthbook-sdk-cases.json"
+    return Path(__file__).resolve().parent / "data" / "growthbook" / "cases.json"
 
 
 CASES = json.loads(_cases_path().read_text(encoding="utf-8"))

@@ -2,8 +2,8 @@
 
 Pure: no pyflink, no clients, no clock (``now_ms`` is an argument).
 
-The primitives follow GrowthBook's published cross-SDK suite (``shared/conformance/
-growthbook-sdk-cases.json``): :func:`hash` (FNV-1a 32-bit, versions 1 and 2),
+The primitives follow GrowthBook's published cross-SDK suite (vendored in
+``tests/data/growthbook/cases.json``): :func:`hash` (FNV-1a 32-bit, versions 1 and 2),
 :func:`get_bucket_ranges`, :func:`choose_variation` and :func:`in_namespace`. :func:`assign` follows
 the order of the SDKs' ``_run`` for the features zhongtai uses (see its docstring), so an app that
 runs a GrowthBook SDK and the stream put every unit in the same variation.
