@@ -91,8 +91,15 @@ class JobSettings(_Frozen):
     max_event_bytes: int = Field(32_768, ge=256)
     #: ``ts`` more than this far ahead of the Kafka record timestamp is ``future_ts``.
     max_future_skew_ms: int = Field(300_000, ge=0)
-    #: Bounded out-of-orderness of the watermark.
+    #: Bounded out-of-orderness of the person operator's watermark (its timers: time-based tags, patterns,
+    #: journeys, quiet hours): it trails the newest event time by this much. Late events are still applied
+    #: (docs/person.md); a pattern waits for late events as long as its own ``lateness`` says.
     watermark_delay_ms: int = Field(5_000, ge=0)
+    #: The person operator receives each person's rows in bundles (pipelines/bundles.py): flushed at the
+    #: latest after this much processing time (and before every watermark and checkpoint barrier; the job's
+    #: periodic watermark interval is set to it too), or at this many pending rows.
+    bundle_ms: int = Field(1_000, ge=0)
+    bundle_rows: int = Field(100_000, ge=1)
     #: Events older than watermark minus this go to the DLQ as ``late``.
     allowed_lateness_ms: int = Field(3_600_000, ge=0)
     #: How long an event_id is remembered for deduplication.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StatementSet, StreamTableEnvironment
 
     from config.settings import Settings
+    from operators.rules.registry import RuleSet
 
 
 @dataclass(frozen=True)
@@ -318,13 +319,18 @@ SELECT payload,
 FROM zt_decoded WHERE reason IS NOT NULL"""
 
 
-def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks: Sinks) -> StatementSet:
+def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks: Sinks,
+          ruleset: RuleSet | None = None) -> StatementSet:
     """Register the views over ``source`` and return the statement set writing to ``sinks``, all but the
     store: the caller adds :func:`store_insert` of ``zt_store_rows`` (and of any other store-row views).
 
     The identity graph (``pipelines.identity``) runs as a DataStream operator between the SQL views, so
     ``t_env`` is a ``StreamTableEnvironment`` and the caller runs the statement set through
     ``attach_as_datastream()`` + ``env.execute``.
+
+    The person operator (``pipelines.person``: profile, tags and, given a ``ruleset``, the strategy engine)
+    registers ``zt_tag_changes`` and, with a rule set, ``zt_actions`` / ``zt_suppressed``; the caller adds
+    the rules' sinks (``pipelines.rules_job.add_rules``).
     """
     from pipelines.identity import attach, changes_insert, control_results_insert, control_view_statement
 
@@ -345,17 +351,25 @@ def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks:
         control_view = "zt_identity_control"
     attach(t_env, settings, control_view)
     t_env.execute_sql(person_minutes_statement())
-    materialize(t_env, "zt_person_minutes", changelog=True)  # read by the tags and by the store
-    from pipelines.tags import attach_tags
-
-    tag_control = None
-    if sinks.control_source:
-        t_env.execute_sql(control_kind_view(CONTROL_VIEW, "tag", "zt_tag_control"))
-        tag_control = "zt_tag_control"
-    attach_tags(t_env, settings, "zt_person_minutes", control_view=tag_control)
-    t_env.execute_sql(store_rows_statement())
+    materialize(t_env, "zt_person_minutes", changelog=True)  # read by the person operator and by the store
     for stmt in person_events_statements():
         t_env.execute_sql(stmt)
+    if ruleset is not None:
+        # read by the person operator, the attribution and the person experiments: planned once (each
+        # Table → DataStream conversion is optimised on its own and would run the join and dedup again)
+        materialize(t_env, "zt_person_events")
+    from pipelines.person import RULE_CONTROL_KINDS, attach_person
+
+    person_control = None
+    if sinks.control_source:
+        kinds = ", ".join(f"'{k}'" for k in ("tag", *(RULE_CONTROL_KINDS if ruleset is not None else ())))
+        t_env.execute_sql(f"""
+CREATE TEMPORARY VIEW zt_person_control AS
+SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {CONTROL_VIEW})
+WHERE JSON_VALUE(s, '$.kind') IN ({kinds})""")
+        person_control = "zt_person_control"
+    attach_person(t_env, settings, ruleset=ruleset, control_view=person_control)
+    t_env.execute_sql(store_rows_statement())
     stmt_set = t_env.create_statement_set()
     stmt_set.add_insert_sql(dlq_insert(sinks.dlq))
     if sinks.identity_changes:

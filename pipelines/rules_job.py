@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StatementSet, StreamTableEnvironment
 
     from config.settings import Settings
+    from operators.rules.registry import RuleSet
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 
@@ -92,31 +93,22 @@ def add_actions_control(t_env: StreamTableEnvironment, stmt_set: StatementSet, s
     stmt_set.add_insert_sql(actions_insert("zt_actions_control_out", prefix))
 
 
-def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings, *,
-              actions_sink: str, actions_prefix: str, control_source: str | None,
-              control_results: str | None, rules_file: str | Path | None = None) -> None:
-    """Attach the engine (``pipelines.rules.attach_rules``) and add its outputs to ``stmt_set``:
-    actions to ``<actions_prefix><channel>``, counters + audit rows into ``zt_store_rows``' writer
-    (registered by the caller as ``zt_rule_rows``), control results to ``control_results``."""
+def load_ruleset(rules_file: str | Path | None = None) -> RuleSet:
+    """The rule set a job starts with (``config/rules.yaml`` by default), validated."""
     from operators.rules.registry import RuleSet
     from operators.rules.schema import load_file
-    from pipelines.events import materialize
-    from pipelines.rules import attach_rules
 
-    ruleset = RuleSet.from_definitions(load_file(rules_file or RULES_FILE))
-    control_view = None
-    if control_source:
-        t_env.execute_sql(f"""
-CREATE TEMPORARY VIEW zt_rule_control AS
-SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {control_source})
-WHERE JSON_VALUE(s, '$.kind') IN ('rule', 'pattern', 'journey', 'batch', 'policy')""")
-        control_view = "zt_rule_control"
-    # read by the engine, the attribution and the person experiments: planned once (each Table → DataStream
-    # conversion is optimised on its own and would run the view's events ⋈ identity join and dedup again)
-    materialize(t_env, "zt_person_events")
-    attach_rules(t_env, settings, ruleset, control_view=control_view)
+    return RuleSet.from_definitions(load_file(rules_file or RULES_FILE))
+
+
+def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, *, actions_sink: str, actions_prefix: str,
+              control_results: str | None) -> None:
+    """Add the strategy engine's outputs to ``stmt_set`` (the engine runs inside the person operator,
+    ``pipelines.person``, which ``pipelines.events.build`` attached with the rule set): actions to
+    ``<actions_prefix><channel>``, control results to ``control_results``; the counters and audit rows
+    are ``rule_store_rows`` (registered by the caller as ``zt_rule_rows``)."""
     stmt_set.add_insert_sql(actions_insert(actions_sink, actions_prefix))
-    if control_results and control_view:
+    if control_results:
         stmt_set.add_insert_sql(f"""
 INSERT INTO {control_results}
 SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('rule', 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))

@@ -12,6 +12,7 @@ interpreter"); it is process-wide, so every operator sets the same value.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 #: CPython's GIL switch interval for the job's workers, in seconds (CPython's default is 0.005).
 SWITCH_INTERVAL_S = 0.0002
@@ -21,3 +22,12 @@ def share_interpreter() -> None:
     """Apply the worker settings of the shared interpreter (idempotent; call from ``open``)."""
     if sys.getswitchinterval() != SWITCH_INTERVAL_S:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def subtask_index(runtime_context: Any) -> int:
+    """This subtask's index. In thread mode (Flink 2.x) ``get_index_of_this_subtask`` calls a Java method
+    that moved to ``getTaskInfo()``; fall back to it."""
+    try:
+        return runtime_context.get_index_of_this_subtask()
+    except AttributeError:
+        return runtime_context._runtime_context.getTaskInfo().getIndexOfThisSubtask()

@@ -123,7 +123,7 @@ def test_identity_graph_and_person_profiles_are_exact(parallelism: int) -> None:
         from operators.tags import TAGS_FILE, TagSet
 
         tagset = TagSet.load(TAGS_FILE)
-        final_wm = max(int(p["last_seen"]) for p in want["profiles"].values()) - settings.job.allowed_lateness_ms
+        final_wm = max(int(p["last_seen"]) for p in want["profiles"].values()) - settings.job.watermark_delay_ms
         got_tags = {pid: store.tags_of(pid) for pid in want["profiles"]}
         want_tags = {}
         for pid, prof in want["profiles"].items():

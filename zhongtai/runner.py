@@ -124,6 +124,9 @@ def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, clu
         "pipeline.jars": ";".join(p.resolve().as_uri() for p in jars),
         "table.exec.sink.not-null-enforcer": "DROP",
     }
+    # The person operator's bundles flush before every watermark: periodic watermarks at the bundle interval
+    # (pipelines/bundles.py; 0 would switch periodic watermarks off).
+    conf["pipeline.auto-watermark-interval"] = f"{settings.job.bundle_ms or 200} ms"
     if cluster:
         for k in [k for k in conf if k.startswith("restart-strategy.")]:
             del conf[k]
@@ -163,7 +166,7 @@ def make_table_env(settings: Settings, opts: RunOptions, jars: list[Path]) -> St
 def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):
     """Create the real source/sinks and return the job's StatementSet."""
     from connectors.kafka_tables import dlq_sink_ddl, source_ddl
-    from pipelines.events import CONTROL_VIEW, Sinks, build
+    from pipelines.events import Sinks, build
     from pipelines.store_sink import store_udf
 
     job = settings.job
@@ -220,7 +223,12 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn, identity_changes="zt_identity_out",
                   control_source="zt_control_source", control_results="zt_control_results",
                   tag_changes="zt_tags_out")
-    stmt_set = build(t_env, settings, "zt_source", sinks)
+    ruleset = None
+    if opts.rules:
+        from pipelines.rules_job import load_ruleset
+
+        ruleset = load_ruleset(opts.rules_file)
+    stmt_set = build(t_env, settings, "zt_source", sinks, ruleset)
     store_views = ["zt_store_rows"]
     if opts.rules:
         from pipelines.rules_job import CHANNELS, actions_sink_ddl, add_rules, rule_store_rows
@@ -230,9 +238,8 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
         t_env.execute_sql(actions_sink_ddl(
             "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
-        add_rules(t_env, stmt_set, settings, actions_sink="zt_actions_out", actions_prefix=prefix,
-                  control_source=CONTROL_VIEW, control_results="zt_control_results",
-                  rules_file=opts.rules_file)
+        add_rules(t_env, stmt_set, actions_sink="zt_actions_out", actions_prefix=prefix,
+                  control_results="zt_control_results")
         for stmt in rule_store_rows():
             t_env.execute_sql(stmt)
         store_views.append("zt_rule_rows")

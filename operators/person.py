@@ -1,0 +1,235 @@
+"""One person, one step: profile, tags and the strategy engine together (pure).
+
+The job's person operator (``pipelines.person``) keeps everything it knows about a person in one place:
+the incremental profile (``operators.profile``), the tags the person carries (``operators.tags``) and the
+strategy engine's state (``operators.rules``). It receives bundles of the person's rows (the JVM packs
+them, ``pipelines.bundles``) and one event-time timer. This module is what it runs:
+
+* :func:`on_rows` — the rows of one bundle, in order. A **bucket row** (``"m"``: a minute bucket of
+  ``zt_person_minutes`` set, updated or deleted) updates the profile; the tags are then evaluated at
+  ``now = max(row.last_ts, previous now)`` (``tag_step_memo``: only tags whose inputs changed); every tag
+  change is also the engine's ``tag_added`` / ``tag_removed`` input. An **event row** (``"e"``: an event of
+  a type some rule listens to) goes to the engine at the event's own time, with the profile as of then.
+* :func:`on_timer` — the one timer fired at ``t``: the tags' next flip (``cause = "timer"``) and the engine's
+  due work (patterns, journeys, held actions). Afterwards :attr:`PersonState.next_timer` is the next one.
+
+Row by row the answers are the ones the separate tag and rule operators gave (same functions, same
+order per person); the differences are what it saves: one state read and write per bundle instead of
+two per row, the minute buckets held once, one armed timer per person instead of one per pattern
+and event, and profile fields computed from bounded aggregates (only when asked, for the engine).
+
+Rows (the bundle's JSON: the fields after the key, ``ROW_COLUMNS``; unused columns are null):
+``[ts, "m", op, minute, views, carts, purchases, events, gmv, first_ts, last_ts, last_purchase]`` with ``op``
+INSERT / UPDATE_BEFORE / UPDATE_AFTER / DELETE and ``gmv`` a decimal string;
+``[ts, "e", event_id, ts_ms, -, -, -, -, amount, -, -, -, event_type, campaign, channel, item_id, props_json]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from operators.profile import FIELDS, Bucket, Profile, RowStore
+from operators.rules.engine import Action, PersonState as RulesState, Suppressed, evaluate
+from operators.rules.inputs import rules_profile
+from operators.rules.model import Event, TagChange as RuleTagInput
+from operators.rules.registry import RuleSet
+from operators.tags import TagChange, TagMemo, TagSet, TagState, tag_step_memo
+
+__all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer"]
+
+#: The columns of one person row after the key (``pipelines.person`` builds them in SQL; types in brackets).
+ROW_COLUMNS = ("ts [BIGINT]", "kind", "s1", "n1 [BIGINT]", "n2 [BIGINT]", "n3 [BIGINT]", "n4 [BIGINT]", "n5 [BIGINT]",
+               "s2", "n6 [BIGINT]", "n7 [BIGINT]", "n8 [BIGINT]", "s3", "s4", "s5", "s6", "s7")
+
+#: The final watermark of a bounded input: the end of the input, not a time that has come.
+END_OF_INPUT = 2**63 - 1
+_FIELD_SET = frozenset(FIELDS)
+
+
+@dataclass(slots=True)
+class PersonState:
+    """Everything the operator keeps for one person (codec: ``state.person``), mutable in memory.
+
+    ``now_ms``: the tags' evaluation time (never decreases); ``tag_due``: the tags' next flip (0 = none);
+    ``rule_timers``: the engine's pending times, sorted; ``timer_ms``: the timer registered with Flink
+    (0 = none). ``memo`` (the tags' memo) and ``pending_old`` (an UPDATE_BEFORE waiting for its
+    UPDATE_AFTER) live in memory only.
+    """
+
+    person: str
+    profile: Profile
+    tags: TagState | None = None
+    now_ms: int = 0
+    tag_due: int = 0
+    rules: RulesState | None = None
+    rule_timers: list[int] = field(default_factory=list)
+    timer_ms: int = 0
+    memo: TagMemo | None = None
+    pending_old: dict[int, Bucket] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return self.profile.is_empty() and self.tags is None and self.rules is None and not self.rule_timers
+
+    @property
+    def next_timer(self) -> int:
+        """The time the person's timer should be at (0 = none): the earlier of the tags' flip and the
+        engine's next due time."""
+        t = self.tag_due
+        if self.rule_timers and (not t or self.rule_timers[0] < t):
+            t = self.rule_timers[0]
+        return t
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one step emits: ``kind`` ``tag`` (a :class:`TagChange`), ``action`` (an action to send),
+    ``budget`` (an action that must pass its campaign budget first) or ``suppressed``."""
+
+    kind: str
+    item: TagChange | Action | Suppressed
+
+
+class _ProfileView(Mapping[str, Any]):
+    """The engine's ``profile``: the profile fields as of ``as_of`` with numbers as numbers
+    (``rules_profile``), computed on the first read of a profile field (most rules read none; a
+    quiet-hours check asks for ``timezone``, which is not a field and costs nothing)."""
+
+    __slots__ = ("_as_of", "_d", "_p", "_rows")
+
+    def __init__(self, profile: Profile, rows: RowStore, as_of: int) -> None:
+        self._p, self._rows, self._as_of, self._d = profile, rows, as_of, None
+
+    def _data(self) -> dict[str, Any]:
+        if self._d is None:
+            self._d = rules_profile(self._p.fields(self._as_of, self._rows))
+        return self._d
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __getitem__(self, k: str) -> Any:
+        if k not in _FIELD_SET:
+            raise KeyError(k)
+        return self._data()[k]
+
+    def get(self, k: str, default: Any = None) -> Any:
+        if k not in _FIELD_SET:
+            return default
+        return self._data().get(k, default)
+
+    def __contains__(self, k: object) -> bool:
+        return k in _FIELD_SET and k in self._data()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+def _cents(gmv: Any) -> int:
+    if gmv is None:
+        return 0
+    return int(Decimal(gmv) * 100)
+
+
+def _bucket(r: list[Any]) -> Bucket:
+    return (r[4] or 0, r[5] or 0, r[6] or 0, r[7] or 0, _cents(r[8]), r[9] or 0, r[10] or 0, r[11] or 0)
+
+
+def _event(person: str, r: list[Any]) -> Event:
+    """An event row as the engine's :class:`Event`: the envelope's props as sent, plus the job's derived
+    ``campaign``, ``channel``, ``item_id`` and ``amount`` where the props lack them (a ``consent`` /
+    ``unsubscribe`` event keeps its own ``channel``: absent means every channel)."""
+    event_id, ts, amount = r[2], r[3], r[8]
+    event_type, campaign, channel, item_id, props_json = r[12], r[13], r[14], r[15], r[16]
+    props: dict[str, Any] = {}
+    if props_json:
+        try:
+            parsed = orjson.loads(props_json)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            props = parsed
+    props["campaign"] = campaign
+    if event_type not in ("consent", "unsubscribe") or "channel" in props:
+        props.setdefault("channel", channel)
+    props["item_id"] = item_id
+    props["amount"] = Decimal(amount) if amount is not None else None
+    return Event(event_id, event_type, ts, person, props)
+
+
+def _rules(st: PersonState, ruleset: RuleSet, item: Any, rows: RowStore, now_ms: int, out: list[Output]) -> None:
+    tags = st.tags.tags if st.tags is not None else frozenset()
+    res = evaluate(ruleset, st.rules, item, _ProfileView(st.profile, rows, now_ms), tags, now_ms)
+    st.rules = res.new_state
+    if res.timers:
+        st.rule_timers = sorted(set(st.rule_timers).union(res.timers))
+    for a in res.actions:
+        out.append(Output("budget" if a.budget_max is not None else "action", a))
+    for s in res.suppressed:
+        out.append(Output("suppressed", s))
+
+
+def _tags(st: PersonState, tagset: TagSet, ruleset: RuleSet | None, rows: RowStore, now_ms: int, cause: str,
+          out: list[Output]) -> None:
+    fields = st.profile.fields() if not st.profile.is_empty() else {}
+    tags, changes, due, st.memo = tag_step_memo(st.tags, fields, now_ms, tagset, st.memo, person=st.person,
+                                                cause=cause)
+    st.tags, st.tag_due, st.now_ms = tags, due or 0, now_ms
+    for c in changes:
+        out.append(Output("tag", c))
+        if ruleset is not None:
+            _rules(st, ruleset, RuleTagInput(st.person, c.tag, c.op == "add", c.ts_ms), rows, now_ms, out)
+
+
+def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: TagSet,
+            ruleset: RuleSet | None) -> list[Output]:
+    """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place."""
+    out: list[Output] = []
+    for r in rows_in:
+        kind = r[1]
+        if kind == "m":
+            op, minute = r[2], r[3]
+            b = _bucket(r)
+            if op == "UPDATE_BEFORE":
+                st.pending_old[minute] = b
+                continue
+            if op == "DELETE":
+                old, new = b, None
+            elif op == "UPDATE_AFTER":
+                old, new = st.pending_old.pop(minute, None), b
+            else:
+                old, new = None, b
+            if not st.profile.apply(rows, minute, old, new):
+                continue
+            _tags(st, tagset, ruleset, rows, max(b[6], st.now_ms), "profile", out)
+        elif kind == "e" and ruleset is not None:
+            event = _event(st.person, r)
+            _rules(st, ruleset, event, rows, event.ts_ms, out)
+    return out
+
+
+def on_timer(st: PersonState, t: int, watermark: int, rows: RowStore, tagset: TagSet,
+             ruleset: RuleSet | None) -> list[Output]:
+    """The person's timer fired at ``t`` (the watermark is ``watermark``): the tags' flip due at ``t`` and the
+    engine's work due by ``t``. At the end of a bounded input (``watermark`` = ``END_OF_INPUT``) the tags do
+    not flip (that time has not come; their due time is dropped), the engine's timers still run."""
+    out: list[Output] = []
+    if st.tag_due and st.tag_due <= t:
+        if watermark >= END_OF_INPUT:
+            st.tag_due = 0
+        elif t >= st.now_ms:
+            _tags(st, tagset, ruleset, rows, t, "timer", out)
+        else:  # cannot happen: a row evaluated after t would have moved the flip
+            st.tag_due = 0
+    if st.rule_timers and st.rule_timers[0] <= t:
+        st.rule_timers = [x for x in st.rule_timers if x > t]
+        if ruleset is not None and st.rules is not None:
+            _rules(st, ruleset, None, rows, t, out)
+    return out
