@@ -82,6 +82,60 @@ class _StatsPoller:
         return (self.last[1] - self.first[1]) / (self.last[0] - self.first[0])
 
 
+#: Operators of the job that run Python: records into them are crossings from the JVM into Python.
+PYTHON_OPERATORS = re.compile(r"identity-graph|^person$|rules-budget|attribution|Python|experiment", re.I)
+_RECORDS_IN = re.compile(r'^flink_taskmanager_job_task_operator_numRecordsIn\{(?P<labels>[^}]*)\} (?P<v>[0-9.eE+]+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+class _FlinkScraper:
+    """Scrapes the mini-cluster's Prometheus reporter (ports 9249-9260) every second while a job runs and
+    keeps, per (operator, subtask), the largest ``numRecordsIn`` seen: the records that entered each
+    operator (the last second of a bounded run can be missed: read the totals as ≥)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _scrape(self) -> None:
+        import urllib.request
+
+        for port in range(9249, 9261):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as r:
+                    text = r.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                m = _RECORDS_IN.match(line)
+                if not m:
+                    continue
+                labels = dict(_LABEL.findall(m.group("labels")))
+                key = (labels.get("operator_name", "?"), labels.get("subtask_index", "0"))
+                self.records[key] = max(self.records.get(key, 0.0), float(m.group("v")))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self._scrape()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def python_records(self) -> dict[str, int]:
+        """Records into each Python operator, summed over subtasks."""
+        out: dict[str, int] = {}
+        for (op, _), v in self.records.items():
+            if PYTHON_OPERATORS.search(op):
+                out[op] = out.get(op, 0) + int(v)
+        return dict(sorted(out.items()))
+
+
 def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
            poller: _StatsPoller | None = None) -> dict[str, Any]:
     """Run one contender in a child process; returns its result plus ``peak_rss_mb``."""
@@ -96,18 +150,28 @@ def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
     log = (work / f"{name}.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "bench.contender", str(args_path)], cwd=os.getcwd(),
                             env=env, stdout=log, stderr=subprocess.STDOUT)
+    scraper = _FlinkScraper() if name.startswith("job") else None
     with RssSampler(proc.pid) as rss:
-        if poller is not None:
-            with poller:
+        if scraper is not None:
+            scraper.__enter__()
+        try:
+            if poller is not None:
+                with poller:
+                    rc = proc.wait()
+            else:
                 rc = proc.wait()
-        else:
-            rc = proc.wait()
+        finally:
+            if scraper is not None:
+                scraper.__exit__()
     log.close()
     if rc != 0 or not result_path.exists():
         tail = (work / f"{name}.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"bench: contender {name!r} failed (exit {rc}); log {work / (name + '.log')}:\n{tail}")
     out = orjson.loads(result_path.read_bytes())
     out["peak_rss_mb"] = round(rss.peak / 2**20, 1)
+    out["cpu_s"] = rss.cpu_s
+    if scraper is not None:
+        out["python_records_in"] = scraper.python_records()
     return out
 
 
@@ -233,6 +297,9 @@ def run_bench(
             res["startup_s"] = round(poller.first[0] - (poller.last[0] - res["seconds"]), 1) \
                 if poller.first and poller.last else None
         res["seconds"] = round(res["seconds"], 2)
+        res["cpu_us_per_event"] = round(res["cpu_s"] * 1e6 / events, 1) if res.get("cpu_s") else None
+        if res.get("python_records_in") is not None:
+            res["python_rows_per_event"] = round(sum(res["python_records_in"].values()) / events, 3)
         # exactness
         if name == "raw":
             res["exact"] = None
@@ -278,8 +345,13 @@ def run_bench(
 
 def _fmt_row(name: str, r: dict[str, Any]) -> str:
     steady = r.get("steady_events_per_s")
+    extra = ""
+    if r.get("cpu_us_per_event") is not None:
+        extra += f"  cpu {r['cpu_us_per_event']:>7.1f} µs/ev"
+    if r.get("python_rows_per_event") is not None:
+        extra += f"  python rows/ev {r['python_rows_per_event']:.3f} {r.get('python_records_in')}"
     return (f"{r['events_per_s']:>10,} ev/s  steady {steady if steady else '-':>8}  "
-            f"{r['seconds']:>8.1f} s  rss {r['peak_rss_mb']:>7.0f} MB  exact {r.get('exact')}")
+            f"{r['seconds']:>8.1f} s  rss {r['peak_rss_mb']:>7.0f} MB  exact {r.get('exact')}{extra}")
 
 
 def _ratios(c: dict[str, Any]) -> dict[str, Any]:
