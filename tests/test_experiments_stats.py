@@ -42,6 +42,7 @@ from operators.experiments.stats import (
     sequential_p_value,
     sequential_rho,
     srm_p_value,
+    fixed_lift_interval,
     lift_interval,
     two_proportion_test,
     welch_test,
@@ -454,6 +455,21 @@ def test_lift_interval_is_fiellers_set(c, se_c, t, se_t, q):
     assert inside[(r >= lo + 1e-3) & (r <= hi - 1e-3)].all()
     # it excludes 0 exactly when the difference test at q rejects
     assert (lo > 0 or hi < 0) == (abs(t - c) > q * math.hypot(se_c, se_t))
+
+
+def test_fixed_lift_interval_is_fiellers_at_the_comparisons_own_critical_value():
+    z = two_proportion_test(100, 1000, 130, 1000, alpha=0.1)
+    assert fixed_lift_interval(z) == lift_interval(z.control, z.control_se, z.treatment, z.treatment_se,
+                                                   sps.norm.ppf(0.95))  # fmt: skip
+    w = welch_test(Moments(50, 10.0, 25.0), Moments(40, 12.0, 36.0))
+    lo, hi = fixed_lift_interval(w)
+    crit = sps.t.ppf(0.975, w.df)
+    assert (lo, hi) == lift_interval(10.0, w.control_se, 12.0, w.treatment_se, crit)
+    # excludes 0 exactly when Welch's p < alpha; close to the delta-method interval on large samples
+    assert (lo > 0) == (w.p_value < 0.05)
+    big = two_proportion_test(10_000, 100_000, 10_300, 100_000)
+    assert fixed_lift_interval(big) == pytest.approx(big.relative_ci, abs=2e-3)
+    assert all(math.isnan(v) for v in fixed_lift_interval(welch_test(Moments(1, 1.0, 0.0), Moments(5, 1.0, 1.0))))
 
 
 def test_lift_interval_is_unbounded_near_a_zero_control_and_nan_when_undefined():

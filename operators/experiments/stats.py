@@ -9,13 +9,14 @@ Tests (treatment vs control; differences are treatment - control):
 - conversion rates: two-proportion z-test, pooled SE for the p-value (as statsmodels'
   ``proportions_ztest``), unpooled Wald SE for the intervals;
 - relative lift ``t/c - 1``: delta method, ``var = var_t/(c^2 n_t) + t^2 var_c/(c^4 n_c)``,
-  with the same critical value as the absolute interval (t for means, z for rates); this is the
-  fixed-horizon interval of the report (as statsmodels and gbstats). :func:`lift_interval` is
-  Fieller's interval of the same ratio, which the report uses for the always-valid interval: it
-  excludes 0 exactly when the difference test rejects, however small or skewed the arms are
-  (the delta-method standard error shrinks with the treatment's mean and made a peeked
-  always-valid test on it reject an A/A test up to 35 % of the time: docs/experiments.md,
-  "Proven by simulation");
+  with the same critical value as the absolute interval (t for means, z for rates), as statsmodels
+  and gbstats (``Comparison.relative_ci``). :func:`lift_interval` is Fieller's interval of the
+  same ratio, which the report shows instead, at the fixed-horizon (:func:`fixed_lift_interval`)
+  and at the always-valid critical value: it excludes 0 exactly when the difference test rejects,
+  however small or skewed the arms are. Simulated (docs/experiments.md, "Proven by simulation"),
+  the delta-method interval covered a skewed revenue lift 94.4 % of the time at 95 %, Fieller's
+  95.8 %; and the delta-method standard error, which shrinks with the treatment's mean, made a
+  peeked always-valid test on it reject 35 % of A/A tests;
 - CUPED (Deng, Xu, Kohavi, Walker, WSDM 2013): each unit's metric is adjusted to
   ``y - theta (x - mean_x)`` with ``x`` the pre-exposure covariate, ``theta = cov(x, y) / var(x)``
   pooled over all units of the variants given, and ``mean_x`` their pooled mean; then the same
@@ -54,6 +55,7 @@ __all__ = [
     "cuped_adjusted",
     "cuped_test",
     "cuped_theta",
+    "fixed_lift_interval",
     "holm",
     "lift_interval",
     "relative_lift",
@@ -254,6 +256,17 @@ def welch_test(
         method, control.mean, treatment.mean, diff, se, _interval(diff, se, crit),
         rel, rel_se, _interval(rel, rel_se, crit), stat, df, p, alpha, math.sqrt(vc), math.sqrt(vt),
     )  # fmt: skip
+
+
+def fixed_lift_interval(comparison: Comparison) -> Interval:
+    """Fieller's :func:`lift_interval` of ``comparison``'s relative lift at its own level and test
+    (t with its df, z when df is inf); NaNs when the comparison is undefined."""
+    c = comparison
+    if math.isnan(c.df):
+        return (NAN, NAN)
+    level = 1.0 - c.alpha / 2.0
+    crit = float(_sps.norm.ppf(level)) if math.isinf(c.df) else float(_sps.t.ppf(level, c.df))
+    return lift_interval(c.control, c.control_se, c.treatment, c.treatment_se, crit)
 
 
 def two_proportion_test(
