@@ -67,7 +67,7 @@ def test_peeking_breaks_the_fixed_horizon_test_but_not_the_always_valid_one(smal
         assert aa["runs"] >= 300 and aa["looks"] >= 50
         for metric in ("conversion", "revenue"):
             assert aa[f"{metric}_fixed_any_look"]["rate"] > 2 * ALPHA  # the negative control
-            assert abs(aa[f"{metric}_fixed_last_look"]["rate"] - ALPHA) <= margin(ALPHA, aa["runs"])
+            assert at_most(aa[f"{metric}_fixed_last_look"], ALPHA)  # one look: what it is made for
             assert at_most(aa[f"{metric}_always_valid_any_look"], ALPHA), (aa["units"], metric)
         assert at_most(aa["hint_ship_or_worse_any_look"], ALPHA)
 
@@ -85,8 +85,7 @@ def test_power_is_at_least_what_the_report_promises(small):
     pw = small["power"]
     for metric in ("conversion", "revenue"):
         assert at_least(pw[f"{metric}_always_valid_any_look"], pw[f"{metric}_promised_always_valid"])
-        fixed = pw[f"{metric}_fixed_last_look"]
-        assert abs(fixed["rate"] - pw[f"{metric}_promised_fixed"]) <= margin(pw[f"{metric}_promised_fixed"], pw["runs"])
+        assert at_least(pw[f"{metric}_fixed_last_look"], pw[f"{metric}_promised_fixed"])
     assert pw["conversion_promised_always_valid"] == pytest.approx(0.8, abs=0.01)
     assert pw["conversion_report_detectable_lift_median"] == pytest.approx(pw["lift"], rel=0.05)
 
@@ -97,6 +96,7 @@ def _cuped_holds(row: dict[str, Any]) -> bool:
         abs(row["variance_ratio"] - theory) <= 0.15
         and abs(row["variance_ratio_reported"] - theory) <= 0.07
         and at_least(row["coverage_fixed_difference"], 1 - ALPHA)
+        and at_least(row["coverage_fixed_lift"], 1 - ALPHA)
         and at_least(row["coverage_always_valid_lift_every_look"], 1 - ALPHA)
     )
 
@@ -144,11 +144,18 @@ def test_holm_holds_the_family_wise_error_and_bh_the_false_discovery_rate(small)
     assert mt["one_effect"]["power_holm"] > 0.1
 
 
-def test_the_bench_command_is_seeded_and_writes_its_json(small, tmp_path, capsys):
+def test_the_simulations_are_seeded():
+    def once() -> dict[str, Any]:
+        return sim.simulate_peeking(np.random.default_rng(11), 100, 5_000, 5_000, sim.P_CONVERSION)
+
+    assert once() == once()
+
+
+def test_the_bench_command_writes_its_json_and_table(small, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sim, "run", lambda scale, seed: small if (scale, seed) == ("small", 19) else None)
     out = tmp_path / "sim.json"
     assert sim.main(["--small", "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    assert {k: v for k, v in doc.items() if k != "seconds"} == {k: v for k, v in small.items() if k != "seconds"}
+    assert json.loads(out.read_text()) == small
     table = capsys.readouterr().out
     assert table.startswith("| simulation") and "| A/A, 5,000 units, 50 looks" in table
-    assert len(sim.table_rows(doc)) == len(table.splitlines()) - 4  # header, rule, blank, footer
+    assert len(sim.table_rows(small)) == len(table.splitlines()) - 4  # header, rule, blank, footer
