@@ -15,7 +15,7 @@ Each number carries one of two guarantees (:data:`GUARANTEES`, in the JSON too):
   delta-method one undercovers skewed revenue), the p-value and that p-value adjusted across all
   (treatment x metric) comparisons (Holm by default, or Benjamini-Hochberg). They hold
   for ONE look at the planned size; a dashboard looked at 50 times until it turns green "finds" an
-  A/A effect 20-35 % of the time at alpha 0.05 (docs/experiments.md, "Proven by simulation");
+  A/A effect 23-32 % of the time at alpha 0.05 (docs/experiments.md, "Proven by simulation");
 - *always-valid* (:mod:`.sequential`): the p-value of the difference (treatment - control, its
   standard error; 0 difference = 0 lift) and the lift's interval by Fieller's theorem
   (:func:`.stats.lift_interval`) at the confidence sequence's critical value, which excludes 0
