@@ -11,12 +11,14 @@ from scipy.stats import chisquare
 from statsmodels.stats.multitest import multipletests
 
 from operators.experiments.assignment import Experiment
-from operators.experiments.report import experiment_report, format_table, to_json
+from operators.experiments.report import GUARANTEES, experiment_report, format_table, to_json
+from operators.experiments.sequential import sequential_critical, sequential_detectable_effect
 from operators.experiments.stats import (
     VariantStats,
     cuped_test,
     cuped_theta,
-    sequential_interval,
+    fixed_lift_interval,
+    lift_interval,
     sequential_p_value,
     two_proportion_test,
 )
@@ -89,11 +91,18 @@ def test_report_numbers_are_the_engines_numbers():
         assert row.result("conversion").comparison == conv
         assert row.result("revenue").comparison == rev
         assert rev.method == "welch+cuped"
+        n = c.n + s.n
         for r, comp in ((row.result("conversion"), conv), (row.result("revenue"), rev)):
-            assert r.sequential_ci == sequential_interval(
-                comp.relative, comp.relative_se, c.n + s.n, 0.1, 8000
+            # always-valid: the difference's p-value and Fieller's lift interval at the sequence's
+            # critical value (not the delta-method lift: it fails A/A tests, see test_experiments_simulation)
+            assert r.sequential_ci == lift_interval(
+                comp.control, comp.control_se, comp.treatment, comp.treatment_se, sequential_critical(n, 0.1, 8000)
             )
-            assert r.sequential_p == sequential_p_value(comp.relative, comp.relative_se, c.n + s.n, 0.1, 8000)
+            assert r.sequential_p == sequential_p_value(comp.difference, comp.difference_se, n, 0.1, 8000)
+            assert r.lift_ci == fixed_lift_interval(comp)
+            assert r.detectable_lift == sequential_detectable_effect(
+                comp.difference_se * math.sqrt(n / 8000), 8000, 0.1, 8000, 0.8
+            ) / comp.control
         raw_p += [conv.p_value, rev.p_value]
     adjusted = [r.p_adjusted for row in report.rows[1:] for r in row.results]
     assert np.allclose(adjusted, multipletests(raw_p, method="holm")[1], rtol=1e-12, atol=0)
@@ -124,14 +133,21 @@ def test_missing_variations_count_as_empty_and_unknown_ones_are_refused():
         experiment_report(AB, {}, primary="clicks")
 
 
+# Both lift intervals are Fieller's (asymmetric around the lift), no longer the delta method's
+# ([+19.9%, +40.1%] and [+13.9%, +46.1%]: the simulation found the first undercovering skewed revenue
+# and the test on the second failing A/A tests); the columns say which guarantee they carry, the
+# last lines what that means.
 EXPECTED_TABLE = """\
 Experiment checkout-button: 20000 units (alpha 0.05, Holm-adjusted p, sequential target n 5000)
 SRM p-value 1.0000  ok
-variant  metric          n   value    lift  95% CI                  p    p adj  always-valid CI   decision
-control  conversion  10000  10.00%                                                                (control)
+variant  metric          n   value    lift  fixed 95% CI      fixed p  fixed p adj  always-valid 95% CI  decision
+control  conversion  10000  10.00%                                                                       (control)
 control  revenue     10000       1
-green    conversion  10000  13.00%  +30.0%  [+19.9%, +40.1%]  <0.0001  <0.0001  [+13.9%, +46.1%]  ship
-green    revenue     10000     1.3  +30.0%  [+19.9%, +40.1%]  <0.0001  <0.0001  [+13.9%, +46.1%]"""
+green    conversion  10000  13.00%  +30.0%  [+20.3%, +40.6%]  <0.0001      <0.0001  [+14.9%, +47.4%]     ship
+green    revenue     10000     1.3  +30.0%  [+20.3%, +40.6%]  <0.0001      <0.0001  [+14.9%, +47.4%]
+detectable at target n 5000 with 80% power (always-valid): conversion lift of +/-34.9% (green)
+fixed: valid for one look at the planned n; looked at again and again it finds effects not there
+always-valid: valid at every look; the decision uses its p-value, adjusted across treatments"""
 
 
 def test_format_table_exact():
@@ -144,7 +160,7 @@ def test_format_table_columns_are_aligned_and_nan_is_a_dash():
     text = format_table(
         experiment_report(exp, {"control": rates(500, 50), "a-much-longer-name": rates(480, 60)})
     )
-    table = text.splitlines()[2:]
+    table = text.splitlines()[2:-3]  # without the detectable-lift line and the legend
     metric_col = table[0].index("metric")
     assert all(line[metric_col:].startswith(("metric", "conversion", "revenue")) for line in table)
     assert any(line.startswith("b ") and " - " in line for line in table)
@@ -166,3 +182,32 @@ def test_to_json_is_strict_json_with_the_report_numbers():
     empty = to_json(experiment_report(AB, {}))
     assert empty["variants"][1]["metrics"]["conversion"]["p_value"] is None
     json.dumps(empty, allow_nan=False)
+
+
+def test_json_says_which_guarantee_each_number_carries():
+    doc = to_json(experiment_report(AB, {"control": rates(10_000, 1000), "green": rates(10_000, 1300)}))
+    assert doc["guarantees"] == GUARANTEES
+    green = doc["variants"][1]
+    named = set(green["metrics"]["conversion"]) | set(green)
+    assert set(GUARANTEES) <= named, set(GUARANTEES) - named
+    assert {GUARANTEES[k] for k in ("lift_ci", "p_value", "p_adjusted")} == {"fixed-horizon"}
+    assert {GUARANTEES[k] for k in ("sequential_lift_ci", "sequential_p_value", "decision")} == {"always-valid"}
+    assert green["decision_p_value"] == green["metrics"]["conversion"]["sequential_p_value"]  # one treatment
+
+
+def test_one_big_spender_in_the_control_does_not_stop_the_treatment():
+    # 100 units per arm, revenue primary: the control's five buyers include one of 5,000, the
+    # treatment's three spent 20 each. The delta-method lift (-98.8%) has a standard error of 0.013,
+    # so the always-valid test on it said "stop: worse"; the difference test (t = -1.0) does not,
+    # and Fieller's interval is unbounded (the control mean is within its critical value of 0).
+    control = VariantStats.from_units([(True, 5000.0)] + [(True, 20.0)] * 4 + [(False, 0.0)] * 95)
+    treatment = VariantStats.from_units([(True, 20.0)] * 3 + [(False, 0.0)] * 97)
+    report = experiment_report(AB, {"control": control, "green": treatment}, primary="revenue")
+    revenue = report.rows[1].result("revenue")
+    assert revenue.lift < -0.95 and abs(revenue.lift / revenue.comparison.relative_se) > 40
+    old_p = sequential_p_value(revenue.lift, revenue.comparison.relative_se, 200)  # the method before
+    assert old_p < 1e-10  # negative control: the old always-valid p "found" the effect
+    assert revenue.sequential_p > 0.5 and revenue.comparison.p_value > 0.1
+    assert decision(report) == "keep running"
+    lo, hi = revenue.sequential_ci
+    assert lo < 0 < hi

@@ -22,6 +22,11 @@ from statsmodels.stats._delta_method import NonlinearDeltaCov
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
+from operators.experiments.sequential import (
+    sequential_critical,
+    sequential_detectable_effect,
+    sequential_power,
+)
 from operators.experiments.stats import (
     Moments,
     VariantStats,
@@ -37,6 +42,8 @@ from operators.experiments.stats import (
     sequential_p_value,
     sequential_rho,
     srm_p_value,
+    fixed_lift_interval,
+    lift_interval,
     two_proportion_test,
     welch_test,
 )
@@ -415,6 +422,63 @@ def test_peeking_after_every_batch_keeps_the_false_positive_rate_only_with_the_s
     seq_fp = np.mean(np.any(np.abs(diff) > half, axis=1))
     assert fixed_fp > 0.2  # the negative control: peeking breaks the fixed test
     assert seq_fp <= alpha
+
+
+def test_critical_value_power_and_detectable_effect():
+    for n in (10, 1000, 5000, 10**6):
+        assert close(sequential_halfwidth(0.3, n, 0.05, 5000), 0.3 * sequential_critical(n, 0.05, 5000))
+        assert sequential_critical(n, 0.05, 5000) > math.sqrt(2 * math.log(20))
+    se, n = 0.02, 5000
+    mde = sequential_detectable_effect(se, n)
+    assert sequential_power(mde, se, n) == pytest.approx(0.8, abs=1e-6)  # the far tail adds < 1e-6
+    assert sequential_power(-mde, se, n) == sequential_power(mde, se, n)
+    assert sequential_power(0.0, se, n) < 0.05 and sequential_power(2 * mde, se, n) > 0.99
+    # against the fixed-horizon test: the same power costs (c + 0.84)^2 / (1.96 + 0.84)^2 ~ 1.9x the units
+    fixed_mde = (sps.norm.ppf(0.975) + sps.norm.ppf(0.8)) * se
+    assert 1.3 < mde / fixed_mde < 1.45
+    assert math.isnan(sequential_power(0.1, 0.0, n)) and math.isnan(sequential_detectable_effect(math.nan, n))
+    with pytest.raises(ValueError, match="power"):
+        sequential_detectable_effect(se, n, power=1.0)
+    with pytest.raises(ValueError, match="n 0"):
+        sequential_critical(0)
+
+
+@pytest.mark.parametrize("c, se_c, t, se_t, q", [
+    (10.0, 0.5, 11.0, 0.6, 1.96), (10.0, 0.5, 11.0, 0.6, 3.5), (0.05, 0.004, 0.03, 0.003, 3.0),
+    (2.0, 0.2, 0.1, 0.05, 2.5), (-4.0, 0.5, -3.0, 0.4, 1.96),
+])  # fmt: skip
+def test_lift_interval_is_fiellers_set(c, se_c, t, se_t, q):
+    lo, hi = lift_interval(c, se_c, t, se_t, q)
+    r = np.linspace(lo - 1.0, hi + 1.0, 20001)
+    inside = np.abs(t - (1 + r) * c) <= q * np.sqrt(se_t**2 + (1 + r) ** 2 * se_c**2)
+    assert r[inside].min() == pytest.approx(lo, abs=2e-4) and r[inside].max() == pytest.approx(hi, abs=2e-4)
+    assert inside[(r >= lo + 1e-3) & (r <= hi - 1e-3)].all()
+    # it excludes 0 exactly when the difference test at q rejects
+    assert (lo > 0 or hi < 0) == (abs(t - c) > q * math.hypot(se_c, se_t))
+
+
+def test_fixed_lift_interval_is_fiellers_at_the_comparisons_own_critical_value():
+    z = two_proportion_test(100, 1000, 130, 1000, alpha=0.1)
+    assert fixed_lift_interval(z) == lift_interval(z.control, z.control_se, z.treatment, z.treatment_se,
+                                                   sps.norm.ppf(0.95))  # fmt: skip
+    w = welch_test(Moments(50, 10.0, 25.0), Moments(40, 12.0, 36.0))
+    lo, hi = fixed_lift_interval(w)
+    crit = sps.t.ppf(0.975, w.df)
+    assert (lo, hi) == lift_interval(10.0, w.control_se, 12.0, w.treatment_se, crit)
+    # excludes 0 exactly when Welch's p < alpha; close to the delta-method interval on large samples
+    assert (lo > 0) == (w.p_value < 0.05)
+    big = two_proportion_test(10_000, 100_000, 10_300, 100_000)
+    assert fixed_lift_interval(big) == pytest.approx(big.relative_ci, abs=2e-3)
+    assert all(math.isnan(v) for v in fixed_lift_interval(welch_test(Moments(1, 1.0, 0.0), Moments(5, 1.0, 1.0))))
+
+
+def test_lift_interval_is_unbounded_near_a_zero_control_and_nan_when_undefined():
+    assert lift_interval(1.0, 0.6, 2.0, 0.5, 1.96) == (-math.inf, math.inf)  # control within 1.96 SE of 0
+    assert all(math.isnan(v) for v in lift_interval(1.0, math.nan, 2.0, 0.5, 1.96))
+    r = two_proportion_test(100, 1000, 130, 1000)
+    assert close(r.control_se, math.sqrt(0.1 * 0.9 / 1000)) and close(r.difference_se, math.hypot(r.control_se, r.treatment_se))
+    w = welch_test(Moments(50, 10.0, 25.0), Moments(40, 12.0, 36.0))
+    assert close(w.control_se, math.sqrt(25 / 50)) and close(w.treatment_se, math.sqrt(36 / 40))
 
 
 # ---- purity ---------------------------------------------------------------------------------------

@@ -9,7 +9,14 @@ Tests (treatment vs control; differences are treatment - control):
 - conversion rates: two-proportion z-test, pooled SE for the p-value (as statsmodels'
   ``proportions_ztest``), unpooled Wald SE for the intervals;
 - relative lift ``t/c - 1``: delta method, ``var = var_t/(c^2 n_t) + t^2 var_c/(c^4 n_c)``,
-  with the same critical value as the absolute interval (t for means, z for rates);
+  with the same critical value as the absolute interval (t for means, z for rates), as statsmodels
+  and gbstats (``Comparison.relative_ci``). :func:`lift_interval` is Fieller's interval of the
+  same ratio, which the report shows instead, at the fixed-horizon (:func:`fixed_lift_interval`)
+  and at the always-valid critical value: it excludes 0 exactly when the difference test rejects,
+  however small or skewed the arms are. Simulated (docs/experiments.md, "Proven by simulation"),
+  the delta-method interval covered a skewed revenue lift 94.4 % of the time at 95 %, Fieller's
+  95.8 %; and the delta-method standard error, which shrinks with the treatment's mean, made a
+  peeked always-valid test on it reject 35 % of A/A tests;
 - CUPED (Deng, Xu, Kohavi, Walker, WSDM 2013): each unit's metric is adjusted to
   ``y - theta (x - mean_x)`` with ``x`` the pre-exposure covariate, ``theta = cov(x, y) / var(x)``
   pooled over all units of the variants given, and ``mean_x`` their pooled mean; then the same
@@ -48,7 +55,9 @@ __all__ = [
     "cuped_adjusted",
     "cuped_test",
     "cuped_theta",
+    "fixed_lift_interval",
     "holm",
+    "lift_interval",
     "relative_lift",
     "sequential_halfwidth",
     "sequential_interval",
@@ -170,8 +179,10 @@ class Comparison:
     """Treatment vs control on one metric (fixed horizon).
 
     ``difference = treatment - control``; ``relative = treatment / control - 1``; the intervals are
-    two-sided at ``1 - alpha``. ``df`` is inf for z-tests. NaN where the data cannot support the
-    test yet (fewer than 2 units in an arm, zero variance, a zero control mean for ``relative``).
+    two-sided at ``1 - alpha``. ``df`` is inf for z-tests. ``control_se`` and ``treatment_se`` are
+    the standard errors of each arm's mean (``difference_se`` is their root sum of squares). NaN
+    where the data cannot support the test yet (fewer than 2 units in an arm, zero variance, a zero
+    control mean for ``relative``).
     """
 
     method: str
@@ -187,6 +198,8 @@ class Comparison:
     df: float
     p_value: float
     alpha: float
+    control_se: float = NAN
+    treatment_se: float = NAN
 
 
 def relative_lift(control: Moments, treatment: Moments) -> tuple[float, float]:
@@ -200,6 +213,27 @@ def relative_lift(control: Moments, treatment: Moments) -> tuple[float, float]:
 
 def _interval(estimate: float, se: float, crit: float) -> Interval:
     return (estimate - crit * se, estimate + crit * se)
+
+
+def lift_interval(
+    control_mean: float, control_se: float, treatment_mean: float, treatment_se: float, critical: float
+) -> Interval:
+    """Fieller's interval for the relative lift ``t / c - 1`` of two independent means.
+
+    Every ``r`` with ``|t - (1 + r) c| <= critical * sqrt(se_t^2 + (1 + r)^2 se_c^2)``: so it
+    excludes 0 exactly when ``|t - c| > critical * sqrt(se_t^2 + se_c^2)``, the difference test at
+    that critical value. ``(-inf, inf)`` when the control mean is within ``critical`` standard
+    errors of 0 (the set is then unbounded); NaNs when an input is not finite.
+    """
+    c, t, q = control_mean, treatment_mean, critical
+    if not all(math.isfinite(v) for v in (c, t, control_se, treatment_se, q)):
+        return (NAN, NAN)
+    q2, vc, vt = q * q, control_se * control_se, treatment_se * treatment_se
+    a = c * c - q2 * vc
+    if a <= 0:
+        return (-math.inf, math.inf)
+    root = math.sqrt(q2 * (t * t * vc + a * vt))  # the discriminant, >= 0 when a > 0
+    return ((t * c - root) / a - 1.0, (t * c + root) / a - 1.0)
 
 
 def welch_test(
@@ -220,8 +254,19 @@ def welch_test(
     crit = float(_sps.t.ppf(1.0 - alpha / 2.0, df))
     return Comparison(
         method, control.mean, treatment.mean, diff, se, _interval(diff, se, crit),
-        rel, rel_se, _interval(rel, rel_se, crit), stat, df, p, alpha,
+        rel, rel_se, _interval(rel, rel_se, crit), stat, df, p, alpha, math.sqrt(vc), math.sqrt(vt),
     )  # fmt: skip
+
+
+def fixed_lift_interval(comparison: Comparison) -> Interval:
+    """Fieller's :func:`lift_interval` of ``comparison``'s relative lift at its own level and test
+    (t with its df, z when df is inf); NaNs when the comparison is undefined."""
+    c = comparison
+    if math.isnan(c.df):
+        return (NAN, NAN)
+    level = 1.0 - c.alpha / 2.0
+    crit = float(_sps.norm.ppf(level)) if math.isinf(c.df) else float(_sps.t.ppf(level, c.df))
+    return lift_interval(c.control, c.control_se, c.treatment, c.treatment_se, crit)
 
 
 def two_proportion_test(
@@ -253,6 +298,7 @@ def two_proportion_test(
     return Comparison(
         method, pc, pt, diff, se, _interval(diff, se, crit),
         rel, rel_se, _interval(rel, rel_se, crit), stat, math.inf, p, alpha,
+        math.sqrt(c.variance / control_n), math.sqrt(t.variance / treatment_n),
     )  # fmt: skip
 
 
