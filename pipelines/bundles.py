@@ -45,13 +45,14 @@ def bundle_rows(rows: Iterable[Sequence[Any]]) -> dict[str, list[list[Any]]]:
     return out
 
 
-def keyed_bundles(t_env: StreamTableEnvironment, table: Table, *, ts_field: int, out_of_orderness_ms: int,
-                  idle_ms: int, max_delay_ms: int, max_rows: int, name: str) -> KeyedStream:
+def keyed_bundles(t_env: StreamTableEnvironment, table: Table, *, ts_field: int | None, out_of_orderness_ms: int = 0,
+                  idle_ms: int = 0, max_delay_ms: int, max_rows: int, name: str) -> KeyedStream:
     """``table``'s rows (field 0 = the key, ``ts_field`` = event time, epoch ms) bundled per key on the JVM
     and keyed by it. The Python function behind it receives the bundle's JSON text as its value.
 
-    Watermarks: bounded out-of-orderness ``out_of_orderness_ms`` over ``ts_field``, idle after ``idle_ms``.
-    Stable uids: ``zt-<name>-event-time-v1`` and ``zt-<name>-bundles-v1``.
+    Watermarks: bounded out-of-orderness ``out_of_orderness_ms`` over ``ts_field``, idle after ``idle_ms``;
+    none when ``ts_field`` is None (a function without timers). Stable uids: ``zt-<name>-event-time-v1``
+    and ``zt-<name>-bundles-v1``.
     """
     from pyflink.common import Types
     from pyflink.datastream import DataStream
@@ -61,8 +62,8 @@ def keyed_bundles(t_env: StreamTableEnvironment, table: Table, *, ts_field: int,
     jvm = get_gateway().jvm
     bundles = jvm.io.zhongtai.flink.bundle.Bundles
     j_rows = t_env.to_data_stream(table)._j_data_stream
-    j_timed = bundles.withFieldTimestamps(j_rows, ts_field, out_of_orderness_ms, idle_ms,
-                                          f"{name}-event-time", f"zt-{name}-event-time-v1")
+    j_timed = j_rows if ts_field is None else bundles.withFieldTimestamps(
+        j_rows, ts_field, out_of_orderness_ms, idle_ms, f"{name}-event-time", f"zt-{name}-event-time-v1")
     j_bundled = bundles.bundleByKey(j_timed, f"{name}-bundles", f"zt-{name}-bundles-v1", max_delay_ms, max_rows)
     # The Python operators' coders need a RowTypeInfo of exactly this shape.
     row_type = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])

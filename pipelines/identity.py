@@ -127,19 +127,20 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
                 yield self._change_tag, Row(c.person, orjson.dumps(c.as_dict()).decode(), c.ts_ms)
 
         def process_element1(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
+            """A bundle of new identifier combinations (JSON rows ``[ts, id_<type>..., ts_ms, event_id]``),
+            folded one by one in their order (``pipelines.bundles``: one crossing per bundle)."""
             from operators.identity import Observation, step
 
-            if value.get_row_kind() == RowKind.UPDATE_BEFORE:
-                return
             self._load_overlay()
             n = len(ID_TYPES)
-            ids = tuple((t, value[i]) for i, t in enumerate(ID_TYPES) if value[i] is not None)
-            obs = Observation(ids, value[n], value[n + 1])
-            cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
-            res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
-            if res.path in ("noop", "fast"):
-                return
-            yield from self._emit(res)
+            for row in orjson.loads(value):
+                ids = tuple((t, row[i + 1]) for i, t in enumerate(ID_TYPES) if row[i + 1] is not None)
+                obs = Observation(ids, row[n + 1], row[n + 2])
+                cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
+                res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
+                if res.path in ("noop", "fast"):
+                    continue
+                yield from self._emit(res)
 
         def process_element2(self, value: Any, ctx: Any):  # noqa: ANN201 - a generator
             """A control message: ``{"kind": "identity", "op": ..., "identifier": ..., "version": n}``."""
@@ -184,7 +185,16 @@ def attach(t_env: StreamTableEnvironment, settings: Settings, control_view: str 
 
     from config.settings import settings_to_json
 
-    combos = t_env.to_changelog_stream(t_env.from_path("zt_combos"))
+    from pipelines.bundles import keyed_bundles
+
+    # Every new combination (an earlier event of a known one comes as an update: its UPDATE_BEFORE is
+    # dropped) to ONE key, bundled on the JVM: one crossing into Python per bundle, not per combination.
+    id_cols = ", ".join(f"id_{t}" for t in ID_TYPES)
+    combos = keyed_bundles(t_env, t_env.sql_query(
+        f"SELECT 'g' AS k, ts_ms AS ts, {id_cols}, ts_ms, event_id FROM TO_CHANGELOG(input => TABLE zt_combos) "
+        "WHERE op IN ('INSERT', 'UPDATE_AFTER')"), ts_field=None, max_delay_ms=settings.job.bundle_ms,
+        max_rows=settings.job.bundle_rows, name="identity")
+
     def payload_types() -> Any:  # a fresh type per use: a type already bound to Java does not pickle
         return Types.ROW_NAMED(["payload", "ts_ms"], [Types.STRING(), Types.LONG()])
 
@@ -205,11 +215,10 @@ def attach(t_env: StreamTableEnvironment, settings: Settings, control_view: str 
     result_tag = OutputTag("identity-control-results", payload_types())
     fn = _function_class()(settings_to_json(settings), edge_tag, change_tag, result_tag)
     graph = (
-        combos.key_by(lambda _row: 0, key_type=Types.INT())
-        .connect(control.key_by(lambda _row: 0, key_type=Types.INT()))
+        combos.connect(control.key_by(lambda _row: "g", key_type=Types.STRING()))
         .process(fn, output_type=Types.ROW_NAMED(["identifier", "pid"], [Types.STRING(), Types.STRING()]))
         .name("identity-graph")
-        .uid("zt-identity-graph-v1")
+        .uid("zt-identity-graph-v2")  # v2: key "g" (STRING) and bundled input; v1 keyed by INT 0
     )
     id_map = t_env.from_changelog_stream(
         graph,
