@@ -360,6 +360,17 @@ def test_start_up_order():
     assert services["submit"].get("restart", "no") == "no" and services["init"].get("restart", "no") == "no"
 
 
+def test_the_documented_savepoint_restore_reaches_the_job():
+    """docs/deploy.md restores a compose submission from a savepoint through one ZT__ variable."""
+    from zhongtai.runner import RunOptions, flink_options
+
+    var = re.search(r"-e '(ZT__FLINK__OPTIONS__[^=]+)=", (ROOT / "docs" / "deploy.md").read_text()).group(1)
+    env = {k: interpolate(str(v)) for k, v in compose()["services"]["submit"]["environment"].items()}
+    s = load_settings(env={**env, var: "file:///flink-data/savepoints/savepoint-1"})
+    options = flink_options(s, RunOptions(), [], cluster=True)
+    assert options["execution.state-recovery.path"] == "file:///flink-data/savepoints/savepoint-1"
+
+
 def test_prometheus_scrapes_services_that_serve_metrics():
     services = compose()["services"]
     prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
