@@ -1,10 +1,14 @@
-# Standalone HBase 2.6.1 (hadoop3 build) + Thrift1 server from the same Maven Central jars as the
-# local stack (zhongtai/stack/hbase-pom.xml).   docker build -f docker/hbase.Dockerfile .
+# Standalone HBase (hadoop3 build) + Thrift1 server from the same Maven Central jars as the local stack
+# (zhongtai/stack/hbase-pom.xml; versions: stack.hbase_version, zhongtai.stack.jars.HBASE_LOG4J).
+#   docker build -f docker/hbase.Dockerfile .
 FROM maven:3.9-eclipse-temurin-17 AS jars
+ARG HBASE_VERSION=2.6.1-hadoop3
+ARG HBASE_THRIFT_VERSION=2.6.1
+ARG LOG4J_VERSION=2.17.2
 COPY zhongtai/stack/hbase-pom.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-      -Dhbase.version=2.6.1-hadoop3 -Dhbase.thrift.version=2.6.1 -DincludeScope=runtime \
-      -DoutputDirectory=/opt/hbase/lib
+      -Dhbase.version=${HBASE_VERSION} -Dhbase.thrift.version=${HBASE_THRIFT_VERSION} \
+      -Dlog4j.version=${LOG4J_VERSION} -DincludeScope=runtime -DoutputDirectory=/opt/hbase/lib
 
 FROM eclipse-temurin:17-jre
 COPY --from=jars /opt/hbase/lib /opt/hbase/lib
