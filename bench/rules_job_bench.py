@@ -1,4 +1,4 @@
-"""Throughput of the strategy engine's Flink shell (``pipelines.rules.attach_rules``) on the mini-cluster.
+"""Throughput of the strategy engine in the person operator (``pipelines.person.attach_person``) on the mini-cluster.
 
 ``run(n_events, persons, parallelism)`` feeds seeded random events (page_view, add_to_cart, purchase, login,
 register, and ``search`` which no shipped rule listens to, so SQL drops it) of ``persons`` people, spread
@@ -44,10 +44,12 @@ def events(n: int, persons: int, seed: int = 7) -> list[tuple]:
 def collection_inputs(env: Any, t_env: Any, rows: list[tuple], person: str) -> None:
     """Register ``zt_person_events`` over ``rows`` (a collection source) and an updating
     ``zt_person_minutes`` (a GROUP BY over one constant bucket of ``person``)."""
-    from pipelines.rules import event_row_type
+    from pipelines.person import event_row_type
 
-    t_env.create_temporary_view("zt_person_events", t_env.from_data_stream(
+    t_env.create_temporary_view("zt_person_events_raw", t_env.from_data_stream(
         env.from_collection(rows, type_info=event_row_type())))
+    t_env.create_temporary_view("zt_person_events", t_env.sql_query(
+        "SELECT *, CAST(NULL AS STRING) AS props FROM zt_person_events_raw"))
     t_env.execute_sql(f"""CREATE TEMPORARY VIEW zt_person_minutes AS
         SELECT person, mb, SUM(v) AS n_views, SUM(v) AS n_carts, SUM(v) AS n_purchases, SUM(v) AS n_events,
                SUM(g) AS n_gmv, MIN(v) AS first_ts, MAX(v) AS last_ts, MAX(v) AS last_purchase
@@ -57,17 +59,19 @@ def collection_inputs(env: Any, t_env: Any, rows: list[tuple], person: str) -> N
 
 def run(n_events: int = 100_000, persons: int = 5_000, parallelism: int = 1) -> dict[str, Any]:
     from config import load_settings
-    from pipelines.rules import attach_rules
+    from connectors.jvm import zhongtai_jar
+    from pipelines.person import attach_person
     from zhongtai.runner import RunOptions, make_envs
 
     settings = load_settings(overrides={"flink": {"parallelism": parallelism,
                                                   "options": {"restart-strategy.type": "none"}},
-                                        "job": {"allowed_lateness_ms": 60_000}})
-    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules-bench-{time.time_ns()}"), [])
+                                        "job": {"watermark_delay_ms": 60_000}})
+    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules-bench-{time.time_ns()}"),
+                           [zhongtai_jar(settings)])
     rows = events(n_events, persons)
     collection_inputs(env, t_env, rows, "p0")
     ruleset = RuleSet.from_definitions(load_file(SHIPPED))
-    attach_rules(t_env, settings, ruleset, tag_changes_view=None)
+    attach_person(t_env, settings, ruleset=ruleset)
     out = t_env.to_data_stream(t_env.sql_query(
         "SELECT 'a' AS t, payload FROM zt_actions UNION ALL SELECT reason, payload FROM zt_suppressed"))
     t0 = time.monotonic()

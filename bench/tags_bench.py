@@ -1,4 +1,5 @@
-"""Tags-operator benchmark: the event job's tag shell (``pipelines.tags.attach_tags``) on the mini-cluster.
+"""Tags benchmark: the event job's tags (the person operator, ``pipelines.person.attach_person``; in a checkout
+from before session 6 the tag shell ``pipelines.tags.attach_tags``) on the mini-cluster.
 
 A fixed person-minute changelog is generated on the JVM (``datagen`` sequence → events → ``GROUP BY
 person, minute`` with mini-batch off, so every event gives exactly one INSERT / UPDATE_AFTER row, the
@@ -136,7 +137,13 @@ def run_one(mode: str, rows: int, persons: int) -> dict[str, Any]:
 
     settings = load_settings(overrides={"flink": {"parallelism": 1, "options": {
         "restart-strategy.type": "none", "execution.checkpointing.checkpoints-after-tasks-finish": "false"}}})
-    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"tags-bench-{time.time_ns()}"), [])
+    try:
+        from connectors.jvm import zhongtai_jar
+
+        jars = [zhongtai_jar(settings)]
+    except ImportError:  # a checkout from before the JVM module
+        jars = []
+    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"tags-bench-{time.time_ns()}"), jars)
     for k, v in job_options(settings).items():
         t_env.get_config().set(k, v)
     _changelog(t_env, rows, persons)
@@ -147,11 +154,16 @@ def run_one(mode: str, rows: int, persons: int) -> dict[str, Any]:
         t_env.execute_sql("INSERT INTO sink SELECT op, person, mb, last_ts FROM TO_CHANGELOG(input => TABLE pm) "
                           "WHERE op <> 'UPDATE_BEFORE'").wait()
         return {"mode": mode, "wall_s": round(time.monotonic() - t0, 2), **cpu.stop()}
-    from pipelines.tags import attach_tags
-
     control = env.from_collection(['{"kind": "rule", "op": "noop"}'], type_info=Types.STRING())
     t_env.create_temporary_view("ctl", t_env.from_data_stream(control).alias("payload"))
-    attach_tags(t_env, settings, "pm", "ctl")
+    try:
+        from pipelines.person import attach_person
+
+        attach_person(t_env, settings, person_minutes_view="pm", events_view=None, control_view="ctl")
+    except ImportError:  # a checkout from before the person operator
+        from pipelines.tags import attach_tags  # type: ignore[import-not-found]
+
+        attach_tags(t_env, settings, "pm", "ctl")
     out = t_env.to_data_stream(t_env.sql_query(
         "SELECT person, tag, op, ts_ms, cause, tagset_version FROM zt_tag_changes"))
     with out.execute_and_collect() as results:

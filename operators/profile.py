@@ -236,13 +236,14 @@ class Profile:
 
     # ----------------------------------------------------------------------------------------- fields
 
-    def fields(self, as_of: int | None = None, rows: RowStore | None = None) -> dict[str, Any]:
+    def fields(self, as_of: int | None = None, rows: RowStore | None = None, *, complete: bool = False) -> dict[str, Any]:
         """The profile fields (``FIELDS``; ``last_purchase`` only when there is one), windows as of ``as_of``
-        (default ``last_seen``). ``as_of`` more than ``ASOF_MARGIN_MS`` before last_seen needs ``rows``."""
-        if self.life[3] <= 0:
+        (default ``last_seen``). ``as_of`` more than ``ASOF_MARGIN_MS`` before last_seen needs ``rows``, unless
+        the aggregates are ``complete`` (not pruned: a profile read from a stored hash, :func:`from_hash`)."""
+        if self.life[3] <= 0 and not self.last:
             return {}
         t = self.last if as_of is None else as_of
-        if t < self.last - ASOF_MARGIN_MS:
+        if t < self.last - ASOF_MARGIN_MS and not complete:
             if rows is None:
                 raise ValueError("Profile.fields: a time that far before last_seen needs the row store")
             return _fields_from_rows(self, rows, t)
@@ -260,7 +261,8 @@ class Profile:
                 if h > ht - 24:
                     v24 += v
         p30 = g30 = p90 = g90 = 0
-        kept = max(dt - 90, self.last // DAY_MS - KEEP_DAYS)  # folded days count in no window
+        # folded days count in no window (a stored hash keeps its own days: ``complete``)
+        kept = dt - 90 if complete else max(dt - 90, self.last // DAY_MS - KEEP_DAYS)
         for d, (p, g) in self.days.items():
             if kept < d <= dt:
                 p90 += p
@@ -300,6 +302,36 @@ class Profile:
         for m in [m for m in rows_keys(rows) if scratch.get(m) is None]:
             rows.remove(m)
         return p
+
+
+def _int(h: Any, k: str) -> int:
+    v = h.get(k)
+    return int(v) if v not in (None, "") else 0
+
+
+def from_hash(h: Any) -> tuple[Profile, DictRows]:
+    """The profile stored as a hash (Redis ``{prefix}:profile:{person}``, kept by connectors/redis_profile.lua,
+    or HBase's minute cells through ``connectors.hbase_store.derive_profile_hash``): lifetime fields,
+    ``m:<minute>`` rows, ``hv:``/``hc:`` hour and ``dp:``/``dg:`` day buckets. Returns the profile (its
+    aggregates complete, not pruned: ask ``fields(..., complete=True)``) and its minute rows."""
+    rows = DictRows()
+    mins: dict[int, int] = {}
+    hours: dict[int, list[int]] = {}
+    days: dict[int, list[int]] = {}
+    for k, v in h.items():
+        if k.startswith("m:"):
+            b = tuple(int(x) for x in v.split(","))
+            rows[int(k[2:])] = b  # type: ignore[assignment]
+            if b[0]:
+                mins[int(k[2:])] = b[0]
+        elif k.startswith(("hv:", "hc:")):
+            hours.setdefault(int(k[3:]), [0, 0])[0 if k[1] == "v" else 1] = int(v)
+        elif k.startswith(("dp:", "dg:")):
+            days.setdefault(int(k[3:]), [0, 0])[0 if k[1] == "p" else 1] = int(v)
+    life = [_int(h, "views"), _int(h, "carts"), _int(h, "purchases"), _int(h, "events"), _int(h, "gmv_cents")]
+    p = Profile(life, _int(h, "first_seen"), _int(h, "last_seen"), _int(h, "last_purchase"), [0, 0, 0], mins, hours,
+                days, min(rows) if rows else None)
+    return p, rows
 
 
 def rows_keys(rows: RowStore) -> Iterator[int]:

@@ -59,7 +59,6 @@ __all__ = [
     "PROFILE_FIELDS",
     "TAG_NAMES",
     "Bucket",
-    "BucketProfile",
     "ControlResult",
     "TagChange",
     "TagConfigError",
@@ -67,8 +66,6 @@ __all__ = [
     "TagMemo",
     "TagSet",
     "TagState",
-    "bucket_profile_fields",
-    "bucket_step",
     "diff_tags",
     "profile_env",
     "tag_step",
@@ -629,111 +626,3 @@ def tag_step_memo(
 
 
 _ABSENT = object()
-
-
-# ---------------------------------------------------------------------------------------------- profile from buckets
-
-
-#: One minute bucket: views, carts, purchases, events, gmv_cents, first_ts, last_ts, last_purchase (0 = none).
-Bucket = tuple[int, int, int, int, int, int, int, int]
-_NO_BASE: Bucket = (0, 0, 0, 0, 0, 0, 0, 0)
-
-
-@dataclass(frozen=True)
-class BucketProfile:
-    """A person's profile as the tag shell keeps it: recent minute buckets plus a folded base.
-
-    ``rows`` maps epoch minute → ``Bucket`` (absolute values, as the person-minute aggregate emits
-    them) for the ``keep_days`` UTC days ending with the day of ``last_seen``; every window of
-    ``operators.profile_windows`` lies inside them. Older buckets are folded into ``base`` (sums;
-    min first_ts, max last_ts / last_purchase; 0 = none): lifetime totals stay exact, and an update
-    or delete of a folded bucket is ignored, as the Redis profile (connectors/redis_profile.lua) does.
-    """
-
-    rows: Mapping[int, Bucket]
-    base: Bucket = _NO_BASE
-
-    @property
-    def last_seen(self) -> int:
-        return max([self.base[6], *(r[6] for r in self.rows.values())])
-
-
-def bucket_step(profile: BucketProfile | None, minute: int, bucket: Bucket | None, *,
-                keep_days: int = profile_windows.KEEP_DAYS) -> BucketProfile | None:
-    """Set (``bucket``) or delete (``None``) the minute bucket ``minute``; None when nothing is left.
-
-    A bucket of zero events counts as deleted. After the change, buckets older than the window of
-    ``keep_days`` days (as of the new last_seen) are folded into ``base``. A bucket that is not kept
-    and older than that window (as of the newer of the old last_seen and the bucket's) is ignored.
-    """
-    rows = dict(profile.rows) if profile is not None else {}
-    base = profile.base if profile is not None else _NO_BASE
-    if bucket is not None and bucket[3] <= 0:
-        bucket = None
-    if minute not in rows:
-        ref = max(profile.last_seen if profile is not None else 0, bucket[6] if bucket is not None else 0)
-        if bucket is None or minute // 1440 < ref // profile_windows.DAY_MS - keep_days + 1:
-            return profile
-    if bucket is None:
-        rows.pop(minute, None)
-    else:
-        rows[minute] = bucket
-    if not rows and base[3] <= 0:
-        return None
-    last = max([base[6], *(r[6] for r in rows.values())])
-    floor = last // profile_windows.DAY_MS - keep_days + 1
-    for m in [m for m in rows if m // 1440 < floor]:
-        r = rows.pop(m)
-        firsts = [f for f in (base[5], r[5]) if f]
-        base = (base[0] + r[0], base[1] + r[1], base[2] + r[2], base[3] + r[3], base[4] + r[4],
-                min(firsts) if firsts else 0, max(base[6], r[6]), max(base[7], r[7]))
-    return BucketProfile(rows, base)
-
-
-def bucket_profile_fields(profile: BucketProfile | None) -> dict[str, Any]:
-    """The profile fields of ``profile``: the same dict ``profile_windows.evaluate`` returns for the
-    Redis hash of the same buckets (windows as of last_seen; money as 2-decimal strings)."""
-    if profile is None:
-        return {}
-    b = profile.base
-    views, carts, purchases, events, cents = b[0], b[1], b[2], b[3], b[4]
-    first = b[5] or None
-    last = max([b[6], *(r[6] for r in profile.rows.values())])
-    lastp = b[7]
-    # Each window as the first epoch minute it covers (aligned to its minute / hour / day buckets).
-    m_end, h_end, d_end = last // 60_000, last // 3_600_000, last // 86_400_000
-    t1h, t24h, t7d = m_end - 59, (h_end - 23) * 60, (h_end - 167) * 60
-    t30d, t90d = (d_end - 29) * 1440, (d_end - 89) * 1440
-    v1h = v24h = v7d = c7d = p30 = g30 = p90 = g90 = 0
-    for m, r in profile.rows.items():
-        v, c, p, e, g, f, _, lp = r
-        views += v
-        carts += c
-        purchases += p
-        events += e
-        cents += g
-        if f and (first is None or f < first):
-            first = f
-        lastp = max(lastp, lp)
-        if m >= t7d:
-            v7d += v
-            c7d += c
-            if m >= t24h:
-                v24h += v
-                if m >= t1h:
-                    v1h += v
-        if m >= t90d:
-            p90 += p
-            g90 += g
-            if m >= t30d:
-                p30 += p
-                g30 += g
-    money = profile_windows.cents_to_str
-    out: dict[str, Any] = {
-        "first_seen": first or 0, "last_seen": last, "events": events, "views": views, "carts": carts,
-        "purchases": purchases, "gmv": money(cents), "views_1h": v1h, "views_24h": v24h, "views_7d": v7d,
-        "carts_7d": c7d, "purchases_30d": p30, "gmv_30d": money(g30), "purchases_90d": p90, "gmv_90d": money(g90),
-    }
-    if lastp:
-        out["last_purchase"] = lastp
-    return out

@@ -56,6 +56,19 @@ OUT_FIELDS = ("kind", "action_id", "channel", "person", "rule_id", "reason", "ts
 RULE_CONTROL_KINDS = ("rule", "pattern", "journey", "batch", "policy")
 
 
+#: The columns of ``events_view`` (plus ``props``, the envelope's props as JSON text).
+EVENT_COLUMNS = ("person", "event_id", "event_type", "ts_ms", "campaign", "channel", "amount", "item_id")
+
+
+def event_row_type() -> Any:
+    """The DataStream row type of ``events_view``'s columns but ``props`` (for feeding a view from a
+    DataStream in tests and benches)."""
+    from pyflink.common import Types
+
+    s = Types.STRING()
+    return Types.ROW_NAMED(list(EVENT_COLUMNS), [s, s, s, Types.LONG(), s, s, Types.BIG_DEC(), s])
+
+
 def _log() -> logging.Logger:
     return logging.getLogger(__name__)
 
@@ -263,6 +276,12 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
                 msg = orjson.loads(payload)
             except orjson.JSONDecodeError as e:
                 _log().warning("person operator: control message is not JSON (%s); ignored", e)
+                if self.rs is not None and self.subtask == 0:
+                    yield result_tag, Row("rule", orjson.dumps({
+                        "ok": False, "kind": None, "op": None, "id": None, "version": None,
+                        "ruleset_version": self.rs.version, "cleanup": None,
+                        "reason": f"control message is not JSON ({e}); send a JSON object",
+                        "applied_at_ms": int(time.time() * 1000)}).decode())
                 return
             kind = msg.get("kind") if isinstance(msg, dict) else None
             if kind == "tag":
@@ -354,7 +373,8 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     if control_view is not None:
         ctl_table = t_env.sql_query(f"SELECT payload, CAST(0 AS BIGINT) AS ts FROM {control_view}")
     else:
-        ctl_table = t_env.sql_query("SELECT CAST('' AS STRING) AS payload, CAST(0 AS BIGINT) AS ts WHERE FALSE")
+        ctl_table = t_env.sql_query(
+            "SELECT CAST('' AS STRING) AS payload, CAST(0 AS BIGINT) AS ts FROM (VALUES (1)) AS t(x) WHERE x = 0")
     j_ctl = get_gateway().jvm.io.zhongtai.flink.bundle.Bundles.withFieldTimestamps(
         t_env.to_data_stream(ctl_table)._j_data_stream, 1, 0, job.source_idle_timeout_ms,
         "person-control-time", "zt-person-control-time-v1")

@@ -1,7 +1,8 @@
-"""The strategy engine's Flink shell (``pipelines.rules.attach_rules``) on the embedded mini-cluster, p=2.
+"""The strategy engine inside the person operator (``pipelines.person.attach_person`` with a rule set) on the
+embedded mini-cluster, p=2.
 
-One job run with collection sources (events, an updating person-minutes view from a GROUP BY, tag changes,
-control messages); its action / suppressed / control-result views are collected. Then, exactly:
+One job run with collection sources (events, an updating person-minutes view from a GROUP BY, control
+messages); its action / suppressed / control-result views are collected. Then, exactly:
 
 * welcome on register: the event rule's push and the onboarding journey's e-mail; the journey's SMS and
   the no-login reminder are suppressed (``no_consent``: SMS is opt-in);
@@ -14,6 +15,8 @@ control messages); its action / suppressed / control-result views are collected.
 * hot reload: a v2 upsert of a rule changes what the running job does (new template; a profile condition
   that reads the person-minutes profile), a broken v3 is rejected with its reason and v2 keeps working;
   the time from the control record leaving its source to the operator installing it is measured;
+* a tag the person-minutes profile adds (a test tag set: ``churn_risk`` when gmv ≥ 900) triggers its rule in the
+  same operator;
 * every action_id is emitted once, and is the documented deterministic id.
 
 Two gates make "before" and "after" the reload well defined without sleeping for a guessed time: the
@@ -39,16 +42,7 @@ from operators.rules.engine import Action, action_id
 from operators.rules.guards import BudgetState, budget_step
 from operators.rules.registry import RuleSet
 from operators.rules.schema import load_text
-from state.rules import (
-    PERSON,
-    MinuteProfile,
-    StateCodecError,
-    decode_person,
-    decode_profile,
-    encode_profile,
-    profile_hash,
-    profile_put,
-)
+from operators.tags import TagSet
 from tests.helpers import fresh_names, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +102,15 @@ MINUTES = [
     ("p_rich", T0 // MIN, 0, 0, 1, 1, "100.00", T0, T0, T0),
     ("p_rich", T0 // MIN, 0, 0, 1, 1, "50.00", T0 + 1000, T0 + 1000, T0 + 1000),
     ("p_poor", T0 // MIN, 0, 0, 1, 1, "50.00", T0, T0, T0),
+    ("p_churn", T0 // MIN, 0, 0, 1, 1, "999.00", T0, T0, T0),
 ]
+#: The test's tag set: churn_risk (the trigger of rule churn_risk_survey) as soon as the profile has 900.00.
+TAGS = TagSet.from_yaml_text("""
+tags:
+  - name: churn_risk
+    description: test
+    expression: gmv >= 900
+""", "test-rules-tags.yaml")
 
 
 class Gate:
@@ -163,16 +165,19 @@ class Results:
 def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, str]]:
     from pyflink.common import Types
 
-    from pipelines.rules import attach_rules, event_row_type
+    from connectors.jvm import zhongtai_jar
+    from pipelines.person import attach_person
+    from pipelines.person import event_row_type
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(
         flink={"parallelism": 2, "options": {"python.pythonpath": f"{site.getsitepackages()[0]}:{ROOT}",
                                              "restart-strategy.type": "none"}},
         # watermark = max ts - 60 s; idleness far away so the gate's pause does not mark the input idle
-        job={"allowed_lateness_ms": 60_000, "source_idle_timeout_ms": 600_000},
+        job={"watermark_delay_ms": 60_000, "source_idle_timeout_ms": 600_000},
     )
-    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"), [])
+    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"),
+                           [zhongtai_jar(settings)])
     results_path, stamps_path, actions_path = (str(tmp / n) for n in ("results.txt", "stamps.txt", "actions.txt"))
     ev_types = event_row_type()
     rows = [*PHASE1, ev("p_gate", "g", GATE, T0), *PHASE2]
@@ -181,7 +186,7 @@ def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, st
     t_env.create_temporary_view("ev_raw", t_env.from_data_stream(events))
     t_env.execute_sql("""CREATE TEMPORARY VIEW zt_person_events AS
         SELECT person, event_id, event_type, ts_ms, campaign, channel, CAST(amount AS DECIMAL(18, 2)) AS amount,
-               item_id FROM ev_raw""")
+               item_id, CAST(NULL AS STRING) AS props FROM ev_raw""")
     values = ", ".join(
         f"('{p}', CAST({mb} AS BIGINT), CAST({v} AS BIGINT), CAST({c} AS BIGINT), CAST({pu} AS BIGINT), "
         f"CAST({e} AS BIGINT), CAST({g} AS DECIMAL(18, 2)), CAST({f} AS BIGINT), CAST({la} AS BIGINT), "
@@ -190,16 +195,13 @@ def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, st
         SELECT person, mb, SUM(v) AS n_views, SUM(c) AS n_carts, SUM(pu) AS n_purchases, SUM(e) AS n_events,
                SUM(g) AS n_gmv, MIN(f) AS first_ts, MAX(la) AS last_ts, MAX(lp) AS last_purchase
         FROM (VALUES {values}) AS t(person, mb, v, c, pu, e, g, f, la, lp) GROUP BY person, mb""")
-    t_env.execute_sql(f"""CREATE TEMPORARY VIEW zt_tag_changes AS
-        SELECT * FROM (VALUES ('p_churn', 'churn_risk', 'add', CAST({T0} AS BIGINT), 'profile', CAST(1 AS BIGINT),
-                               '{{}}')) AS t(person, tag, op, ts_ms, cause, tagset_version, payload)""")
     payloads = [orjson.dumps(m).decode() for m in CONTROL] + ["{not json"]
     control = env.from_collection(payloads, type_info=Types.STRING()).map(
         Stamp(stamps_path, actions_path), output_type=Types.STRING()).set_parallelism(1)
     t_env.create_temporary_view("control_raw", t_env.from_data_stream(control))
     t_env.create_temporary_view("zt_control", t_env.sql_query("SELECT f0 AS payload FROM control_raw"))
 
-    attach_rules(t_env, settings, ruleset(), control_view="zt_control")
+    attach_person(t_env, settings, tagset=TAGS, ruleset=ruleset(), control_view="zt_control")
 
     out = t_env.to_data_stream(t_env.sql_query("""
         SELECT 'a' AS t, payload FROM zt_actions UNION ALL SELECT 's', payload FROM zt_suppressed
@@ -291,46 +293,23 @@ def test_rules_job_end_to_end(tmp_path: Path) -> None:
     assert all(0 <= x < 1000 for x in latency), latency
 
 
-def test_minute_profile_state_is_exact_bounded_and_versioned() -> None:
-    """The engine's profile state (no Flink): updates replace a minute, DELETE removes it, rows older than
-    90 days fold into the base (lifetime totals stay), the codec round-trips and refuses unknown versions."""
-    from operators import profile_windows
-    from operators.rules.inputs import rules_profile
-
-    m0 = T0 // MIN
-    p = profile_put(None, m0, (1, 0, 1, 2, 10000, T0, T0 + 5, T0 + 5))
-    p = profile_put(p, m0, (1, 0, 2, 3, 15000, T0, T0 + 9, T0 + 9))  # the bucket's update replaces it
-    p = profile_put(p, m0 + 1, (2, 1, 0, 3, 0, T0 + MIN, T0 + MIN, 0))
-    prof = rules_profile(profile_windows.evaluate(profile_hash(p), T0 + MIN))
-    assert (prof["purchases"], prof["gmv"], prof["views_1h"], prof["last_purchase"]) == (2, Decimal("150.00"), 3, T0 + 9)
-    assert profile_put(p, m0 + 1, None) == MinuteProfile({m0: (1, 0, 2, 3, 15000, T0, T0 + 9, T0 + 9)})
-    later = T0 + 91 * 86_400_000
-    q = profile_put(p, later // MIN, (0, 0, 1, 1, 500, later, later, later))
-    assert sorted(q.rows) == [later // MIN] and q.base == (3, 1, 2, 6, 15000, T0, T0 + MIN, T0 + 9)
-    assert profile_put(q, m0, None) == q  # a change behind the window is ignored (as in Redis)
-    assert rules_profile(profile_windows.evaluate(profile_hash(q)))["purchases"] == 3
-    assert decode_profile(encode_profile(q)) == q
-    with pytest.raises(StateCodecError, match="codec version 2"):
-        decode_profile(chr(2) + "[]")
-    with pytest.raises(StateCodecError, match=PERSON):
-        decode_person(chr(9) + "{}")
-
-
 @pytest.mark.flink
 def test_rules_job_without_control_or_tags() -> None:
-    """The fixed-rule-set variant (no control view, no tag view) at parallelism 1: event rules, a timer-driven
-    pattern and a budget, from the same collection sources."""
+    """The fixed-rule-set variant (no control view) at parallelism 1: event rules, a timer-driven pattern and a
+    budget, from the same collection sources."""
     from bench.rules_job_bench import collection_inputs
-    from pipelines.rules import attach_rules
+    from connectors.jvm import zhongtai_jar
+    from pipelines.person import attach_person
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": 1, "options": {"restart-strategy.type": "none"}},
-                             job={"allowed_lateness_ms": 60_000})
-    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"), [])
+                             job={"watermark_delay_ms": 60_000})
+    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=f"rules{fresh_names().tag}"),
+                           [zhongtai_jar(settings)])
     rows = [ev("p_new", "r1", "register", T0), ev("p_cart1", "c1", "add_to_cart", T0),
             *[ev(f"p_claim{i}", f"k{i}", "coupon_claim", T0 + i) for i in range(4)]]
     collection_inputs(env, t_env, rows, "p_new")
-    attach_rules(t_env, settings, ruleset(), tag_changes_view=None)
+    attach_person(t_env, settings, tagset=TAGS, ruleset=ruleset())
     out = t_env.to_data_stream(t_env.sql_query(
         "SELECT 'a' AS t, payload FROM zt_actions UNION ALL SELECT 's', payload FROM zt_suppressed"))
     got = [(r[0], orjson.loads(r[1])) for r in out.execute_and_collect()]

@@ -22,8 +22,6 @@ from operators.tags import (
     TagMemo,
     TagSet,
     TagState,
-    bucket_profile_fields,
-    bucket_step,
     diff_tags,
     profile_env,
     tag_step,
@@ -350,8 +348,10 @@ def _memo_walk(tagsets: list[TagSet], seed: int, steps: int, mutate=None) -> tup
     does at every step. Returns (steps whose timer came from a remembered search, steps with a timer)."""
     import random
 
+    from operators.profile import DictRows, Profile
+
     rnd = random.Random(seed)
-    profile, st_full, st_memo, memo = None, None, None, None
+    profile, rows, st_full, st_memo, memo = Profile.empty(), DictRows(), None, None, None
     now = T
     reused = timed = 0
     for i in range(steps):
@@ -362,11 +362,12 @@ def _memo_walk(tagsets: list[TagSet], seed: int, steps: int, mutate=None) -> tup
             e = rnd.random()
             b = (int(e < 0.6), int(0.6 <= e < 0.8), int(e >= 0.8), 1, 4000 if e >= 0.8 else 0, now, now,
                  now if e >= 0.8 else 0)
-            profile = bucket_step(profile, now // 60_000, b)
-        elif kind < 0.75 and profile is not None:  # a bucket moved away (merge)
-            profile = bucket_step(profile, rnd.choice(list(profile.rows)), None)
+            profile.apply(rows, now // 60_000, rows.get(now // 60_000), b)
+        elif kind < 0.75 and rows:  # a bucket moved away (merge)
+            m = rnd.choice(list(rows))
+            profile.apply(rows, m, rows[m], None)
         cause = "profile" if kind < 0.75 else "timer"  # else: time passes with the profile unchanged
-        fields = bucket_profile_fields(profile)
+        fields = profile.fields()
         full = tag_step(st_full, fields, now, tagset, person="p", cause=cause)
         if mutate is not None and memo is not None:
             memo = mutate(memo)
@@ -389,7 +390,11 @@ def test_tag_step_memo_answers_exactly_what_tag_step_does():
               for seed in range(4)]
     # (steps whose timer a remembered entry already knew, steps with a timer): the memo is used
     assert counts == COUNTS
-    fields = bucket_profile_fields(bucket_step(None, T // 60_000, (5, 1, 1, 1, 10000, T, T, T)))
+    from operators.profile import DictRows, Profile
+
+    one = Profile.empty()
+    one.apply(DictRows(), T // 60_000, None, (5, 1, 1, 1, 10000, T, T, T))
+    fields = one.fields()
     state, changes, timer, memo = tag_step_memo(None, fields, T, MEMO_TAGS, None, person="p")
     assert (state, changes, timer) == (
         TagState(frozenset({"big_spender", "recent_hour"}), 1),

@@ -1,4 +1,5 @@
-"""Tags inside the event job (``pipelines.tags``) on the embedded mini-cluster, plus the pure profile fold.
+"""Tags inside the event job (the person operator, ``pipelines.person``) on the embedded mini-cluster, plus the
+person state codec.
 
 One Flink run (parallelism 2) feeds a hand-made changelog as ``person_minutes_view`` and control
 messages as ``control_view``, and checks the exact tag changes and control results:
@@ -28,8 +29,10 @@ import orjson
 import pytest
 
 from operators import profile_windows
-from operators.tags import BucketProfile, TagSet, TagState, bucket_profile_fields, bucket_step
-from state.tags import CodecError, PersonState, decode_person, encode_person
+from operators.person import PersonState
+from operators.profile import DictRows, Profile
+from operators.tags import TagSet, TagState
+from state.person import CodecError, decode_person, encode_person
 from tests.helpers import fresh_names, make_settings
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
@@ -140,16 +143,17 @@ def _changelog_source(env, t_env, rows: list[tuple]):
 def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
     from pyflink.common import Types
 
+    from connectors.jvm import zhongtai_jar
     from pipelines.events import job_options
-    from pipelines.tags import attach_tags
+    from pipelines.person import attach_person
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": 2, "options": {"pipeline.auto-watermark-interval": "50 ms",
                                                                "restart-strategy.type": "none",
                                                                "python.fn-execution.bundle.size": "1"}},
-                             job={"source_idle_timeout_ms": 60_000})
+                             job={"source_idle_timeout_ms": 60_000, "bundle_ms": 50})
     n = fresh_names()
-    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=n.job), [])
+    env, t_env = make_envs(settings, RunOptions(resume=False, job_name=n.job), [zhongtai_jar(settings)])
     # The job's table options (mini-batch on, ...): with them, a careless planner watermark becomes the wall
     # clock (a proc-time mini-batch assigner behind it), and D's and every other timer fires at once.
     for k, v in job_options(settings).items():
@@ -158,7 +162,8 @@ def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
     control = env.from_collection([orjson.dumps(m).decode() for m in CONTROL], type_info=Types.STRING()) \
         .set_parallelism(1)
     t_env.create_temporary_view("ctl", t_env.from_data_stream(control).alias("payload"))
-    attach_tags(t_env, settings, "pm", "ctl", TagSet.from_yaml_text(TAGS, "test-tags.yaml"))
+    attach_person(t_env, settings, tagset=TagSet.from_yaml_text(TAGS, "test-tags.yaml"), person_minutes_view="pm",
+                  events_view=None, control_view="ctl")
     table = t_env.sql_query("""
         SELECT 'change' AS k, payload, CONCAT_WS('|', person, tag, op, CAST(ts_ms AS STRING), cause,
                                                   CAST(tagset_version AS STRING)) AS cols FROM zt_tag_changes
@@ -180,59 +185,22 @@ def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
 # ------------------------------------------------------------------------------------------- pure
 
 
-def test_bucket_profile_equals_the_redis_profile_of_the_same_buckets() -> None:
-    """The fold (updates, deletes, folding of old buckets) gives profile_windows.evaluate's fields."""
-    import random
-
-    from connectors.hbase_store import derive_profile_hash
-
-    rnd = random.Random(7)
-    profile, buckets, ts = None, {}, T0
-    for _ in range(3000):
-        ts += rnd.randint(0, 3 * 3_600_000)
-        minute = ts // 60_000
-        recent = [m for m in buckets if m >= minute - 80 * 1440]
-        if rnd.random() < 0.15 and recent:
-            m = rnd.choice(recent)
-            del buckets[m]
-            profile = bucket_step(profile, m, None)
-            continue
-        old = buckets.get(minute)
-        b = (rnd.randint(0, 3), rnd.randint(0, 2), rnd.randint(0, 1), 5 + (old[3] if old else 0),
-             rnd.randint(0, 9999), old[5] if old else ts, ts, ts if rnd.random() < 0.3 else (old[7] if old else 0))
-        buckets[minute] = b
-        profile = bucket_step(profile, minute, b)
-        if rnd.random() < 0.01:  # a restore mid-way changes nothing
-            profile = decode_person(encode_person(PersonState(profile, None, ts))).profile
-    want = profile_windows.evaluate(derive_profile_hash({f"m:{m}": ",".join(map(str, b)) for m, b in buckets.items()}))
-    assert profile is not None and bucket_profile_fields(profile) == want
-    # Bounded: only the kept days are rows; the rest is one folded base row.
-    assert len(profile.rows) < len(buckets)
-    assert min(profile.rows) // 1440 > profile.last_seen // DAY - profile_windows.KEEP_DAYS
-    # Negative control: without folding (keep everything) the fields are the same, the state is not bounded.
-    unbounded = None
-    for m, b in sorted(buckets.items()):
-        unbounded = bucket_step(unbounded, m, b, keep_days=10**6)
-    assert bucket_profile_fields(unbounded) == want and len(unbounded.rows) == len(buckets)
-
-
-def test_bucket_step_deletes_and_ignores() -> None:
-    b = (1, 0, 1, 1, 5000, T0, T0, T0)
-    p = bucket_step(None, T0 // 60_000, b)
-    assert bucket_profile_fields(p)["gmv"] == "50.00"
-    assert bucket_step(p, T0 // 60_000, None) is None  # the last bucket left: nothing to keep
-    assert bucket_step(p, T0 // 60_000 + 1, None) is p  # deleting an unknown bucket changes nothing
-    late = T0 - 200 * DAY
-    assert bucket_step(p, late // 60_000, (1, 0, 0, 1, 0, late, late, 0)) is p  # outside every window
-
-
 def test_person_codec_round_trip_and_versions() -> None:
-    p = BucketProfile({1: (1, 2, 3, 4, 5, 6, 7, 8)}, (1, 0, 0, 1, 0, 2, 3, 0))
-    s = PersonState(p, TagState(frozenset({"x", "y"}), 4), 123, 456)
-    assert decode_person(encode_person(s)) == s
-    assert decode_person(encode_person(PersonState(None, None, 0))) == PersonState(None, None, 0)
-    with pytest.raises(CodecError, match="version 9"):
-        decode_person(chr(9) + "[]")
+    from operators.rules.engine import PersonState as RulesState
+    from operators.rules.guards import Consent
+
+    p, rows = Profile.empty(), DictRows()
+    p.apply(rows, T0 // 60_000, None, (1, 0, 1, 2, 5000, T0, T0 + 5, T0 + 5))
+    st = PersonState("E,1", p, TagState(frozenset({"x", "y"}), 4), 123, 456, RulesState("E,1", (Consent("sms", True, 7),)),
+                     [500, 900], 456, None, {9: (1, 0, 0, 1, 0, 1, 1, 0)})
+    back = decode_person("E,1", encode_person(st))
+    assert back.profile.to_json() == p.to_json()
+    assert (back.tags, back.now_ms, back.tag_due, back.rules, back.rule_timers, back.timer_ms, back.pending_old) == (
+        st.tags, 123, 456, st.rules, [500, 900], 456, {9: (1, 0, 0, 1, 0, 1, 1, 0)})
+    empty = PersonState("x", Profile.empty())
+    assert decode_person("x", encode_person(empty)).is_empty()
+    with pytest.raises(CodecError, match="codec version 9"):
+        decode_person("x", chr(9) + "[]")
 
 
 def test_pure_modules_load_without_pyflink() -> None:
@@ -240,5 +208,5 @@ def test_pure_modules_load_without_pyflink() -> None:
     import sys
 
     code = ("import sys; sys.modules['pyflink'] = None\n"
-            "import operators.tags, state.tags, pipelines.tags\n")
+            "import operators.tags, operators.person, operators.profile, state.tags, state.person, pipelines.person\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
