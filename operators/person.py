@@ -6,17 +6,23 @@ strategy engine's state (``operators.rules``). It receives bundles of the person
 them, ``pipelines.bundles``) and one event-time timer. This module is what it runs:
 
 * :func:`on_rows` — the rows of one bundle, in order. A **bucket row** (``"m"``: a minute bucket of
-  ``zt_person_minutes`` set, updated or deleted) updates the profile; the tags are then evaluated at
-  ``now = max(row.last_ts, previous now)`` (``tag_step_memo``: only tags whose inputs changed); every tag
-  change is also the engine's ``tag_added`` / ``tag_removed`` input. An **event row** (``"e"``: an event of
-  a type some rule listens to) goes to the engine at the event's own time, with the profile as of then.
+  ``zt_person_minutes`` set, updated or deleted) updates the profile. An **event row** (``"e"``: an event
+  of a type some rule listens to) goes to the engine at the event's own time, with the profile as of then.
+  After the bundle's rows, if a bucket row changed the profile, the tags are evaluated once, at
+  ``now = max(newest applied last_ts, previous now)`` (``tag_step_memo``: only tags whose inputs changed);
+  every tag change is also the engine's ``tag_added`` / ``tag_removed`` input.
 * :func:`on_timer` — the one timer fired at ``t``: the tags' next flip (``cause = "timer"``) and the engine's
   due work (patterns, journeys, held actions). Afterwards :attr:`PersonState.next_timer` is the next one.
 
-Row by row the answers are the ones the separate tag and rule operators gave (same functions, same
-order per person); the differences are what it saves: one state read and write per bundle instead of
-two per row, the minute buckets held once, one armed timer per person instead of one per pattern
-and event, and profile fields computed from bounded aggregates (only when asked, for the engine).
+The tags are evaluated at the bundle's end, not after each bucket row: a bundle is a coarser mini-batch.
+The rows already are (the person-minute aggregate emits one update per bucket per mini-batch, a
+processing-time interval), so which intermediate states were evaluated never was fixed; the final
+membership and every timer are (a tag is a function of the profile and the time). A tag change is dated
+at the newest event time of the rows that caused it. With ``job.bundle_rows = 1`` every row is evaluated
+on its own (tests/test_tags_job.py pins the tag changes that way). What it saves besides the evaluations:
+one state read and write per bundle instead of two per row, the minute buckets held once, one armed
+timer per person instead of one per pattern and event, and profile fields computed from bounded
+aggregates (only when asked, for the engine).
 
 Rows (the bundle's JSON: the fields after the key, ``ROW_COLUMNS``; unused columns are null):
 ``[ts, "m", op, minute, views, carts, purchases, events, gmv, first_ts, last_ts, last_purchase]`` with ``op``
@@ -192,6 +198,7 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
             ruleset: RuleSet | None) -> list[Output]:
     """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place."""
     out: list[Output] = []
+    changed, newest = False, 0
     for r in rows_in:
         kind = r[1]
         if kind == "m":
@@ -206,12 +213,14 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
                 old, new = st.pending_old.pop(minute, None), b
             else:
                 old, new = None, b
-            if not st.profile.apply(rows, minute, old, new):
-                continue
-            _tags(st, tagset, ruleset, rows, max(b[6], st.now_ms), "profile", out)
+            if st.profile.apply(rows, minute, old, new):
+                changed = True
+                newest = max(newest, b[6])
         elif kind == "e" and ruleset is not None:
             event = _event(st.person, r)
             _rules(st, ruleset, event, rows, event.ts_ms, out)
+    if changed:
+        _tags(st, tagset, ruleset, rows, max(newest, st.now_ms), "profile", out)
     return out
 
 

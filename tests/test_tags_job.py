@@ -151,7 +151,9 @@ def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
     settings = make_settings(flink={"parallelism": 2, "options": {"pipeline.auto-watermark-interval": "50 ms",
                                                                "restart-strategy.type": "none",
                                                                "python.fn-execution.bundle.size": "1"}},
-                             job={"source_idle_timeout_ms": 60_000, "bundle_ms": 50})
+                             # bundle_rows 1: every changelog row is its own bundle, so the tags are evaluated after
+                             # each row and the changes below are exact (bigger bundles evaluate less often)
+                             job={"source_idle_timeout_ms": 60_000, "bundle_ms": 50, "bundle_rows": 1})
     n = fresh_names()
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=n.job), [zhongtai_jar(settings)])
     # The job's table options (mini-batch on, ...): with them, a careless planner watermark becomes the wall
