@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 CONTENDERS = ("job", "naive", "tuned", "sql", "raw")
 #: Extra contender names accepted in ``only``: the job writing Redis only (no HBase), and the job
 #: writing Redis + HBase itself (``job.store_mode: direct``) instead of through its store log.
-EXTRA = ("job-redis", "job-direct")
+EXTRA = ("job-redis", "job-direct", "job-rocksdb", "job_rules")
 HBASE_PREFIX = "ztbench"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,7 +251,8 @@ def run_bench(
         "expected": str(rep.expected_path), "contenders": {},
     }
     extra_topics: list[str] = []
-    order = [n for n in ("raw", "tuned", "naive", "job", "job-direct", "job-redis", "sql") if n in names]
+    order = [n for n in ("raw", "tuned", "naive", "job", "job_rules", "job-direct", "job-redis", "job-rocksdb", "sql")
+             if n in names]
     for name in order:
         prefix = f"ztbench:{runid}:{name}"
         group = f"zt-bench-{runid}-{name}"
@@ -282,6 +283,12 @@ def run_bench(
         try:
             mode = "direct" if name == "job-direct" else settings.job.store_mode
             run_settings = settings.model_copy(update={"job": settings.job.model_copy(update={"store_mode": mode})})
+            if name == "job-rocksdb":
+                run_settings = run_settings.model_copy(update={
+                    "flink": run_settings.flink.model_copy(update={"state_backend": "rocksdb"})})
+            if name == "job_rules":
+                kwargs = {**kwargs, "rules": True, "actions_prefix": f"zt.bench.{runid}.actions."}
+                extra_topics += [f"zt.bench.{runid}.actions.{c}" for c in ("email", "sms", "push", "webhook", "coupon")]
             res = _spawn(name, run_settings, kwargs, work, poller)
         except RuntimeError as e:  # one failing contender must not lose the others' numbers
             logger.error("%s", e)
@@ -335,8 +342,10 @@ def run_bench(
         from .latency import measure_latency
 
         print("[bench] latency (live run) ...", flush=True)
-        doc["latency"] = measure_latency(settings, runid, work)
+        doc["latency"] = measure_latency(settings, runid, work, mode="log")
         extra_topics += doc["latency"].pop("topics", [])
+        doc["latency_direct"] = measure_latency(settings, runid, work, mode="direct", timers=False)
+        extra_topics += doc["latency_direct"].pop("topics", [])
     doc["ratios"] = _ratios(doc["contenders"])
     if not keep:
         _delete_topics(settings, topics + extra_topics)
@@ -380,10 +389,17 @@ def format_table(doc: dict[str, Any]) -> str:
         steady = r.get("steady_events_per_s")
         lines.append(f"{name:<10} {r['events_per_s']:>10,} {steady or '-':>10} {r['seconds']:>8.1f} "
                      f"{r['peak_rss_mb']:>12.0f} {r.get('exact')!s:>6} {ratio:>9}")
-    lat = doc.get("latency")
-    if lat:
-        lines.append(f"job event→Redis latency at {lat['rate']}/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-                     f"max {lat['max_ms']} ms ({lat['samples']} minute counters)")
+    for key in ("latency", "latency_direct"):
+        lat = doc.get(key)
+        if lat:
+            lines.append(f"job event→Redis latency at {lat['rate']}/s ({lat.get('store_mode', 'log')} mode): "
+                         f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms "
+                         f"({lat['samples']} events)")
+            for kind in ("action", "tag"):
+                t = lat.get(f"timer_{kind}_delay_ms")
+                if t:
+                    lines.append(f"  timer {kind}: seen {t['seen']}/{t['probes']} after their due time, "
+                                 f"p50 {t['p50']} ms, max {t['max']} ms")
     if doc.get("ratios"):
         lines.append("ratios: " + ", ".join(f"{k} {v}" for k, v in doc["ratios"].items()))
     return "\n".join(lines)

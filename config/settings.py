@@ -80,6 +80,10 @@ class FlinkSettings(_Frozen):
     checkpoint_interval_ms: int = Field(5_000, ge=100)
     #: ``file://`` URL; empty means ``<run_dir>/checkpoints``.
     checkpoint_dir: str = ""
+    #: Keyed state: ``hashmap`` (on the JVM heap: fastest while the state fits in memory) or ``rocksdb``
+    #: (embedded RocksDB on local disk, incremental checkpoints: millions of persons × 90 days beyond
+    #: memory; docs/performance.md says which to use at which size).
+    state_backend: Literal["hashmap", "rocksdb"] = "hashmap"
     #: Extra Flink options passed as they are (``python.execution-mode``: ``thread``...).
     options: dict[str, str] = {}
 

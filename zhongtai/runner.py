@@ -106,7 +106,9 @@ def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, clu
         "execution.checkpointing.dir": ck_root,
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
-        "state.backend.type": "hashmap",
+        "state.backend.type": f.state_backend,
+        # RocksDB: checkpoint only what changed since the last one (hashmap snapshots are always full)
+        "execution.checkpointing.incremental": "true" if f.state_backend == "rocksdb" else "false",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "20",
         "restart-strategy.fixed-delay.delay": "2 s",
