@@ -131,7 +131,7 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 5_00
     watch_stop = threading.Event()
     watcher = None
     if timers:
-        from zhongtai.stack.topics import create_topics
+        from connectors.kafka_admin import create_topics
 
         create_topics(settings, [f"{actions_prefix}push", tag_topic])
         watcher = threading.Thread(target=_timer_watch, args=(settings, [f"{actions_prefix}push", tag_topic], seen,

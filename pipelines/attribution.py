@@ -233,7 +233,7 @@ def add_attribution(t_env: StreamTableEnvironment, settings: Settings, opts: Run
     """The job's wiring (``zhongtai.runner``, rules on): the delivery topic (created if missing: a bounded
     run over a pattern that matches no topic never finishes) → ``attach_attribution``; returns the view of
     its store rows (``zt_attribution_rows``) for the job's one store INSERT."""
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     topic = opts.delivery_topic or settings.kafka.topics.delivery
     create_topics(settings, [topic])

@@ -86,7 +86,7 @@ def add_actions_control(t_env: StreamTableEnvironment, stmt_set: StatementSet, s
     second time, AT_LEAST_ONCE without transactions, to ``<prefix><channel>``. After a failure the job
     replays from its last checkpoint, and whatever this sink wrote after it is written again, so a
     read_uncommitted consumer sees duplicates (the transactional sink aborts them instead)."""
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
     t_env.execute_sql(actions_sink_ddl("zt_actions_control_out", settings, "", prefix, delivery="at-least-once"))

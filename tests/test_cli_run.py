@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from zhongtai.cli import main
 
 
@@ -17,3 +19,28 @@ def test_drain_with_a_retained_checkpoint_is_refused(tmp_path, monkeypatch, caps
         "cannot continue it (its Kafka splits keep the end of the run that wrote it). Run without "
         "--drain to continue that job, or add --fresh (and --group NEW) to drain from scratch.\n"
     )
+
+
+@pytest.mark.stack
+def test_drain_on_a_pattern_that_matches_no_topic_fails_fast(tmp_path, monkeypatch, capsys) -> None:
+    """It used to wait for ever (a pattern source waits for topics to appear) and leave a defunct JVM."""
+    import time
+    import uuid
+
+    from connectors.kafka_admin import create_topics, matching_topics
+    from tests.helpers import make_settings
+
+    tag = uuid.uuid4().hex[:8]
+    pattern = rf"zt\.nothing{tag}\..*"
+    monkeypatch.setenv("ZT__FLINK__CHECKPOINT_DIR", tmp_path.as_uri())
+    monkeypatch.setenv("ZT__KAFKA__TOPICS__EVENTS", pattern)
+    t0 = time.monotonic()
+    assert main(["run", "--drain", "--fresh"]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - t0 < 30
+    assert err.startswith(f"zhongtai run: no topic matches the events pattern {pattern!r} on 127.0.0.1:9092")
+    assert "Topics that exist:" in err and "zhongtai produce" in err
+    # negative control: once a topic matches, the check passes and names it
+    topic = f"zt.nothing{tag}.web"
+    create_topics(make_settings(), [topic], partitions=1)
+    assert matching_topics(make_settings(), pattern) == [topic]

@@ -18,7 +18,7 @@ from zhongtai.browser import free_port
 from zhongtai.dashboard import DashboardOptions, create_app
 from zhongtai.dashboard.funnel import minute_label
 from zhongtai.dashboard.kafka_lag import consumer_lag
-from zhongtai.stack.topics import create_topics
+from connectors.kafka_admin import create_topics
 
 with warnings.catch_warnings():  # starlette 1.x suggests httpx2 for its TestClient; httpx is what is pinned
     warnings.simplefilter("ignore")

@@ -26,7 +26,7 @@ from operators.rules.model import Event
 from pipelines.attribution import attribution_config
 from tests.helpers import fresh_names, make_settings
 from zhongtai.runner import RunOptions, run_events_job
-from zhongtai.stack.topics import create_topics
+from connectors.kafka_admin import create_topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

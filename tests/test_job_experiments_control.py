@@ -115,7 +115,7 @@ def batch_2(tag: str) -> list[dict]:
 def _produce(settings, topic: str, events: list[dict]) -> None:
     from confluent_kafka import Producer
 
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     create_topics(settings, [topic], partitions=1)
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})

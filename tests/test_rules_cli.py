@@ -231,7 +231,7 @@ class JobStandIn(threading.Thread):
 
 
 def test_wait_prints_the_jobs_answer(settings, capsys, tmp_path):
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     control, results = settings.kafka.topics.control, settings.kafka.topics.control_results
     create_topics(settings, [control], partitions=1)

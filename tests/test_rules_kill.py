@@ -46,7 +46,7 @@ from pipelines.rules_job import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 from zhongtai.stack._proc import inherited_env
-from zhongtai.stack.topics import create_topics
+from connectors.kafka_admin import create_topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

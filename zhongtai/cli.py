@@ -70,7 +70,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    run_events_job(s, opts, wait=True)
+    from zhongtai.runner import RunError
+
+    try:
+        run_events_job(s, opts, wait=True)
+    except RunError as e:
+        print(f"zhongtai run: {e}", file=sys.stderr)
+        return 2
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
     return 0
 

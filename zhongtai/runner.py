@@ -165,6 +165,27 @@ def make_table_env(settings: Settings, opts: RunOptions, jars: list[Path]) -> St
     return make_envs(settings, opts, jars)[1]
 
 
+class RunError(RuntimeError):
+    """The run cannot start as asked; the message says what to do."""
+
+
+def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
+    """A bounded run (``--drain``) reads the topics its pattern matches to their current end; with none it
+    would never end (a Kafka pattern source waits for topics to appear). Fail before starting instead."""
+    from connectors.kafka_admin import list_topics, matching_topics
+
+    pattern = opts.topic_pattern or settings.kafka.topics.events
+    found = matching_topics(settings, pattern)
+    if not found:
+        existing = list_topics(settings)
+        shown = ", ".join(existing[:20]) + (f" … ({len(existing)} in all)" if len(existing) > 20 else "")
+        raise RunError(f"no topic matches the events pattern {pattern!r} on {settings.kafka.bootstrap}, so a drained "
+                       f"run would wait for ever. Topics that exist: {shown or '(none)'}. Produce events first "
+                       "(zhongtai produce), or set kafka.topics.events (ZT__KAFKA__TOPICS__EVENTS) to a pattern "
+                       "that matches your topics.")
+    return found
+
+
 def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):
     """Create the real source/sinks and return the job's StatementSet."""
     from connectors.kafka_tables import dlq_sink_ddl, source_ddl
@@ -206,7 +227,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     if job.store_mode == "log":
         from connectors.kafka_tables import store_log_sink_ddl
         from connectors.store_log import store_log_topic
-        from zhongtai.stack.topics import create_topics
+        from connectors.kafka_admin import create_topics
 
         topic = store_log_topic(settings, opts.group)
         create_topics(settings, [topic])
@@ -234,7 +255,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     store_views = ["zt_store_rows"]
     if opts.rules:
         from pipelines.rules_job import CHANNELS, actions_sink_ddl, add_rules, rule_store_rows
-        from zhongtai.stack.topics import create_topics
+        from connectors.kafka_admin import create_topics
 
         prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
@@ -271,7 +292,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
 def ensure_control_topics(settings: Settings, control: str, results: str) -> None:
     """The control topic has ONE partition (its messages are ordered commands); a bounded run needs
     it to exist (a pattern that matches no topic never finishes)."""
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     create_topics(settings, [control], partitions=1)
     create_topics(settings, [results])
@@ -309,6 +330,8 @@ def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -
     from zhongtai.applier import ApplierThread
 
     t0 = time.monotonic()
+    if opts.bounded:
+        check_drain_topics(settings, opts)
     env, t_env = make_envs(settings, opts, connector_jars(settings))
     client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
     if settings.job.store_mode != "log":

@@ -303,7 +303,7 @@ def ensure_control_topic(settings: Settings) -> None:
     """Create ``kafka.topics.control`` with ONE partition if it is missing, as the job does on start
     (its messages are ordered commands; a broker auto-creating it could give it several)."""
     from connectors.control import end_offsets
-    from zhongtai.stack.topics import create_topics
+    from connectors.kafka_admin import create_topics
 
     if not end_offsets(settings, settings.kafka.topics.control):  # missing (an existing topic is left alone)
         create_topics(settings, [settings.kafka.topics.control], partitions=1)
