@@ -33,6 +33,20 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
+#: How long a batch is retried on lost Redis / HBase connections before the applier gives up.
+RETRY_FOR_S = 300.0
+
+
+def _transient(e: BaseException) -> bool:
+    """A lost or refused connection (worth a retry on a fresh client), not a bad row or a bug."""
+    import redis
+
+    if isinstance(e, (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, BrokenPipeError)):
+        return True
+    name = type(e).__name__
+    return name in ("TTransportException", "TException") or (isinstance(e, OSError) and e.errno is not None)
+
+
 class ApplierError(RuntimeError):
     pass
 
@@ -83,6 +97,7 @@ LAG_EVERY_S = 5.0
 class ApplierStats:
     rows: int = 0
     batches: int = 0
+    retries: int = 0
     seconds_writing: float = 0.0
     last_batch_at: float | None = None
 
@@ -138,9 +153,7 @@ class StoreApplier:
         rows = self._reader.read(self.settings.job.applier_batch, timeout_s)
         if rows:
             t0 = time.perf_counter()
-            self._redis.write(rows)
-            if self._hbase is not None:
-                self._hbase.write(rows)
+            self._write(rows)
             took = time.perf_counter() - t0
             if self.metrics is not None:
                 self.metrics.batch(len(rows), took)
@@ -150,6 +163,47 @@ class StoreApplier:
             self.stats.last_batch_at = time.time()
         self._reader.commit()
         return len(rows)
+
+    def _write(self, rows: list[Any]) -> None:
+        """Write one batch to Redis (+ HBase). A lost connection (a restarted Redis or Thrift server, a broken
+        pipe under load) is retried with backoff on a fresh client, the same rows again: the writes are
+        idempotent and the batch's offsets are committed only after it is written. Gives up after
+        ``RETRY_FOR_S`` with an :class:`ApplierError` that names the store."""
+        delay, deadline = 0.5, time.monotonic() + RETRY_FOR_S
+        for store in ("redis", "hbase"):
+            while True:
+                client = self._redis if store == "redis" else self._hbase
+                if client is None:
+                    break
+                try:
+                    client.write(rows)
+                    break
+                except Exception as e:  # noqa: BLE001 - only connection failures are retried, see _transient
+                    if not _transient(e) or time.monotonic() > deadline:
+                        where = (f"Redis {self.settings.redis.host}:{self.settings.redis.port}" if store == "redis"
+                                 else f"HBase Thrift {self.settings.hbase.host}:{self.settings.hbase.port}")
+                        raise ApplierError(f"store applier: writing a batch of {len(rows)} rows to {where} failed "
+                                           f"({e!r}); the rows stay in the store log (not committed): fix the "
+                                           "store and run `zhongtai apply` again") from e
+                    logger.warning("store applier: %s write failed (%r); reconnecting, retry in %.1f s", store, e, delay)
+                    self.stats.retries += 1
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    self._reconnect(store)
+
+    def _reconnect(self, store: str) -> None:
+        from connectors.redis_store import RedisStore
+
+        try:
+            (self._redis if store == "redis" else self._hbase).close()
+        except Exception:  # noqa: BLE001 - the old client is broken anyway
+            pass
+        if store == "redis":
+            self._redis = RedisStore(self.settings.redis, prefix=self.redis_prefix)
+        else:
+            from connectors.hbase_store import HBaseStore
+
+            self._hbase = HBaseStore(self.settings.hbase, prefix=self.hbase_prefix)
 
     def drain(self, timeout_s: float = 300.0) -> int:
         """Apply everything committed to the log as of now; rows written. Raises :class:`ApplierError` if the
