@@ -1,5 +1,4 @@
-"""The store applier retries a batch on a lost Redis / HBase connection (unit test of the retry logic; the
-Redis really restarted mid-stream: tests/test_service_faults.py, when it exists).
+"""The store applier retries a batch on a lost Redis / HBase connection (a unit test of the retry logic).
 
 A store that fails with a connection error is reconnected and the SAME rows are written again (the
 writes are idempotent; offsets are committed only after the batch is written); a store that fails with
