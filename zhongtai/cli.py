@@ -85,7 +85,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from zhongtai.submit import submit
 
     s = _settings(args)
-    job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait)
+    job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait, rules=args.rules,
+                    rules_file=args.rules_file)
     print(job_id)
     if s.job.store_mode == "log":
         group = f" --group {args.group}" if args.group else ""
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--group", default=None)
     su.add_argument("--wait", action="store_true", help="wait for the job to finish")
     su.add_argument("-p", "--parallelism", type=int, default=None)
+    su.add_argument("--rules", action="store_true", help="with the strategy engine (rules, patterns, journeys)")
+    su.add_argument("--rules-file", default=None, help="rule definitions (default config/rules.yaml)")
     su.set_defaults(func=cmd_submit)
 
     ap = sub.add_parser("apply", help="write the job's committed store log to Redis/HBase (job.store_mode: log)")

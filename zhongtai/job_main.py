@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the naive per-event HINCRBY sink (negative control of the fault-tolerance test)",
     )
     p.add_argument("--naive-prefix", default=None, help="Redis prefix of the naive control sink")
+    p.add_argument("--rules", action="store_true", help="with the strategy engine (as `zhongtai run --rules`)")
+    p.add_argument("--rules-file", default=None, help="rule definitions (default config/rules.yaml)")
+    p.add_argument("--actions-prefix", default=None, help="action topics are <prefix><channel>")
+    p.add_argument("--no-attribution", action="store_true", help="with --rules: no conversion attribution")
+    p.add_argument("--no-experiments", action="store_true", help="without the experiment statistics")
+    for flag, what in (("--control-topic", "control messages"), ("--control-results-topic", "control results"),
+                       ("--delivery-topic", "delivery receipts (attribution)"),
+                       ("--identity-topic", "identity changes"), ("--tag-topic", "tag changes")):
+        p.add_argument(flag, default=None, help=f"topic of the {what} (default: the configured one)")
     p.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
     p.add_argument("--recover-from", default=None, help="checkpoint/savepoint URL to restore from")
     p.add_argument(
@@ -89,6 +98,16 @@ def run_options(args: argparse.Namespace):
         "transactional_id_prefix": args.txn_prefix,
         "naive_control": args.naive_control,
         "naive_prefix": args.naive_prefix,
+        "rules": args.rules,
+        "rules_file": args.rules_file,
+        "actions_prefix": args.actions_prefix,
+        "attribution": not args.no_attribution,
+        "experiments": not args.no_experiments,
+        "control_topic": args.control_topic,
+        "control_results_topic": args.control_results_topic,
+        "delivery_topic": args.delivery_topic,
+        "identity_topic": args.identity_topic,
+        "tag_topic": args.tag_topic,
     }
     if args.job_name:
         kw["job_name"] = args.job_name

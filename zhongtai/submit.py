@@ -203,6 +203,13 @@ def _job_args(opts: Any, settings_file: Path, jars: list[str]) -> list[str]:
         ("--hbase-prefix", opts.hbase_prefix),
         ("--txn-prefix", opts.transactional_id_prefix),
         ("--naive-prefix", getattr(opts, "naive_prefix", None)),
+        ("--rules-file", str(Path(opts.rules_file).resolve()) if getattr(opts, "rules_file", None) else None),
+        ("--actions-prefix", getattr(opts, "actions_prefix", None)),
+        ("--control-topic", getattr(opts, "control_topic", None)),
+        ("--control-results-topic", getattr(opts, "control_results_topic", None)),
+        ("--delivery-topic", getattr(opts, "delivery_topic", None)),
+        ("--identity-topic", getattr(opts, "identity_topic", None)),
+        ("--tag-topic", getattr(opts, "tag_topic", None)),
     ):
         if value:
             args += [flag, value]
@@ -211,6 +218,9 @@ def _job_args(opts: Any, settings_file: Path, jars: list[str]) -> list[str]:
         ("--no-hbase", not opts.hbase),
         ("--fresh", not opts.resume),
         ("--naive-control", getattr(opts, "naive_control", False)),
+        ("--rules", getattr(opts, "rules", False)),
+        ("--no-attribution", not getattr(opts, "attribution", True)),
+        ("--no-experiments", not getattr(opts, "experiments", True)),
     ):
         if on:
             args.append(flag)
