@@ -146,21 +146,26 @@ def _function_class() -> type:
             logging.getLogger(__name__).info("attribution: %s", getattr(self, "counts", {}))
 
         def process_element(self, value: Any, ctx: KeyedProcessFunction.Context):
-            k, person, ts, s1, s2 = value
-            if k == "d":
-                self.counts["receipts"] += 1
-                try:
-                    receipt = orjson.loads(s1)
-                except orjson.JSONDecodeError:
-                    receipt = None
-                item: Any = delivery_from(receipt) if isinstance(receipt, dict) else None
-                if item is None:  # the SQL only checked status, person and ts_ms
-                    self.counts["bad_receipts"] += 1
-                    return
-            else:
-                self.counts["purchases"] += 1
-                item = Event(s1, self.config.purchase_type, ts, person, {"amount": s2})
-            yield from self._step(item, ctx.timer_service().current_watermark(), ctx, person)
+            """A bundle of the person's inputs (``pipelines.bundles``), JSON rows ``[ts, k, s1, s2]``, each
+            stepped at the current watermark as it would have been one by one (bundles flush before every
+            watermark, so it is the same watermark)."""
+            person = ctx.get_current_key()
+            wm = ctx.timer_service().current_watermark()
+            for ts, k, s1, s2 in orjson.loads(value):
+                if k == "d":
+                    self.counts["receipts"] += 1
+                    try:
+                        receipt = orjson.loads(s1)
+                    except orjson.JSONDecodeError:
+                        receipt = None
+                    item: Any = delivery_from(receipt) if isinstance(receipt, dict) else None
+                    if item is None:  # the SQL only checked status, person and ts_ms
+                        self.counts["bad_receipts"] += 1
+                        continue
+                else:
+                    self.counts["purchases"] += 1
+                    item = Event(s1, self.config.purchase_type, ts, person, {"amount": s2})
+                yield from self._step(item, wm, ctx, person)
 
         def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
             yield from self._step(None, timestamp, ctx, ctx.get_current_key())
@@ -196,26 +201,22 @@ def attach_attribution(t_env: StreamTableEnvironment, settings: Settings, *, rec
                        events_view: str = "zt_person_events") -> None:
     """Register ``zt_conversions`` (CONVERSION_FIELDS, append-only) from the receipts table ``receipts``
     (a ``payload`` BYTES column) and ``events_view``, and ``zt_attribution_rows`` for the store writer."""
-    from pyflink.common import Duration, Types
-    from pyflink.common.watermark_strategy import TimestampAssigner, WatermarkStrategy
+    from pyflink.common import Types
+
+    from pipelines.bundles import keyed_bundles
 
     config = attribution_config(settings)
     job = settings.job
-    inputs = t_env.to_data_stream(t_env.sql_query(input_sql(receipts, events_view, config.purchase_type)))
-
-    class _TsOf(TimestampAssigner):
-        def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-            return value[2]
-
-    inputs = inputs.assign_timestamps_and_watermarks(
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(job.allowed_lateness_ms))
-        .with_timestamp_assigner(_TsOf()).with_idleness(Duration.of_millis(job.source_idle_timeout_ms))
-    ).name("attribution-watermarks").uid("zt-attribution-watermarks-v1")
+    # Keyed by person with event time ts_ms (bounded out-of-orderness allowed_lateness_ms: a receipt can
+    # lag its purchase), all on the JVM, the person's inputs bundled: one crossing per bundle.
+    inputs = keyed_bundles(t_env, t_env.sql_query(
+        f"SELECT person AS k, ts_ms AS ts, k AS kind, s1, s2 FROM ({input_sql(receipts, events_view, config.purchase_type)})"),
+        ts_field=1, out_of_orderness_ms=job.allowed_lateness_ms, idle_ms=job.source_idle_timeout_ms,
+        max_delay_ms=job.bundle_ms, max_rows=job.bundle_rows, name="attribution")
     s, n = Types.STRING(), Types.LONG()
     out = Types.ROW_NAMED(list(CONVERSION_FIELDS), [s, s, s, s, s, s, n, n, s, s])
-    conversions = (inputs.key_by(lambda r: r[1], key_type=Types.STRING())
-                   .process(_function_class()(config), output_type=out)
-                   .name("attribution").uid("zt-attribution-v1"))
+    conversions = (inputs.process(_function_class()(config), output_type=out)
+                   .name("attribution").uid("zt-attribution-v2"))  # v2: bundled input, Java event time
     t_env.create_temporary_view("zt_conversions", t_env.from_data_stream(conversions))
     for stmt in store_rows_statements():
         t_env.execute_sql(stmt)
