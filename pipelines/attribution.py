@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StreamTableEnvironment
 
     from config.settings import Settings
-    from zhongtai.runner import RunOptions
 
 CONVERSION_FIELDS = ("purchase_event_id", "person", "action_id", "rule_id", "campaign", "channel",
                      "delivered_ts", "purchase_ts", "amount", "payload")
@@ -228,17 +227,3 @@ def delivery_source_ddl(name: str, settings: Settings, *, topic: str, group: str
 
     return source_ddl(name, settings.kafka, topic_pattern=re.escape(topic), group=group, bounded=bounded,
                       idle_timeout_ms=settings.job.source_idle_timeout_ms)
-
-
-def add_attribution(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions) -> str:
-    """The job's wiring (``zhongtai.runner``, rules on): the delivery topic (created if missing: a bounded
-    run over a pattern that matches no topic never finishes) → ``attach_attribution``; returns the view of
-    its store rows (``zt_attribution_rows``) for the job's one store INSERT."""
-    from connectors.kafka_admin import create_topics
-
-    topic = opts.delivery_topic or settings.kafka.topics.delivery
-    create_topics(settings, [topic])
-    t_env.execute_sql(delivery_source_ddl("zt_delivery_source", settings, topic=topic, bounded=opts.bounded,
-                                          group=f"{opts.group or settings.kafka.consumer_group}-delivery"))
-    attach_attribution(t_env, settings, receipts="zt_delivery_source")
-    return "zt_attribution_rows"

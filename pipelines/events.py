@@ -1,10 +1,11 @@
-"""The event job: decode + validate → DLQ | dedup → live counters, person buckets, totals → stores.
+"""The event job's SQL: decode + validate → DLQ | dedup → live counters, anchor buckets, identifier
+combinations, totals; person minutes and person events over the identity map; the store rows.
 
-``build(t_env, settings, source, sinks)`` adds the job's statements to a ``StatementSet`` and
-returns it. ``source`` names a table with the raw-record columns (see ``pipelines.decode``);
-``sinks`` names the DLQ table and the store table. The job passes Kafka tables: the store is the
-transactional store log (``connectors.store_log``, applied to Redis/HBase by ``zhongtai.applier``),
-or with ``job.store_mode: direct`` the vectorised writer ``pipelines.store_sink``.
+The statements and helpers here are used by the stages of ``pipelines.job`` (the composition root):
+``view_statements`` (the core), ``person_minutes_statement`` / ``person_events_statements`` (people),
+``store_rows_statement`` and ``store_insert`` (the store: the transactional store log applied to
+Redis/HBase by ``zhongtai.applier``, or with ``job.store_mode: direct`` the vectorised writer
+``pipelines.store_sink``), ``dlq_insert``.
 
 Everything per event runs as Flink SQL on the JVM; Python sees new identifier combinations (the
 identity graph) and person-bucket changes (tags). See docs/performance.md for the measurements.
@@ -261,14 +262,6 @@ WHERE y.op = 'INSERT'"""
     return [joined, first, events]
 
 
-def control_kind_view(source: str, kind: str, view: str) -> str:
-    """The control messages of ``kind`` in the raw control topic table ``source`` (payload STRING)."""
-    return f"""
-CREATE TEMPORARY VIEW {view} AS
-SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {source})
-WHERE JSON_VALUE(s, '$.kind') = '{kind}'"""
-
-
 def store_rows_statement() -> str:
     """``zt_store_rows``: every upsert for Redis/HBase, one shape (``STORE_COLUMNS``; kinds in
     ``connectors.redis_store.StoreRow``): counters, person buckets, identifier mappings, identity
@@ -317,75 +310,6 @@ SELECT payload,
       'zt.source.timestamp', ENCODE(DATE_FORMAT(kts, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), 'UTF-8')],
   kts
 FROM zt_decoded WHERE reason IS NOT NULL"""
-
-
-def build(t_env: StreamTableEnvironment, settings: Settings, source: str, sinks: Sinks,
-          ruleset: RuleSet | None = None) -> StatementSet:
-    """Register the views over ``source`` and return the statement set writing to ``sinks``, all but the
-    store: the caller adds :func:`store_insert` of ``zt_store_rows`` (and of any other store-row views).
-
-    The identity graph (``pipelines.identity``) runs as a DataStream operator between the SQL views, so
-    ``t_env`` is a ``StreamTableEnvironment`` and the caller runs the statement set through
-    ``attach_as_datastream()`` + ``env.execute``.
-
-    The person operator (``pipelines.person``: profile, tags and, given a ``ruleset``, the strategy engine)
-    registers ``zt_tag_changes`` and, with a rule set, ``zt_actions`` / ``zt_suppressed``; the caller adds
-    the rules' sinks (``pipelines.rules_job.add_rules``).
-    """
-    from pipelines.identity import attach, changes_insert, control_results_insert, control_view_statement
-
-    conf = t_env.get_config()
-    for k, v in job_options(settings).items():
-        conf.set(k, v)
-    for stmt in view_statements(source, settings):
-        t_env.execute_sql(stmt)
-        name = _VIEW_NAME.search(stmt)
-        if name and name.group(1) in SHARED_VIEWS:
-            materialize(t_env, name.group(1))
-    control_view = None
-    if sinks.control_source:
-        # one reader of the control topic for the identity graph, the tags, the rules and experiments
-        t_env.execute_sql(f"CREATE TEMPORARY VIEW {CONTROL_VIEW} AS SELECT * FROM {sinks.control_source}")
-        materialize(t_env, CONTROL_VIEW)
-        t_env.execute_sql(control_view_statement(CONTROL_VIEW))
-        control_view = "zt_identity_control"
-    attach(t_env, settings, control_view)
-    t_env.execute_sql(person_minutes_statement())
-    materialize(t_env, "zt_person_minutes", changelog=True)  # read by the person operator and by the store
-    for stmt in person_events_statements():
-        t_env.execute_sql(stmt)
-    if ruleset is not None:
-        # read by the person operator, the attribution and the person experiments: planned once (each
-        # Table → DataStream conversion is optimised on its own and would run the join and dedup again)
-        materialize(t_env, "zt_person_events")
-    from pipelines.person import RULE_CONTROL_KINDS, attach_person
-
-    person_control = None
-    if sinks.control_source:
-        kinds = ", ".join(f"'{k}'" for k in ("tag", *(RULE_CONTROL_KINDS if ruleset is not None else ())))
-        t_env.execute_sql(f"""
-CREATE TEMPORARY VIEW zt_person_control AS
-SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {CONTROL_VIEW})
-WHERE JSON_VALUE(s, '$.kind') IN ({kinds})""")
-        person_control = "zt_person_control"
-    attach_person(t_env, settings, ruleset=ruleset, control_view=person_control)
-    t_env.execute_sql(store_rows_statement())
-    stmt_set = t_env.create_statement_set()
-    stmt_set.add_insert_sql(dlq_insert(sinks.dlq))
-    if sinks.identity_changes:
-        stmt_set.add_insert_sql(changes_insert(sinks.identity_changes))
-    if sinks.control_results:
-        stmt_set.add_insert_sql(control_results_insert(sinks.control_results))
-        stmt_set.add_insert_sql(f"""
-INSERT INTO {sinks.control_results}
-SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('tag', 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
-FROM zt_control_results_tags""")
-    if sinks.tag_changes:
-        stmt_set.add_insert_sql(f"""
-INSERT INTO {sinks.tag_changes}
-SELECT ENCODE(payload, 'UTF-8'), MAP['zt.person', ENCODE(person, 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
-FROM zt_tag_changes""")
-    return stmt_set
 
 
 def store_insert(sinks: Sinks, *views: str) -> str:

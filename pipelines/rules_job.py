@@ -43,7 +43,7 @@ def actions_sink_ddl(name: str, settings: Settings, transactional_id_prefix: str
     declared topics (the connector needs them listed).
 
     ``delivery="at-least-once"`` writes without transactions (records are visible at once and a replay
-    after a failure writes them again): only the negative control (``add_actions_control``) uses it."""
+    after a failure writes them again): only the kill test's negative control (``RunOptions.actions_control_prefix``) uses it."""
     if delivery not in ACTIONS_DELIVERY:
         raise ValueError(f"actions sink: delivery {delivery!r} is not one of {', '.join(ACTIONS_DELIVERY)}; "
                          "use exactly-once (the default) unless you are testing duplicates")
@@ -80,39 +80,12 @@ SELECT ENCODE(payload, 'UTF-8'), CONCAT('{prefix}', channel),
 FROM zt_actions"""
 
 
-def add_actions_control(t_env: StreamTableEnvironment, stmt_set: StatementSet, settings: Settings,
-                        prefix: str) -> None:
-    """Negative control of the exactly-once test (tests/test_rules_kill.py): the same actions written a
-    second time, AT_LEAST_ONCE without transactions, to ``<prefix><channel>``. After a failure the job
-    replays from its last checkpoint, and whatever this sink wrote after it is written again, so a
-    read_uncommitted consumer sees duplicates (the transactional sink aborts them instead)."""
-    from connectors.kafka_admin import create_topics
-
-    create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
-    t_env.execute_sql(actions_sink_ddl("zt_actions_control_out", settings, "", prefix, delivery="at-least-once"))
-    stmt_set.add_insert_sql(actions_insert("zt_actions_control_out", prefix))
-
-
 def load_ruleset(rules_file: str | Path | None = None) -> RuleSet:
     """The rule set a job starts with (``config/rules.yaml`` by default), validated."""
     from operators.rules.registry import RuleSet
     from operators.rules.schema import load_file
 
     return RuleSet.from_definitions(load_file(rules_file or RULES_FILE))
-
-
-def add_rules(t_env: StreamTableEnvironment, stmt_set: StatementSet, *, actions_sink: str, actions_prefix: str,
-              control_results: str | None) -> None:
-    """Add the strategy engine's outputs to ``stmt_set`` (the engine runs inside the person operator,
-    ``pipelines.person``, which ``pipelines.events.build`` attached with the rule set): actions to
-    ``<actions_prefix><channel>``, control results to ``control_results``; the counters and audit rows
-    are ``rule_store_rows`` (registered by the caller as ``zt_rule_rows``)."""
-    stmt_set.add_insert_sql(actions_insert(actions_sink, actions_prefix))
-    if control_results:
-        stmt_set.add_insert_sql(f"""
-INSERT INTO {control_results}
-SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('rule', 'UTF-8')], CAST(NULL AS TIMESTAMP_LTZ(3))
-FROM zt_rules_control_results""")
 
 
 def rule_store_rows() -> list[str]:

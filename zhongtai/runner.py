@@ -1,6 +1,7 @@
 """Build and run the event job: on the embedded mini-cluster (default) or a Flink cluster.
 
-``run_events_job(settings, ...)`` wires the real connectors into ``pipelines.events.build``:
+``run_events_job(settings, ...)`` creates the real connectors and builds the job over them with
+``pipelines.job.build_job`` (the composition root):
 the Kafka raw source, the transactional Kafka DLQ sink and the store (the transactional store log
 plus its applier, ``zhongtai.applier``; or the direct Redis/HBase writer). It is
 what ``zhongtai run``, ``zhongtai demo``, the bench and the integration tests call, and what
@@ -56,7 +57,7 @@ class RunOptions:
     attribution: bool = True  # with rules: conversions attributed from the delivery receipts (pipelines.attribution)
     delivery_topic: str | None = None  # the receipts (default kafka.topics.delivery)
     #: test-only negative control: every action also written AT_LEAST_ONCE, non-transactionally, to
-    #: <prefix><channel> (pipelines.rules_job.add_actions_control; replays after a failure duplicate there)
+    #: <prefix><channel> (JobTables.actions_control; replays after a failure duplicate there)
     actions_control_prefix: str | None = None
 
 
@@ -187,9 +188,11 @@ def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
 
 
 def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):
-    """Create the real source/sinks and return the job's StatementSet."""
+    """Create the real connectors (topics, Kafka tables, the store sink) and build the whole job over them
+    (``pipelines.job.build_job``, the composition root); return the statement set."""
+    from connectors.kafka_admin import create_topics
     from connectors.kafka_tables import dlq_sink_ddl, source_ddl
-    from pipelines.events import Sinks, build
+    from pipelines.job import JobPlan, JobTables, build_job
     from pipelines.store_sink import store_udf
 
     job = settings.job
@@ -227,7 +230,6 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     if job.store_mode == "log":
         from connectors.kafka_tables import store_log_sink_ddl
         from connectors.store_log import store_log_topic
-        from connectors.kafka_admin import create_topics
 
         topic = store_log_topic(settings, opts.group)
         create_topics(settings, [topic])
@@ -243,50 +245,40 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
             hbase=opts.hbase,
         ))
         store_fn = "zt_store"
-    sinks = Sinks(dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn, identity_changes="zt_identity_out",
-                  control_source="zt_control_source", control_results="zt_control_results",
-                  tag_changes="zt_tags_out")
     ruleset = None
+    actions = actions_control = delivery = None
+    prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
     if opts.rules:
-        from pipelines.rules_job import load_ruleset
+        from pipelines.rules_job import CHANNELS, actions_sink_ddl, load_ruleset
 
         ruleset = load_ruleset(opts.rules_file)
-    stmt_set = build(t_env, settings, "zt_source", sinks, ruleset)
-    store_views = ["zt_store_rows"]
-    if opts.rules:
-        from pipelines.rules_job import CHANNELS, actions_sink_ddl, add_rules, rule_store_rows
-        from connectors.kafka_admin import create_topics
-
-        prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
+        actions = "zt_actions_out"
         t_env.execute_sql(actions_sink_ddl(
-            "zt_actions_out", settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
-        add_rules(t_env, stmt_set, actions_sink="zt_actions_out", actions_prefix=prefix,
-                  control_results="zt_control_results")
-        for stmt in rule_store_rows():
-            t_env.execute_sql(stmt)
-        store_views.append("zt_rule_rows")
+            actions, settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
+        if opts.actions_control_prefix:  # the kill test's negative control: the same actions, at least once
+            create_topics(settings, [f"{opts.actions_control_prefix}{c}" for c in CHANNELS])
+            actions_control = "zt_actions_control_out"
+            t_env.execute_sql(actions_sink_ddl(actions_control, settings, "", opts.actions_control_prefix,
+                                               delivery="at-least-once"))
         if opts.attribution:
-            from pipelines.attribution import add_attribution
+            from pipelines.attribution import delivery_source_ddl
 
-            store_views.append(add_attribution(t_env, settings, opts))
-        if opts.actions_control_prefix:
-            from pipelines.rules_job import add_actions_control
-
-            add_actions_control(t_env, stmt_set, settings, opts.actions_control_prefix)
-    from pipelines.events import store_insert
-
-    stmt_set.add_insert_sql(store_insert(sinks, *store_views))
-    if opts.experiments:
-        from pipelines.experiments_job import add_experiments
-
-        add_experiments(t_env, stmt_set, settings, redis_prefix=opts.redis_prefix)
-    if opts.naive_control:
-        from pipelines.naive_sink import add_naive_sink
-
-        add_naive_sink(t_env, stmt_set, settings,
-                       prefix=opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")
-    return stmt_set
+            topic = opts.delivery_topic or settings.kafka.topics.delivery
+            create_topics(settings, [topic])  # a bounded run over a pattern that matches no topic never ends
+            delivery = "zt_delivery_source"
+            t_env.execute_sql(delivery_source_ddl(delivery, settings, topic=topic, bounded=opts.bounded,
+                                                  group=f"{opts.group or settings.kafka.consumer_group}-delivery"))
+    tables = JobTables(source="zt_source", dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn,
+                       identity_changes="zt_identity_out", tag_changes="zt_tags_out",
+                       control_source="zt_control_source", control_results="zt_control_results",
+                       actions=actions, actions_prefix=prefix, actions_control=actions_control,
+                       actions_control_prefix=opts.actions_control_prefix, delivery_source=delivery)
+    plan = JobPlan(ruleset=ruleset, attribution=opts.attribution, experiments=opts.experiments,
+                   redis_prefix=opts.redis_prefix,
+                   naive_prefix=(opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")
+                   if opts.naive_control else None)
+    return build_job(t_env, settings, tables, plan)
 
 
 def ensure_control_topics(settings: Settings, control: str, results: str) -> None:
