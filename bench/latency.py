@@ -77,10 +77,10 @@ def _timer_watch(settings: Settings, topics: list[str], seen: dict[str, float], 
 
 def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 5_000, seconds: float = 20.0,
                     hbase: bool = True, timers: bool = True, mode: str | None = None) -> dict[str, Any]:
-    import redis
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from connectors.redis_clients import redis_client
     from connectors.redis_store import minute_label
 
     mode = mode or settings.job.store_mode
@@ -110,8 +110,7 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 5_00
     log = (work / "latency.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "bench.contender", str(args_path)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    r = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db,
-                    password=settings.redis.password.get_secret_value() if settings.redis.password else None)
+    r = redis_client(settings.redis)
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "linger.ms": 5, "acks": "all",
                          "enable.idempotence": True})
     tag = uuid.uuid4().hex[:8]
@@ -166,8 +165,7 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 5_00
         stop = threading.Event()
 
         def poll() -> None:
-            pr = redis.Redis(host=settings.redis.host, port=settings.redis.port, db=settings.redis.db,
-                             password=settings.redis.password.get_secret_value() if settings.redis.password else None)
+            pr = redis_client(settings.redis)
             while not stop.is_set():
                 for m in list(sent):
                     v = pr.hget(f"{prefix}:m:all:{minute_label(m)}", "events")

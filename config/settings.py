@@ -52,14 +52,48 @@ class KafkaSettings(_Frozen):
 
 
 class RedisSettings(_Frozen):
+    """Where the live store is (``connectors/redis_clients.py`` makes every client from this)."""
+
+    #: ``standalone``: the one server at ``host:port``; ``cluster``: a Redis Cluster reached via ``nodes``.
+    mode: Literal["standalone", "cluster"] = "standalone"
     host: str = "127.0.0.1"
     port: int = 6390
+    #: Cluster mode: startup nodes ``host:port`` (any reachable ones; the client learns the rest of the
+    #: cluster from them). ``zhongtai stack up --redis-cluster`` starts three masters on these.
+    #: A comma-separated string is accepted (``ZT__REDIS__NODES=h:7001,h:7002``).
+    nodes: tuple[str, ...] = ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003")
     db: int = 0
     password: SecretStr | None = None
     #: Key prefix of every key zhongtai writes (``{prefix}:id:...``).
     prefix: str = "zt"
     #: Time to live of the per-minute counter hashes.
     minute_counter_ttl_s: int = Field(7 * 86_400, ge=60)
+
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, v: Any) -> Any:
+        return [n.strip() for n in v.split(",") if n.strip()] if isinstance(v, str) else v
+
+    @field_validator("nodes")
+    @classmethod
+    def _host_port(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for n in v:
+            host, sep, port = n.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"redis.nodes entry {n!r}: write it as host:port (port 1-65535)")
+        return v
+
+    @model_validator(mode="after")
+    def _cluster_needs_nodes_and_db0(self) -> RedisSettings:
+        if self.mode == "cluster" and not self.nodes:
+            raise ValueError("redis.mode is cluster but redis.nodes is empty: list at least one host:port")
+        if self.mode == "cluster" and self.db != 0:
+            raise ValueError(f"redis.db is {self.db} but a Redis Cluster has only db 0: set redis.db to 0")
+        for ch in "{}":
+            if self.mode == "cluster" and ch in self.prefix:
+                raise ValueError(f"redis.prefix {self.prefix!r} holds {ch!r}: a Redis Cluster would read it as a "
+                                 "hash tag and put every key in one slot; choose a prefix without braces")
+        return self
 
 
 class HBaseSettings(_Frozen):

@@ -20,9 +20,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from connectors.redis_store import redis_client
+from connectors.redis_clients import execute_scripted, queue_script, redis_client
 from operators.experiments.definitions import DefinitionError, ExperimentDefinition, definition_from_mapping
 from operators.experiments.stats import VariantStats
 
@@ -134,17 +134,19 @@ return 1"""
         from operators.experiments.control import unpack_row
 
         script = self.client.register_script(self._GUARDED_META)
-        pipe = self.client.pipeline(transaction=False)
-        for key, packed in rows:
-            version, record = unpack_row(packed)
-            if record is None:
-                script(keys=[self.meta_key(key)], args=[version, "", "", ""], client=pipe)
-            else:
-                d = record["definition"]
-                script(keys=[self.meta_key(key)], client=pipe, args=[
-                    version, json.dumps(d, ensure_ascii=False, sort_keys=True), d["unit"],
-                    json.dumps([v["key"] for v in d["variants"]], ensure_ascii=False)])  # fmt: skip
-        pipe.execute()
+
+        def fill(pipe: Any) -> None:
+            for key, packed in rows:
+                version, record = unpack_row(packed)
+                if record is None:
+                    queue_script(pipe, script, [self.meta_key(key)], [version, "", "", ""])
+                else:
+                    d = record["definition"]
+                    queue_script(pipe, script, [self.meta_key(key)], [
+                        version, json.dumps(d, ensure_ascii=False, sort_keys=True), d["unit"],
+                        json.dumps([v["key"] for v in d["variants"]], ensure_ascii=False)])  # fmt: skip
+
+        execute_scripted(self.client, [script], fill)
         return len(rows)
 
     # ---- reading ----------------------------------------------------------------------------------

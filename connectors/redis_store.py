@@ -1,8 +1,11 @@
-"""Redis: the live store (counters, profiles, pipeline totals). The only module importing ``redis``.
+"""Redis: the live store (counters, profiles, pipeline totals), standalone or Redis Cluster.
 
 Writes are idempotent under replay (DESIGN.md): counters and totals are absolute values taken from
 Flink state (``HSET``), profile buckets go through ``redis_profile.lua`` which applies the change
 against the value stored before. Nothing here is a blind increment of a replayable input.
+
+Every command touches one key, or one key per Lua call, so the layout works unchanged on a Redis
+Cluster (docs/semantics.md, "Redis keys"). Clients come from ``connectors.redis_clients``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import redis
-
+from connectors.redis_clients import Client, execute_scripted, mget, queue_script
+from connectors.redis_clients import redis_client as redis_client
 from operators import profile_windows
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,20 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("redis_profile.lua").read_text(encoding="utf-8")
-#: identifier → person, with the person's identifier set kept in step (idempotent: replays are no-ops).
-#: KEYS[1] = id key; ARGV = person id ('' = none), identifier, prefix of the person's identifier sets.
-_ID_LUA = """
-local old = redis.call('GET', KEYS[1])
-if old == ARGV[1] or (not old and ARGV[1] == '') then return 0 end
-if old then redis.call('SREM', ARGV[3] .. old, ARGV[2]) end
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SADD', ARGV[3] .. ARGV[1], ARGV[2])
-end
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +63,35 @@ class StoreRow:
     s1: str | None = None  # person id (``i``) / edge details (``e``)
 
 
-def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> redis.Redis:
-    """The one way zhongtai connects to Redis (string replies, the configured db and password)."""
-    return redis.Redis(
-        host=cfg.host,
-        port=cfg.port,
-        db=cfg.db,
-        password=cfg.password.get_secret_value() if cfg.password else None,
-        decode_responses=True,
-        socket_timeout=socket_timeout,
-    )
+@dataclass(frozen=True, slots=True)
+class IdentifierMoves:
+    """What a batch's identifier rows change: ``members`` = (``"sadd"`` | ``"srem"``, person, identifier)
+    on the persons' identifier sets, in row order; ``persons`` = identifier → its person after the
+    batch (``""``: none) for every identifier whose person changed."""
+
+    members: list[tuple[str, str, str]]
+    persons: dict[str, str]
+
+
+def identifier_moves(rows: Sequence[StoreRow], stored: dict[str, str | None]) -> IdentifierMoves:
+    """Apply the ``i`` / ``id`` rows of a batch, in order, to the mapping ``stored`` before it (identifier
+    → person or None). A row that names the person already stored changes nothing (a replay)."""
+    current = dict(stored)
+    members: list[tuple[str, str, str]] = []
+    persons: dict[str, str] = {}
+    for r in rows:
+        if r.kind not in ("i", "id"):
+            continue
+        new = r.s1 if r.kind == "i" and r.s1 else ""
+        old = current.get(r.key) or ""
+        if old == new:
+            continue
+        if old:
+            members.append(("srem", old, r.key))
+        if new:
+            members.append(("sadd", new, r.key))
+        current[r.key] = persons[r.key] = new
+    return IdentifierMoves(members, persons)
 
 
 def minute_label(epoch_minute: int) -> str:
@@ -100,15 +108,21 @@ def _cents(amount: Decimal | None) -> int:
 class RedisStore:
     """Batched, idempotent writer and reader of zhongtai's Redis keys.
 
-    Create it where it is used (inside a Flink function's ``open``): it holds a connection.
+    Create it where it is used (inside a Flink function's ``open``): it holds a connection, made on first
+    use (so a store whose Redis is down can be created, and fails on its first command).
     """
 
     def __init__(self, cfg: RedisSettings, prefix: str | None = None) -> None:
         self.cfg = cfg
         self.prefix = prefix or cfg.prefix
-        self.client = redis_client(cfg)
-        self._profile_script = self.client.register_script(_LUA)
-        self._id_script = self.client.register_script(_ID_LUA)
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = redis_client(self.cfg)
+            self._profile_script = self._client.register_script(_LUA)
+        return self._client
 
     # ---- keys -----------------------------------------------------------------------------------
     def counter_key(self, scope: str, minute_label_: str) -> str:
@@ -132,10 +146,35 @@ class RedisStore:
 
     # ---- writing --------------------------------------------------------------------------------
     def write(self, rows: Sequence[StoreRow]) -> int:
-        """Write one batch in a single pipelined round trip. Returns the number of rows applied."""
+        """Write one batch; returns the number of rows applied.
+
+        Three pipelined round trips: read the identifiers' stored persons; write every row but the
+        identifier keys (with the persons' identifier sets moved, :func:`identifier_moves`); then set the
+        identifier keys. An identifier key changes only after its sets did, so a batch cut short anywhere
+        and written again (the applier retries, a replay) reads the old person again and ends the same."""
         if not rows:
             return 0
+        client = self.client
+        idents = list(dict.fromkeys(r.key for r in rows if r.kind in ("i", "id")))
+        stored = mget(client, [self.id_key(i) for i in idents])
+        moves = identifier_moves(rows, dict(zip(idents, stored, strict=True)))
+        execute_scripted(client, [self._profile_script], lambda pipe: self._queue(pipe, rows, moves))
+        if moves.persons:
+            self._set_identifiers(moves.persons)
+        return len(rows)
+
+    def _set_identifiers(self, persons: dict[str, str]) -> None:
+        """The last step of :meth:`write`: identifier → person keys (``""``: the key is deleted)."""
         pipe = self.client.pipeline(transaction=False)
+        for ident, pid in persons.items():
+            if pid:
+                pipe.set(self.id_key(ident), pid)
+            else:
+                pipe.delete(self.id_key(ident))
+        pipe.execute()
+
+    def _queue(self, pipe: Any, rows: Sequence[StoreRow], moves: IdentifierMoves) -> None:
+        """Queue the writes of ``rows`` on ``pipe``, identifier keys excepted (see :meth:`write`)."""
         scopes: set[str] = set()
         for r in rows:
             if r.kind == "c":
@@ -154,18 +193,13 @@ class RedisStore:
                 pipe.expire(key, self.cfg.minute_counter_ttl_s)
                 scopes.add(r.key)
             elif r.kind in ("p", "pd"):
-                self._profile_script(
-                    keys=[self.profile_key(r.key)],
-                    args=[
-                        r.bucket, r.n1, r.n2, r.n3, r.n4, _cents(r.amount), r.t1, r.t2, r.t3,
-                        profile_windows.KEEP_MINUTES, profile_windows.KEEP_HOURS, profile_windows.KEEP_DAYS,
-                        "del" if r.kind == "pd" else "set",
-                    ],
-                    client=pipe,
-                )
+                queue_script(pipe, self._profile_script, [self.profile_key(r.key)], [
+                    r.bucket, r.n1, r.n2, r.n3, r.n4, _cents(r.amount), r.t1, r.t2, r.t3,
+                    profile_windows.KEEP_MINUTES, profile_windows.KEEP_HOURS, profile_windows.KEEP_DAYS,
+                    "del" if r.kind == "pd" else "set",
+                ])
             elif r.kind in ("i", "id"):
-                pid = r.s1 if r.kind == "i" and r.s1 else ""
-                self._id_script(keys=[self.id_key(r.key)], args=[pid, r.key, self.members_prefix], client=pipe)
+                continue  # moves.members below; the identifier key itself after this pipeline
             elif r.kind in ("t", "tr"):  # tag added / removed: ``{prefix}:tag:{tag}`` and the person's set
                 op = pipe.sadd if r.kind == "t" else pipe.srem
                 op(f"{self.prefix}:tag:{r.s1}", r.key)
@@ -182,10 +216,10 @@ class RedisStore:
                 pipe.hset(self.stats_key, r.key, r.n1)
             else:  # pragma: no cover - the SQL only produces the kinds above
                 raise ValueError(f"redis store: unknown row kind {r.kind!r} for key {r.key!r}")
+        for op, pid, ident in moves.members:
+            (pipe.sadd if op == "sadd" else pipe.srem)(self.members_prefix + pid, ident)
         if scopes:
             pipe.sadd(f"{self.prefix}:m:scopes", *sorted(scopes))
-        pipe.execute()
-        return len(rows)
 
     # ---- reading --------------------------------------------------------------------------------
     def profile_hash(self, person: str) -> dict[str, str]:
@@ -236,7 +270,7 @@ class RedisStore:
         """Every identifier → person id under this prefix (tests, audits)."""
         head = f"{self.prefix}:id:"
         keys = list(self.client.scan_iter(match=head + "*", count=1000))
-        values = self.client.mget(keys) if keys else []
+        values = mget(self.client, keys)
         return {k[len(head):]: v for k, v in zip(keys, values, strict=True) if v is not None}
 
     def persons(self) -> list[str]:
@@ -261,7 +295,9 @@ class RedisStore:
         return n
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
 def _chunks(it: Iterable[str], n: int) -> Iterable[list[str]]:

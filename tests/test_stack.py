@@ -44,7 +44,8 @@ def _fresh(prefix: str) -> str:
 @pytest.mark.stack
 def test_status_lists_every_service_and_core_ones_run(settings):
     st = {d["name"]: d for d in status(settings)}
-    assert set(st) == {"redis", "kafka", "hbase", "hbase-thrift", "flink-jobmanager", "flink-taskmanager"}
+    assert set(st) == {"redis", "kafka", "hbase", "hbase-thrift", "flink-jobmanager", "flink-taskmanager",
+                       "redis-cluster-1", "redis-cluster-2", "redis-cluster-3"}
     for name in CORE:
         assert st[name]["state"] == "running", st[name]
         assert isinstance(st[name]["pid"], int)
@@ -131,13 +132,13 @@ def test_broker_never_deletes_records_by_age(settings):
 
 @pytest.mark.stack
 def test_redis_set_get(settings):
-    import redis
+    from connectors.redis_clients import redis_client
 
-    r = redis.Redis(host=settings.redis.host, port=settings.redis.port)
+    r = redis_client(settings.redis)
     key = _fresh(f"{settings.redis.prefix}:test:")
     try:
         assert r.set(key, "值-1", ex=60) is True
-        assert r.get(key) == "值-1".encode()
+        assert r.get(key) == "值-1"
         assert r.config_get("save") == {"save": ""}
     finally:
         r.delete(key)

@@ -45,11 +45,12 @@ def _send(producer, topic: str, rows: list[StoreRow]) -> None:
     producer.flush(30)
 
 
-def _fresh_log(name: str) -> tuple[Any, str, str, str, str, Any]:
-    """Settings, tag, consumer group, Redis prefix, store-log topic and a transactional producer on it."""
+def _fresh_log(name: str, settings: Any = None) -> tuple[Any, str, str, str, str, Any]:
+    """Settings (``make_settings()`` unless given), tag, consumer group, Redis prefix, store-log topic and a
+    transactional producer on it."""
     from confluent_kafka import Producer
 
-    settings = make_settings()
+    settings = settings or make_settings()
     tag = uuid.uuid4().hex[:8]
     group, prefix = f"zt-test-{name}-{tag}", f"zt:test:{name}:{tag}"
     topic = store_log_topic(settings, group)

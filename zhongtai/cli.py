@@ -27,7 +27,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
     s = _settings(args)
     if args.action == "up":
         services = tuple(args.services) if args.services else ("redis", "kafka", "hbase")
-        stack.up(s, services=services, flink_cluster=args.flink_cluster)
+        stack.up(s, services=services, flink_cluster=args.flink_cluster,
+                 redis_cluster=args.redis_cluster or (not args.services and s.redis.mode == "cluster"))
     elif args.action == "down":
         stack.down(s, services=tuple(args.services) if args.services else None)
     else:
@@ -163,8 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("stack", help="start/stop/show the local stack (Kafka, HBase+Thrift, Redis, Flink)")
     st.add_argument("action", choices=["up", "down", "status"])
-    st.add_argument("services", nargs="*", help="redis kafka hbase flink (default: redis kafka hbase)")
+    st.add_argument("services", nargs="*",
+                    help="redis redis-cluster kafka hbase flink (default: redis kafka hbase)")
     st.add_argument("--flink-cluster", action="store_true", help="also start a standalone Flink cluster")
+    st.add_argument("--redis-cluster", action="store_true",
+                    help="also start a 3-master Redis Cluster on redis.nodes (implied by redis.mode: cluster)")
     st.set_defaults(func=cmd_stack)
 
     pr = sub.add_parser("produce", help="write a seeded synthetic clickstream (+ ground truth) to Kafka")

@@ -2,7 +2,9 @@
 
 Both apply the pure step functions of ``zhongtai.workers`` (``ledger.claim``/``ledger.finish``,
 ``ratelimit.take``) inside an optimistic ``WATCH``/``MULTI`` transaction, retried when another
-worker changed the key in between, so every transition is atomic across worker processes.
+worker changed the key in between, so every transition is atomic across worker processes. Each
+transaction touches one key, so it runs as it is on a Redis Cluster: on the node that holds the key
+(``connectors.redis_clients.client_for_key``).
 
 Keys (prefix = ``redis.prefix``): ``{prefix}:dlv:{channel}:{action_id}`` hash (the record, TTL
 ``worker.record_ttl_s``), ``{prefix}:rate:{channel}`` hash (the bucket, TTL one minute after last use).
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import redis
 
+from connectors.redis_clients import Client, client_for_key, refresh_slots
 from zhongtai.workers import ledger, ratelimit
 from zhongtai.workers.ledger import Claim, Outcome, Record
 
@@ -25,17 +28,17 @@ T = TypeVar("T")
 _MAX_RETRIES = 100
 
 
-def redis_client(cfg: RedisSettings) -> redis.Redis:
-    from connectors.redis_store import redis_client as client
+def redis_client(cfg: RedisSettings) -> Client:
+    from connectors.redis_clients import redis_client as client
 
     return client(cfg, socket_timeout=10)
 
 
-def _atomic(client: redis.Redis, key: str, step: Callable[[dict[str, str]], tuple[dict[str, str] | None, T]],
+def _atomic(client: Client, key: str, step: Callable[[dict[str, str]], tuple[dict[str, str] | None, T]],
             ttl_s: int) -> T:
     """Read ``key``'s hash, compute ``step`` and write its new hash (if any) unless the key changed."""
     for _ in range(_MAX_RETRIES):
-        with client.pipeline(transaction=True) as pipe:
+        with client_for_key(client, key).pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
                 new, answer = step(cast(dict[str, str], pipe.hgetall(key)))
@@ -47,13 +50,16 @@ def _atomic(client: redis.Redis, key: str, step: Callable[[dict[str, str]], tupl
                 return answer
             except redis.WatchError:
                 continue
+            except redis.exceptions.MovedError:  # a cluster slot moved to another node: ask the new owner
+                refresh_slots(client)
+                continue
     raise RuntimeError(f"redis key {key}: {_MAX_RETRIES} conflicting updates in a row; is a worker looping?")
 
 
 class RedisLedger:
     """``zhongtai.workers.ledger.Ledger`` in Redis (durable across worker restarts)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, channel: str, ttl_s: int) -> None:
+    def __init__(self, client: Client, prefix: str, channel: str, ttl_s: int) -> None:
         self.client, self.prefix, self.channel, self.ttl_s = client, prefix, channel, ttl_s
 
     def key(self, action_id: str) -> str:
@@ -90,7 +96,7 @@ class RedisLedger:
 class RedisTokenBucket:
     """A channel's token bucket shared by all its worker processes."""
 
-    def __init__(self, client: redis.Redis, prefix: str, channel: str, per_s: float, burst: int) -> None:
+    def __init__(self, client: Client, prefix: str, channel: str, per_s: float, burst: int) -> None:
         self.client, self.per_s, self.burst = client, per_s, burst
         self.key = f"{prefix}:rate:{channel}"
 

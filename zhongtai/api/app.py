@@ -461,17 +461,19 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
           503: {description: "{ok: false, redis, kafka}"}
         """
         from connectors.control import kafka_error
-        from connectors.redis_store import redis_client
+        from connectors.redis_clients import redis_address, redis_client
 
         def redis_error() -> str | None:
-            client = redis_client(settings.redis, socket_timeout=2)
+            client = None
             try:
+                client = redis_client(settings.redis, socket_timeout=2)
                 client.ping()
             except RedisError as e:
-                return (f"Redis at {settings.redis.host}:{settings.redis.port} does not answer ({e}); "
+                return (f"{redis_address(settings.redis)} does not answer ({e}); "
                         "is the stack up (`zhongtai stack status`)?")
             finally:
-                client.close()
+                if client is not None:
+                    client.close()
             return None
 
         r, k = await _run(redis_error), await _run(lambda: kafka_error(settings, timeout_s=2.0))

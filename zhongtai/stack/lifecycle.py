@@ -1,7 +1,8 @@
 """``up`` / ``down`` / ``status`` of the local stack.
 
-A *service* (``redis``, ``kafka``, ``hbase``, ``flink``) is one or more processes; each process
-has a PID file and a log file named after it (``hbase`` = ``hbase`` master + ``hbase-thrift``).
+A *service* (``redis``, ``redis-cluster``, ``kafka``, ``hbase``, ``flink``) is one or more processes;
+each process has a PID file and a log file named after it (``hbase`` = ``hbase`` master +
+``hbase-thrift``; ``redis-cluster`` = ``redis-cluster-1..3``).
 ``up`` starts them one after another (the machine has two cores) and returns only when each
 answers its health probe; it is idempotent. ``down`` stops only processes whose PID file we wrote.
 A file lock in ``<run_dir>/pids`` serialises concurrent ``up``/``down`` calls.
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SERVICES = ("redis", "kafka", "hbase", "flink")
+SERVICES = ("redis", "redis-cluster", "kafka", "hbase", "flink")
+#: Services that need no JVM.
+_NATIVE = ("redis", "redis-cluster")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,11 @@ class Proc:
     grace_s: float = 20.0
 
 
-def _procs(mod: ModuleType, service: str, jars: str | None) -> list[Proc]:
+def _procs(mod: ModuleType, service: str, jars: str | None, procs: str = "PROCS") -> list[Proc]:
     return (
-        [Proc(service, p.name, p.marker, p.ports, p.start, p.probe, jars, p.grace_s) for p in mod.PROCS]
-        if hasattr(mod, "PROCS")
+        [Proc(service, p.name, p.marker, p.ports, p.start, p.probe, jars, p.grace_s)
+         for p in getattr(mod, procs)]
+        if hasattr(mod, procs)
         else [Proc(service, mod.NAME, mod.MARKER, mod.ports, mod.start, mod.probe, jars)]
     )
 
@@ -69,6 +73,7 @@ def _procs(mod: ModuleType, service: str, jars: str | None) -> list[Proc]:
 def registry() -> dict[str, list[Proc]]:
     return {
         "redis": _procs(redis_server, "redis", None),
+        "redis-cluster": _procs(redis_server, "redis-cluster", None, "CLUSTER_PROCS"),
         "kafka": _procs(kafka, "kafka", "kafka"),
         "hbase": _procs(hbase, "hbase", "hbase"),
         "flink": _procs(flink_mod, "flink", None),
@@ -131,8 +136,10 @@ def _up_proc(settings: Settings, paths: Paths, p: Proc, log: Log) -> None:
     log(f"{p.name}: started (pid {pid}) and healthy in {time.monotonic() - t0:.1f}s; log {log_file}")
 
 
-def up(settings: Settings, services=("redis", "kafka", "hbase"), flink_cluster=False, log=print) -> None:
-    """Start ``services`` (plus the Flink cluster when ``flink_cluster``) and wait for health.
+def up(settings: Settings, services=("redis", "kafka", "hbase"), flink_cluster=False, log=print,
+       redis_cluster=False) -> None:
+    """Start ``services`` (plus the Flink cluster when ``flink_cluster``, the three-node Redis Cluster on
+    ``redis.nodes`` when ``redis_cluster``) and wait for health.
 
     Idempotent: a service that is ours, running and healthy is skipped. Raises :class:`StackError`
     naming the port, tool or log file when something cannot start.
@@ -140,20 +147,24 @@ def up(settings: Settings, services=("redis", "kafka", "hbase"), flink_cluster=F
     chosen = _select(services)
     if flink_cluster and "flink" not in chosen:
         chosen.append("flink")
+    if redis_cluster and "redis-cluster" not in chosen:
+        chosen.append("redis-cluster")
     paths = paths_of(settings)
     reg = registry()
     with _locked(paths):
-        for svc in SERVICES:  # fixed order: redis, kafka, hbase, flink
+        for svc in SERVICES:  # fixed order: redis, redis-cluster, kafka, hbase, flink
             if svc not in chosen:
                 continue
             procs = reg[svc]
             if any(read_pid(paths.pid_file(p.name), p.marker) is None for p in procs):
-                if svc != "redis":
+                if svc not in _NATIVE:
                     java()  # fail with a clear message before fetching anything
                 for w in sorted({p.jars for p in procs if p.jars}):
                     ensure_jars(settings, (w,), log=log)
             for p in procs:
                 _up_proc(settings, paths, p, log)
+            if svc == "redis-cluster":
+                redis_server.form_cluster(settings, paths, log)
             if svc == "hbase":
                 t0 = time.monotonic()
                 try:

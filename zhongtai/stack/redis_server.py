@@ -1,7 +1,14 @@
-"""Our own Redis instance (Debian's ``redis-server``) on ``settings.redis.port``, no persistence.
+"""Our own Redis (Debian's ``redis-server``), no persistence: the standalone server on
+``settings.redis.port`` (service ``redis``) and a three-master Redis Cluster on ``settings.redis.nodes``
+(service ``redis-cluster``, processes ``redis-cluster-1..3``; ``zhongtai stack up --redis-cluster``).
 
 If ``redis-server`` is missing it is installed with apt-get. A system service apt may start on
 6379 is left alone.
+
+The cluster: each node is a ``redis-server --cluster-enabled yes`` with its own PID file, log and
+``<run_dir>/data/redis-cluster-N/nodes.conf`` (wiped at start: a node always starts empty, like the
+standalone server); once the three answer, :func:`form_cluster` joins them with ``redis-cli --cluster
+create`` (all 16384 slots, no replicas) unless they already form a healthy cluster.
 """
 
 from __future__ import annotations
@@ -9,9 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._proc import Log, Paths, StackError, read_pid, tail
+from connectors.redis_clients import cluster_nodes, node_client
+
+from ._proc import Log, Paths, StackError, read_pid, require_tool, run_checked, tail
 
 if TYPE_CHECKING:
     from config import Settings
@@ -48,18 +59,24 @@ def _redis_server(log: Log) -> str:
 
 
 def start(settings: Settings, paths: Paths, log: Log) -> int:
+    return _daemon(settings, paths, log, NAME, settings.redis.host, settings.redis.port, [])
+
+
+def _daemon(settings: Settings, paths: Paths, log: Log, name: str, host: str, port: int,
+            extra: list[str]) -> int:
+    """Start one daemonised ``redis-server`` named ``name`` (PID file, log, data dir) and return its PID."""
     exe = _redis_server(log)
-    data = paths.data / "redis"
+    data = paths.data / name
     data.mkdir(parents=True, exist_ok=True)
-    pid_file = paths.pid_file(NAME)
-    log_file = paths.log_file(NAME)
+    pid_file = paths.pid_file(name)
+    log_file = paths.log_file(name)
     pid_file.unlink(missing_ok=True)
     argv = [
         exe,
         "--port",
-        str(settings.redis.port),
+        str(port),
         "--bind",
-        settings.redis.host,
+        host,
         "--save",
         "",
         "--appendonly",
@@ -72,16 +89,16 @@ def start(settings: Settings, paths: Paths, log: Log) -> int:
         str(log_file),
         "--dir",
         str(data),
+        *extra,
     ]
     if settings.redis.password is not None:
-        argv += ["--requirepass", settings.redis.password.get_secret_value()]
+        pw = settings.redis.password.get_secret_value()
+        argv += ["--requirepass", pw, "--masterauth", pw]
     p = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         raise StackError(
-            f"redis-server failed to start ({p.returncode}): {p.stderr.strip()}; read {log_file}"
+            f"{name}: redis-server failed to start ({p.returncode}): {p.stderr.strip()}; read {log_file}"
         )
-    import time
-
     for _ in range(50):  # the daemon writes its PID file right after forking
         pid = read_pid(pid_file, MARKER)
         if pid:
@@ -91,11 +108,109 @@ def start(settings: Settings, paths: Paths, log: Log) -> int:
 
 
 def probe(settings: Settings) -> bool:
-    import redis
+    return _ping(settings, settings.redis.host, settings.redis.port)
 
-    pw = settings.redis.password.get_secret_value() if settings.redis.password else None
-    r = redis.Redis(host=settings.redis.host, port=settings.redis.port, password=pw, socket_timeout=2)
+
+def _ping(settings: Settings, host: str, port: int) -> bool:
+    r = node_client(settings.redis, host, port)
     try:
         return bool(r.ping())
     finally:
         r.close()
+
+
+# ---- the Redis Cluster ----------------------------------------------------------------------------
+CLUSTER = "redis-cluster"
+#: Masters the local cluster has (``redis.nodes`` names their addresses).
+CLUSTER_SIZE = 3
+#: A node's cluster bus listens on its port + this (Redis's fixed offset).
+BUS_OFFSET = 10_000
+
+
+def _node_address(settings: Settings, index: int) -> tuple[str, int] | None:
+    nodes = cluster_nodes(settings.redis)
+    return nodes[index] if index < len(nodes) else None
+
+
+def _check_nodes(settings: Settings) -> list[tuple[str, int]]:
+    nodes = cluster_nodes(settings.redis)
+    local = {"127.0.0.1", "localhost"}
+    if len(nodes) != CLUSTER_SIZE or any(h not in local for h, _ in nodes):
+        raise StackError(f"redis-cluster: the local stack starts {CLUSTER_SIZE} masters on 127.0.0.1, but redis.nodes "
+                         f"is {list(settings.redis.nodes)}; set it to {CLUSTER_SIZE} 127.0.0.1:PORT entries")
+    return nodes
+
+
+@dataclass(frozen=True)
+class _ClusterNode:
+    """Process ``redis-cluster-<index+1>``: the cluster node at ``redis.nodes[index]``."""
+
+    index: int
+    marker: str = MARKER
+    grace_s: float = 10.0
+
+    @property
+    def name(self) -> str:
+        return f"{CLUSTER}-{self.index + 1}"
+
+    def ports(self, settings: Settings) -> list[int]:
+        addr = _node_address(settings, self.index)
+        return [addr[1], addr[1] + BUS_OFFSET] if addr else []
+
+    def start(self, settings: Settings, paths: Paths, log: Log) -> int:
+        host, port = _check_nodes(settings)[self.index]
+        conf = paths.data / self.name / "nodes.conf"
+        conf.unlink(missing_ok=True)  # start empty, as the standalone server does (no persistence)
+        return _daemon(settings, paths, log, self.name, "127.0.0.1" if host == "localhost" else host, port, [
+            "--cluster-enabled", "yes", "--cluster-config-file", str(conf), "--cluster-node-timeout", "5000"])
+
+    def probe(self, settings: Settings) -> bool:
+        addr = _node_address(settings, self.index)
+        return addr is not None and _ping(settings, *addr)
+
+
+CLUSTER_PROCS = [_ClusterNode(i) for i in range(CLUSTER_SIZE)]
+
+
+def cluster_state(settings: Settings) -> list[dict[str, str]]:
+    """``CLUSTER INFO`` of every node in ``redis.nodes`` (``cluster_state``, ``cluster_known_nodes`` ...)."""
+    out = []
+    for host, port in cluster_nodes(settings.redis):
+        r = node_client(settings.redis, host, port)
+        try:
+            out.append({k: str(v) for k, v in r.cluster("INFO").items()})
+        finally:
+            r.close()
+    return out
+
+
+def _healthy(info: list[dict[str, str]]) -> bool:
+    return all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(CLUSTER_SIZE)
+               and i.get("cluster_slots_assigned") == "16384" for i in info)
+
+
+def form_cluster(settings: Settings, paths: Paths, log: Log, timeout_s: float = 60.0) -> None:
+    """Join the three running nodes into one cluster (``redis-cli --cluster create``), unless they already
+    form a healthy one; wait until every node says ``cluster_state:ok``. A half-formed cluster (a node was
+    restarted alone and came back empty) is an error that says how to start afresh."""
+    nodes = _check_nodes(settings)
+    info = cluster_state(settings)
+    if _healthy(info):
+        log(f"{CLUSTER}: cluster of {CLUSTER_SIZE} masters already formed")
+        return
+    if any(i.get("cluster_known_nodes") != "1" or i.get("cluster_slots_assigned") != "0" for i in info):
+        raise StackError(f"{CLUSTER}: the nodes {list(settings.redis.nodes)} are neither empty nor a healthy "
+                         f"cluster ({[(i.get('cluster_state'), i.get('cluster_known_nodes')) for i in info]}): "
+                         f"stop them (`zhongtai stack down {CLUSTER}`) and start them again")
+    t0 = time.monotonic()
+    cli = require_tool("redis-cli", "it comes with redis-server (apt-get install -y redis-tools)")
+    env = {"REDISCLI_AUTH": settings.redis.password.get_secret_value()} if settings.redis.password else None
+    run_checked(CLUSTER, [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for _, p in nodes),
+                          "--cluster-replicas", "0", "--cluster-yes"], paths, env)
+    while not _healthy(info := cluster_state(settings)):
+        if time.monotonic() - t0 > timeout_s:
+            raise StackError(f"{CLUSTER}: not ok {timeout_s:.0f} s after `redis-cli --cluster create` "
+                             f"({info}); read {paths.log_file(CLUSTER)}")
+        time.sleep(0.2)
+    log(f"{CLUSTER}: {CLUSTER_SIZE} masters on {', '.join(settings.redis.nodes)} formed a cluster "
+        f"in {time.monotonic() - t0:.1f}s; log {paths.log_file(CLUSTER)}")
