@@ -44,7 +44,8 @@ def _transient(e: BaseException) -> bool:
     if isinstance(e, (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, BrokenPipeError)):
         return True
     name = type(e).__name__
-    return name in ("TTransportException", "TException") or (isinstance(e, OSError) and e.errno is not None)
+    return (name in ("TTransportException", "TException", "ClusterDownError", "MaxConnectionsError", "TryAgainError")
+            or (isinstance(e, OSError) and e.errno is not None))
 
 
 class ApplierError(RuntimeError):
