@@ -796,5 +796,5 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
 def test_negative_control_a_job_main_option_it_does_not_know_is_found():
     from zhongtai.job_main import build_parser
 
-    args = [*by_kind("FlinkDeployment")[0]["spec"]["job"]["args"][2:], "--rules-file", "x.yaml"]
+    args = [*by_kind("FlinkDeployment")[0]["spec"]["job"]["args"][2:], "--no-such-option", "x"]
     assert "unrecognized arguments" in argv_error(build_parser(), args)

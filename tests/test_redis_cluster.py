@@ -36,7 +36,7 @@ from zhongtai import stack
 from zhongtai.api.app import create_app
 from zhongtai.applier import StoreApplier
 from zhongtai.dashboard.reader import DashboardReader
-from zhongtai.workers.ledger import Outcome
+from operators.delivery.ledger import Outcome
 
 pytestmark = [pytest.mark.stack]
 logger = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from connectors.channels.redis_state import RedisLedger, RedisTokenBucket, redis
 from connectors.channels.smtp import SmtpAdapter
 from tests.helpers import fresh_names, make_settings
 from tests.test_workers_env import RecordingHttpServer, free_port, make_action
-from zhongtai.workers import ledger as ledger_sm
-from zhongtai.workers.ledger import Outcome, Record
-from zhongtai.workers.ratelimit import LocalTokenBucket
+from operators.delivery import ledger as ledger_sm
+from operators.delivery.ledger import Outcome, Record
+from operators.delivery.ratelimit import LocalTokenBucket
 
 CONTACT = Contact("p1", email="a@example.com", phone="+8613800000001", push_token="tok-1",
                   webhook_url=None)

@@ -21,10 +21,10 @@ from tests.test_workers_fakes import (
     encode,
     make_worker,
 )
-from zhongtai.workers import ledger
-from zhongtai.workers.backoff import Backoff
-from zhongtai.workers.ledger import MemoryLedger, Outcome, Record
-from zhongtai.workers.ratelimit import LocalTokenBucket, take
+from operators.delivery import ledger
+from operators.delivery.backoff import Backoff
+from operators.delivery.ledger import MemoryLedger, Outcome, Record
+from operators.delivery.ratelimit import LocalTokenBucket, take
 from zhongtai.workers.tracking import OffsetTracker, ParkingLot
 
 
@@ -315,7 +315,8 @@ def test_worker_modules_load_without_pyflink():
     import sys
     from pathlib import Path
 
-    mods = ["zhongtai.workers." + m for m in ("backoff", "ratelimit", "ledger", "tracking", "metrics", "worker")]
+    mods = ["operators.delivery." + m for m in ("backoff", "ratelimit", "ledger")]
+    mods += ["zhongtai.workers." + m for m in ("tracking", "metrics", "worker")]
     mods += ["connectors.channels." + m for m in ("base", "contacts", "smtp", "http", "redis_state", "kafka_io")]
     mods.append("zhongtai.cli_workers")
     code = ("import sys; sys.modules['pyflink'] = None\n"

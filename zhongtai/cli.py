@@ -151,9 +151,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from bench.run import main as bench_main
+    """``python -m bench`` in this interpreter: the benchmark is a tool beside the product, not part of it
+    (the application never imports ``bench``)."""
+    import subprocess
 
-    return bench_main(_settings(args), events=args.events, out=args.out, only=args.only)
+    cmd = [sys.executable, "-m", "bench", "--events", str(args.events), "--out", args.out]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.only:
+        cmd += ["--only", *args.only]
+    return subprocess.run(cmd, check=False).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:

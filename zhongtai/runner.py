@@ -292,8 +292,8 @@ def ensure_control_topics(settings: Settings, control: str, results: str) -> Non
 
 def connector_jars(settings: Settings) -> list[Path]:
     """The jars every run ships: the Flink Kafka connector and zhongtai's own JVM module (connectors.jvm)."""
+    from connectors.jars import kafka_connector_jars
     from connectors.jvm import zhongtai_jar
-    from zhongtai.stack import kafka_connector_jars
 
     return [*kafka_connector_jars(settings), zhongtai_jar(settings)]
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import redis
 
 from connectors.redis_clients import Client, client_for_key, refresh_slots
-from zhongtai.workers import ledger, ratelimit
-from zhongtai.workers.ledger import Claim, Outcome, Record
+from operators.delivery import ledger, ratelimit
+from operators.delivery.ledger import Claim, Outcome, Record
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import RedisSettings
@@ -57,7 +57,7 @@ def _atomic(client: Client, key: str, step: Callable[[dict[str, str]], tuple[dic
 
 
 class RedisLedger:
-    """``zhongtai.workers.ledger.Ledger`` in Redis (durable across worker restarts)."""
+    """``operators.delivery.ledger.Ledger`` in Redis (durable across worker restarts)."""
 
     def __init__(self, client: Client, prefix: str, channel: str, ttl_s: int) -> None:
         self.client, self.prefix, self.channel, self.ttl_s = client, prefix, channel, ttl_s

@@ -7,15 +7,14 @@ the exact coordinates it was filled for; a changed version in the settings refet
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import shutil
-import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._proc import StackError, paths_of, require_tool
+from connectors.jars import DEP_PLUGIN
+
+from ._proc import StackError, paths_of
 
 if TYPE_CHECKING:
     from config import Settings
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-DEP_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-STAMP = ".zt-stamp"
 
 #: log4j2 versions matching the log4j-api each service brings along.
 KAFKA_LOG4J = "2.24.3"
@@ -78,60 +75,31 @@ def lib_dir(settings: Settings, which: str) -> Path:
 def ensure_jars(
     settings: Settings, which: Iterable[str] = ("kafka", "hbase", "flink"), log=print
 ) -> dict[str, Path]:
-    """Fetch the jars of each service in ``which`` into ``<home>/lib/<which>`` (cached).
+    """Fetch the jars of each service in ``which`` into ``<home>/lib/<which>`` (cached; connectors.jars).
 
     Returns ``{which: lib folder}``. Raises :class:`StackError` when Maven is missing or fails
     (the message carries Maven's last output lines).
     """
+    from connectors.jars import JarFetchError, fetch_jars
+
     specs = _specs(settings)
     out: dict[str, Path] = {}
-    lib_root = paths_of(settings).lib
-    lib_root.mkdir(parents=True, exist_ok=True)
-    with (lib_root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch at a time, across processes
-        for w in which:
-            out[w] = _ensure_one(settings, w, specs, log)
+    for w in which:
+        if w not in specs:
+            raise StackError(f"ensure_jars: unknown jar set {w!r}; choose from {sorted(specs)}")
+        stamp_text, args = specs[w]
+        hint = ("hint: Maven Central has hbase-thrift for 2.6 only as 2.6.1 and hbase-server '-hadoop3' only for "
+                "2.6.0/2.6.1/2.6.4: set stack.hbase_version to 2.6.1-hadoop3 (ZT__STACK__HBASE_VERSION).\n"
+                if w == "hbase" else "")
+        try:
+            out[w] = fetch_jars(settings, w, stamp_text, args, hint=hint, log=log)
+        except JarFetchError as e:
+            raise StackError(str(e)) from e
     return out
 
 
-def _ensure_one(settings: Settings, w: str, specs: dict, log: Callable[[str], None]) -> Path:
-    """Fill one lib folder unless its stamp already names the wanted coordinates."""
-    if w not in specs:
-        raise StackError(f"ensure_jars: unknown jar set {w!r}; choose from {sorted(specs)}")
-    stamp_text, args = specs[w]
-    lib = lib_dir(settings, w)
-    stamp = lib / STAMP
-    if stamp.exists() and stamp.read_text().strip() == stamp_text and any(lib.glob("*.jar")):
-        return lib
-    mvn = require_tool("mvn", "install Maven 3.8+ (apt-get install -y maven) to fetch the stack's jars")
-    log(f"fetching {w} jars ({stamp_text}) from Maven Central into {lib} …")
-    tmp = lib.with_name(lib.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    cmd = [mvn, "-B", "-q", *args, f"-DoutputDirectory={tmp}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp), check=False)
-    if proc.returncode != 0 or not any(tmp.glob("*.jar")):
-        last = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        if w == "hbase":
-            last = (
-                "hint: Maven Central has hbase-thrift for 2.6 only as 2.6.1 and hbase-server '-hadoop3' only for "
-                "2.6.0/2.6.1/2.6.4: set stack.hbase_version to 2.6.1-hadoop3 (ZT__STACK__HBASE_VERSION).\n"
-                + last
-            )
-        raise StackError(
-            f"fetching the {w} jars failed (mvn exit {proc.returncode}); check network access to "
-            f"Maven Central and the version in settings.stack. Command: {' '.join(cmd)}\n{last}"
-        )
-    (tmp / STAMP).write_text(stamp_text + "\n")
-    shutil.rmtree(lib, ignore_errors=True)
-    tmp.rename(lib)
-    return lib
-
-
 def kafka_connector_jars(settings: Settings) -> list[Path]:
-    """The Flink Kafka SQL connector jar(s), fetched if missing; for ``pipeline.jars`` / ``add_jars``.
+    """The Flink Kafka connector jar(s) (``connectors.jars.kafka_connector_jars``)."""
+    from connectors.jars import kafka_connector_jars as jars
 
-    Use ``[p.as_uri() for p in kafka_connector_jars(settings)]`` for the ``file://`` URLs Flink wants.
-    """
-    lib = ensure_jars(settings, ("flink",), log=logger.info)["flink"]
-    return sorted(lib.glob("*.jar"))
+    return jars(settings)

@@ -42,10 +42,10 @@ from connectors.channels.base import (
 )
 from connectors.channels.contacts import ContactDirectory, ContactLookupError
 from connectors.channels.kafka_io import InMessage, OutRecord
-from zhongtai.workers.backoff import Backoff
-from zhongtai.workers.ledger import Ledger, Outcome, Record
+from operators.delivery.backoff import Backoff
+from operators.delivery.ledger import Ledger, Outcome, Record
 from zhongtai.workers.metrics import WorkerMetrics
-from zhongtai.workers.ratelimit import RateLimiter
+from operators.delivery.ratelimit import RateLimiter
 from zhongtai.workers.tracking import TP, OffsetTracker, ParkingLot
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -381,9 +381,9 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
     from connectors.channels.contacts import build_directory
     from connectors.channels.kafka_io import KafkaWorkerIO
     from connectors.channels.redis_state import RedisLedger, RedisTokenBucket, redis_client
-    from zhongtai.stack import create_topics
-    from zhongtai.workers.ledger import MemoryLedger
-    from zhongtai.workers.ratelimit import LocalTokenBucket
+    from connectors.kafka_admin import create_topics
+    from operators.delivery.ledger import MemoryLedger
+    from operators.delivery.ratelimit import LocalTokenBucket
 
     cfg = settings.worker
     topics = WorkerTopics.of(settings.kafka, channel)
