@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from operators.rules.attribution import AttributionConfig, AttributionState, Delivery
+from operators.rules.attribution import AttributionConfig, AttributionState
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StreamTableEnvironment
@@ -46,8 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONVERSION_FIELDS = ("purchase_event_id", "person", "action_id", "rule_id", "campaign", "channel",
                      "delivered_ts", "purchase_ts", "amount", "payload")
-STATE_NAME = "attribution-person-v1"
-_VERSION = "\x01"
 _CACHE_MAX = 50_000  # decoded person states kept in front of the state (cleared when full)
 
 
@@ -56,24 +54,6 @@ def attribution_config(settings: Settings) -> AttributionConfig:
     channels = frozenset(job.attribution_channels) if job.attribution_channels is not None else None
     return AttributionConfig(window_ms=job.attribution_window_ms, receipt_delay_ms=job.attribution_receipt_delay_ms,
                              channels=channels)
-
-
-# ---- state codec ---------------------------------------------------------------------------------
-def encode_state(st: AttributionState) -> str:
-    return _VERSION + orjson.dumps({
-        "p": st.person_id, "d": [[d.action_id, d.ts_ms, d.channel, d.rule_id, d.campaign] for d in st.deliveries],
-        "q": [list(p) for p in st.pending], "u": st.decided_until, "l": st.late_receipts}).decode()
-
-
-def decode_state(raw: str | None) -> AttributionState | None:
-    if not raw:
-        return None
-    if raw[0] != _VERSION:
-        raise ValueError(f"state {STATE_NAME}: unknown codec version {ord(raw[0])}; this job reads version 1 "
-                         "(restore from a checkpoint of a compatible job, or start it fresh)")
-    j = orjson.loads(raw[1:])
-    return AttributionState(j["p"], tuple(Delivery(*d) for d in j["d"]), tuple(tuple(p) for p in j["q"]),
-                            j["u"], j["l"])
 
 
 # ---- SQL -----------------------------------------------------------------------------------------
@@ -121,10 +101,10 @@ WHERE op IN ('INSERT', 'UPDATE_AFTER')"""
 def _function_class() -> type:
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-    from pyflink.datastream.state import ValueStateDescriptor
 
     from operators.rules.attribution import attribution_step, delivery_from
     from operators.rules.model import Event
+    from state.attribution import decode_state, encode_state, person_state
 
     class AttributionFunction(KeyedProcessFunction):
         """Per person: decode the state, run ``attribution_step``, write it back, ask for its timers."""
@@ -133,9 +113,8 @@ def _function_class() -> type:
             self.config = config
 
         def open(self, runtime_context: RuntimeContext) -> None:
-            from pyflink.common import Types
 
-            self.state = runtime_context.get_state(ValueStateDescriptor(STATE_NAME, Types.STRING()))
+            self.state = runtime_context.get_state(person_state())
             self.counts = {"receipts": 0, "bad_receipts": 0, "purchases": 0, "conversions": 0}
             # person → (encoded, decoded) of the state this operator last wrote: skips decoding while the
             # stored value is still that string (always, unless restored from a checkpoint)

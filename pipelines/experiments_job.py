@@ -66,20 +66,20 @@ WHERE JSON_VALUE(s, '$.kind') = 'experiment'"""
 def _control_function(initial_json: str, result_tag: Any) -> Any:
     import json
 
-    from pyflink.common import Row, Types
+    from pyflink.common import Row
     from pyflink.datastream.functions import KeyedProcessFunction
-    from pyflink.datastream.state import ValueStateDescriptor
 
-    from operators.experiments.control import control_step, registry_from_bytes, registry_to_bytes
+    from operators.experiments.control import control_step
     from operators.experiments.definitions import ExperimentRegistry, control_message, definition_from_mapping
+    from state.experiments import decode_registry, encode_registry, registry_state
 
     class ExperimentControl(KeyedProcessFunction):
-        """State ``zt-exp-registry-v1`` (bytes, ``registry_to_bytes``, no TTL: the definitions live as
-        long as the job): the registry after the last message. Without state it starts from the YAML
+        """State ``experiments-registry-v2`` (``state.experiments``; no TTL: the definitions live as long as
+        the job): the registry after the last message. Without state it starts from the YAML
         set; after a restore, YAML definitions of a higher version than the state's are applied."""
 
         def open(self, ctx: Any) -> None:
-            self.state = ctx.get_state(ValueStateDescriptor("zt-exp-registry-v1", Types.PICKLED_BYTE_ARRAY()))
+            self.state = ctx.get_state(registry_state())
             self.initial = [definition_from_mapping(d, "definitions file") for d in json.loads(initial_json)]
             self.registry: ExperimentRegistry | None = None
 
@@ -89,7 +89,7 @@ def _control_function(initial_json: str, result_tag: Any) -> Any:
                 if raw is None:
                     self.registry = ExperimentRegistry.of(self.initial)
                 else:
-                    reg = registry_from_bytes(raw)
+                    reg = decode_registry(raw)
                     for d in self.initial:
                         if d.version > reg.versions.get(d.key, -1):
                             reg, _ = reg.apply(control_message("upsert", d.key, d.version, d), 0)
@@ -101,7 +101,7 @@ def _control_function(initial_json: str, result_tag: Any) -> Any:
             new, result, row = control_step(registry, value[0], value[1] or 0)
             if new is not registry:
                 self.registry = new
-                self.state.update(registry_to_bytes(new))
+                self.state.update(encode_registry(new))
             if result is not None:
                 if result["status"] == "rejected":
                     logger.warning("experiments: control message rejected: %s", result["reason"])

@@ -48,7 +48,7 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
     from pyflink.common.types import RowKind
     from pyflink.datastream.functions import KeyedCoProcessFunction
 
-    from state.descriptors import component_state, index_state, overlay_state
+    from state.identity import component_state, index_state, overlay_state
     from state.identity import encode_component
 
     class IdentityFunction(KeyedCoProcessFunction):

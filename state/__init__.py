@@ -1,8 +1,45 @@
-"""Declared keyed state of the Python operators.
+"""Every keyed state of the job's Python operators, declared in one module per family.
 
-The event job keeps all of its keyed state in Flink SQL operators on the JVM (dedup by event_id,
-the minute-counter and person-minute aggregates), bounded by ``table.exec.state.ttl`` (see
-``pipelines.events.job_options``: max(dedup TTL, allowed lateness + skew + 1 h)). Python operators
-that need keyed state (identity graph, tags, rules) declare it here: descriptor name, versioned
-codec and TTL.
+The job's SQL operators (dedup by event_id, the counter, bucket and combination aggregates) keep their
+state on the JVM, bounded by ``table.exec.state.ttl`` (``pipelines.events.job_options``: max(dedup TTL,
+allowed lateness + skew + 1 h)). The Python operators declare theirs here: a descriptor name with a
+version suffix, a codec with a version, and a TTL or the reason there is none. ``DECLARATIONS`` lists them
+all; tests/test_state_declarations.py checks the list against the code.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StateDecl:
+    """One piece of keyed (or broadcast) state: ``name`` (``<family>-<what>-v<N>``), the module that declares
+    it, its kind, what it is keyed by, and ``ttl``: the TTL, or ``"none: <why>"``."""
+
+    name: str
+    module: str
+    kind: str
+    key: str
+    ttl: str
+
+
+DECLARATIONS: tuple[StateDecl, ...] = (
+    StateDecl("identity-components-v1", "state.identity", "map", "the graph (one key)",
+              "none: an identity outlives any inactivity; bounded by distinct identifier combinations"),
+    StateDecl("identity-index-v1", "state.identity", "map", "the graph (one key)",
+              "none: as identity-components-v1"),
+    StateDecl("identity-overlay-v1", "state.identity", "value", "the graph (one key)",
+              "none: blocks and splits set by control messages last until lifted"),
+    StateDecl("person-v1", "state.person", "value", "person",
+              "none: inactivity tags and consent must not expire on processing time; bounded by the windows"),
+    StateDecl("person-minutes-v1", "state.person", "map", "person",
+              "none: the kept 90 days are folded by event time (a replay folds the same)"),
+    StateDecl("tags-tagset-v1", "state.tags", "broadcast map", "-", "none: the running tag set"),
+    StateDecl("rules-control-log-v1", "state.rules", "broadcast map", "-", "none: the accepted rule changes"),
+    StateDecl("rules-budget-v1", "state.rules", "value", "campaign", "none: a budget is a lifetime total"),
+    StateDecl("attribution-person-v1", "state.attribution", "value", "person",
+              "none: the step forgets deliveries older than the attribution window by event time"),
+    StateDecl("experiments-registry-v2", "state.experiments", "value", "the registry (one key)",
+              "none: the definitions live as long as the job"),
+)

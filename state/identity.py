@@ -1,8 +1,11 @@
 """Keyed state of the identity graph: one blob per raw component (``operators.identity.graph.Component``).
 
-Declaration
-  * ``COMPONENTS``: MapState ``identity_components``, cid → :func:`encode_component` bytes.
-  * ``INDEX``: MapState ``identity_index``, identifier (``type:value``) → cid (UTF-8).
+Declaration (one function per descriptor; pyflink imported lazily)
+  * ``IDENTITY_COMPONENTS``: MapState ``identity-components-v1``, cid → :func:`encode_component` bytes stored
+    as a latin-1 string (a bijection of the bytes: byte-array state values fail to snapshot in thread mode).
+  * ``IDENTITY_INDEX``: MapState ``identity-index-v1``, identifier (``type:value``) → cid.
+  * ``IDENTITY_OVERLAY``: ValueState ``identity-overlay-v1``, the dynamic overlay set by control messages:
+    JSON ``{"blocked": [...], "isolated": [...]}``.
   * TTL: none. An identity must outlive any inactivity window (a customer returning after a year is
     the same person); size is bounded by *distinct identifier combinations*, not events, because a
     component keeps each combination once (at its earliest canonical key).
@@ -19,14 +22,38 @@ written once per blob.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from operators.identity.graph import Combo, Component, Person, new_component
 from operators.identity.rules import IdentityRules
 
-COMPONENTS = "identity_components"
-INDEX = "identity_index"
+IDENTITY_COMPONENTS = "identity-components-v1"
+IDENTITY_INDEX = "identity-index-v1"
+IDENTITY_OVERLAY = "identity-overlay-v1"
 VERSION = 2
+
+
+def component_state() -> Any:
+    from pyflink.common import Types
+    from pyflink.datastream.state import MapStateDescriptor
+
+    return MapStateDescriptor(IDENTITY_COMPONENTS, Types.STRING(), Types.STRING())
+
+
+def index_state() -> Any:
+    from pyflink.common import Types
+    from pyflink.datastream.state import MapStateDescriptor
+
+    return MapStateDescriptor(IDENTITY_INDEX, Types.STRING(), Types.STRING())
+
+
+def overlay_state() -> Any:
+    from pyflink.common import Types
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    return ValueStateDescriptor(IDENTITY_OVERLAY, Types.STRING())
 
 
 class CodecError(ValueError):

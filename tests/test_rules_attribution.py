@@ -122,7 +122,7 @@ def test_the_jobs_amount_prop_is_taken_as_it_is():
 def test_the_jobs_state_codec_round_trips_and_names_an_unknown_version():
     import pytest
 
-    from pipelines.attribution import decode_state, encode_state
+    from state.attribution import decode_state, encode_state
 
     st = AttributionState("p1", (Delivery("a1", T0, "coupon", "r", "c"),), (("b1", T0 + 1, "9.99"), ("b2", T0 + 2, None)),
                           T0 - 1, 2)
