@@ -84,7 +84,8 @@ class _StatsPoller:
 
 #: Operators of the job that run Python: records into them are crossings from the JVM into Python.
 PYTHON_OPERATORS = re.compile(r"identity[-_]graph|^person$|rules[-_]budget|attribution|Python|experiment", re.I)
-_RECORDS_IN = re.compile(r'^flink_taskmanager_job_task_operator_numRecordsIn\{(?P<labels>[^}]*)\} (?P<v>[0-9.eE+]+)$')
+_RECORDS_IN = re.compile(r'^flink_taskmanager_job_task_operator_numRecords(?P<dir>In|Out)\{(?P<labels>[^}]*)\} '
+                         r'(?P<v>[0-9.eE+]+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -96,6 +97,7 @@ class _FlinkScraper:
 
     def __init__(self) -> None:
         self.records: dict[tuple[str, str], float] = {}
+        self.source_out: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -108,13 +110,20 @@ class _FlinkScraper:
                     text = r.read().decode("utf-8", "replace")
             except OSError:
                 continue
+            records: dict[tuple[str, str], float] = {}
+            source: dict[str, float] = {}
             for line in text.splitlines():
                 m = _RECORDS_IN.match(line)
                 if not m:
                     continue
                 labels = dict(_LABEL.findall(m.group("labels")))
-                key = (labels.get("operator_name", "?"), labels.get("subtask_index", "0"))
-                self.records[key] = max(self.records.get(key, 0.0), float(m.group("v")))
+                op = labels.get("operator_name", "?")
+                if m.group("dir") == "In":
+                    records[(op, labels.get("subtask_index", "0"))] = float(m.group("v"))
+                elif op.startswith("Source") and "zt_source" in op:
+                    source[labels.get("subtask_index", "0")] = float(m.group("v"))
+            if sum(source.values()) >= sum(self.source_out.values()):  # one consistent scrape: the newest
+                self.records, self.source_out = records, source
 
     def _loop(self) -> None:
         while not self._stop.wait(5.0):
@@ -127,6 +136,11 @@ class _FlinkScraper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def rows_per_record(self) -> float | None:
+        """Records into the Python operators per record the Kafka source emitted, in the same scrape."""
+        n = sum(self.source_out.values())
+        return round(sum(self.python_records().values()) / n, 3) if n else None
 
     def python_records(self) -> dict[str, int]:
         """Records into each Python operator, summed over subtasks."""
@@ -173,6 +187,7 @@ def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
     out["cpu_s"] = rss.cpu_s
     if scraper is not None:
         out["python_records_in"] = scraper.python_records()
+        out["python_rows_per_event"] = scraper.rows_per_record()
     return out
 
 
@@ -306,8 +321,6 @@ def run_bench(
                 if poller.first and poller.last else None
         res["seconds"] = round(res["seconds"], 2)
         res["cpu_us_per_event"] = round(res["cpu_s"] * 1e6 / events, 1) if res.get("cpu_s") else None
-        if res.get("python_records_in") is not None:
-            res["python_rows_per_event"] = round(sum(res["python_records_in"].values()) / events, 3)
         # exactness
         if name == "raw":
             res["exact"] = None
