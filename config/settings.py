@@ -114,6 +114,10 @@ class FlinkSettings(_Frozen):
     checkpoint_interval_ms: int = Field(5_000, ge=100)
     #: ``file://`` URL; empty means ``<run_dir>/checkpoints``.
     checkpoint_dir: str = ""
+    #: Heap of the embedded mini-cluster's JVM (``mode: mini``; a cluster's TaskManagers size their own).
+    #: Without a bound the JVM takes a quarter of the machine's memory and G1 grows into it (6.8 GB RSS for a
+    #: 200k-event bench with ~1 GB live): the heap holds the SQL state (hashmap backend) and the buffers.
+    mini_heap_mb: int = Field(1536, ge=256)
     #: Keyed state: ``hashmap`` (on the JVM heap: fastest while the state fits in memory) or ``rocksdb``
     #: (embedded RocksDB on local disk, incremental checkpoints: millions of persons × 90 days beyond
     #: memory; docs/performance.md says which to use at which size).

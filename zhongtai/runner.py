@@ -138,6 +138,16 @@ def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, clu
     return conf
 
 
+def _size_mini_cluster_jvm(settings: Settings) -> None:
+    """The mini-cluster runs in the JVM PyFlink starts for this process, on first use, with ``JVM_ARGS``:
+    bound its heap (``flink.mini_heap_mb``) unless the caller set JVM_ARGS itself. No effect once the JVM
+    runs (a second job in the same process shares it)."""
+    import os
+
+    if settings.flink.mode == "mini" and "JVM_ARGS" not in os.environ:
+        os.environ["JVM_ARGS"] = f"-Xmx{settings.flink.mini_heap_mb}m -Xms256m"
+
+
 def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[StreamExecutionEnvironment,
                                                                                StreamTableEnvironment]:
     """The stream + table environments of a run (mini-cluster in this process's JVM)."""
@@ -147,6 +157,7 @@ def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[S
 
     from zhongtai.metrics import flink_prometheus_options
 
+    _size_mini_cluster_jvm(settings)
     conf = Configuration()
     # The embedded mini-cluster's metrics through Flink's Prometheus reporter (zhongtai.metrics).
     options = {**flink_prometheus_options(settings), **flink_options(settings, opts, jars)}
