@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ZT := $(BIN)/zhongtai
 
-.PHONY: help install stack-up stack-down status test test-unit demo bench clean
+.PHONY: help install lint stack-up stack-down status test test-unit demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,6 +16,11 @@ install: $(BIN)/activate  ## create .venv and install zhongtai with pinned depen
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m connectors.jvm
+
+lint: install  ## ruff, mypy on the package, the layer contracts (.importlinter)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	PYTHONPATH=$(CURDIR) $(BIN)/lint-imports
 
 stack-up: install  ## start Kafka, HBase + Thrift, Redis (fetched from Maven Central / apt on first use)
 	$(ZT) stack up
@@ -29,7 +34,7 @@ status:  ## show the local services
 test-unit: install  ## pure unit tests only (no services)
 	$(BIN)/python -m pytest -q -m "not stack and not flink"
 
-test: install  ## install, start the stack, run the whole suite
+test: install lint  ## install, lint, start the stack, run the whole suite
 	$(ZT) stack up --flink-cluster
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m pytest -q
 

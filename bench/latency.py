@@ -23,7 +23,6 @@ commits the outputs.
 
 from __future__ import annotations
 
-
 import os
 import signal
 import subprocess

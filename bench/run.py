@@ -10,7 +10,6 @@ field by field, writes the results to ``out`` (JSON) and prints a table with rat
 
 from __future__ import annotations
 
-
 import logging
 import os
 import re

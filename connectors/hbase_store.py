@@ -144,8 +144,8 @@ class HBaseStore:
                 continue
             n += 1
         by_table: dict[str, dict[bytes, dict[bytes, bytes]]] = {}
-        for (table, row, col), value in cells.items():
-            by_table.setdefault(table, {}).setdefault(row, {})[col] = value
+        for (table_name, row_key, col_name), cell in cells.items():
+            by_table.setdefault(table_name, {}).setdefault(row_key, {})[col_name] = cell
         for table, puts in by_table.items():
             with self.conn.table(table).batch(batch_size=self.cfg.batch_size) as b:
                 for row, data in puts.items():

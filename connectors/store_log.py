@@ -99,7 +99,10 @@ class StoreLogReader:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise StoreLogError(f"store log {self.topic}: {err}")
-            rows.append(decode_row(m.value()))
+            value = m.value()
+            if value is None:  # the job never writes a tombstone to its log
+                raise StoreLogError(f"store log {self.topic}: a record without a value at offset {m.offset()}")
+            rows.append(decode_row(value))
         self._pending = self._pending or bool(rows)
         return rows
 

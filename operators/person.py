@@ -40,9 +40,11 @@ from typing import Any
 import orjson
 
 from operators.profile import FIELDS, Bucket, Profile, RowStore
-from operators.rules.engine import Action, PersonState as RulesState, Suppressed, evaluate
+from operators.rules.engine import Action, Suppressed, evaluate
+from operators.rules.engine import PersonState as RulesState
 from operators.rules.inputs import rules_profile
-from operators.rules.model import Event, TagChange as RuleTagInput
+from operators.rules.model import Event
+from operators.rules.model import TagChange as RuleTagInput
 from operators.rules.registry import RuleSet
 from operators.tags import TagChange, TagMemo, TagSet, TagState, tag_step_memo
 
@@ -108,12 +110,14 @@ class _ProfileView(Mapping[str, Any]):
     __slots__ = ("_as_of", "_d", "_p", "_rows")
 
     def __init__(self, profile: Profile, rows: RowStore, as_of: int) -> None:
-        self._p, self._rows, self._as_of, self._d = profile, rows, as_of, None
+        self._p, self._rows, self._as_of = profile, rows, as_of
+        self._d: dict[str, Any] | None = None
 
     def _data(self) -> dict[str, Any]:
-        if self._d is None:
-            self._d = rules_profile(self._p.fields(self._as_of, self._rows))
-        return self._d
+        d = self._d
+        if d is None:
+            d = self._d = rules_profile(self._p.fields(self._as_of, self._rows))
+        return d
 
     def __bool__(self) -> bool:
         return True
@@ -207,6 +211,8 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
             if op == "UPDATE_BEFORE":
                 st.pending_old[minute] = b
                 continue
+            old: Bucket | None
+            new: Bucket | None
             if op == "DELETE":
                 old, new = b, None
             elif op == "UPDATE_AFTER":

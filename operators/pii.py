@@ -67,5 +67,5 @@ def pseudonymise(id_type: str, raw: str, secret: str, default_country_code: str 
     if id_type not in PII_TYPES:
         return raw
     value = normalise(id_type, raw, default_country_code)
-    msg = f"{id_type}:{value}".encode("utf-8")
+    msg = f"{id_type}:{value}".encode()
     return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).hexdigest()

@@ -58,7 +58,6 @@ __all__ = [
     "MONEY_FIELDS",
     "PROFILE_FIELDS",
     "TAG_NAMES",
-    "Bucket",
     "ControlResult",
     "TagChange",
     "TagConfigError",
@@ -554,11 +553,14 @@ def _fresh_entry(expr: Expr, env: Mapping[str, Any], now_ms: int, member: bool) 
 def _timer_before(expr: Expr, env: Mapping[str, Any], entry: tuple[bool, int | None, int | None, int]) -> int:
     """``timer_before`` of an entry with a time ``until`` (``TagMemo``); ``env`` has the same inputs."""
     member, until, _, since = entry
+    assert until is not None  # only entries with a time are asked
     if (expr.evaluate(env, until) is True) != member:
-        return until  # type: ignore[return-value]
+        return until
     # The search stopped without a flip: ``next_change_ms`` steps to the candidate time, at least one
     # ms on; the candidate is not None (else the search had answered None).
-    return max(expr._cand(env, since), since + 1)  # type: ignore[misc]
+    cand = expr._cand(env, since) if expr._cand is not None else None
+    assert cand is not None
+    return max(cand, since + 1)
 
 
 def tag_step_memo(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.datastream import KeyedStream
-    from pyflink.table import Table, StreamTableEnvironment
+    from pyflink.table import StreamTableEnvironment, Table
 
 
 def _plain(v: Any) -> Any:

@@ -180,7 +180,7 @@ FROM zt_d2"""
         return f"raw_{t}"
 
     stored_cols = ", ".join(
-        _once("CASE WHEN raw_%s <> '' THEN %s END" % (t, stored(t))) + f" AS s_{t}" for t in ID_TYPES
+        _once(f"CASE WHEN raw_{t} <> '' THEN {stored(t)} END") + f" AS s_{t}" for t in ID_TYPES
     )
     # Plain identifiers are compared trimmed and lower-cased (computed once per identifier).
     plain = [t for t in ID_TYPES if t not in ("phone", "email")]

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING
 from pipelines.decode import ID_TYPES, decode_statements
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyflink.table import StatementSet, StreamTableEnvironment
+    from pyflink.table import StreamTableEnvironment
 
     from config.settings import Settings
-    from operators.rules.registry import RuleSet
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,7 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
     from pyflink.common.types import RowKind
     from pyflink.datastream.functions import KeyedCoProcessFunction
 
-    from state.identity import component_state, index_state, overlay_state
-    from state.identity import encode_component
+    from state.identity import component_state, encode_component, index_state, overlay_state
 
     class IdentityFunction(KeyedCoProcessFunction):
         """Input 1: one observation (a new identifier combination); input 2: an identity control
@@ -184,7 +183,6 @@ def attach(t_env: StreamTableEnvironment, settings: Settings, control_view: str 
     from pyflink.table.changelog_mode import ChangelogMode
 
     from config.settings import settings_to_json
-
     from pipelines.bundles import keyed_bundles
 
     # Every new combination (an earlier event of a known one comes as an update: its UPDATE_BEFORE is

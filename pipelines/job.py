@@ -110,7 +110,14 @@ class Stage:
 
 
 def _core(b: Build) -> None:
-    from pipelines.events import SHARED_VIEWS, _VIEW_NAME, dlq_insert, job_options, materialize, view_statements
+    from pipelines.events import (
+        _VIEW_NAME,
+        SHARED_VIEWS,
+        dlq_insert,
+        job_options,
+        materialize,
+        view_statements,
+    )
 
     conf = b.t_env.get_config()
     for k, v in job_options(b.settings).items():

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pyflink.table import StatementSet, StreamTableEnvironment
 
     from config.settings import Settings
     from operators.rules.registry import RuleSet

@@ -7,9 +7,8 @@ anything else is not retried; a store that stays down ends in an ApplierError th
 
 from __future__ import annotations
 
-import redis
-
 import pytest
+import redis
 
 from config import load_settings
 from zhongtai import applier as ap

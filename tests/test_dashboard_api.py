@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from connectors.kafka_admin import create_topics
 from connectors.redis_experiments import ExperimentRow, RedisExperiments, stats_from_hash
 from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import definition_from_mapping
@@ -18,7 +19,6 @@ from zhongtai.browser import free_port
 from zhongtai.dashboard import DashboardOptions, create_app
 from zhongtai.dashboard.funnel import minute_label
 from zhongtai.dashboard.kafka_lag import consumer_lag
-from connectors.kafka_admin import create_topics
 
 with warnings.catch_warnings():  # starlette 1.x suggests httpx2 for its TestClient; httpx is what is pinned
     warnings.simplefilter("ignore")

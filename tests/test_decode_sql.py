@@ -73,7 +73,7 @@ def test_sql_decode_agrees_with_the_oracle_on_edge_cases() -> None:
     s = load_settings()
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("table.local-time-zone", "UTC")
-    rows = ", ".join("(%d, '%s')" % (i, c.replace("'", "''")) for i, c in enumerate(CASES))
+    rows = ", ".join("({}, '{}')".format(i, c.replace("'", "''")) for i, c in enumerate(CASES))
     t_env.execute_sql(f"""
 CREATE TEMPORARY VIEW src AS
 SELECT CAST(p AS BYTES) AS payload, 't' AS topic, 0 AS part, CAST(i AS BIGINT) AS off,

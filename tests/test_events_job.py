@@ -7,7 +7,14 @@ import pytest
 from connectors.hbase_store import HBaseStore, derive_profile_hash
 from connectors.redis_store import RedisStore
 from operators.profile_windows import evaluate
-from tests.helpers import counter_mismatches, fresh_names, load_expected, make_settings, profile_mismatches, read_topics
+from tests.helpers import (
+    counter_mismatches,
+    fresh_names,
+    load_expected,
+    make_settings,
+    profile_mismatches,
+    read_topics,
+)
 from zhongtai.generator import GeneratorConfig
 from zhongtai.generator.produce import produce
 from zhongtai.runner import RunOptions, run_events_job

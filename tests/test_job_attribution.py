@@ -19,6 +19,7 @@ import pytest
 
 from config.settings import Settings
 from connectors.hbase_store import HBaseStore
+from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
 from operators.identity.graph import person_id
 from operators.rules.attribution import Conversion, attribution_step, delivery_from
@@ -26,7 +27,6 @@ from operators.rules.model import Event
 from pipelines.attribution import attribution_config
 from tests.helpers import fresh_names, make_settings
 from zhongtai.runner import RunOptions, run_events_job
-from connectors.kafka_admin import create_topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -30,13 +30,13 @@ from connectors.redis_clients import client_for_key, redis_client
 from connectors.redis_experiments import ExperimentRow, RedisExperiments
 from connectors.redis_store import RedisStore, StoreRow, minute_label
 from connectors.store_log import encode_row
+from operators.delivery.ledger import Outcome
 from tests.helpers import make_settings
 from tests.test_store_log import _fresh_log
 from zhongtai import stack
 from zhongtai.api.app import create_app
 from zhongtai.applier import StoreApplier
 from zhongtai.dashboard.reader import DashboardReader
-from operators.delivery.ledger import Outcome
 
 pytestmark = [pytest.mark.stack]
 logger = logging.getLogger(__name__)

@@ -166,8 +166,7 @@ def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, st
     from pyflink.common import Types
 
     from connectors.jvm import zhongtai_jar
-    from pipelines.person import attach_person
-    from pipelines.person import event_row_type
+    from pipelines.person import attach_person, event_row_type
     from zhongtai.runner import RunOptions, make_envs
 
     settings = make_settings(

@@ -36,6 +36,7 @@ import orjson
 import pytest
 
 from config.settings import Settings, settings_to_json
+from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
 from operators.identity.graph import person_id
 from operators.rules.engine import evaluate
@@ -46,7 +47,6 @@ from pipelines.rules_job import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 from zhongtai.stack._proc import inherited_env
-from connectors.kafka_admin import create_topics
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

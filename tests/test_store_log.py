@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from connectors.hbase_store import HBaseStore
+from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore, StoreRow
 from connectors.store_log import decode_row, encode_row, store_log_topic
 from tests.helpers import make_settings
 from zhongtai.applier import ApplierError, StoreApplier
-from connectors.kafka_admin import create_topics
 
 
 def _row(kind: str, key: str, bucket: int = 0, n1: int = 0, n2: int = 0, n3: int = 0, n4: int = 0,

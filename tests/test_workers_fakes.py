@@ -16,8 +16,8 @@ import orjson
 from connectors.channels.base import Action, Contact, DeliveryResult
 from connectors.channels.kafka_io import InMessage, OutRecord
 from operators.delivery.ledger import MemoryLedger
-from zhongtai.workers.metrics import WorkerMetrics
 from operators.delivery.ratelimit import Unlimited
+from zhongtai.workers.metrics import WorkerMetrics
 from zhongtai.workers.worker import ChannelWorker, WorkerTopics
 
 TOPICS = WorkerTopics(actions="a.webhook", dlq="a.webhook.dlq", delivery="delivery")

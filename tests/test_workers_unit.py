@@ -10,6 +10,10 @@ import pytest
 
 from connectors.channels.base import Action, ActionDecodeError, Contact, DeliveryResult, render
 from connectors.channels.http import sign, verify_signature
+from operators.delivery import ledger
+from operators.delivery.backoff import Backoff
+from operators.delivery.ledger import MemoryLedger, Outcome, Record
+from operators.delivery.ratelimit import LocalTokenBucket, take
 from tests.helpers import make_settings
 from tests.test_workers_fakes import (
     TOPICS,
@@ -21,10 +25,6 @@ from tests.test_workers_fakes import (
     encode,
     make_worker,
 )
-from operators.delivery import ledger
-from operators.delivery.backoff import Backoff
-from operators.delivery.ledger import MemoryLedger, Outcome, Record
-from operators.delivery.ratelimit import LocalTokenBucket, take
 from zhongtai.workers.tracking import OffsetTracker, ParkingLot
 
 

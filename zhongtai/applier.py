@@ -148,10 +148,15 @@ class StoreApplier:
             self._hbase = HBaseStore(self.settings.hbase, prefix=self.hbase_prefix)
             self._hbase.ensure_tables()
 
+    @property
+    def reader(self) -> StoreLogReader:
+        self.open()
+        assert self._reader is not None
+        return self._reader
+
     def step(self, timeout_s: float = 0.2) -> int:
         """Read one batch of committed rows, write it to Redis (+ HBase), commit the offsets; rows written."""
-        self.open()
-        rows = self._reader.read(self.settings.job.applier_batch, timeout_s)
+        rows = self.reader.read(self.settings.job.applier_batch, timeout_s)
         if rows:
             t0 = time.perf_counter()
             self._write(rows)
@@ -162,7 +167,7 @@ class StoreApplier:
             self.stats.rows += len(rows)
             self.stats.batches += 1
             self.stats.last_batch_at = time.time()
-        self._reader.commit()
+        self.reader.commit()
         return len(rows)
 
     def _write(self, rows: list[Any]) -> None:
@@ -211,12 +216,12 @@ class StoreApplier:
         end is not reached within ``timeout_s`` (a transaction left open: the job still running, or a job
         that died with one open, which the broker aborts after ``kafka.transaction_timeout_ms``)."""
         self.open()
-        ends = self._reader.end_offsets()
+        ends = self.reader.end_offsets()
         deadline = time.monotonic() + timeout_s
         n = 0
         while True:
             n += self.step(0.1)
-            behind = self._reader.behind(ends)
+            behind = self.reader.behind(ends)
             if not behind:
                 return n
             if time.monotonic() > deadline:
@@ -231,7 +236,7 @@ class StoreApplier:
             self.step(0.2)
             if self.metrics is not None and time.monotonic() - last_lag > LAG_EVERY_S:
                 last_lag = time.monotonic()
-                self.metrics.lag(sum(self._reader.behind(self._reader.end_offsets()).values()))
+                self.metrics.lag(sum(self.reader.behind(self.reader.end_offsets()).values()))
             if job_done is not None and time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if job_done():

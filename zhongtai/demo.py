@@ -51,9 +51,9 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     for scope, (v, p, _) in sorted(top.items(), key=lambda kv: -kv[1][1])[:8]:
         print(f"  {scope:<28} views {v:>7,}  purchases {p:>5,}  conversion {p / v if v else 0:6.1%}")
     ids = store.id_mapping()
-    persons = set(ids.values())
+    person_ids = set(ids.values())
     truth = len(expected.get("profiles", {})) if expected else 0
-    print(f"\nOne view of each person: {len(ids):,} identifiers linked into {len(persons):,} persons "
+    print(f"\nOne view of each person: {len(ids):,} identifiers linked into {len(person_ids):,} persons "
           f"(the guard-railed batch resolution of the same events has {truth:,} persons with events)")
     print("Tags (Redis zt:tag:*):")
     for tag in ("high_value", "new_user", "cart_abandoner", "churn_risk", "potential_churn", "vip_lapsed"):

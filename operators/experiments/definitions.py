@@ -608,9 +608,9 @@ class ExperimentRegistry:
         op, key, version = message.get("op"), message.get("key"), message.get("version")
         where = f"control message {op} {key!r} v{version}"
         if message.get("kind") != CONTROL_KIND:
-            return self._reject(key, op, version, f"{where}: kind must be {CONTROL_KIND!r}")
+            return self._reject(str(key), str(op), version, f"{where}: kind must be {CONTROL_KIND!r}")
         if op not in CONTROL_OPS:
-            return self._reject(key, op, version, f"{where}: op must be one of {', '.join(CONTROL_OPS)}")
+            return self._reject(str(key), str(op), version, f"{where}: op must be one of {', '.join(CONTROL_OPS)}")
         if not isinstance(key, str) or not key:
             return self._reject("?", op, version, f"{where}: key must be a non-empty string")
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:

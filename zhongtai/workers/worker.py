@@ -44,8 +44,8 @@ from connectors.channels.contacts import ContactDirectory, ContactLookupError
 from connectors.channels.kafka_io import InMessage, OutRecord
 from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import Ledger, Outcome, Record
-from zhongtai.workers.metrics import WorkerMetrics
 from operators.delivery.ratelimit import RateLimiter
+from zhongtai.workers.metrics import WorkerMetrics
 from zhongtai.workers.tracking import TP, OffsetTracker, ParkingLot
 
 if TYPE_CHECKING:  # pragma: no cover
