@@ -82,7 +82,8 @@ class _StatsPoller:
 
 
 #: Operators of the job that run Python: records into them are crossings from the JVM into Python.
-PYTHON_OPERATORS = re.compile(r"identity[-_]graph|^person$|rules[-_]budget|attribution|Python|experiment", re.I)
+PYTHON_OPERATORS = re.compile(r"^identity[-_]graph$|^person$|^rules[-_]budget$|^attribution$|Python|^experiments[-_]control$",
+                              re.I)
 _RECORDS_IN = re.compile(r'^flink_taskmanager_job_task_operator_numRecords(?P<dir>In|Out)\{(?P<labels>[^}]*)\} '
                          r'(?P<v>[0-9.eE+]+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
