@@ -77,3 +77,23 @@ def create_topics(
                 f"creating topic {topic!r} on {settings.kafka.bootstrap} failed: {err.str()}"
             ) from e
     return created
+
+
+def records_in(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> int:
+    """The records the topics hold now (sum over their partitions of high − low watermark)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "zt-admin-watermarks",
+                  "enable.auto.commit": False})
+    try:
+        meta = c.list_topics(timeout=timeout_s)
+        total = 0
+        from confluent_kafka import TopicPartition
+
+        for t in topics:
+            for p in meta.topics[t].partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s)
+                total += max(hi - lo, 0)
+        return total
+    finally:
+        c.close()

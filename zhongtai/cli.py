@@ -55,6 +55,67 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 # ---- run / submit -----------------------------------------------------------------------------
+def _drain_total(s: Settings, topics: list[str]) -> int:
+    from connectors.kafka_admin import records_in
+
+    return records_in(s, topics)
+
+
+class _RunProgress:
+    """While a drained run works: records read (the job's ``stats.received``, written with each checkpoint),
+    the rate and what is left of the topics, on the CLI's progress display."""
+
+    def __init__(self, s: Settings, prefix: str | None, total: int, *, enabled: bool) -> None:
+        import threading
+
+        from zhongtai.progress import Bar
+
+        self.s, self.prefix = s, prefix
+        self.bar = Bar("run", total, enabled=enabled)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from connectors.redis_store import RedisStore
+
+        store = RedisStore(self.s.redis, prefix=self.prefix)
+        try:
+            while not self.stop.wait(1.0):
+                try:
+                    got = int(store.stats().get("received", 0))
+                except Exception:  # noqa: BLE001 - progress only: Redis busy or not up yet
+                    continue
+                left = (self.bar.total or 0) - got
+                self.bar.update(got, f"lag {left:,}" if left > 0 else "")
+        finally:
+            store.close()
+
+    def __enter__(self) -> _RunProgress:
+        self.bar.__enter__()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.bar.__exit__()
+
+
+def _print_counts(s: Settings, prefix: str | None) -> None:
+    """What the run wrote: the pipeline totals of docs/semantics.md."""
+    from connectors.redis_store import RedisStore
+
+    store = RedisStore(s.redis, prefix=prefix)
+    try:
+        st = store.stats()
+    finally:
+        store.close()
+    if st:
+        reasons = ", ".join(f"{k[4:]} {v:,}" for k, v in sorted(st.items()) if k.startswith("dlq:"))
+        print(f"read {st.get('received', 0):,} records: {st.get('valid', 0):,} valid ({st.get('unique', 0):,} unique, "
+              f"{st.get('duplicates', 0):,} duplicates), {st.get('dlq', 0):,} to the DLQ ({reasons or 'none'})")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 
@@ -71,14 +132,20 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    from zhongtai.runner import RunError
+    from zhongtai.runner import RunError, check_drain_topics
 
     try:
-        run_events_job(s, opts, wait=True)
+        if args.drain:
+            total = _drain_total(s, check_drain_topics(s, opts))
+            with _RunProgress(s, opts.redis_prefix, total, enabled=not args.quiet):
+                run_events_job(s, opts, wait=True)
+        else:
+            run_events_job(s, opts, wait=True)
     except RunError as e:
         print(f"zhongtai run: {e}", file=sys.stderr)
         return 2
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
+    _print_counts(s, opts.redis_prefix)
     return 0
 
 
@@ -190,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ru = sub.add_parser("run", help="run the event job on the embedded Flink mini-cluster")
     ru.add_argument("--drain", action="store_true", help="stop once the topics are read to their current end")
+    ru.add_argument("--quiet", action="store_true", help="no progress display")
     ru.add_argument("--group", default=None, help="Kafka consumer group (default from config)")
     ru.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
     ru.add_argument("--no-hbase", action="store_true", help="write Redis only")

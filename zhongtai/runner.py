@@ -138,14 +138,22 @@ def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, clu
     return conf
 
 
-def _size_mini_cluster_jvm(settings: Settings) -> None:
-    """The mini-cluster runs in the JVM PyFlink starts for this process, on first use, with ``JVM_ARGS``:
-    bound its heap (``flink.mini_heap_mb``) unless the caller set JVM_ARGS itself. No effect once the JVM
-    runs (a second job in the same process shares it)."""
+def _prepare_mini_cluster_jvm(settings: Settings, job_name: str) -> None:
+    """The mini-cluster runs in the JVM PyFlink starts for this process, on first use, configured by the
+    environment: bound its heap (``flink.mini_heap_mb``, unless the caller set ``JVM_ARGS``), and log to
+    ``<run_dir>/logs/flink-run-<time>-<job>-python-<host>.log`` with ``config/log4j-job.properties`` (one
+    file per run; PyFlink's default is a file inside its own package). No effect once the JVM runs (a
+    second job in the same process shares it and its log)."""
     import os
 
-    if settings.flink.mode == "mini" and "JVM_ARGS" not in os.environ:
-        os.environ["JVM_ARGS"] = f"-Xmx{settings.flink.mini_heap_mb}m -Xms256m"
+    if settings.flink.mode != "mini":
+        return
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.flink.mini_heap_mb}m -Xms256m")
+    logs = settings.run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(logs))
+    os.environ.setdefault("FLINK_IDENT_STRING", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_.-]', '_', job_name)}")
+    os.environ.setdefault("LOG4J_PROPERTIES", str(Path(__file__).resolve().parent.parent / "config" / "log4j-job.properties"))
 
 
 def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[StreamExecutionEnvironment,
@@ -157,7 +165,7 @@ def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[S
 
     from zhongtai.metrics import flink_prometheus_options
 
-    _size_mini_cluster_jvm(settings)
+    _prepare_mini_cluster_jvm(settings, opts.job_name)
     conf = Configuration()
     # The embedded mini-cluster's metrics through Flink's Prometheus reporter (zhongtai.metrics).
     options = {**flink_prometheus_options(settings), **flink_options(settings, opts, jars)}

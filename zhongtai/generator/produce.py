@@ -198,29 +198,20 @@ def _ensure_topics(settings: Settings, cfg: GeneratorConfig, timeout_s: float = 
 
 
 class _Progress:
+    """The producer's progress on the CLI's common display (``zhongtai.progress``)."""
+
     def __init__(self, total: int, enabled: bool, out: TextIO = sys.stderr) -> None:
-        self.total, self.enabled, self.out = total, enabled, out
-        self.t0 = self.last = time.perf_counter()
+        from zhongtai.progress import Bar
+
+        self.bar = Bar("produce", total, enabled=enabled, out=out).__enter__()
 
     def show(
         self, done: int, nbytes: int, note: str = "", force: bool = False, seconds: float | None = None
     ) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < 0.25):
-            return
-        self.last = now
-        rate = done / max(now - self.t0 if seconds is None else seconds, 1e-9)
-        pct = 100.0 * done / self.total if self.total else 100.0
-        self.out.write(
-            f"\r[produce] {done:,}/{self.total:,} {pct:5.1f}%  {rate / 1000:,.0f}k rec/s  "
-            f"{nbytes / 1e6:,.1f} MB {note}\x1b[K"
-        )
-        self.out.flush()
+        self.bar.update(done, f"{nbytes / 1e6:,.1f} MB {note}")
 
     def done(self) -> None:
-        if self.enabled:
-            self.out.write("\n")
-            self.out.flush()
+        self.bar.__exit__()
 
 
 def _send_all(
