@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from operators.scopes import scope_key_sql
 from pipelines.decode import ID_TYPES, decode_statements
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,11 +107,11 @@ WHERE y.op = 'INSERT'"""
     # docs/performance.md "SQL core (session 4)"). Instead each event appears once per scope
     # (zt_scoped), a keep-first dedup on (scope, minute, person) marks a person's first event there,
     # and one aggregate sums both append-only streams with plain value accumulators.
-    scoped = """
+    scoped = f"""
 CREATE TEMPORARY VIEW zt_scoped AS
 SELECT 'all' AS k, ts_ms / 60000 AS mb, event_type, amount, person FROM zt_unique
 UNION ALL
-SELECT CONCAT(campaign, '|', channel) AS k, ts_ms / 60000 AS mb, event_type, amount, person FROM zt_unique"""
+SELECT {scope_key_sql("campaign", "channel")} AS k, ts_ms / 60000 AS mb, event_type, amount, person FROM zt_unique"""
     scope_first = """
 CREATE TEMPORARY VIEW zt_scope_first AS
 SELECT k, mb FROM (

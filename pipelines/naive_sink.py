@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from operators.scopes import scope_key
+
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StatementSet, TableEnvironment
 
@@ -73,7 +75,7 @@ class NaiveIncrementWriter:
             minute = int(ts) // 60_000
             label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
             field = FIELD_OF_TYPE.get(et)
-            for scope in (f"{camp}|{chan}", "all"):
+            for scope in (scope_key(camp, chan), "all"):
                 key = f"{self._prefix}:m:{scope}:{label}"
                 pipe.hincrby(key, "events", 1)
                 if field is not None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from operators import scopes
+
 ALL = "all"
 COUNTS = ("views", "carts", "purchases", "events")
 
@@ -36,16 +38,15 @@ def window(end_minute: int, minutes: int) -> list[int]:
 
 
 def split_scope(scope: str) -> tuple[str, str]:
-    """``"spring|email"`` → ``("spring", "email")``; ``"all"`` → ``("", "")``."""
+    """``"spring|email"`` → ``("spring", "email")``; ``"all"`` → ``("", "")`` (escapes: operators.scopes)."""
     if scope == ALL:
         return "", ""
-    campaign, _, channel = scope.partition("|")
-    return campaign, channel
+    return scopes.split_scope(scope)
 
 
 def join_scope(campaign: str, channel: str) -> str:
     """Inverse of :func:`split_scope` (both empty → ``all``)."""
-    return ALL if not campaign and not channel else f"{campaign}|{channel}"
+    return ALL if not campaign and not channel else scopes.scope_key(campaign, channel)
 
 
 def _int(h: Mapping[str, str], k: str) -> int:

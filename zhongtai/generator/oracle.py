@@ -46,6 +46,7 @@ from typing import Any
 
 from config.settings import JobSettings, PiiSettings
 from operators.pii import pseudonymise
+from operators.scopes import scope_key
 
 __all__ = ["IdentityExpectation", "Oracle", "ValidEvent", "decode", "expected", "expected_identity", "observations"]
 
@@ -426,7 +427,7 @@ class Oracle:
             return "dup"
         self._seen.add(e.event_id)
         minute = e.ts // MINUTE
-        for scope in (f"{e.campaign}|{e.channel}", "all"):
+        for scope in (scope_key(e.campaign, e.channel), "all"):
             c = self._counters.get((scope, minute))
             if c is None:
                 c = self._counters[(scope, minute)] = _Counter()
