@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("redis_profile.lua").read_text(encoding="utf-8")
+#: Fields of ``{prefix}:stats`` derived from the others (the job writes the rest as absolute values).
+_DERIVED = frozenset({"dlq", "received", "duplicates"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,17 @@ class RedisStore:
         execute_scripted(client, [self._profile_script], lambda pipe: self._queue(pipe, rows, moves))
         if moves.persons:
             self._set_identifiers(moves.persons)
+        if any(r.kind == "s" for r in rows):
+            self._derive_stats()
         return len(rows)
+
+    def _derive_stats(self) -> None:
+        """The hash's derived totals (docs/semantics.md): ``dlq`` (sum of the reasons), ``received`` (valid +
+        dlq), ``duplicates`` (valid − unique), from the absolute totals just written: idempotent."""
+        h = {k: int(v) for k, v in self.client.hgetall(self.stats_key).items() if k not in _DERIVED}
+        dlq = sum(v for k, v in h.items() if k.startswith("dlq:"))
+        self.client.hset(self.stats_key, mapping={"dlq": dlq, "received": h.get("valid", 0) + dlq,
+                                                  "duplicates": h.get("valid", 0) - h.get("unique", 0)})
 
     def _set_identifiers(self, persons: dict[str, str]) -> None:
         """The last step of :meth:`write`: identifier → person keys (``""``: the key is deleted)."""
@@ -278,9 +290,10 @@ class RedisStore:
         return [k[len(head):] for k in self.client.scan_iter(match=head + "*", count=1000)]
 
     def stats(self) -> dict[str, int]:
-        """Pipeline totals as written (``valid``, ``unique``, ``dlq:<reason>``) plus the derived
-        ``dlq`` (sum of the reasons), ``received`` (valid + dlq) and ``duplicates`` (valid - unique)."""
-        out = {k: int(v) for k, v in self.client.hgetall(self.stats_key).items()}
+        """Pipeline totals (``valid``, ``unique``, ``dlq:<reason>``) and the derived ``dlq`` (sum of the
+        reasons), ``received`` (valid + dlq), ``duplicates`` (valid - unique): the writer stores them too
+        (``_derive_stats``); they are derived here again so that a hash from an older writer reads the same."""
+        out = {k: int(v) for k, v in self.client.hgetall(self.stats_key).items() if k not in _DERIVED}
         if out:
             out["dlq"] = sum(v for k, v in out.items() if k.startswith("dlq:"))
             out["received"] = out.get("valid", 0) + out["dlq"]
