@@ -152,6 +152,10 @@ class JobSettings(_Frozen):
     bundle_rows: int = Field(100_000, ge=1)
     #: Events older than watermark minus this go to the DLQ as ``late``.
     allowed_lateness_ms: int = Field(3_600_000, ge=0)
+    #: A rejected record's value is cut to this many bytes in the DLQ (and marked ``zt.truncated``): the DLQ
+    #: producer may send at most ``max.request.size`` (1 MiB by default) per record; the whole record stays in
+    #: its source topic. Keep it below the DLQ topic's ``max.message.bytes`` minus the headers.
+    dlq_max_value_bytes: int = Field(524_288, ge=1024)
     #: How long an event_id is remembered for deduplication.
     dedup_ttl_ms: int = Field(86_400_000, ge=60_000)
     #: Idle source partitions stop holding the watermark back after this long.

@@ -299,15 +299,36 @@ SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
 WHERE op IN ('INSERT', 'UPDATE_AFTER', 'DELETE')"""
 
 
-def dlq_insert(sink: str) -> str:
+#: zhongtai's generic JVM functions the job's SQL calls (jvm/, docs/jvm.md), registered by ``register_functions``.
+JVM_FUNCTIONS = {
+    "ZT_TRUNCATE_BYTES": "io.zhongtai.flink.bytes.TruncateBytes",
+    "ZT_BYTE_LENGTH": "io.zhongtai.flink.bytes.ByteLength",
+}
+
+
+def register_functions(t_env: StreamTableEnvironment) -> None:
+    for name, cls in JVM_FUNCTIONS.items():
+        t_env.execute_sql(f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {name} AS '{cls}' LANGUAGE JAVA")
+
+
+def dlq_insert(sink: str, max_value_bytes: int = 524_288) -> str:
+    """Every rejected record to the DLQ: the original bytes as the value, the reason and source coordinates
+    as headers (docs/semantics.md). A value longer than ``max_value_bytes`` (``job.dlq_max_value_bytes``) is
+    cut to that length and marked (``zt.truncated: true``, ``zt.value.bytes``: the original length): a
+    record the source topic accepted can exceed what the DLQ producer may send (an 8 MiB record stopped the
+    job before); the whole record stays in its source topic at the offset the headers name."""
+    ts_format = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"
     return f"""
 INSERT INTO {sink}
-SELECT payload,
+SELECT ZT_TRUNCATE_BYTES(payload, {max_value_bytes}),
   MAP['zt.reason', ENCODE(reason, 'UTF-8'),
       'zt.source.topic', ENCODE(topic, 'UTF-8'),
       'zt.source.partition', ENCODE(CAST(part AS STRING), 'UTF-8'),
       'zt.source.offset', ENCODE(CAST(off AS STRING), 'UTF-8'),
-      'zt.source.timestamp', ENCODE(DATE_FORMAT(kts, 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''), 'UTF-8')],
+      'zt.source.timestamp', ENCODE(DATE_FORMAT(kts, {ts_format}), 'UTF-8'),
+      'zt.value.bytes', ENCODE(CAST(COALESCE(ZT_BYTE_LENGTH(payload), 0) AS STRING), 'UTF-8'),
+      'zt.truncated', ENCODE(CASE WHEN ZT_BYTE_LENGTH(payload) > {max_value_bytes} THEN 'true' ELSE 'false' END,
+                             'UTF-8')],
   kts
 FROM zt_decoded WHERE reason IS NOT NULL"""
 

@@ -116,9 +116,11 @@ def _core(b: Build) -> None:
         dlq_insert,
         job_options,
         materialize,
+        register_functions,
         view_statements,
     )
 
+    register_functions(b.t_env)
     conf = b.t_env.get_config()
     for k, v in job_options(b.settings).items():
         conf.set(k, v)
@@ -127,7 +129,7 @@ def _core(b: Build) -> None:
         name = _VIEW_NAME.search(stmt)
         if name and name.group(1) in SHARED_VIEWS:
             materialize(b.t_env, name.group(1))
-    b.stmt_set.add_insert_sql(dlq_insert(b.tables.dlq))
+    b.stmt_set.add_insert_sql(dlq_insert(b.tables.dlq, b.settings.job.dlq_max_value_bytes))
 
 
 def _control(b: Build) -> None:
