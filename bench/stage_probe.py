@@ -70,7 +70,7 @@ def child(stage: str, out: Path) -> None:
     for k, v in job_options(settings).items():
         conf.set(k, v)
     ddl = source_ddl("zt_source", settings.kafka, topic_pattern=pattern, group=group, bounded=True,
-                     idle_timeout_ms=settings.job.source_idle_timeout_ms)
+                     idle_timeout_ms=settings.job.source_idle_timeout_ms, key_column=stage != "jsonfmt")
     if stage == "jsonfmt":
         ddl = re.sub(r"payload BYTES,", "event_id STRING, event_type STRING, ts STRING, ids STRING, props STRING, "
                      "source STRING,", ddl).replace("'format' = 'raw'", "'format' = 'json', "

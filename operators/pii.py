@@ -1,7 +1,7 @@
 """Normalisation and keyed hashing of personal identifiers (phone, e-mail).
 
 Pure: no pyflink, no clients. The Flink SQL decode step computes the same function on the JVM
-(``pipelines/sql/decode.py`` builds it from :func:`hmac_key_pads`); ``tests/test_pii.py`` keeps the
+(``pipelines/decode.py`` builds it from :func:`hmac_pads_hex`; NFKC is the JVM function ``zt_nfkc``); ``tests/test_pii.py`` keeps the
 two in agreement.
 
 The MAC is standard HMAC-SHA256 (RFC 2104) keyed with the configured secret over
@@ -13,18 +13,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 
 PII_TYPES = frozenset({"phone", "email"})
-_NON_DIGITS = re.compile(r"\D+")
+#: Everything but the ASCII digits (``\D`` would keep other scripts' digits, which SQL's [^0-9] drops).
+_NON_DIGITS = re.compile(r"[^0-9]+")
 
 
 def normalise_phone(raw: str, default_country_code: str = "86") -> str:
-    """Digits only; a leading ``00`` dropped; an 11-digit number starting with 1 gets the country code.
+    """NFKC first (full-width ``１３８`` is ``138``), then ASCII digits only; a leading ``00`` dropped; an
+    11-digit number starting with 1 gets the country code.
 
     >>> normalise_phone(" 138-0000-0000 ")
     '+8613800000000'
+    >>> normalise_phone("１３８－００００－００００")
+    '+8613800000000'
     """
-    digits = _NON_DIGITS.sub("", raw)
+    digits = _NON_DIGITS.sub("", unicodedata.normalize("NFKC", raw))
     if digits.startswith("00"):
         digits = digits[2:]
     if len(digits) == 11 and digits.startswith("1"):
@@ -37,7 +42,8 @@ ASCII_SPACE = " \t\n\r\f\v"
 
 
 def normalise_email(raw: str) -> str:
-    return raw.strip(ASCII_SPACE).lower()
+    """NFKC (a full-width address is the same address), ASCII white space trimmed, lower-cased."""
+    return unicodedata.normalize("NFKC", raw).strip(ASCII_SPACE).lower()
 
 
 def normalise(id_type: str, raw: str, default_country_code: str = "86") -> str:

@@ -308,7 +308,7 @@ WHERE op IN ('INSERT', 'UPDATE_AFTER', 'DELETE')"""
 def dlq_insert(sink: str) -> str:
     return f"""
 INSERT INTO {sink}
-SELECT payload,
+SELECT payload, rkey,
   MAP['zt.reason', ENCODE(reason, 'UTF-8'),
       'zt.source.topic', ENCODE(topic, 'UTF-8'),
       'zt.source.partition', ENCODE(CAST(part AS STRING), 'UTF-8'),
