@@ -6,8 +6,8 @@ the Kafka record key, kept for the DLQ). Every input row comes out once, with ``
 event and the DLQ reason otherwise.
 
 The record is parsed ONCE, by zhongtai's JVM function ``zt_decode_event`` (``jvm/``, class
-``io.zhongtai.flink.decode.DecodeEvent``; docs/jvm.md), called through ``LATERAL TABLE`` so the planner
-runs it once per record: a strict JSON parse plus the type checks of the contract, returning a ROW with
+``io.zhongtai.flink.decode.DecodeEvent``; docs/jvm.md), called behind the materialisation barrier so the
+planner runs it once per record: a strict JSON parse plus the type checks of the contract, returning a ROW with
 the reason of the first failing check (up to ``too_long:ids``), the raw field values, the amount and
 ``props`` as compact JSON. Config reaches it as one literal argument (:func:`decode_config`); the Java
 holds no business constants. The first statements register the functions (``CREATE TEMPORARY SYSTEM
@@ -141,18 +141,20 @@ def decode_statements(source: str, job: JobSettings, pii: PiiSettings,
     from config.settings import IdentitySettings
 
     identity = identity or IdentitySettings()
-    # Stage 1: one parse per record (a correlate: the function runs once per input row).
+    # Stage 1: one parse per record: the ROW-valued call behind the barrier, its fields read from the one
+    # column. (A LATERAL TABLE call gets a fresh correlation variable per view expansion, so the planner
+    # could not reuse it across the job's INSERTs: nine parses per record in the foundation's plan.)
     ids = ",\n  ".join(f"d.ids[{i + 1}] AS raw_{t}" for i, t in enumerate(ID_TYPES))
     props = ",\n  ".join(f"d.prop_values[{i + 1}] AS p_{f}" for i, f in enumerate(PROP_FIELDS))
+    call = _once(f"zt_decode_event(payload, kts, {_lit(decode_config(job, identity))})")
     s1 = f"""
 CREATE TEMPORARY VIEW zt_d1 AS
-SELECT src.payload, src.rkey, src.topic, src.part, src.off, src.kts,
+SELECT payload, rkey, topic, part, off, kts,
   d.reason AS r_head, d.reason_after AS r_after, d.event_id AS j_event_id, d.event_type AS j_event_type,
   d.ts_ms AS ts_ms, d.source AS j_source, d.amount AS j_amount, d.props AS j_props,
   {ids},
   {props}
-FROM {source} AS src,
-  LATERAL TABLE(zt_decode_event(src.payload, src.kts, {_lit(decode_config(job, identity))})) AS d"""
+FROM (SELECT payload, rkey, topic, part, off, kts, {call} AS d FROM {source})"""
 
     # Stage 2: identifiers. Phone and e-mail: NFKC, normalised and replaced by their keyed hash (once
     # each); then static junk (config identity.blocklist_*) dropped, exactly as operators.identity.rules.

@@ -9,23 +9,26 @@ import java.util.HashMap;
 import java.util.Map;
 
 import org.apache.flink.table.annotation.DataTypeHint;
-import org.apache.flink.table.annotation.FunctionHint;
 import org.apache.flink.table.data.DecimalData;
 import org.apache.flink.table.data.GenericArrayData;
 import org.apache.flink.table.data.GenericRowData;
 import org.apache.flink.table.data.RowData;
 import org.apache.flink.table.data.StringData;
-import org.apache.flink.table.functions.TableFunction;
+import org.apache.flink.table.functions.ScalarFunction;
 
 /**
  * One strict parse of a raw event record into the fields the SQL decode needs, with the DLQ reason.
  *
- * <p>Call: {@code LATERAL TABLE(zt_decode_event(payload, kts, '<config>'))}, one output row per input row.
- * {@code config} is {@code key=value} pairs joined by {@code ;} (parsed once per distinct string), all
- * required: {@code max_bytes}, {@code max_depth}, {@code event_id_chars}, {@code event_type_chars},
- * {@code id_chars}, {@code future_skew_ms}, {@code lateness_ms}, {@code id_types} and {@code prop_fields}
- * (comma-separated names). The checks and their order are docs/semantics.md's; the Python reference is
- * {@code zhongtai.generator.oracle.decode} (tests/test_decode_jvm.py runs both on the same records).
+ * <p>Call: {@code zt_decode_event(payload, kts, '<config>')}, a ROW, once per record: the SQL puts the
+ * call behind its materialisation barrier and reads the fields from that one column (pipelines/decode.py;
+ * a table function through {@code LATERAL TABLE} was tried first: each view expansion gets its own
+ * correlation variable, so the planner could not reuse the decode across the job's INSERTs and ran it
+ * nine times). {@code config} is {@code key=value} pairs joined by {@code ;} (parsed once per distinct
+ * string), all required: {@code max_bytes}, {@code max_depth}, {@code event_id_chars},
+ * {@code event_type_chars}, {@code id_chars}, {@code future_skew_ms}, {@code lateness_ms},
+ * {@code id_types} and {@code prop_fields} (comma-separated names). The checks and their order are
+ * docs/semantics.md's; the Python reference is {@code zhongtai.generator.oracle.decode}
+ * (tests/test_decode_sql.py and tests/test_decode_jvm.py run both on the same records).
  *
  * <p>Output: {@code reason} = the first failing check up to and including {@code too_long:ids} (the SQL
  * then checks {@code no_identifier}, which needs the identity blocklist and the keyed hash);
@@ -35,13 +38,10 @@ import org.apache.flink.table.functions.TableFunction;
  * same for {@code prop_fields} of {@code props}; {@code amount} = price rounded half-up to cents × qty
  * (qty 1 when absent; 0.00 without a price); {@code props}: the compact JSON text of {@code props} when it
  * is an object, else NULL. Strings of other JSON types: numbers as their literal text, booleans
- * {@code true}/{@code false}. Lengths count code points. No value makes this function allocate more than
- * a small multiple of the record or run longer than linear time in it; it never throws for any input.
+ * {@code true}/{@code false}. Lengths count code points. Time and memory are linear in the record; it
+ * never throws for any input.
  */
-@FunctionHint(output = @DataTypeHint(value = "ROW<reason STRING, reason_after STRING, event_id STRING, "
-        + "event_type STRING, ts_ms BIGINT, ids ARRAY<STRING>, source STRING, prop_values ARRAY<STRING>, "
-        + "amount DECIMAL(18, 2), props STRING>", bridgedTo = RowData.class))
-public class DecodeEvent extends TableFunction<RowData> {
+public class DecodeEvent extends ScalarFunction {
 
     private static final long serialVersionUID = 1L;
 
@@ -97,8 +97,11 @@ public class DecodeEvent extends TableFunction<RowData> {
         }
     }
 
-    public void eval(byte[] payload, @DataTypeHint(value = "TIMESTAMP_LTZ(3)", bridgedTo = Long.class) Long kts,
-                     String configText) {
+    @DataTypeHint(value = "ROW<reason STRING, reason_after STRING, event_id STRING, event_type STRING, "
+            + "ts_ms BIGINT, ids ARRAY<STRING>, source STRING, prop_values ARRAY<STRING>, amount DECIMAL(18, 2), "
+            + "props STRING>", bridgedTo = RowData.class)
+    public RowData eval(byte[] payload, @DataTypeHint(value = "TIMESTAMP_LTZ(3)", bridgedTo = Long.class) Long kts,
+                        String configText) {
         Config c = config;
         if (configText != this.configText) {
             if (c == null || !configText.equals(this.configText)) {
@@ -106,7 +109,24 @@ public class DecodeEvent extends TableFunction<RowData> {
             }
             this.configText = configText;
         }
-        collect(decode(payload, kts == null ? 0L : kts, c));
+        return decode(payload, kts == null ? 0L : kts, c);
+    }
+
+    /**
+     * The time one decode of {@code payload} takes, in nanoseconds (the fuzz test records the largest;
+     * the first call per config also parses the config).
+     */
+    public static long decodeNanos(byte[] payload, long kts, String configText) {
+        Config c = new Config(configText);
+        long t0 = System.nanoTime();
+        decode(payload, kts, c);
+        return System.nanoTime() - t0;
+    }
+
+    /** The reasons and values one decode gives, as text, for tests ({@code reason|reason_after|event_id}). */
+    public static String decodeSummary(byte[] payload, long kts, String configText) {
+        GenericRowData r = decode(payload, kts, new Config(configText));
+        return r.getField(0) + "|" + r.getField(1) + "|" + r.getField(2);
     }
 
     static GenericRowData rejected(StringData reason) {
