@@ -74,7 +74,6 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_TEXT = re.compile(r"-?[0-9]+", re.ASCII)
-_INT_LITERAL = re.compile(r"-?[0-9]+", re.ASCII)
 #: Deepest nesting of a record's JSON (the outermost object is depth 1).
 MAX_JSON_DEPTH = 64
 EVENT_ID_MAX_CHARS = 128
