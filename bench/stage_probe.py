@@ -91,7 +91,7 @@ def child(stage: str, out: Path) -> None:
     stmt_set = t_env.create_statement_set()
     for i, query in enumerate(STAGES[stage]):
         t_env.execute_sql(f"CREATE TEMPORARY TABLE zt_hole_{i} (n BIGINT) WITH ('connector' = 'blackhole')")
-        config = decode_config(settings.job, settings.identity).replace("'", "''")
+        config = decode_config(settings.job, settings.identity, settings.pii).replace("'", "''")
         stmt_set.add_insert_sql(f"INSERT INTO zt_hole_{i} {query.replace('{config}', config)}")
     result = stmt_set.execute()
     t1, cpu1 = time.monotonic(), _jvm_cpu_seconds()

@@ -193,7 +193,7 @@ def test_fuzz_agrees_with_the_oracle_in_bounded_time(record_property) -> None:
     assert mismatches(records, got, want) == []
     # the JVM parse alone, record by record (the SQL after it only sees capped values)
     decoder = get_gateway().jvm.io.zhongtai.flink.decode.DecodeEvent
-    config = decode_config(s.job, s.identity)
+    config = decode_config(s.job, s.identity, s.pii)
     for v, _, ts in records[:50]:  # warm-up
         decoder.decodeNanos(None if v is None else bytearray(v), ts, config)
     nanos = [decoder.decodeNanos(None if v is None else bytearray(v), ts, config) for v, _, ts in records]

@@ -5,8 +5,8 @@ import java.math.BigInteger;
 import java.math.RoundingMode;
 import java.time.DateTimeException;
 import java.time.LocalDate;
-import java.util.HashMap;
-import java.util.Map;
+import java.util.ArrayList;
+import java.util.List;
 
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.data.DecimalData;
@@ -17,29 +17,32 @@ import org.apache.flink.table.data.StringData;
 import org.apache.flink.table.functions.ScalarFunction;
 
 /**
- * One strict parse of a raw event record into the fields the SQL decode needs, with the DLQ reason.
+ * One strict parse of a raw event record into the decoded event, with its DLQ reason.
  *
  * <p>Call: {@code zt_decode_event(payload, kts, '<config>')}, a ROW, once per record: the SQL puts the
  * call behind its materialisation barrier and reads the fields from that one column (pipelines/decode.py;
  * a table function through {@code LATERAL TABLE} was tried first: each view expansion gets its own
  * correlation variable, so the planner could not reuse the decode across the job's INSERTs and ran it
- * nine times). {@code config} is {@code key=value} pairs joined by {@code ;} (parsed once per distinct
- * string), all required: {@code max_bytes}, {@code max_depth}, {@code event_id_chars},
- * {@code event_type_chars}, {@code id_chars}, {@code future_skew_ms}, {@code lateness_ms},
- * {@code id_types} and {@code prop_fields} (comma-separated names). The checks and their order are
- * docs/semantics.md's; the Python reference is {@code zhongtai.generator.oracle.decode}
- * (tests/test_decode_sql.py and tests/test_decode_jvm.py run both on the same records).
+ * nine times). {@code config} is a JSON object (parsed once per distinct string) with every limit, name
+ * and list the checks need: {@code max_bytes}, {@code max_depth}, {@code event_id_chars},
+ * {@code event_type_chars}, {@code id_chars}, {@code future_skew_ms}, {@code lateness_ms}, {@code id_types},
+ * {@code pii_kinds}, {@code priority}, {@code prop_fields}, and the identity settings of
+ * {@link Identifiers} ({@code hmac_ipad}, {@code hmac_opad}, {@code country_code},
+ * {@code national_digits}, {@code national_prefix}, {@code blocked_values}, {@code blocked_hashes},
+ * {@code blocked_patterns}). The checks and their order are docs/semantics.md's; the Python reference is
+ * {@code zhongtai.generator.oracle.decode_full} (tests/test_decode_sql.py and tests/test_decode_jvm.py run
+ * both on the same records).
  *
- * <p>Output: {@code reason} = the first failing check up to and including {@code too_long:ids} (the SQL
- * then checks {@code no_identifier}, which needs the identity blocklist and the keyed hash);
- * {@code reason_after} = the first failing check after it (price, qty, amount range, future, late).
- * When {@code reason} is set every other field is NULL. {@code ids}: the raw text of each
- * {@code id_types} entry (NULL when absent, null, empty, an object or an array); {@code prop_values}: the
- * same for {@code prop_fields} of {@code props}; {@code amount} = price rounded half-up to cents × qty
- * (qty 1 when absent; 0.00 without a price); {@code props}: the compact JSON text of {@code props} when it
- * is an object, else NULL. Strings of other JSON types: numbers as their literal text, booleans
- * {@code true}/{@code false}. Lengths count code points. Time and memory are linear in the record; it
- * never throws for any input.
+ * <p>Output: {@code reason} = the DLQ reason of the first failing check, NULL for a valid event; when it
+ * is set every other field is NULL. {@code person} = the anchor, {@code <type>:<stored value>} of the
+ * strongest clean identifier ({@code priority}); {@code ids}: the stored value of each {@code id_types}
+ * entry (phone/e-mail keyed hashes), NULL when absent, empty, an object or array, or junk;
+ * {@code prop_values}: the text of each {@code prop_fields} entry of {@code props}; {@code amount} = price
+ * rounded half-up to cents × qty (qty 1 when absent; 0.00 without a price); {@code props}: the compact JSON
+ * text of {@code props} when it is an object, else NULL. Strings of other JSON types: numbers as their
+ * literal text, booleans {@code true}/{@code false}. Lengths count code points. Time and memory are linear
+ * in the record (every identifier is capped before any normalisation or pattern); it never throws for any
+ * input.
  */
 public class DecodeEvent extends ScalarFunction {
 
@@ -56,6 +59,7 @@ public class DecodeEvent extends ScalarFunction {
     private transient String configText;
     private transient Config config;
 
+    /** The function's configuration: a JSON object (pipelines/decode.py ``decode_config`` writes it). */
     static final class Config {
         final int maxBytes;
         final int maxDepth;
@@ -65,41 +69,86 @@ public class DecodeEvent extends ScalarFunction {
         final long futureSkewMs;
         final long latenessMs;
         final String[] idTypes;
+        final Identifiers.Kind[] idKinds;
+        /** Indexes into {@link #idTypes}, strongest first: the anchor is the first clean one. */
+        final int[] priority;
         final String[] propFields;
+        final Identifiers identifiers;
 
         Config(String text) {
-            Map<String, String> m = new HashMap<>();
-            for (String part : text.split(";")) {
-                int eq = part.indexOf('=');
-                if (eq <= 0) {
-                    throw new IllegalArgumentException("zt_decode_event config: '" + part + "' is not key=value in '"
-                            + text + "'");
-                }
-                m.put(part.substring(0, eq).trim(), part.substring(eq + 1).trim());
+            StrictJson.Obj m;
+            try {
+                StrictJson p = new StrictJson(text.getBytes(java.nio.charset.StandardCharsets.UTF_8), 8);
+                Object v = p.value(0);
+                p.end();
+                m = (StrictJson.Obj) v;
+            } catch (StrictJson.Malformed | ClassCastException e) {
+                throw new IllegalArgumentException("zt_decode_event: the config is not a JSON object: " + text, e);
             }
-            maxBytes = Integer.parseInt(need(m, "max_bytes", text));
-            maxDepth = Integer.parseInt(need(m, "max_depth", text));
-            eventIdChars = Integer.parseInt(need(m, "event_id_chars", text));
-            eventTypeChars = Integer.parseInt(need(m, "event_type_chars", text));
-            idChars = Integer.parseInt(need(m, "id_chars", text));
-            futureSkewMs = Long.parseLong(need(m, "future_skew_ms", text));
-            latenessMs = Long.parseLong(need(m, "lateness_ms", text));
-            idTypes = need(m, "id_types", text).split(",");
-            propFields = need(m, "prop_fields", text).split(",");
+            maxBytes = (int) num(m, "max_bytes");
+            maxDepth = (int) num(m, "max_depth");
+            eventIdChars = (int) num(m, "event_id_chars");
+            eventTypeChars = (int) num(m, "event_type_chars");
+            idChars = (int) num(m, "id_chars");
+            futureSkewMs = num(m, "future_skew_ms");
+            latenessMs = num(m, "lateness_ms");
+            idTypes = strings(m, "id_types").toArray(new String[0]);
+            List<String> pii = strings(m, "pii_kinds"); // "<type>:phone" / "<type>:email"
+            idKinds = new Identifiers.Kind[idTypes.length];
+            for (int i = 0; i < idTypes.length; i++) {
+                idKinds[i] = Identifiers.Kind.PLAIN;
+                for (String k : pii) {
+                    if (k.equals(idTypes[i] + ":phone")) {
+                        idKinds[i] = Identifiers.Kind.PHONE;
+                    } else if (k.equals(idTypes[i] + ":email")) {
+                        idKinds[i] = Identifiers.Kind.EMAIL;
+                    }
+                }
+            }
+            List<String> prio = strings(m, "priority");
+            List<Integer> order = new ArrayList<>();
+            for (String t : prio) {
+                for (int i = 0; i < idTypes.length; i++) {
+                    if (idTypes[i].equals(t)) {
+                        order.add(i);
+                    }
+                }
+            }
+            priority = order.stream().mapToInt(Integer::intValue).toArray();
+            propFields = strings(m, "prop_fields").toArray(new String[0]);
+            identifiers = new Identifiers(str(m, "hmac_ipad"), str(m, "hmac_opad"), str(m, "country_code"),
+                    (int) num(m, "national_digits"), str(m, "national_prefix"), strings(m, "blocked_values"),
+                    strings(m, "blocked_hashes"), strings(m, "blocked_patterns"));
         }
 
-        private static String need(Map<String, String> m, String key, String text) {
-            String v = m.get(key);
+        private static Object need(StrictJson.Obj m, String key) {
+            Object v = m.get(key);
             if (v == null) {
-                throw new IllegalArgumentException("zt_decode_event config lacks '" + key + "': '" + text + "'");
+                throw new IllegalArgumentException("zt_decode_event: the config lacks '" + key + "'");
             }
             return v;
         }
+
+        private static long num(StrictJson.Obj m, String key) {
+            return Long.parseLong(((StrictJson.Num) need(m, key)).text);
+        }
+
+        private static String str(StrictJson.Obj m, String key) {
+            return (String) need(m, key);
+        }
+
+        private static List<String> strings(StrictJson.Obj m, String key) {
+            List<String> out = new ArrayList<>();
+            for (Object o : (List<?>) need(m, key)) {
+                out.add((String) o);
+            }
+            return out;
+        }
     }
 
-    @DataTypeHint(value = "ROW<reason STRING, reason_after STRING, event_id STRING, event_type STRING, "
-            + "ts_ms BIGINT, ids ARRAY<STRING>, source STRING, prop_values ARRAY<STRING>, amount DECIMAL(18, 2), "
-            + "props STRING>", bridgedTo = RowData.class)
+    @DataTypeHint(value = "ROW<reason STRING, event_id STRING, event_type STRING, ts_ms BIGINT, person STRING, "
+            + "ids ARRAY<STRING>, source STRING, prop_values ARRAY<STRING>, amount DECIMAL(18, 2), props STRING>",
+            bridgedTo = RowData.class)
     public RowData eval(byte[] payload, @DataTypeHint(value = "TIMESTAMP_LTZ(3)", bridgedTo = Long.class) Long kts,
                         String configText) {
         Config c = config;
@@ -123,10 +172,10 @@ public class DecodeEvent extends ScalarFunction {
         return System.nanoTime() - t0;
     }
 
-    /** The reasons and values one decode gives, as text, for tests ({@code reason|reason_after|event_id}). */
+    /** The reason, event_id and person one decode gives, as text, for tests ({@code reason|event_id|person}). */
     public static String decodeSummary(byte[] payload, long kts, String configText) {
         GenericRowData r = decode(payload, kts, new Config(configText));
-        return r.getField(0) + "|" + r.getField(1) + "|" + r.getField(2);
+        return r.getField(0) + "|" + r.getField(1) + "|" + r.getField(4);
     }
 
     static GenericRowData rejected(StringData reason) {
@@ -218,7 +267,7 @@ public class DecodeEvent extends ScalarFunction {
             return rejected("wrong_type:ids");
         }
         StrictJson.Obj idObj = (StrictJson.Obj) ids;
-        StringData[] idValues = new StringData[c.idTypes.length];
+        String[] raw = new String[c.idTypes.length];
         for (int i = 0; i < c.idTypes.length; i++) {
             String v = text(idObj.get(c.idTypes[i]));
             if (v == null || v.isEmpty()) {
@@ -227,7 +276,29 @@ public class DecodeEvent extends ScalarFunction {
             if (v.length() > c.idChars && v.codePointCount(0, v.length()) > c.idChars) {
                 return rejected("too_long:ids");
             }
-            idValues[i] = StringData.fromString(v);
+            raw[i] = v;
+        }
+        // stored form (phone/e-mail: normalised + keyed hash), junk dropped, the anchor = strongest clean one
+        StringData[] idValues = new StringData[c.idTypes.length];
+        String[] clean = new String[c.idTypes.length];
+        for (int i = 0; i < c.idTypes.length; i++) {
+            if (raw[i] != null) {
+                String stored = c.identifiers.stored(c.idKinds[i], c.idTypes[i], raw[i]);
+                if (!c.identifiers.junk(c.idKinds[i], stored)) {
+                    clean[i] = stored;
+                    idValues[i] = StringData.fromString(stored);
+                }
+            }
+        }
+        String person = null;
+        for (int i : c.priority) {
+            if (clean[i] != null) {
+                person = c.idTypes[i] + ":" + clean[i];
+                break;
+            }
+        }
+        if (person == null) {
+            return rejected("no_identifier");
         }
 
         StrictJson.Obj propObj = props instanceof StrictJson.Obj ? (StrictJson.Obj) props : null;
@@ -281,11 +352,14 @@ public class DecodeEvent extends ScalarFunction {
             }
         }
 
+        if (after != null) {
+            return rejected(after);
+        }
         GenericRowData row = new GenericRowData(10);
-        row.setField(1, after == null ? null : StringData.fromString(after));
-        row.setField(2, StringData.fromString(id));
-        row.setField(3, StringData.fromString(type));
-        row.setField(4, tsMs);
+        row.setField(1, StringData.fromString(id));
+        row.setField(2, StringData.fromString(type));
+        row.setField(3, tsMs);
+        row.setField(4, StringData.fromString(person));
         row.setField(5, new GenericArrayData(idValues));
         row.setField(6, str(text(source)));
         StringData[] propValues = new StringData[c.propFields.length];
