@@ -191,7 +191,7 @@ def test_fuzz_agrees_with_the_oracle_in_bounded_time(record_property) -> None:
     got = sql_decode(records, s, t_env)
     sql_s = time.monotonic() - t0
     assert mismatches(records, got, want) == []
-    # the JVM parse alone, record by record (the SQL after it only sees capped values)
+    # the JVM function alone, record by record (parse, checks, identifiers)
     decoder = get_gateway().jvm.io.zhongtai.flink.decode.DecodeEvent
     config = decode_config(s.job, s.identity, s.pii)
     for v, _, ts in records[:50]:  # warm-up
