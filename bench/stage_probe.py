@@ -101,6 +101,15 @@ def child(stage: str, out: Path) -> None:
                                   "events": state["events"]}))
 
 
+def _wait_for_jfr(jfr: Path, timeout_s: float = 60.0) -> None:
+    """The gateway JVM writes the recording while it shuts down, after the child process has exited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if jfr.exists() and subprocess.run(["jfr", "summary", str(jfr)], capture_output=True).returncode == 0:
+            return
+        time.sleep(1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.stage_probe")
     p.add_argument("stages", nargs="+", choices=list(STAGES))
@@ -136,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"{stage:<12} job {row['job_s']:>7.1f} s  {row['job_events_per_s']:>8,} ev/s  "
               f"{row['cpu_us_per_event']:>7.1f} µs CPU/ev  load {row['load']:.1f}", flush=True)
+        if jfr is not None:
+            _wait_for_jfr(jfr)
         if jfr is not None and jfr.exists():
             row["jfr"] = str(jfr)
             for frame, count in top_frames(jfr):
