@@ -71,7 +71,7 @@ def _nonempty(col: str) -> str:
 def decode_config(job: JobSettings, identity: IdentitySettings, pii: PiiSettings) -> str:
     """The config argument of ``zt_decode_event``: a JSON object (see the Java class's Javadoc)."""
     from operators.identity import IdentityRules
-    from operators.pii import NATIONAL_DIGITS, NATIONAL_PREFIX
+    from operators.pii import NATIONAL_DIGITS, NATIONAL_PREFIX, PII_TYPES
 
     rules = IdentityRules.from_settings(identity, pii)
     ipad, opad = hmac_pads_hex(pii.hmac_secret.get_secret_value())
@@ -79,7 +79,8 @@ def decode_config(job: JobSettings, identity: IdentitySettings, pii: PiiSettings
         "max_bytes": job.max_event_bytes, "max_depth": MAX_JSON_DEPTH, "event_id_chars": EVENT_ID_MAX_CHARS,
         "event_type_chars": EVENT_TYPE_MAX_CHARS, "id_chars": identity.max_identifier_length,
         "future_skew_ms": job.max_future_skew_ms, "lateness_ms": job.allowed_lateness_ms,
-        "id_types": list(ID_TYPES), "pii_kinds": ["phone:phone", "email:email"],
+        # "<type>:<kind>": phone and e-mail are normalised as such and replaced by their keyed hash
+        "id_types": list(ID_TYPES), "pii_kinds": [f"{t}:{t}" for t in sorted(PII_TYPES)],
         "priority": [t for t in identity.priority if t in ID_TYPES], "prop_fields": list(PROP_FIELDS),
         "hmac_ipad": ipad, "hmac_opad": opad, "country_code": pii.default_country_code,
         "national_digits": NATIONAL_DIGITS, "national_prefix": NATIONAL_PREFIX,
@@ -105,14 +106,16 @@ def decode_statements(source: str, job: JobSettings, pii: PiiSettings,
     call = _once(f"zt_decode_event(payload, kts, {_lit(decode_config(job, identity, pii))})")
     # variation_id: an integer of at most 10 digits (JSON integer or [+-]digits string) in INT range.
     var = p["variation_id"]
-    variation = f"CASE WHEN CHAR_LENGTH({var}) <= 11 AND REGEXP({var}, '^[+-]?[0-9]{{1,10}}\\z') THEN TRY_CAST({var} AS INT) END"
+    variation = (f"CASE WHEN CHAR_LENGTH({var}) <= 11 AND REGEXP({var}, '^[+-]?[0-9]{{1,10}}\\z') "
+                 f"THEN TRY_CAST({var} AS INT) END")
     decoded = f"""
 CREATE TEMPORARY VIEW zt_decoded AS
 SELECT payload, topic, part, off, kts, CAST(d.reason AS {_REASON_TYPE}) AS reason,
   d.event_id AS event_id, d.event_type AS event_type, d.ts_ms AS ts_ms, d.person AS person,
   {ids},
   CASE WHEN {_nonempty(p["campaign_id"])} THEN {p["campaign_id"]} ELSE '(none)' END AS campaign,
-  CASE WHEN {_nonempty(p["channel"])} THEN {p["channel"]} ELSE COALESCE(NULLIF(d.source, ''), '(none)') END AS channel,
+  CASE WHEN {_nonempty(p["channel"])} THEN {p["channel"]}
+       ELSE COALESCE(NULLIF(d.source, ''), '(none)') END AS channel,
   CASE WHEN d.reason IS NULL AND d.event_type = 'purchase' THEN d.amount END AS amount,
   NULLIF({p["item_id"]}, '') AS item_id,
   CASE WHEN d.event_type = 'exposure' THEN NULLIF({p["experiment_id"]}, '') END AS exp_key,
