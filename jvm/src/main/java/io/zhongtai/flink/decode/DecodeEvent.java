@@ -172,12 +172,6 @@ public class DecodeEvent extends ScalarFunction {
         return System.nanoTime() - t0;
     }
 
-    /** The reason, event_id and person one decode gives, as text, for tests ({@code reason|event_id|person}). */
-    public static String decodeSummary(byte[] payload, long kts, String configText) {
-        GenericRowData r = decode(payload, kts, new Config(configText));
-        return r.getField(0) + "|" + r.getField(1) + "|" + r.getField(4);
-    }
-
     static GenericRowData rejected(StringData reason) {
         GenericRowData row = new GenericRowData(10);
         row.setField(0, reason);
