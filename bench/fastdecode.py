@@ -18,11 +18,13 @@ import orjson
 from config.settings import JobSettings
 from zhongtai.generator.oracle import (
     _EVENT_TYPE,
+    AMOUNT_LIMIT,
     CENT,
     ID_PRIORITY,
     NONE,
     ZERO,
     ValidEvent,
+    _default_max_id_chars,
     _default_rules,
     _integer,
     _number,
@@ -67,12 +69,19 @@ def fast_decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any)
         ts = parse_ts(ts) if type(ts) is str else None
         if ts is None:
             return decode(value, record_ts, job, pseudonyms)
+    # Only flat events (no container inside ids, props or any other top-level object): deeper ones go
+    # through the oracle's nesting-depth check.
+    for x in obj.values():
+        tx = type(x)
+        if tx is list or (tx is dict and any(type(y) in (dict, list) for y in x.values())):
+            return decode(value, record_ts, job, pseudonyms)
+    max_chars = getattr(pseudonyms, "max_id_chars", None) or _default_max_id_chars()
     found = []
     for t in ID_PRIORITY:
         v = ids.get(t)
         if v is None:
             continue
-        if type(v) is not str:
+        if type(v) is not str or len(v) > max_chars:
             return decode(value, record_ts, job, pseudonyms)
         if v:
             found.append((t, pseudonyms(t, v) if t in ("phone", "email") else v))
@@ -95,13 +104,15 @@ def fast_decode(value: bytes, record_ts: int, job: JobSettings, pseudonyms: Any)
             price = _short_float(price)
         else:
             price = None
-        if price is None:
+        if price is None or not abs(price) < AMOUNT_LIMIT:  # not a number, or out_of_range:amount
             return decode(value, record_ts, job, pseudonyms)
     qty = props.get("qty")
     if qty is not None:
         qty = qty if type(qty) is int else _integer(qty) if type(qty) is str else None
-        if qty is None:
+        if qty is None or not abs(qty) < AMOUNT_LIMIT:
             return decode(value, record_ts, job, pseudonyms)
+    if price is not None and not abs(price.quantize(CENT, rounding=ROUND_HALF_UP) * (1 if qty is None else qty)) < AMOUNT_LIMIT:
+        return decode(value, record_ts, job, pseudonyms)
     campaign = props.get("campaign_id")
     channel = props.get("channel")
     source = obj.get("source")

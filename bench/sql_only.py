@@ -38,6 +38,7 @@ def run_sql(settings: Settings, topic_pattern: str, group: str, out_topic: str, 
     ddl = source_ddl(
         "zt_source", settings.kafka, topic_pattern=topic_pattern, group=group, bounded=True,
         watermark_delay_ms=job.watermark_delay_ms if watermark else None, idle_timeout_ms=job.source_idle_timeout_ms,
+        key_column=True,
     )
     if source_options:
         extra = "".join(f",\n  '{k}' = '{v}'" for k, v in source_options.items())

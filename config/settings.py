@@ -222,6 +222,10 @@ class IdentitySettings(_Frozen):
     )
     #: Regular expressions (full match on the trimmed, lower-cased value) of junk values.
     blocklist_patterns: tuple[str, ...] = (r"[0\-:.]+", r"(.)(?:\1|[\-:.]){3,}")
+    #: Longest identifier value (code points, before normalisation) an event may carry; an event with a
+    #: longer one goes to the DLQ as ``too_long:ids`` (docs/semantics.md). Caps the input of every
+    #: normalisation and blocklist pattern, so no value can make a regular expression run long.
+    max_identifier_length: int = Field(256, ge=16, le=4096)
 
     @field_validator("priority")
     @classmethod

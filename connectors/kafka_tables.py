@@ -12,10 +12,21 @@ def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
+def _raw_formats(key_column: bool) -> dict[str, str]:
+    """Raw value bytes; with ``key_column`` also the raw key bytes as the column ``rkey``."""
+    if not key_column:
+        return {"format": "raw"}
+    return {"key.format": "raw", "key.fields": "rkey", "value.format": "raw", "value.fields-include": "EXCEPT_KEY"}
+
+
 def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = None,
                group: str | None = None, bounded: bool = False, watermark_delay_ms: int | None = None,
-               idle_timeout_ms: int = 10_000) -> str:
+               idle_timeout_ms: int = 10_000, key_column: bool = False) -> str:
     """Raw events: the original bytes plus topic/partition/offset/record timestamp.
+
+    ``key_column``: also the record key, as ``rkey BYTES`` (NULL for a record without one); the event
+    job's source has it so that a dead letter keeps its key (docs/semantics.md). A tombstone (no value)
+    arrives with ``payload`` NULL.
 
     ``bounded`` stops at the offsets that were latest when the job started (drain mode, used by
     the demo, the bench and tests). ``watermark_delay_ms`` set: a watermark follows the record
@@ -33,9 +44,9 @@ def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = N
         "properties.partition.discovery.interval.ms": "10000",
         "scan.startup.mode": "group-offsets",
         "properties.auto.offset.reset": "earliest" if kafka.start_from == "earliest" else "latest",
-        "format": "raw",
         "scan.watermark.idle-timeout": f"{idle_timeout_ms} ms",
     }
+    opts.update(_raw_formats(key_column))
     if bounded:
         opts["scan.bounded.mode"] = "latest-offset"
     with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
@@ -43,9 +54,10 @@ def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = N
         f",\n  WATERMARK FOR kts AS kts - INTERVAL '{watermark_delay_ms / 1000:.3f}' SECOND"
         if watermark_delay_ms is not None else ""
     )
+    key = "\n  rkey BYTES," if key_column else ""
     return f"""
 CREATE TEMPORARY TABLE {name} (
-  payload BYTES,
+  payload BYTES,{key}
   topic STRING METADATA FROM 'topic' VIRTUAL,
   part INT METADATA FROM 'partition' VIRTUAL,
   off BIGINT METADATA FROM 'offset' VIRTUAL,
@@ -56,22 +68,26 @@ CREATE TEMPORARY TABLE {name} (
 
 
 def dlq_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str | None = None, exactly_once: bool = True,
-                 transactional_id_prefix: str = "zt-dlq") -> str:
-    """Dead letters: value = the original bytes, headers = reason and source coordinates."""
+                 transactional_id_prefix: str = "zt-dlq", key_column: bool = False) -> str:
+    """Dead letters: value = the original bytes, headers = reason and source coordinates.
+
+    ``key_column``: the table has ``rkey BYTES`` (second column), written as the record key (the event
+    job's DLQ: the original record's key, NULL for none)."""
     opts = {
         "connector": "kafka",
         "topic": topic or kafka.topics.dlq,
         "properties.bootstrap.servers": kafka.bootstrap,
-        "format": "raw",
         "sink.delivery-guarantee": "exactly-once" if exactly_once else "at-least-once",
         "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
     }
+    opts.update(_raw_formats(key_column))
     if exactly_once:
         opts["sink.transactional-id-prefix"] = transactional_id_prefix
     with_ = ",\n  ".join(f"{_q(k)} = {_q(v)}" for k, v in opts.items())
+    key = "\n  rkey BYTES," if key_column else ""
     return f"""
 CREATE TEMPORARY TABLE {name} (
-  payload BYTES,
+  payload BYTES,{key}
   headers MAP<STRING, BYTES> METADATA,
   ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
 ) WITH (

@@ -1,11 +1,11 @@
 """Normalisation and keyed hashing of personal identifiers (phone, e-mail).
 
-Pure: no pyflink, no clients. The Flink SQL decode step computes the same function on the JVM
-(``pipelines/sql/decode.py`` builds it from :func:`hmac_key_pads`); ``tests/test_pii.py`` keeps the
-two in agreement.
+Pure: no pyflink, no clients. The job computes the same function on the JVM (zhongtai's function
+``zt_decode_event``, configured by ``pipelines/decode.py`` with :func:`hmac_pads_hex` and the constants
+here); tests/test_decode_sql.py and tests/test_decode_jvm.py keep the two in agreement.
 
 The MAC is standard HMAC-SHA256 (RFC 2104) keyed with the configured secret over
-``"<type>:<normalised value>"``; the SQL side receives the two padded keys as hex constants.
+``"<type>:<normalised value>"``; the JVM side receives the two padded keys as hex constants.
 """
 
 from __future__ import annotations
@@ -13,21 +13,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 
 PII_TYPES = frozenset({"phone", "email"})
-_NON_DIGITS = re.compile(r"\D+")
+#: Everything but the ASCII digits (``\D`` would keep other scripts' digits, which SQL's [^0-9] drops).
+_NON_DIGITS = re.compile(r"[^0-9]+")
+
+
+#: A national number (gets the country code): this many digits, starting with this digit.
+NATIONAL_DIGITS = 11
+NATIONAL_PREFIX = "1"
 
 
 def normalise_phone(raw: str, default_country_code: str = "86") -> str:
-    """Digits only; a leading ``00`` dropped; an 11-digit number starting with 1 gets the country code.
+    """NFKC first (full-width ``１３８`` is ``138``), then ASCII digits only; a leading ``00`` dropped; an
+    11-digit number starting with 1 gets the country code.
 
     >>> normalise_phone(" 138-0000-0000 ")
     '+8613800000000'
+    >>> normalise_phone("１３８－００００－００００")
+    '+8613800000000'
     """
-    digits = _NON_DIGITS.sub("", raw)
+    digits = _NON_DIGITS.sub("", unicodedata.normalize("NFKC", raw))
     if digits.startswith("00"):
         digits = digits[2:]
-    if len(digits) == 11 and digits.startswith("1"):
+    if len(digits) == NATIONAL_DIGITS and digits.startswith(NATIONAL_PREFIX):
         digits = default_country_code + digits
     return "+" + digits
 
@@ -37,7 +47,8 @@ ASCII_SPACE = " \t\n\r\f\v"
 
 
 def normalise_email(raw: str) -> str:
-    return raw.strip(ASCII_SPACE).lower()
+    """NFKC (a full-width address is the same address), ASCII white space trimmed, lower-cased."""
+    return unicodedata.normalize("NFKC", raw).strip(ASCII_SPACE).lower()
 
 
 def normalise(id_type: str, raw: str, default_country_code: str = "86") -> str:

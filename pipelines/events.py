@@ -320,7 +320,7 @@ def dlq_insert(sink: str, max_value_bytes: int = 524_288) -> str:
     ts_format = "'yyyy-MM-dd''T''HH:mm:ss.SSS''Z'''"
     return f"""
 INSERT INTO {sink}
-SELECT ZT_TRUNCATE_BYTES(payload, {max_value_bytes}),
+SELECT ZT_TRUNCATE_BYTES(payload, {max_value_bytes}), rkey,
   MAP['zt.reason', ENCODE(reason, 'UTF-8'),
       'zt.source.topic', ENCODE(topic, 'UTF-8'),
       'zt.source.partition', ENCODE(CAST(part AS STRING), 'UTF-8'),

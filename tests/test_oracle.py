@@ -369,7 +369,7 @@ REASON_CASES = [
     (_bytes(ev(ts=T0 + 0.5)), "wrong_type:ts"),
     (b'{"event_id":"e1","event_type":"x","ts":1795132800000.0,"ids":{"device_id":"d"}}', "wrong_type:ts"),
     (_bytes(ev(ts=True)), "wrong_type:ts"),
-    (_bytes(ev(ts=10**16)), "wrong_type:ts"),  # reading: at most 15 digits (digit strings are accepted)
+    (_bytes(ev(ts=10**16)), "future_ts"),  # an integer of any length is an integer (issue 12)
     (_bytes(ev(ts="2026-11-20T00:00:00")), "wrong_type:ts"),
     (_bytes(ev(ts="2026-11-20T00:00:00.00Z")), "wrong_type:ts"),  # reading: exactly 3 fraction digits
     (_bytes(ev(ts="2026-02-30T00:00:00Z")), "wrong_type:ts"),
@@ -400,6 +400,69 @@ def test_each_dlq_reason(value, reason):
 
 def test_reason_cases_cover_every_dlq_reason():
     assert {r for _, r in REASON_CASES} == set(DLQ_REASONS)
+
+
+_GOOD = _bytes(ev())
+
+#: Issue 12: each case failed before the fix (the reason or the person was different); the JVM decode
+#: gives the same answers (tests/test_decode_jvm.py runs these through the job's SQL).
+ISSUE12_CASES = [
+    (_GOOD, "ok"),  # negative control
+    (_GOOD + b"garbage", "malformed_json"),
+    (_GOOD + b" " + _GOOD, "malformed_json"),
+    (_GOOD + b"\n\t ", "ok"),  # white space after the object is fine
+    (_bytes(ev(ts=10**15 * 9)), "future_ts"),  # 16 digits: an integer, in the future
+    (_bytes(ev(ts=-(10**16))), "late"),
+    (_bytes(ev(ts=10**40)), "future_ts"),
+    (_bytes(ev(ts="1" * 5000)), "future_ts"),  # a digit string: no int() of 5000 digits
+    (_bytes(ev(ts=str(T0))), "ok"),
+    (_bytes(ev(ids={"device_id": "a" * 20_000})), "too_long:ids"),
+    (_bytes(ev(ids={"device_id": "d" * 257})), "too_long:ids"),
+    (_bytes(ev(ids={"device_id": "d1" * 128})), "ok"),
+    (_bytes(ev(ids={"device_id": "设备" * 128})), "ok"),  # code points, not bytes
+    (_bytes(ev(ids={"user_id": "u1", "cookie_id": "c" * 300})), "too_long:ids"),  # any known type
+    (_bytes(ev(ids={"device_id": "d1", "imei": "1" * 300})), "ok"),  # unknown types are not read
+    (_bytes(ev(props={"price": 1e308})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": 1e308})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": 1, "qty": 10**30})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": "1e999999999999999999999"})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": 10**15, "qty": 10})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": "9999999999999999.995"})), "out_of_range:amount"),
+    (_bytes(ev("p", "purchase", props={"price": "9999999999999999.994"})), "ok"),
+    (_bytes(ev("p", "purchase", props={"price": "1e-999999999999999999999"})), "ok"),
+    (_bytes(ev("p", "purchase", props={"price": 10**15, "qty": 9})), "ok"),
+    (_bytes(ev("p", "purchase", props={"price": 0, "qty": 10**16})), "out_of_range:amount"),
+    (_bytes(ev(props={"qty": "-" + "9" * 17})), "out_of_range:amount"),
+    (b'{"event_id":"e1","event_type":"page_view","ts":%d,"ids":{"user_id":"\\ud800"}}' % T0, "malformed_json"),
+    (b'{"event_id":"e1","event_type":"page_view","ts":%d,"ids":{"device_id":"d"},"x":"\\udc00"}' % T0,
+     "malformed_json"),  # anywhere in the record, even in a field nobody reads
+    (b'{"event_id":"e1","event_type":"page_view","ts":%d,"ids":{"device_id":"d"},"\\ud83d":1}' % T0,
+     "malformed_json"),  # in a key
+    (b'{"event_id":"e1","event_type":"page_view","ts":%d,"ids":{"user_id":"\\ud83d\\ude00"}}' % T0, "ok"),
+    (None, "malformed_json"),  # a tombstone
+    (b'{"a":' * 64 + b"1" + b"}" * 64, "missing_field:event_id"),  # depth 64: still JSON
+    (b'{"a":' * 65 + b"1" + b"}" * 65, "malformed_json"),  # depth 65
+    (b'{"event_id":"e1","event_type":"page_view","ts":%d,"ids":{"device_id":"d"},"x":[' % T0
+     + b"[" * 62 + b"]" * 63 + b"}", "ok"),
+]
+
+
+@pytest.mark.parametrize(("value", "kind"), ISSUE12_CASES)
+def test_issue12_readings(value, kind):
+    assert kinds(Record("t", 0, b"k", value, T0, "?")) == [kind]
+
+
+def test_full_width_phone_is_the_same_person():
+    from zhongtai.generator.oracle import _Pseudonyms, decode
+
+    pseudo = _Pseudonyms(PiiSettings())
+    ascii_ = decode(_bytes(ev(ids={"phone": "138-0013-8000"})), T0, JOB, pseudo)
+    wide = decode(_bytes(ev(ids={"phone": "１３８－００１３－８０００"})), T0, JOB, pseudo)
+    mail = decode(_bytes(ev(ids={"email": "ＡＢＣ@Ｅｘａｍｐｌｅ.ｃｏｍ "})), T0, JOB, pseudo)
+    assert ascii_.person == wide.person and ascii_.person.startswith("phone:")
+    assert mail.person == decode(_bytes(ev(ids={"email": "abc@example.com"})), T0, JOB, pseudo).person
+    # other scripts' digits are not ASCII digits after NFKC: dropped, so no phone at all
+    assert decode(_bytes(ev(ids={"phone": "١٣٨"})), T0, JOB, pseudo) == "no_identifier"
 
 
 @pytest.mark.parametrize(

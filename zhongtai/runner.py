@@ -217,11 +217,11 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     job = settings.job
     t_env.execute_sql(source_ddl(
         "zt_source", settings.kafka, topic_pattern=opts.topic_pattern, group=opts.group, bounded=opts.bounded,
-        idle_timeout_ms=job.source_idle_timeout_ms,
+        idle_timeout_ms=job.source_idle_timeout_ms, key_column=True,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_dlq", settings.kafka, topic=opts.dlq_topic,
-        transactional_id_prefix=opts.transactional_id_prefix or f"{opts.job_name}-dlq",
+        transactional_id_prefix=opts.transactional_id_prefix or f"{opts.job_name}-dlq", key_column=True,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_identity_out", settings.kafka, topic=opts.identity_topic or settings.kafka.topics.identity_changes,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from config.settings import IdentitySettings
-from operators.pii import PII_TYPES, pseudonymise
+from operators.pii import ASCII_SPACE, PII_TYPES, pseudonymise
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import PiiSettings
@@ -151,7 +151,7 @@ class IdentityRules:
 
     def is_blocked_raw(self, id_type: str, raw: str) -> bool:
         """True when the raw (not yet hashed) value is junk: a blocklisted value or pattern."""
-        v = raw.strip().lower()
+        v = raw.strip(ASCII_SPACE).lower()  # ASCII white space, as the SQL decode trims
         if v in self.blocked_values:
             return True
         return self._regex is not None and self._regex.fullmatch(v) is not None
