@@ -117,7 +117,7 @@ def _value(rnd: random.Random) -> str:
 def _event(rnd: random.Random) -> tuple[dict[str, str | None], dict[str, str], dict[str, str]]:
     """A plausible event as raw JSON texts: top-level fields (``ids``/``props`` None: render the dicts)."""
     ts = T0 - rnd.randrange(0, 3_000_000)
-    ids = {"user_id": json.dumps(f"u{rnd.randrange(50)}"), "phone": json.dumps("138-0013-%04d" % rnd.randrange(100)),
+    ids = {"user_id": json.dumps(f"u{rnd.randrange(50)}"), "phone": json.dumps(f"138-0013-{rnd.randrange(100):04d}"),
            "device_id": json.dumps(f"d-{rnd.randrange(10**6)}")}
     props = {"price": rnd.choice(["12.5", '"3.99"', "100"]), "qty": rnd.choice(["1", '"2"']),
              "campaign_id": '"c1"', "channel": '"sms"', "item_id": '"i9"', "experiment_id": '"x1"',

@@ -245,7 +245,7 @@ def _send_all(
     send, poll = producer.produce, producer.poll
     crc = nbytes = n = 0
     kinds: dict[str, int] = {}
-    t0 = bar.t0 = time.perf_counter()
+    t0 = time.perf_counter()
     for topic, partition, key, value, ts, kind in generate(cfg, settings.job):
         try:
             send(topic, value, key, partition, timestamp=ts)
