@@ -83,10 +83,10 @@ FROM (
   SELECT u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
   FROM (SELECT event_id,
                CASE WHEN RAND() >= 0 THEN CAST(ROW(event_type, ts_ms, person, campaign, channel, amount, event_id, item_id, exp_key, variation,
-                 {id_cols}) AS
+                 {id_cols}, props) AS
                  ROW<event_type STRING, ts_ms BIGINT, person STRING, campaign STRING, channel STRING,
                      amount DECIMAL(18, 2), event_id STRING, item_id STRING, exp_key STRING,
-                     variation INT, {id_types}>) END AS u,
+                     variation INT, {id_types}, props STRING>) END AS u,
                PROCTIME() AS pt
         FROM zt_decoded WHERE reason IS NULL)) AS x
 WHERE x.rn = 1"""
@@ -98,7 +98,7 @@ CREATE TEMPORARY VIEW zt_unique AS
 SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y.u.campaign AS campaign,
        y.u.channel AS channel, y.u.amount AS amount, y.u.event_id AS event_id, y.u.item_id AS item_id,
        y.u.exp_key AS exp_key, y.u.variation AS variation,
-       {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}
+       {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}, y.u.props AS props
 FROM TO_CHANGELOG(input => TABLE zt_first) AS y
 WHERE y.op = 'INSERT'"""
     # Live counters per scope (campaign|channel, and 'all') and minute. Distinct persons are NOT a
@@ -238,7 +238,7 @@ def person_events_statements() -> list[str]:
     joined = """
 CREATE TEMPORARY VIEW zt_person_events_all AS
 SELECT m.pid AS person, e.event_id, e.event_type, e.ts_ms, e.campaign, e.channel, e.amount, e.item_id,
-       e.exp_key, e.variation
+       e.exp_key, e.variation, e.props
 FROM zt_unique AS e JOIN zt_id_map AS m ON e.person = m.identifier"""
     first = """
 CREATE TEMPORARY VIEW zt_person_events_first AS
@@ -246,8 +246,9 @@ SELECT event_id, u FROM (
   SELECT event_id, u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
   FROM (SELECT event_id,
                CASE WHEN RAND() >= 0 THEN CAST(ROW(person, event_type, ts_ms, campaign, channel, amount, item_id,
-                 exp_key, variation) AS ROW<person STRING, event_type STRING, ts_ms BIGINT, campaign STRING,
-                 channel STRING, amount DECIMAL(18, 2), item_id STRING, exp_key STRING, variation INT>) END AS u,
+                 exp_key, variation, props) AS ROW<person STRING, event_type STRING, ts_ms BIGINT, campaign STRING,
+                 channel STRING, amount DECIMAL(18, 2), item_id STRING, exp_key STRING, variation INT,
+                 props STRING>) END AS u,
                PROCTIME() AS pt
         FROM TO_CHANGELOG(input => TABLE zt_person_events_all)
         WHERE op IN ('INSERT', 'UPDATE_AFTER')))
@@ -256,7 +257,7 @@ WHERE rn = 1"""
 CREATE TEMPORARY VIEW zt_person_events AS
 SELECT y.u.person AS person, y.event_id AS event_id, y.u.event_type AS event_type, y.u.ts_ms AS ts_ms,
        y.u.campaign AS campaign, y.u.channel AS channel, y.u.amount AS amount, y.u.item_id AS item_id,
-       y.u.exp_key AS exp_key, y.u.variation AS variation
+       y.u.exp_key AS exp_key, y.u.variation AS variation, y.u.props AS props
 FROM TO_CHANGELOG(input => TABLE zt_person_events_first) AS y
 WHERE y.op = 'INSERT'"""
     return [joined, first, events]

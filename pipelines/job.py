@@ -181,7 +181,7 @@ CREATE TEMPORARY VIEW zt_person_control AS
 SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {CONTROL_VIEW})
 WHERE JSON_VALUE(s, '$.kind') IN ({kinds})""")
         control = "zt_person_control"
-    attach_person(b.t_env, b.settings, ruleset=rs, control_view=control)
+    attach_person(b.t_env, b.settings, ruleset=rs, control_view=control, props="props")
     if b.tables.tag_changes:
         b.stmt_set.add_insert_sql(f"""
 INSERT INTO {b.tables.tag_changes}

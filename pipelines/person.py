@@ -343,8 +343,10 @@ def _budget_function() -> type:
 
 def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: TagSet | None = None,
                   ruleset: RuleSet | None = None, person_minutes_view: str = "zt_person_minutes",
-                  events_view: str | None = "zt_person_events", control_view: str | None = None) -> None:
-    """Run the person operator over the views; register its output views (see the module docstring)."""
+                  events_view: str | None = "zt_person_events", control_view: str | None = None,
+                  props: str = "CAST(NULL AS STRING)") -> None:
+    """Run the person operator over the views; register its output views (see the module docstring).
+    ``props``: the events view's column with the envelope's props as JSON text (the job's ``props``)."""
     from pyflink.common import Types
     from pyflink.datastream import DataStream, OutputTag
     from pyflink.java_gateway import get_gateway
@@ -356,7 +358,8 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
 
     job = settings.job
     routed = ruleset.event_types if ruleset is not None else frozenset()
-    table = t_env.sql_query(input_sql(person_minutes_view, events_view if ruleset is not None else None, routed))
+    table = t_env.sql_query(input_sql(person_minutes_view, events_view if ruleset is not None else None, routed,
+                                      props))
     keyed = keyed_bundles(t_env, table, ts_field=1, out_of_orderness_ms=job.watermark_delay_ms,
                           idle_ms=job.source_idle_timeout_ms, max_delay_ms=job.bundle_ms, max_rows=job.bundle_rows,
                           name="person")

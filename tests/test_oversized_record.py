@@ -52,7 +52,7 @@ def test_an_8_mib_record_goes_to_the_dlq_cut_and_marked_and_the_job_goes_on() ->
     cut = settings.job.dlq_max_value_bytes
     assert (headers["zt.reason"], headers["zt.truncated"], headers["zt.value.bytes"]) == (
         "oversized", "true", str(len(big)))
-    assert headers["zt.source.topic"] == topic and dead.value() == big[:cut]
+    assert headers["zt.source.topic"] == topic and dead.value() == big[:cut] and dead.key() == b"big"
     store = RedisStore(settings.redis, prefix=n.prefix)
     try:
         st = store.stats()
