@@ -1,6 +1,6 @@
 """Tag definitions: load, validate, evaluate, hot-update, diff (pure).
 
-A tag is a named boolean expression (operators/expr.py) over a person's profile, i.e. the output of
+A tag is a named boolean expression (operators/expr/) over a person's profile, i.e. the output of
 ``operators.profile_windows.evaluate`` (``PROFILE_FIELDS``; money fields arrive as 2-decimal strings
 and are turned into exact ``Decimal`` values). Fields are available bare (``gmv_90d``) and under
 ``profile.`` (``profile.gmv_90d``); a missing field (``last_purchase`` of a person who never bought)
