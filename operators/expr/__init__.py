@@ -15,8 +15,9 @@ Why a parser of our own rather than a library (simpleeval, asteval, CEL, jsonlog
   only as mapping keys (never ``getattr``), there is no power operator, no indexing, no lambdas, and
   length, nesting depth and number size are bounded.
 * **Exact error positions.** Every error names ``source:line:column`` of the offending token, and
-  tags.py maps that position back into the YAML file (block scalars included); library parsers
-  report Python syntax errors against their own string, not the user's file.
+  the tag loader (operators/tags/loading.py) maps that position back into the YAML file (block
+  scalars included); library parsers report Python syntax errors against their own string, not the
+  user's file.
 * **Time awareness.** The compiler knows which sub-terms depend on time and whether they are
   monotone, which is what ``next_change_ms`` needs to schedule tag and rule timers exactly. No
   library offers that.
