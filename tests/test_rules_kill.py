@@ -38,7 +38,7 @@ import pytest
 from config.settings import Settings, settings_to_json
 from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
-from operators.identity.graph import person_id
+from operators.identity import person_id
 from operators.rules.engine import evaluate
 from operators.rules.model import Event
 from operators.rules.registry import RuleSet
