@@ -21,7 +21,7 @@ import orjson
 import yaml
 
 from config.settings import Settings
-from connectors.channels.base import Action
+from operators.messages import Action
 from tests.helpers import Names, make_settings
 
 

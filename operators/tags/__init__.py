@@ -44,13 +44,13 @@ evaluation and control), ``step`` (``tag_step``, ``diff_tags``) and ``memo`` (``
 
 from __future__ import annotations
 
+from operators.messages import TagChange
 from operators.tags.fields import MONEY_FIELDS, PROFILE_FIELDS, TAG_NAMES, profile_env
 from operators.tags.loading import TAGS_FILE
 from operators.tags.memo import TagMemo, tag_step_memo
 from operators.tags.records import (
     TAG_NAME_RE,
     ControlResult,
-    TagChange,
     TagConfigError,
     TagDefinition,
     TagState,

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from operators.expr import Expr
+from operators.messages import TagChange
 from operators.tags.fields import profile_env
-from operators.tags.records import TagChange, TagState
+from operators.tags.records import TagState
 from operators.tags.step import diff_tags
 from operators.tags.tagset import TagSet
 

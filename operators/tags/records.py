@@ -1,5 +1,5 @@
-"""The tag records: a definition, the answer to a control message, a change of a person's tags
-(``zt.tags.changes``), a person's keyed state, and the configuration error."""
+"""The tag records: a definition, the answer to a control message, a person's keyed state, and the
+configuration error (a change of a person's tags, ``TagChange``, is a Kafka record: ``operators.messages``)."""
 
 from __future__ import annotations
 
@@ -45,22 +45,6 @@ class ControlResult:
     def as_record(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "version": self.version, "status": self.status,
                 "reason": self.reason, "tagset_version": self.tagset_version}
-
-
-@dataclass(frozen=True)
-class TagChange:
-    """A tag added to / removed from a person, for ``zt.tags.changes``."""
-
-    person: str
-    tag: str
-    op: str  # "add" | "remove"
-    ts_ms: int
-    cause: str
-    tagset_version: int
-
-    def as_record(self) -> dict[str, Any]:
-        return {"person": self.person, "tag": self.tag, "op": self.op, "ts": self.ts_ms, "cause": self.cause,
-                "tagset_version": self.tagset_version}
 
 
 @dataclass(frozen=True)

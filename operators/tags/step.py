@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from operators.messages import TagChange
 from operators.tags.fields import profile_env
-from operators.tags.records import TagChange, TagState
+from operators.tags.records import TagState
 from operators.tags.tagset import TagSet
 
 
