@@ -43,7 +43,7 @@ from operators.rules.engine import evaluate
 from operators.rules.model import Event
 from operators.rules.registry import RuleSet
 from operators.rules.schema import load_file
-from pipelines.rules_job import CHANNELS
+from pipelines.actions import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 from zhongtai.stack._proc import inherited_env
