@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ZT := $(BIN)/zhongtai
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help install lint stack-up stack-down status test test-unit demo bench clean
 
@@ -12,10 +14,16 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
 
-install: $(BIN)/activate  ## create .venv and install zhongtai with pinned dependencies
+install: $(BIN)/activate $(CHROMIUM)  ## create .venv, install zhongtai with pinned dependencies, and Debian's chromium
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	$(BIN)/python -m connectors.jvm
+
+# The browser tests drive Debian's chromium with Playwright (tests/browser.py); Playwright's own browser
+# download (`playwright install`) is never used. apt-get as root (sudo otherwise), once.
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 lint: install  ## ruff, mypy on the package, the layer contracts (.importlinter)
 	$(BIN)/ruff check .

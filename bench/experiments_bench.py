@@ -101,7 +101,7 @@ WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'csv', 'csv.null
         t_env.create_temporary_function("zt_exp_assign", old.assign_udf(defs))
         stmts = old.experiment_statements(defs, "exp_src")
     else:
-        from pipelines.experiments import (
+        from pipelines.experiment_stats import (
             assign_udf,
             definition_rows_statement,
             definitions_statements,

@@ -19,7 +19,7 @@ from typing import Any
 
 from config.settings import IdentitySettings, PiiSettings
 from operators.identity import IdentityRules, pairwise_quality
-from operators.identity.graph import InMemoryGraph
+from operators.identity.in_memory import InMemoryGraph
 from zhongtai.generator import GeneratorConfig, generate
 from zhongtai.generator.identity import identity_truth, linkable_truth
 from zhongtai.generator.model import IDENTITY_NOISE

@@ -53,7 +53,7 @@ def _timer_watch(settings: Settings, topics: list[str], seen: dict[str, float], 
     probes' identifiers (``user_id:tp3``), mapped from their person ids."""
     from confluent_kafka import Consumer
 
-    from operators.identity.graph import person_id
+    from operators.identity import person_id
 
     probe_of = {person_id(f"user_id:{k}{i}"): f"user_id:{k}{i}" for k in ("tp", "tg") for i in range(PROBES)}
 

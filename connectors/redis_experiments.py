@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: Hash fields of a variant key, in the order of ``pipelines.experiments.EXPERIMENT_STORE_COLUMNS[2:]``.
+#: Hash fields of a variant key, in the order of ``pipelines.experiment_stats.EXPERIMENT_STORE_COLUMNS[2:]``.
 STAT_FIELDS = ("units", "converted", "rev_sum", "rev_sumsq", "cov_sum", "cov_sumsq", "cov_rev_sum")
 _Q2, _Q4 = Decimal("0.01"), Decimal("0.0001")
 _SCALES = {"rev_sum": _Q2, "cov_sum": _Q2, "rev_sumsq": _Q4, "cov_sumsq": _Q4, "cov_rev_sum": _Q4}
@@ -39,7 +39,7 @@ _SCALES = {"rev_sum": _Q2, "cov_sum": _Q2, "rev_sumsq": _Q4, "cov_sumsq": _Q4, "
 
 @dataclass(frozen=True, slots=True)
 class ExperimentRow:
-    """One upsert of ``{prefix}_store_rows`` (pipelines/experiments.py): absolute per-variant values."""
+    """One upsert of ``{prefix}_store_rows`` (pipelines/experiment_stats.py): absolute per-variant values."""
 
     exp_key: str
     variant: str

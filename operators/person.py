@@ -39,14 +39,15 @@ from typing import Any
 
 import orjson
 
+from operators.messages import Action, TagChange
 from operators.profile import FIELDS, Bucket, Profile, RowStore
-from operators.rules.engine import Action, Suppressed, evaluate
 from operators.rules.engine import PersonState as RulesState
+from operators.rules.engine import Suppressed, evaluate
 from operators.rules.inputs import rules_profile
 from operators.rules.model import Event
 from operators.rules.model import TagChange as RuleTagInput
 from operators.rules.registry import RuleSet
-from operators.tags import TagChange, TagMemo, TagSet, TagState, tag_step_memo
+from operators.tags import TagMemo, TagSet, TagState, tag_step_memo
 
 __all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer"]
 

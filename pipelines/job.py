@@ -204,7 +204,7 @@ def _store(b: Build) -> None:
 
 
 def _rules(b: Build) -> None:
-    from pipelines.rules_job import actions_insert, rule_store_rows
+    from pipelines.actions import actions_insert, rule_store_rows
 
     t = b.tables
     if t.actions is None or t.actions_prefix is None:
@@ -240,7 +240,7 @@ def _store_insert(b: Build) -> None:
 
 
 def _experiments(b: Build) -> None:
-    from pipelines.experiments_job import add_experiments
+    from pipelines.experiments import add_experiments
 
     add_experiments(b.t_env, b.stmt_set, b.settings, redis_prefix=b.plan.redis_prefix)
 

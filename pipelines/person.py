@@ -314,7 +314,8 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
 def _budget_function() -> type:
     from pyflink.datastream.functions import KeyedProcessFunction
 
-    from operators.rules.engine import Action, Suppressed
+    from operators.messages import Action
+    from operators.rules.engine import Suppressed
     from operators.rules.guards import BudgetState, budget_step
     from state.rules import budget_state
 

@@ -1,4 +1,4 @@
-"""Keyed state of the experiments' control operator (``pipelines.experiments_job``): declaration and codec.
+"""Keyed state of the experiments' control operator (``pipelines.experiments``): declaration and codec.
 
 * ``experiments-registry-v2`` ValueState STRING, one key: the ``ExperimentRegistry`` after the last control
   message (``operators.experiments.control.registry_to_bytes``: a version byte + JSON), stored as a

@@ -1,4 +1,4 @@
-"""Keyed state of the identity graph: one blob per raw component (``operators.identity.graph.Component``).
+"""Keyed state of the identity graph: one blob per raw component (``operators.identity.model.Component``).
 
 Declaration (one function per descriptor; pyflink imported lazily)
   * ``IDENTITY_COMPONENTS``: MapState ``identity-components-v1``, cid → :func:`encode_component` bytes stored
@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from operators.identity.graph import Combo, Component, Person, new_component
+from operators.identity.engine import new_component
+from operators.identity.model import Combo, Component, Person
 from operators.identity.rules import IdentityRules
 
 IDENTITY_COMPONENTS = "identity-components-v1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,13 @@ class Names:
 
 def fresh_names() -> Names:
     return Names(uuid.uuid4().hex[:10])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def make_settings(**overrides: Any) -> Settings:

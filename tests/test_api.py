@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from connectors.control import read_topic
 from connectors.redis_experiments import ExperimentRow, RedisExperiments
 from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import control_message, parse_definitions
-from tests.helpers import make_settings
+from tests.helpers import free_port, make_settings
 from zhongtai.api.app import create_app
 from zhongtai.api.rules import RuleSetView, rows
 from zhongtai.profiles import person_key
@@ -354,14 +353,8 @@ def test_openapi_documents_every_route(settings):
     assert doc["paths"]["/v1/rules"]["post"]["responses"]["422"]["description"].startswith("invalid document")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_zhongtai_api_serves_over_http_with_env_token(settings, prefix, person):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ZT_API_TOKEN": "tok-" + prefix,
            "ZT__KAFKA__TOPICS__CONTROL": settings.kafka.topics.control,
            "ZT__KAFKA__TOPICS__CONTROL_RESULTS": settings.kafka.topics.control_results}

@@ -14,8 +14,7 @@ from connectors.redis_experiments import ExperimentRow, RedisExperiments, stats_
 from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import definition_from_mapping
 from operators.experiments.report import experiment_report, to_json
-from tests.helpers import fresh_names, make_settings
-from zhongtai.browser import free_port
+from tests.helpers import free_port, fresh_names, make_settings
 from zhongtai.dashboard import DashboardOptions, create_app
 from zhongtai.dashboard.funnel import minute_label
 from zhongtai.dashboard.kafka_lag import consumer_lag

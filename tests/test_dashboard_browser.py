@@ -1,4 +1,4 @@
-"""The live dashboard in a real browser: headless Chromium (Debian's package) over the DevTools protocol.
+"""The live dashboard in a real browser: headless Chromium (Debian's package) driven by Playwright.
 
 The page is loaded once; counters are then written into Redis the way the job writes them
 (``RedisStore.write`` with ``StoreRow``s) and the numbers on the page must change to the exact new
@@ -8,6 +8,7 @@ values without a reload (Server-Sent Events). A screenshot is saved under .zt/sc
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from connectors.redis_store import RedisStore
-from tests.helpers import Names, fresh_names, load_expected, make_settings
+from tests.browser import chromium_page
+from tests.helpers import Names, free_port, fresh_names, load_expected, make_settings
 from tests.test_dashboard_api import counter_row, total_row
-from zhongtai.browser import HeadlessChromium, free_port
 from zhongtai.dashboard.funnel import label_minute, minute_label
 
 pytestmark = pytest.mark.stack
@@ -73,10 +75,6 @@ def dashboard():
         store.close()
 
 
-def _text(testid: str) -> str:
-    return f"((document.querySelector('[data-testid=\"{testid}\"]') || {{}}).textContent || null)"
-
-
 def test_page_updates_live_without_reload(dashboard: Served) -> None:
     base, store = dashboard.base, dashboard.store
     minute = int(time.time()) // 60
@@ -85,13 +83,14 @@ def test_page_updates_live_without_reload(dashboard: Served) -> None:
         counter_row("all", minute, 1200, 300, 45, "4500.50"),
         total_row("valid", 1500), total_row("unique", 1490), total_row("dlq:bad_json", 7),
     ])  # fmt: skip
-    with HeadlessChromium(width=1400, height=1500) as browser:
-        browser.navigate(base + "/")
+    with chromium_page(width=1400, height=1500) as page:
+        page.goto(base + "/")
         # a marker that survives only as long as the page is not reloaded
-        browser.evaluate("window.__zt_loaded_once = 'yes'")
-        assert browser.wait_for(_text("funnel-views-spring|email") + " === '1,200'", timeout=15)
-        assert browser.evaluate(_text("total-received")) == "1,507"
-        assert browser.evaluate(_text("no-tags")) == "no tags yet"
+        page.evaluate("window.__zt_loaded_once = 'yes'")
+        testid = page.get_by_test_id
+        expect(testid("funnel-views-spring|email")).to_have_text("1,200", timeout=15_000)
+        assert testid("total-received").text_content() == "1,507"
+        assert testid("no-tags").text_content() == "no tags yet"
 
         # the job writes newer absolute values for the same minute, a new scope, totals and a tag segment
         store.write([
@@ -104,22 +103,22 @@ def test_page_updates_live_without_reload(dashboard: Served) -> None:
         # experiment statistics with a sample-ratio mismatch (800 vs 1000 units at 50/50)
         store.client.hset(f"{store.prefix}:exp:banner:control", mapping={"units": "1000", "converted": "100"})
         store.client.hset(f"{store.prefix}:exp:banner:treat", mapping={"units": "800", "converted": "96"})
-        browser.wait_for(_text("funnel-views-spring|email") + " === '1,337'", timeout=15)
-        assert browser.evaluate(_text("funnel-purchases-spring|email")) == "52"
-        assert browser.evaluate(_text("funnel-revenue-spring|email")) == "5,200.00"
-        assert browser.evaluate(_text("funnel-views-autumn|sms")) == "80"
-        assert browser.evaluate(_text("funnel-views-all")) == "1,417"
-        assert browser.evaluate(_text("total-received")) == "1,811"
-        assert browser.evaluate(_text("dlq-missing_ids")) == "2"
-        assert browser.evaluate("window.__zt_loaded_once") == "yes"  # same document: no reload happened
+        expect(testid("funnel-views-spring|email")).to_have_text("1,337", timeout=15_000)
+        assert testid("funnel-purchases-spring|email").text_content() == "52"
+        assert testid("funnel-revenue-spring|email").text_content() == "5,200.00"
+        assert testid("funnel-views-autumn|sms").text_content() == "80"
+        assert testid("funnel-views-all").text_content() == "1,417"
+        assert testid("total-received").text_content() == "1,811"
+        assert testid("dlq-missing_ids").text_content() == "2"
+        assert page.evaluate("window.__zt_loaded_once") == "yes"  # same document: no reload happened
         # tags are discovered by SCAN, cached for 10 s by default
-        assert browser.wait_for(_text("tag-vip") + " === '3'", timeout=20)
-        srm = browser.wait_for(_text("srm-banner"), timeout=20)
-        assert srm.startswith("SRM warning: sample ratio mismatch")
-        rows = browser.evaluate("document.querySelector('[data-testid=\"exp-banner\"]').innerText")
+        expect(testid("tag-vip")).to_have_text("3", timeout=20_000)
+        expect(testid("srm-banner")).to_have_text(re.compile(r"^SRM warning: sample ratio mismatch"), timeout=20_000)
+        rows = testid("exp-banner").inner_text()
         assert "treat" in rows and "+20.0%" in rows and "stop: SRM" in rows  # 12% vs 10% conversion
 
-        shot = browser.screenshot(SCREENSHOTS / "dashboard.png")
+        shot = SCREENSHOTS / "dashboard.png"
+        page.screenshot(path=shot)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -155,23 +154,24 @@ def test_page_follows_the_real_job_as_events_flow(dashboard: Served) -> None:
                                                partitions=2), name=n.tag, progress=False)  # fmt: skip
     expected = load_expected(report.expected_path)
     stats = expected["stats"]
-    with HeadlessChromium(width=1400, height=1100) as browser:
-        browser.navigate(dashboard.base + "/")
-        browser.evaluate("window.__zt_loaded_once = 'yes'")
-        assert browser.wait_for(_text("total-received") + " === '0'", timeout=15)
+    with chromium_page(width=1400, height=1100) as page:
+        page.goto(dashboard.base + "/")
+        page.evaluate("window.__zt_loaded_once = 'yes'")
+        testid = page.get_by_test_id
+        expect(testid("total-received")).to_have_text("0", timeout=15_000)
         run_events_job(settings, RunOptions(bounded=True, group=n.group, topic_pattern=n.topic_pattern, dlq_topic=n.dlq,
                                             redis_prefix=n.prefix, hbase=False, resume=False, job_name=n.job))
-        browser.wait_for(_text("total-received") + f" === '{stats['received']:,}'", timeout=20)
-        assert browser.evaluate(_text("total-valid")) == f"{stats['valid']:,}"
-        assert browser.evaluate(_text("total-dlq")) == f"{stats['dlq']:,}"
+        expect(testid("total-received")).to_have_text(f"{stats['received']:,}", timeout=20_000)
+        assert testid("total-valid").text_content() == f"{stats['valid']:,}"
+        assert testid("total-dlq").text_content() == f"{stats['dlq']:,}"
         for k, v in stats.items():
             if k.startswith("dlq:"):
-                assert browser.evaluate(_text(f"dlq-{k[4:]}")) == f"{v:,}"
+                assert testid(f"dlq-{k[4:]}").text_content() == f"{v:,}"
         # the funnel window ends at the stream's newest minute (event time, found by SCAN)
         labels = sorted(k.split(":", 1)[1] for k in expected["counters"] if k.startswith("all:"))
         last = label_minute(labels[-1])
         in_window = {minute_label(m) for m in range(last - 29, last + 1)}
         views = sum(int(expected["counters"][f"all:{x}"].get("views", 0)) for x in labels if x in in_window)
-        browser.wait_for(_text("funnel-views-all") + f" === '{views:,}'", timeout=20)
-        assert browser.evaluate("window.__zt_loaded_once") == "yes"
-        browser.screenshot(SCREENSHOTS / "dashboard-job.png")
+        expect(testid("funnel-views-all")).to_have_text(f"{views:,}", timeout=20_000)
+        assert page.evaluate("window.__zt_loaded_once") == "yes"
+        page.screenshot(path=SCREENSHOTS / "dashboard-job.png")

@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 from operators.experiments.definitions import ExperimentDefinition, assign, parse_definitions
-from pipelines.experiments import (
+from pipelines.experiment_stats import (
     EXPERIMENT_STORE_COLUMNS,
     definition_rows_statement,
     definitions_statements,
@@ -261,7 +261,7 @@ def run_statements(defs, events, parallelism: int, redis_prefix: str | None = No
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     from pipelines.events import job_options
-    from pipelines.experiments import assign_udf
+    from pipelines.experiment_stats import assign_udf
     from tests.helpers import make_settings
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
@@ -311,7 +311,7 @@ def test_views_match_the_hand_table_and_the_oracle_exactly(parallelism, sink):
 def _through_redis(t_env, defs, cols: str, prefix: str) -> dict[tuple[str, str], tuple]:
     from config.settings import settings_to_json
     from connectors.redis_experiments import STAT_FIELDS, RedisExperiments
-    from pipelines.experiments import experiment_store_udf
+    from pipelines.experiment_stats import experiment_store_udf
     from tests.helpers import make_settings
 
     settings = make_settings()

@@ -20,7 +20,7 @@ from config.settings import settings_to_json
 from connectors.redis_experiments import ExperimentRow, RedisExperiments
 from operators.experiments.definitions import ExperimentRegistry, load_definitions, parse_definitions
 from operators.experiments.stats import VariantStats
-from pipelines.experiments import EXPERIMENT_STORE_COLUMNS, ExperimentStoreWriter
+from pipelines.experiment_stats import EXPERIMENT_STORE_COLUMNS, ExperimentStoreWriter
 from tests.helpers import fresh_names, make_settings
 from zhongtai.cli import main
 

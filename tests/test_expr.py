@@ -1,4 +1,4 @@
-"""The expression language (operators/expr.py): grammar, semantics, errors, safety, next_change_ms."""
+"""The expression language (operators/expr/): grammar, semantics, errors, safety, next_change_ms."""
 
 from __future__ import annotations
 

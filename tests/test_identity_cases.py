@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from operators.identity import IdentityRules, Observation
-from operators.identity.graph import InMemoryGraph
+from operators.identity.in_memory import InMemoryGraph
 
 RULES = IdentityRules()
 
@@ -16,7 +16,7 @@ def ob(ts: int, eid: str, **ids: str) -> Observation:
 
 
 def pid(ident: str) -> str:
-    """Person id written out independently of operators.identity.graph.person_id."""
+    """Person id written out independently of operators.identity.model.person_id."""
     return "p" + hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
@@ -32,7 +32,7 @@ def feed(observations, rules: IdentityRules = RULES) -> InMemoryGraph:
 
 
 def test_the_helpers_agree_with_the_implementation():
-    from operators.identity.graph import detached_person_id, person_id
+    from operators.identity.model import detached_person_id, person_id
 
     assert (
         pid("user_id:A") == person_id("user_id:A")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from operators.identity import Combo
-from operators.identity.graph import new_component
+from operators.identity.engine import new_component
 from state.identity import CodecError, decode_component, encode_component, encode_component_v1
 
 from .test_identity_cases import RULES, detached_pid, feed, ob, pid

@@ -166,7 +166,7 @@ def test_generated_stream_without_guard_rails_is_networkx_components(noisy, nois
 @pytest.mark.parametrize("seed", range(10))
 def test_state_through_the_codec_after_every_step_gives_the_same_result(seed):
     """As the Flink operator will run it: every component written as a blob and read back."""
-    from operators.identity.graph import InMemoryGraph
+    from operators.identity.in_memory import InMemoryGraph
     from state.identity import decode_component, encode_component
 
     rnd = random.Random(300 + seed)
@@ -184,7 +184,9 @@ def test_every_component_equals_its_resolution_from_scratch_after_every_step(see
     """The incremental paths (lazy loading, reused persons, handed-over maps) leave exactly the
     component a from-scratch resolution of its combinations gives: persons, edges, detached set."""
     from operators.identity import Combo
-    from operators.identity.graph import Component, InMemoryGraph, new_component
+    from operators.identity.engine import new_component
+    from operators.identity.in_memory import InMemoryGraph
+    from operators.identity.model import Component
 
     rnd = random.Random(500 + seed)
     obs = _universe(rnd, 45)

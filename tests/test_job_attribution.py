@@ -21,7 +21,7 @@ from config.settings import Settings
 from connectors.hbase_store import HBaseStore
 from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
-from operators.identity.graph import person_id
+from operators.identity import person_id
 from operators.rules.attribution import Conversion, attribution_step, delivery_from
 from operators.rules.model import Event
 from pipelines.attribution import attribution_config

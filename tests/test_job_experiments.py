@@ -1,7 +1,7 @@
 """Experiment statistics inside the real event job (Kafka → Flink → Redis), exact against the oracle.
 
 A device-unit experiment assigned by the stream at ``page_view`` and a person-unit experiment assigned
-at ``register`` run in the job (``pipelines.experiments_job``). The device statistics equal the
+at ``register`` run in the job (``pipelines.experiments``). The device statistics equal the
 plain-Python oracle of tests/test_experiments_pipeline.py over the same events exactly; the person
 statistics count each person id the job produced once, with conversions never above exposures.
 """

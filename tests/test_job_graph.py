@@ -32,8 +32,8 @@ def _build(**run: object):
 
 @pytest.mark.parametrize("run", [{}, {"rules": True}], ids=["default", "rules"])
 def test_every_shared_view_has_the_catalog_columns(run: dict) -> None:
+    from pipelines.actions import load_ruleset
     from pipelines.job import JobPlan, expected_views
-    from pipelines.rules_job import load_ruleset
 
     t_env = _build(**run)
     plan = JobPlan(ruleset=load_ruleset() if run.get("rules") else None, attribution=run.get("attribution", True))

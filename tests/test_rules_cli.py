@@ -4,7 +4,7 @@ Each test gets fresh control and results topics (``make_settings()``), passed to
 ``ZT__KAFKA__TOPICS__*`` environment, so every assert is exact. ``--wait`` is answered by a stand-in
 for the job's rules operator (:class:`JobStandIn`): it reads the control topic, applies each message
 with the job's own pure ``apply_control`` and writes ``ControlResult.to_json()`` with the header
-``zt.kind: rule`` to the results topic, as ``pipelines/rules_job.py`` does. The Flink job is not run.
+``zt.kind: rule`` to the results topic, as the job (``pipelines/job.py``) does. The Flink job is not run.
 """
 
 from __future__ import annotations

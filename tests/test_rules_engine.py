@@ -9,8 +9,8 @@ import sys
 import textwrap
 from dataclasses import replace
 
+from operators.messages import Action
 from operators.rules.engine import (
-    Action,
     EngineResult,
     PersonState,
     action_id,

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("operators.expr", reason="the expression language (operators/expr.py) has not landed")
-
 from operators.rules.engine import evaluate
 from operators.rules.guards import budget_step
 from operators.rules.model import Event, TagChange

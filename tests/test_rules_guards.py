@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from operators.rules.engine import Action
+from operators.messages import Action
 from operators.rules.guards import (
     BudgetState,
     Consent,

@@ -38,7 +38,8 @@ import orjson
 import pytest
 import yaml
 
-from operators.rules.engine import Action, action_id
+from operators.messages import Action
+from operators.rules.engine import action_id
 from operators.rules.guards import BudgetState, budget_step
 from operators.rules.registry import RuleSet
 from operators.rules.schema import load_text

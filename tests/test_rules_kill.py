@@ -38,12 +38,12 @@ import pytest
 from config.settings import Settings, settings_to_json
 from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
-from operators.identity.graph import person_id
+from operators.identity import person_id
 from operators.rules.engine import evaluate
 from operators.rules.model import Event
 from operators.rules.registry import RuleSet
 from operators.rules.schema import load_file
-from pipelines.rules_job import CHANNELS
+from pipelines.actions import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
 from zhongtai.stack._proc import inherited_env

@@ -1,4 +1,4 @@
-"""Tag definitions (operators/tags.py): loading with exact YAML positions, evaluation on real profiles,
+"""Tag definitions (operators/tags/): loading with exact YAML positions, evaluation on real profiles,
 timers, control messages, diffs and the per-person step."""
 
 from __future__ import annotations

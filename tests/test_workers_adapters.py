@@ -20,8 +20,8 @@ from connectors.channels.smtp import SmtpAdapter
 from operators.delivery import ledger as ledger_sm
 from operators.delivery.ledger import Outcome, Record
 from operators.delivery.ratelimit import LocalTokenBucket
-from tests.helpers import fresh_names, make_settings
-from tests.test_workers_env import RecordingHttpServer, free_port, make_action
+from tests.helpers import free_port, fresh_names, make_settings
+from tests.test_workers_env import RecordingHttpServer, make_action
 
 CONTACT = Contact("p1", email="a@example.com", phone="+8613800000001", push_token="tok-1",
                   webhook_url=None)

@@ -21,8 +21,8 @@ import orjson
 import yaml
 
 from config.settings import Settings
-from connectors.channels.base import Action
-from tests.helpers import Names, make_settings
+from operators.messages import Action
+from tests.helpers import Names, free_port, make_settings
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------
@@ -118,14 +118,6 @@ class SmtpRecorder:
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(message_from_bytes(envelope.content, policy=default))
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def smtp_controller(handler: SmtpRecorder):

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from connectors.channels.base import Action, Contact, DeliveryResult
+from connectors.channels.base import Contact, DeliveryResult
 from connectors.channels.kafka_io import InMessage, OutRecord
 from operators.delivery.ledger import MemoryLedger
 from operators.delivery.ratelimit import Unlimited
+from operators.messages import Action
 from zhongtai.workers.metrics import WorkerMetrics
 from zhongtai.workers.worker import ChannelWorker, WorkerTopics
 

@@ -25,12 +25,11 @@ import orjson
 import pytest
 
 from connectors.channels.redis_state import RedisLedger, redis_client
-from tests.helpers import fresh_names
+from tests.helpers import free_port, fresh_names
 from tests.test_workers_env import (
     RecordingHttpServer,
     cleanup,
     create,
-    free_port,
     make_action,
     produce,
     receipts,

@@ -8,12 +8,13 @@ import random
 
 import pytest
 
-from connectors.channels.base import Action, ActionDecodeError, Contact, DeliveryResult, render
+from connectors.channels.base import Contact, DeliveryResult, render
 from connectors.channels.http import sign, verify_signature
 from operators.delivery import ledger
 from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import MemoryLedger, Outcome, Record
 from operators.delivery.ratelimit import LocalTokenBucket, take
+from operators.messages import Action, ActionDecodeError
 from tests.helpers import make_settings
 from tests.test_workers_fakes import (
     TOPICS,

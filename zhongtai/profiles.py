@@ -20,7 +20,7 @@ def person_key(settings: Settings, identifier: str) -> str:
     return f"{id_type}:{value}"
 
 
-#: A person id as the identity graph makes it (``operators.identity.graph.person_id``).
+#: A person id as the identity graph makes it (``operators.identity.model.person_id``).
 PERSON_ID = re.compile(r"^p[0-9a-f]{16}$")
 
 

@@ -268,7 +268,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     actions = actions_control = delivery = None
     prefix = opts.actions_prefix or settings.kafka.topics.actions_prefix
     if opts.rules:
-        from pipelines.rules_job import CHANNELS, actions_sink_ddl, load_ruleset
+        from pipelines.actions import CHANNELS, actions_sink_ddl, load_ruleset
 
         ruleset = load_ruleset(opts.rules_file)
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])

@@ -1,4 +1,5 @@
-"""The channel adapter contract: typed actions and contacts in, a classified delivery result out.
+"""The channel adapter contract: typed actions (``operators.messages.Action``) and contacts in, a
+classified delivery result out.
 
 An adapter sends one action to one resolved contact and says what happened:
 
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
-import orjson
+from operators.messages import Action
 
 CHANNELS = ("email", "sms", "push", "webhook", "coupon")
 #: Channels addressed by the person id itself: a person the directory does not know still gets
@@ -28,66 +29,6 @@ CHANNELS = ("email", "sms", "push", "webhook", "coupon")
 CONTACTLESS_CHANNELS = frozenset({"coupon"})
 
 Status = Literal["delivered", "transient", "permanent", "suppressed"]
-
-
-class ActionDecodeError(ValueError):
-    """An action message is not the JSON object the rules engine writes; it goes to the DLQ."""
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One marketing action from ``zt.actions.<channel>`` (written by the job's rules engine)."""
-
-    action_id: str
-    rule_id: str
-    rule_version: int
-    person_id: str
-    channel: str
-    template: str
-    params: Mapping[str, Any] = field(default_factory=dict)
-    campaign: str = ""
-    trigger: Mapping[str, Any] = field(default_factory=dict)
-    ts_ms: int = 0
-    priority: int = 0
-
-    @classmethod
-    def decode(cls, raw: bytes | None) -> Action:
-        """Parse and validate one message value; raises ``ActionDecodeError`` with the reason."""
-        if not raw:
-            raise ActionDecodeError("empty message value")
-        try:
-            d = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise ActionDecodeError(f"not JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise ActionDecodeError("not a JSON object")
-        aid = d.get("action_id")
-        if not isinstance(aid, str) or not (1 <= len(aid) <= 128):
-            raise ActionDecodeError("action_id missing or not a string of 1-128 characters")
-        for name in ("person_id", "channel", "template"):
-            if not isinstance(d.get(name), str) or not d[name]:
-                raise ActionDecodeError(f"{name} missing or empty (action {aid})")
-        params = {} if d.get("params") is None else d["params"]
-        trigger = {} if d.get("trigger") is None else d["trigger"]
-        if not isinstance(params, dict) or not isinstance(trigger, dict):
-            raise ActionDecodeError(f"params and trigger must be JSON objects (action {aid})")
-        try:
-            return cls(
-                action_id=aid, rule_id=str(d.get("rule_id") or ""), rule_version=int(d.get("rule_version") or 0),
-                person_id=d["person_id"], channel=d["channel"], template=d["template"], params=params,
-                campaign=str(d.get("campaign") or ""), trigger=trigger, ts_ms=int(d.get("ts_ms") or 0),
-                priority=int(d.get("priority") or 0),
-            )
-        except (TypeError, ValueError) as e:
-            raise ActionDecodeError(f"bad field type (action {aid}): {e}") from None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "action_id": self.action_id, "rule_id": self.rule_id, "rule_version": self.rule_version,
-            "person_id": self.person_id, "channel": self.channel, "template": self.template,
-            "params": dict(self.params), "campaign": self.campaign, "trigger": dict(self.trigger),
-            "ts_ms": self.ts_ms, "priority": self.priority,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +105,7 @@ def render(templates: Mapping[str, Mapping[str, str]], action: Action) -> tuple[
     """
     values = {k: str(v) for k, v in action.params.items()}
     values.setdefault("person_id", action.person_id)
-    values.setdefault("campaign", action.campaign)
+    values.setdefault("campaign", action.campaign or "")
     t = templates.get(action.template)
     if t is None:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(action.params.items()))

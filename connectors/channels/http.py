@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from connectors.channels.base import Action, Contact, DeliveryResult, render
+from connectors.channels.base import Contact, DeliveryResult, render
+from operators.messages import Action
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import HttpProviderSettings

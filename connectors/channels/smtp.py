@@ -16,7 +16,8 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
-from connectors.channels.base import Action, Contact, DeliveryResult, render
+from connectors.channels.base import Contact, DeliveryResult, render
+from operators.messages import Action
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import SmtpSettings

@@ -4,7 +4,7 @@ Pure (no pyflink, no clients, no clock: ``now_ms`` is an argument).
 
 The job folds control messages of kind ``experiment`` (``zt.control``) over an
 :class:`~.definitions.ExperimentRegistry` (:func:`control_step`). Every accepted message yields one
-*definition row* ``(exp_key, packed)`` for the statistics SQL (``pipelines/experiments.py``), every
+*definition row* ``(exp_key, packed)`` for the statistics SQL (``pipelines/experiment_stats.py``), every
 message one result record for ``zt.control.results``:
 
 ``{"kind": "experiment", "key": k, "op": "upsert"|"stop"|"delete", "version": n,

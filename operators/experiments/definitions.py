@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 UNITS = ("person", "device")
-#: The stream encodes a variation index in 10 bits (pipelines/experiments.py).
+#: The stream encodes a variation index in 10 bits (pipelines/experiment_stats.py).
 MAX_VARIANTS = 1024
 CONTROL_KIND = "experiment"
 CONTROL_OPS = ("upsert", "stop", "delete")
@@ -121,7 +121,7 @@ class ExperimentDefinition:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "assign_on", tuple(self.assign_on))
-        # The start/stop window is applied to event time by the stream (pipelines/experiments.py);
+        # The start/stop window is applied to event time by the stream (pipelines/experiment_stats.py);
         # the unit -> variation choice itself is timeless, as in an SDK.
         object.__setattr__(self, "_bucketing", dataclasses.replace(self.experiment, start_ms=None, stop_ms=None))
 

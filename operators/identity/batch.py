@@ -1,8 +1,8 @@
 """The batch definition of the identity resolution — the oracle the streaming ``graph.step`` must equal.
 
-Written independently of ``graph.py`` (no shared code beyond the rules): a classic union-find with
-path halving over every observation (no de-duplication), sorted once into canonical order
-``(ts_ms, event_id, identifiers)``. Per observation: identifiers strongest first; the first one that
+Written independently of the streaming graph (``graph.py``, ``engine.py``; no shared code beyond the
+rules): a classic union-find with path halving over every observation (no de-duplication), sorted once
+into canonical order ``(ts_ms, event_id, identifiers)``. Per observation: identifiers strongest first; the first one that
 is not isolated is the anchor; each other identifier is linked to it; a link between two persons is
 merged unless ``IdentityRules.refusal`` refuses it (the union would exceed a per-type limit, or the
 other identifier is of a shareable type and both persons hold an identifier of one same

@@ -2,7 +2,7 @@
 types, junk values.
 
 Pure (no pyflink). :class:`IdentityRules` is built once from ``config.settings.IdentitySettings``
-(:meth:`IdentityRules.from_settings`) and passed to every call of ``operators.identity.graph``.
+(:meth:`IdentityRules.from_settings`) and passed to every step and control call (``graph``, ``control``).
 
 Identifiers are written ``"<type>:<value>"`` everywhere (the value as stored: phone and e-mail are
 already the keyed HMAC of ``operators.pii``). Besides the static configuration the rules carry the

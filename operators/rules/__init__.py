@@ -9,7 +9,8 @@ hours, frequency caps, groups, campaign budgets), ``prefilter`` (tags a conditio
 docs/rules.md describes the file format, the action record and the exact semantics.
 """
 
-from operators.rules.engine import Action, EngineResult, PersonState, Suppressed, action_id, evaluate
+from operators.messages import Action
+from operators.rules.engine import EngineResult, PersonState, Suppressed, action_id, evaluate
 from operators.rules.model import Event, TagChange
 from operators.rules.registry import ControlResult, RuleSet, apply_control
 from operators.rules.schema import DefinitionError, load_file, load_text

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from operators.messages import DeliveryReceipt, MessageDecodeError
 from operators.rules.model import Event
 
 __all__ = ["AttributionConfig", "AttributionState", "Conversion", "Delivery", "attribution_step", "delivery_from"]
@@ -85,14 +86,15 @@ class AttributionState:
 
 
 def delivery_from(receipt: Mapping[str, Any]) -> Delivery | None:
-    """The delivery of a ``zt.delivery`` receipt, or None if it was not delivered (or malformed)."""
-    if receipt.get("status") != "delivered":
+    """The delivery of a ``zt.delivery`` receipt (:class:`~operators.messages.DeliveryReceipt`'s JSON),
+    or None if it was not delivered (or malformed)."""
+    try:
+        r = DeliveryReceipt.from_json(receipt)
+    except MessageDecodeError:
         return None
-    aid, ts = receipt.get("action_id"), receipt.get("ts_ms")
-    if not isinstance(aid, str) or not isinstance(ts, int) or isinstance(ts, bool):
+    if r.status != "delivered":
         return None
-    return Delivery(aid, ts, str(receipt.get("channel") or ""), str(receipt.get("rule_id") or ""),
-                    str(receipt.get("campaign") or ""))
+    return Delivery(r.action_id, r.ts_ms, r.channel, r.rule_id, r.campaign or "")
 
 
 _CENT = Decimal("0.01")

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from operators.messages import Action
 from operators.rules.guards import (
     Consent,
     Send,
@@ -52,7 +53,7 @@ from operators.rules.patterns import Buffered, Match, PatternState, pattern_step
 from operators.rules.registry import RuleSet
 
 __all__ = [
-    "Action", "EngineResult", "Held", "PersonState", "Suppressed", "action_id", "evaluate",
+    "EngineResult", "Held", "PersonState", "Suppressed", "action_id", "evaluate",
     "prune_state", "state_from_json", "state_to_json",
 ]
 
@@ -69,41 +70,6 @@ def action_id(rule_id: str, version: int, person_id: str, trigger_key: str, inde
     """
     payload = _ID_JSON.encode([rule_id, version, person_id, trigger_key, index])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One action for ``zt.actions.<channel>`` (JSON via :meth:`to_json`; see docs/rules.md).
-
-    ``ts_ms`` is the event time the action is due (the trigger's, or the end of quiet hours for a
-    held action); ``trigger`` says what caused it. ``budget_max`` is set when the rule has a
-    campaign budget: the action must pass :func:`~operators.rules.guards.budget_step` first.
-    """
-
-    action_id: str
-    rule_id: str
-    rule_version: int
-    person_id: str
-    channel: str
-    template: str
-    params: Mapping[str, Any]
-    campaign: str | None
-    trigger: Mapping[str, Any]
-    ts_ms: int
-    priority: int
-    budget_max: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"action_id": self.action_id, "rule_id": self.rule_id, "rule_version": self.rule_version,
-                "person_id": self.person_id, "channel": self.channel, "template": self.template,
-                "params": dict(self.params), "campaign": self.campaign, "trigger": dict(self.trigger),
-                "ts_ms": self.ts_ms, "priority": self.priority, "budget_max": self.budget_max}
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Action:
-        return cls(d["action_id"], d["rule_id"], d["rule_version"], d["person_id"], d["channel"], d["template"],
-                   dict(d["params"]), d["campaign"], dict(d["trigger"]), d["ts_ms"], d["priority"],
-                   d.get("budget_max"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,7 +241,7 @@ class BudgetState:
 def budget_step(state: BudgetState | None, requests: Sequence[Any]) -> tuple[BudgetState | None, tuple[Any, ...], tuple[Any, ...]]:
     """Grant budgeted actions of ONE campaign in the order given, while ``spent < budget_max``.
 
-    ``requests`` are :class:`operators.rules.engine.Action` records (all of one campaign, each with
+    ``requests`` are :class:`operators.messages.Action` records (all of one campaign, each with
     ``budget_max`` set; the job keys this step by ``campaign``). Returns (state, granted, denied);
     the budget of a request is its own ``budget_max`` (give every rule of a campaign the same
     max). Denied actions are to be recorded as suppressed with reason ``budget_exhausted``. Because

@@ -1,7 +1,7 @@
 """Rule-set operations shared by ``zhongtai rules`` and the REST API (docs/rules.md, docs/api.md).
 
 The running rule set is never asked of the job: it is *computed* the way the job computes it. The job
-starts from its rules file (``pipelines.rules_job.RULES_FILE`` or ``zhongtai run --rules-file``) and
+starts from its rules file (``pipelines.actions.RULES_FILE`` or ``zhongtai run --rules-file``) and
 applies every ``zt.control`` record whose ``kind`` is rule / pattern / journey / batch / policy with
 :func:`operators.rules.registry.apply_control`, in topic order (the control topic has one partition).
 :class:`RuleSetView` does exactly that with the same pure function, so ``list`` cannot drift from the
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from operators.rules.model import Journey, Pattern, Rule
 
 KINDS = ("rule", "pattern", "journey")
-#: What the job's rules operator takes from the control topic (pipelines/rules_job.py ``zt_rule_control``).
+#: What the job's rules operator takes from the control topic (``pipelines.person.RULE_CONTROL_KINDS``).
 CONTROL_KINDS = (*KINDS, "batch", "policy")
 OPS = ("pause", "resume", "delete")
 
@@ -50,7 +50,7 @@ class Rejected(ValueError):
 
 def default_rules_file() -> Path:
     """The rules file the job starts from when ``zhongtai run --rules`` gets no ``--rules-file``."""
-    from pipelines.rules_job import RULES_FILE
+    from pipelines.actions import RULES_FILE
 
     return RULES_FILE
 

@@ -32,19 +32,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from connectors.channels.base import (
-    CONTACTLESS_CHANNELS,
-    Action,
-    ActionDecodeError,
-    ChannelAdapter,
-    Contact,
-    DeliveryResult,
-)
+from connectors.channels.base import CONTACTLESS_CHANNELS, ChannelAdapter, Contact, DeliveryResult
 from connectors.channels.contacts import ContactDirectory, ContactLookupError
 from connectors.channels.kafka_io import InMessage, OutRecord
 from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import Ledger, Outcome, Record
 from operators.delivery.ratelimit import RateLimiter
+from operators.messages import Action, ActionDecodeError, DeliveryReceipt
 from zhongtai.workers.metrics import WorkerMetrics
 from zhongtai.workers.tracking import TP, OffsetTracker, ParkingLot
 
@@ -341,12 +335,9 @@ class ChannelWorker:
     # ---- outputs --------------------------------------------------------------------------------
     def _outputs(self, item: _Item, rec: Record) -> list[OutRecord]:
         a = item.action
-        receipt = {
-            "action_id": a.action_id, "person_id": a.person_id, "channel": self.channel,
-            "status": rec.state, "attempts": rec.attempts, "provider_id": rec.provider_id or None,
-            "ts_ms": rec.ts_ms, "reason": rec.reason or None, "rule_id": a.rule_id, "campaign": a.campaign,
-        }
-        out = [OutRecord(self.topics.delivery, a.person_id.encode(), orjson.dumps(receipt))]
+        receipt = DeliveryReceipt(a.action_id, a.person_id, self.channel, rec.state, rec.attempts,
+                                  rec.provider_id or None, rec.ts_ms, rec.reason or None, a.rule_id, a.campaign)
+        out = [OutRecord(self.topics.delivery, a.person_id.encode(), orjson.dumps(receipt.to_json()))]
         if rec.state == "failed":
             out.append(self._dead_letter(item.msg, rec.reason, rec.attempts, a.action_id))
         return out

@@ -1,8 +1,9 @@
-"""The strategy engine inside the event job (``pipelines.rules`` wired to the job's views and sinks).
+"""The strategy engine's outputs in the event job: the actions' Kafka sink, their counters and audit rows.
 
-Actions go to ``zt.actions.<channel>`` through ONE transactional Kafka sink whose topic is a column
-(exactly once for read_committed consumers: the channel workers); every emitted and suppressed action
-is recorded in HBase ``actions`` (row = action_id) and live counters per rule × channel and per
+The engine itself runs in the person operator (``pipelines.person``); the composition root
+(``pipelines.job``) wires these statements to its views. Actions go to ``zt.actions.<channel>``
+through ONE transactional Kafka sink whose topic is a column (exactly once for read_committed
+consumers: the channel workers); every emitted and suppressed action is recorded in HBase ``actions`` (row = action_id) and live counters per rule × channel and per
 suppression reason go to Redis (``{prefix}:actions`` hash, absolute values from Flink state).
 
 Kafka record timestamps of actions (and of tag / identity changes) are the write time: their event
@@ -22,6 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from connectors.channels.base import CHANNELS
+
 if TYPE_CHECKING:  # pragma: no cover
 
     from config.settings import Settings
@@ -29,10 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "config" / "rules.yaml"
 
+__all__ = ["ACTIONS_DELIVERY", "CHANNELS", "RULES_FILE", "actions_insert", "actions_sink_ddl", "load_ruleset",
+           "rule_store_rows"]
 
-CHANNELS = ("email", "sms", "push", "webhook", "coupon")
-
-
+#: The sink's delivery guarantees (at-least-once only for the kill test's negative control).
 ACTIONS_DELIVERY = ("exactly-once", "at-least-once")
 
 
