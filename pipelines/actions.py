@@ -14,7 +14,7 @@ With rules on, conversions are attributed to the delivered actions that preceded
 (``pipelines.attribution``: the delivery receipts topic read back, ``RunOptions.attribution``).
 
 Opt-in (``RunOptions(rules=True)``, ``zhongtai run --rules``): measured at ~2k events/s on this
-2-core machine (docs/rules_job.md) because most events reach the Python engine (the job's other Python
+2-core machine (docs/rules_job.md, docs/performance.md: measured again in session 6) because most events reach the Python engine (the job's other Python
 operators, identity and tags, are the limit without it: docs/performance.md).
 """
 

@@ -48,8 +48,8 @@ class RunOptions:
     naive_prefix: str | None = None  # Redis prefix of the naive sink (default "<redis prefix>:naive")
     identity_topic: str | None = None  # topic of the identity changes (default kafka.topics.identity_changes)
     tag_topic: str | None = None  # tag changes (default kafka.topics.tag_changes)
-    experiments: bool = True  # per-variant statistics of experiments.definitions_file (pipelines.experiments_job)
-    rules: bool = False  # the strategy engine (pipelines.rules_job): opt-in, ~2k events/s on 2 cores
+    experiments: bool = True  # per-variant statistics of experiments.definitions_file (pipelines.experiments)
+    rules: bool = False  # the strategy engine in the person operator (pipelines.person; actions: pipelines.actions)
     rules_file: str | None = None  # rule definitions (default config/rules.yaml)
     actions_prefix: str | None = None  # action topics are <prefix><channel> (default kafka.topics.actions_prefix)
     control_topic: str | None = None  # control messages (default kafka.topics.control)
