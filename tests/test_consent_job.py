@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.redis_store import RedisStore
-from operators.identity.graph import person_id
+from operators.identity.model import person_id
 from tests.helpers import fresh_names
 from tests.test_workers_env import RecordingHttpServer, read_topic, receipts, worker_settings, write_contacts
 from zhongtai.runner import RunOptions, run_events_job
