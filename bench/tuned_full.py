@@ -331,9 +331,13 @@ class FullWork:
             self._save(pid, st)
         return out
 
+    def _keep(self, pid: str, st: PersonState) -> None:
+        """The person was read but not changed (a timer that was replaced)."""
+
     def _fire(self, pid: str, t: int, watermark: int) -> list[Output]:
         st = self._load(pid)
         if t != st.timer_ms:  # replaced by another time
+            self._keep(pid, st)
             return []
         st.timer_ms = 0
         out = on_timer(st, t, watermark, self._store(pid), self.tagset, self.ruleset)

@@ -109,3 +109,25 @@ def test_bench_tuned_full_is_exact() -> None:
     c = doc["contenders"]["tuned_full"]
     assert c["profiles_checked"] > 0 and c["identifiers_checked"] > 0
     assert c["exact"] is True, c.get("differences")
+
+
+def test_logic_probe_times_every_stage() -> None:
+    """The logic probe runs the job's operators on a small stream: every stage is timed under its parent,
+    one ``on_rows`` call per bundle, the state encoded per bundle and timer, and the operators are left
+    unpatched afterwards."""
+    import operators.person as person
+    from bench.logic_probe import probe
+    from operators.profile import Profile
+
+    originals = (person.tag_step_memo, person.evaluate, Profile.apply, Profile.fields)
+    doc = probe(load_settings(), 3_000, rules=True, bundle=500)
+    st, c = doc["stages"], doc["counts"]
+    for path in ("decode", "identity", "person.rows", "person.rows/profile.apply", "person.rows/tags",
+                 "person.rows/rules", "person.timers", "state.encode"):
+        assert st[path]["calls_per_event"] > 0, path
+    assert st["decode"]["calls_per_event"] == 1.0
+    assert round(st["person.rows"]["calls_per_event"] * c["records"]) == c["bundles"]
+    assert round(st["state.encode"]["calls_per_event"] * c["records"]) <= c["bundles"] + c["timers"]
+    assert c["identity_steps"] > 0 and c["m_rows"] > 0 and c["e_rows"] > 0
+    assert 0 < doc["total_us_per_event"] < sum(s["incl_us_per_event"] for s in st.values())
+    assert (person.tag_step_memo, person.evaluate, Profile.apply, Profile.fields) == originals
