@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -52,20 +53,27 @@ from .tuned_full import FullWork, item_id
 ROOT = Path(__file__).resolve().parents[1]
 #: Decoded persons the job's person operator keeps in front of its state (``pipelines.person._CACHE_MAX``).
 CACHE_MAX = 20_000
+#: The calibration workload: the stream's first records decoded again (best of 3), every CALIBRATE_EVERY events.
+CALIBRATION_RECORDS = 50
+CALIBRATE_EVERY = 10_000
+#: The reference speed of the normalized figures: the calibration's µs per record on this 2-core machine when
+#: nothing else runs (see bench/README.md, "Logic probe").
+REFERENCE_US = 8.0
 TOP = ("decode", "identity", "person.rows", "person.timers", "state.encode", "state.decode", "budget")
 
 
 class Stopwatch:
     """Self and inclusive ``perf_counter_ns`` per call path (``person.rows/rules/profile.fields``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+        self.clock = clock
         self.self_ns: dict[str, int] = {}
         self.incl_ns: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self._stack: list[list[Any]] = []
 
     def wrap(self, fn: Callable[..., Any], stage: str) -> Callable[..., Any]:
-        clock, stack = time.perf_counter_ns, self._stack
+        clock, stack = self.clock, self._stack
         self_ns, incl_ns, calls = self.self_ns, self.incl_ns, self.calls
 
         def timed(*args: Any, **kw: Any) -> Any:
@@ -134,8 +142,19 @@ class ProbeWork(FullWork):
         self.cache[pid] = st
 
 
+#: ``--clock``: wall time (the default) or this thread's CPU time (for a machine other processes keep busy)
+CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
+
+
+def _clock_cost_ns(clock: Callable[[], int], n: int = 200_000) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        clock()
+    return (time.perf_counter_ns() - t0) / n
+
+
 def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_000,
-          span_hours: float | None = None) -> dict[str, Any]:
+          span_hours: float | None = None, clock: str = "wall", reference_us: float = REFERENCE_US) -> dict[str, Any]:
     """Run the probe; returns the result document (see the module docstring)."""
     import bench.tuned_full as tf
     import operators.person as person
@@ -144,7 +163,7 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
     from zhongtai.generator.oracle import _Pseudonyms, decode
 
     job = settings.job
-    sw = Stopwatch()
+    sw = Stopwatch(CLOCKS[clock])
     work = ProbeWork(settings, sw, rules=rules)
     pseudo = _Pseudonyms(settings.pii, settings.identity)
     dec = sw.wrap(decode, "decode")
@@ -168,8 +187,53 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
         counts["outputs"] += len(outs)
         work.decide(outs)
 
+    gc_ns = [0, 0, 0]  # per generation
+    gc_t0 = [0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_t0[0] = sw.clock()
+        else:
+            gc_ns[info["generation"]] += sw.clock() - gc_t0[0]
+
+    # The machine's speed over the run: a fixed workload (the first CALIBRATION_RECORDS records decoded again,
+    # best of 3) timed every CALIBRATE_EVERY events; each interval's stage times are also given rescaled to the
+    # reference speed (``norm_*``: × reference_us / the interval's calibration µs per record, and with the wall
+    # clock × the interval's CPU share), so that a neighbour's load (two vCPUs shared with other benchmarks)
+    # does not read as a growing cost.
+    sample: list[tuple[bytes, int]] = []
+    calib_pseudo = _Pseudonyms(settings.pii, settings.identity)
+    intervals: list[tuple[int, float, dict[str, int], dict[str, int]]] = []
+    last = [time.perf_counter(), time.process_time()]
+    seen_self: dict[str, int] = {}
+    seen_incl: dict[str, int] = {}
+
+    def calibrate() -> int:
+        best = 0
+        for _ in range(3):
+            t0 = sw.clock()
+            for value, ts in sample:
+                decode(value, ts, job, calib_pseudo)
+            dt = sw.clock() - t0
+            best = dt if not best or dt < best else best
+        return best
+
+    def checkpoint() -> None:
+        # the share of the interval this process was on a core: wall-clock stage times × share ≈ CPU times
+        wall, cpu = time.perf_counter(), time.process_time()
+        share = min(1.0, (cpu - last[1]) / (wall - last[0])) if wall > last[0] else 1.0
+        c = calibrate()
+        last[:] = [time.perf_counter(), time.process_time()]
+        d_self = {p: v - seen_self.get(p, 0) for p, v in sw.self_ns.items()}
+        d_incl = {p: v - seen_incl.get(p, 0) for p, v in sw.incl_ns.items()}
+        seen_self.update(sw.self_ns)
+        seen_incl.update(sw.incl_ns)
+        intervals.append((c, share if sw.clock is time.perf_counter_ns else 1.0, d_self, d_incl))
+
+    gc.callbacks.append(on_gc)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with ExitStack() as patches:
+        patches.callback(gc.callbacks.remove, on_gc)
         patches.enter_context(sw.patched(tf, "on_rows", "person.rows", counting_rows))
         patches.enter_context(sw.patched(tf, "on_timer", "person.timers", counting_timer))
         patches.enter_context(sw.patched(person, "tag_step_memo", "tags"))
@@ -182,6 +246,10 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
             GeneratorConfig(events=events, span_ms=int(span_hours * 3_600_000))
         for r in generate(cfg, job):
             n += 1
+            if n <= CALIBRATION_RECORDS:
+                sample.append((r.value, r.timestamp_ms))
+            elif n % CALIBRATE_EVERY == 0:
+                checkpoint()
             e = dec(r.value, r.timestamp_ms, job, pseudo)
             if type(e) is not str:
                 counts["valid"] += 1
@@ -197,6 +265,7 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
         end = sw.wrap(lambda: work.advance(END_OF_INPUT), "end-of-input")()
         counts["outputs"] += len(end)
         work.decide(end)
+        checkpoint()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     counts["records"] = n
     counts["identity_steps"] = sw.calls.get("identity", 0)
@@ -204,19 +273,44 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
     counts["encoded_chars"] = work.encoded_chars
     encodes = sw.calls.get("state.encode", 0)
     counts["chars_per_encode"] = round(work.encoded_chars / encodes) if encodes else 0
+    ref_ns = reference_us * 1e3 * len(sample)
+    norm_self: dict[str, float] = {}
+    norm_incl: dict[str, float] = {}
+    for c, share, d_self, d_incl in intervals:
+        for norm, d in ((norm_self, d_self), (norm_incl, d_incl)):
+            for p, v in d.items():
+                norm[p] = norm.get(p, 0.0) + v * share * ref_ns / c
     stages = {
         path: {"us_per_event": round(sw.self_ns[path] / n / 1e3, 3),
                "incl_us_per_event": round(sw.incl_ns[path] / n / 1e3, 3),
+               "norm_us_per_event": round(norm_self[path] / n / 1e3, 3),
+               "norm_incl_us_per_event": round(norm_incl[path] / n / 1e3, 3),
                "calls_per_event": round(sw.calls[path] / n, 4),
-               "us_per_call": round(sw.incl_ns[path] / sw.calls[path] / 1e3, 2)}
+               "us_per_call": round(sw.incl_ns[path] / sw.calls[path] / 1e3, 2),
+               "norm_us_per_call": round(norm_incl[path] / sw.calls[path] / 1e3, 2)}
         for path in sorted(sw.calls)
     }
-    total_ns = sum(sw.incl_ns[p] for p in sw.calls if "/" not in p and p != "end-of-input")
+    top = [p for p in sw.calls if "/" not in p and p != "end-of-input"]
+    total_ns = sum(sw.incl_ns[p] for p in top)
+    norm_total_ns = sum(norm_incl[p] for p in top)
+    calib = sorted(c for c, _, _, _ in intervals)
+    shares = sorted(sh for _, sh, _, _ in intervals)
     return {
         "events": events, "rules": rules, "bundle_events": bundle, "cache_persons": CACHE_MAX,
-        "persons": cfg.persons, "span_hours": cfg.span_ms / 3_600_000,
+        "persons": cfg.persons, "span_hours": cfg.span_ms / 3_600_000, "clock": clock,
+        # one reading of the clock: about that much of every call's time is the measurement itself
+        "clock_ns_per_read": round(_clock_cost_ns(sw.clock), 1),
         "watermark_delay_ms": job.watermark_delay_ms, "counts": counts, "stages": stages,
         "total_us_per_event": round(total_ns / n / 1e3, 2),
+        "norm_total_us_per_event": round(norm_total_ns / n / 1e3, 2),
+        "norm_ceiling_events_per_s": round(n / (norm_total_ns / 1e9)) if norm_total_ns else None,
+        # the calibration's µs per record: fastest, median, slowest interval; the reference of ``norm_*``
+        "calibration_us": {"every_events": CALIBRATE_EVERY, "records": len(sample), "reference": reference_us,
+                           **{k: round(calib[i] / len(sample) / 1e3, 2) for k, i in
+                              (("fastest", 0), ("median", len(calib) // 2), ("slowest", -1))},
+                           "cpu_share_min": round(shares[0], 3), "cpu_share_median": round(shares[len(shares) // 2], 3)},
+        # the cyclic garbage collector's pauses, per generation (they fall inside the stages above)
+        "gc_us_per_event": [round(x / n / 1e3, 2) for x in gc_ns],
         "ceiling_events_per_s": round(n / (total_ns / 1e9)) if total_ns else None,
         "wall_s": round(wall, 1), "cpu_share": round(cpu / wall, 3) if wall else None,
         "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -232,7 +326,7 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{doc['bundle_events']:,} events; {c['unique']:,} unique, {c['identity_steps']:,} identity steps, "
         f"{c['m_rows'] / n:.2f} bucket rows + {c['e_rows'] / n:.2f} event rows per event, {c['bundles'] / n:.3f} "
         f"bundles and {c['timers'] / n:.3f} timers per event, {c['persons']:,} persons in state",
-        f"{'stage':<40} {'µs/event':>9} {'calls/event':>12} {'µs/call':>9}",
+        f"{'stage':<40} {'µs/event':>9} {'normalized':>10} {'calls/event':>12} {'µs/call':>9}",
     ]
     stages = doc["stages"]
     children: dict[str, list[str]] = {}
@@ -244,23 +338,32 @@ def format_table(doc: dict[str, Any]) -> str:
         s = stages[path]
         kids = sorted(children.get(path, []), key=lambda p: -stages[p]["incl_us_per_event"])
         name = "  " * depth + path.rpartition("/")[2]
-        lines.append(f"{name:<40} {s['incl_us_per_event']:>9.2f} {s['calls_per_event']:>12.3f} {s['us_per_call']:>9.2f}")
+        lines.append(f"{name:<40} {s['incl_us_per_event']:>9.2f} {s['norm_incl_us_per_event']:>10.2f} "
+                     f"{s['calls_per_event']:>12.3f} {s['us_per_call']:>9.2f}")
         for k in kids:
             show(k, depth + 1)
         if kids:
-            lines.append(f"{'  ' * (depth + 1) + 'own':<40} {s['us_per_event']:>9.2f}")
+            lines.append(f"{'  ' * (depth + 1) + 'own':<40} {s['us_per_event']:>9.2f} {s['norm_us_per_event']:>10.2f}")
 
     top = [p for p in TOP if p in stages] + [p for p in children.get("", []) if p not in TOP and p != "end-of-input"]
     for p in top:
         show(p, 0)
-    lines.append(f"{'total (the logic ceiling)':<40} {doc['total_us_per_event']:>9.2f}   = "
-                 f"{doc['ceiling_events_per_s']:,} events/s on one core")
+    lines.append(f"{'total (the logic ceiling)':<40} {doc['total_us_per_event']:>9.2f} "
+                 f"{doc['norm_total_us_per_event']:>10.2f}   = {doc['ceiling_events_per_s']:,} events/s on one core "
+                 f"({doc['norm_ceiling_events_per_s']:,} normalized)")
     if "end-of-input" in stages:
         e = stages["end-of-input"]
         lines.append(f"{'end-of-input timers (once, not per event)':<40} "
                      f"{e['incl_us_per_event'] * n / 1e3:>9.1f} ms in total")
-    lines.append(f"state: {c['chars_per_encode']:,} characters per encode; wall {doc['wall_s']} s (generator "
-                 f"included), cpu share {doc['cpu_share']}")
+    lines.append(f"{'of which garbage collection (gen 0/1/2)':<40} "
+                 f"{' / '.join(f'{x:.2f}' for x in doc['gc_us_per_event'])}")
+    cal = doc["calibration_us"]
+    lines.append(f"normalized: each {cal['every_events']:,} events' times × {cal['reference']} µs / that interval's "
+                 f"calibration µs per record (fastest {cal['fastest']}, median {cal['median']}, slowest {cal['slowest']})"
+                 + (f" × its CPU share (median {cal['cpu_share_median']})" if doc["clock"] == "wall" else ""))
+    lines.append(f"state: {c['chars_per_encode']:,} characters per encode; clock {doc['clock']} "
+                 f"({doc['clock_ns_per_read']} ns a reading); wall {doc['wall_s']} s (generator included), "
+                 f"cpu share {doc['cpu_share']}")
     return "\n".join(lines)
 
 
@@ -275,13 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--span-hours", type=float, default=None,
                     help="event-time span of the stream (default: the generator's 6 h); a diagnostic: the same "
                          "events per person-hour at another length")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="wall: time.perf_counter_ns; cpu: this thread's CPU time (time.thread_time_ns), for a "
+                         "machine other processes keep busy (each reading costs more: see clock_ns_per_read)")
+    ap.add_argument("--reference-us", type=float, default=REFERENCE_US,
+                    help=f"the normalized figures' calibration µs per record (default {REFERENCE_US})")
     ap.add_argument("--cprofile", default=None, help="also write a cProfile of the run to this file")
     args = ap.parse_args(argv)
     settings = load_settings()
     prof = cProfile.Profile() if args.cprofile else None
     if prof is not None:
         prof.enable()
-    doc = probe(settings, args.events, rules=args.rules, bundle=args.bundle, span_hours=args.span_hours)
+    doc = probe(settings, args.events, rules=args.rules, bundle=args.bundle, span_hours=args.span_hours,
+                clock=args.clock, reference_us=args.reference_us)
     if prof is not None:
         prof.disable()
         prof.dump_stats(args.cprofile)

@@ -79,9 +79,9 @@ def item_id(value: bytes) -> str | None:
     return None
 
 
-def _plus(acc: Bucket | None, b: Bucket | list[int]) -> Bucket:
+def _plus(acc: Bucket | None, b: Bucket) -> Bucket:
     if acc is None:
-        return tuple(b)  # type: ignore[return-value]
+        return b
     return (acc[0] + b[0], acc[1] + b[1], acc[2] + b[2], acc[3] + b[3], acc[4] + b[4], min(acc[5], b[5]),
             max(acc[6], b[6]), max(acc[7], b[7]))
 
@@ -100,7 +100,7 @@ class PersonMinutes:
 
     def __init__(self, *, coalesce: bool) -> None:
         self.coalesce = coalesce
-        self.anchors: dict[str, dict[int, list[int]]] = {}
+        self.anchors: dict[str, dict[int, Bucket]] = {}
         #: anchor → the person its buckets count for (absent: not counted, no person yet)
         self.owner: dict[str, str] = {}
         self.members: dict[str, set[str]] = {}
@@ -140,33 +140,15 @@ class PersonMinutes:
         ab = self.anchors.get(anchor)
         if ab is None:
             ab = self.anchors[anchor] = {}
-        b = ab.get(minute)
-        if b is None:
-            ab[minute] = [v, c, p, 1, g, ts, ts, lp]
-        else:
-            b[0] += v
-            b[1] += c
-            b[2] += p
-            b[3] += 1
-            b[4] += g
-            if ts < b[5]:
-                b[5] = ts
-            if ts > b[6]:
-                b[6] = ts
-            if lp > b[7]:
-                b[7] = lp
+        one: Bucket = (v, c, p, 1, g, ts, ts, lp)
+        # tuples, not lists: the collector stops tracking tuples of ints (a million buckets cost no GC time)
+        ab[minute] = _plus(ab.get(minute), one)
         if pid is None:
             return
         if self.owner.get(anchor) != pid:  # the anchor's first event counted for a person
             self.move(anchor, pid)
             return
-        old = self.buckets.get(pid, {}).get(minute)
-        if old is None:
-            new: Bucket = (v, c, p, 1, g, ts, ts, lp)
-        else:
-            new = (old[0] + v, old[1] + c, old[2] + p, old[3] + 1, old[4] + g, min(old[5], ts), max(old[6], ts),
-                   max(old[7], lp))
-        self._set(pid, minute, new)
+        self._set(pid, minute, _plus(self.buckets.get(pid, {}).get(minute), one))
 
     def move(self, anchor: str, pid: str | None) -> None:
         """Identifier ``anchor`` now belongs to ``pid`` (None: to nobody): move its buckets."""
