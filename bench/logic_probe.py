@@ -28,7 +28,9 @@ another, e.g. ``profile.fields`` inside ``rules``, is counted once, under its ow
 The end-of-input timers (once per person, not per event) are reported apart. The table and
 ``bench/results/logic-probe-<N>[-rules].json`` hold µs/event, calls/event and µs/call per stage; the
 total is the logic's ceiling in events/s on one core. ``cpu_share`` (process CPU time / wall time) below
-~0.95 means other processes took the core meanwhile and the figures are inflated by that much.
+~0.95 means other processes took the core meanwhile. Because this machine is shared, every figure also comes
+normalized (``norm_*``): each 10,000 events' times × the interval's CPU share × ``REFERENCE_US`` / the µs per
+record of a fixed calibration workload timed then (bench/README.md, "Logic probe").
 """
 
 from __future__ import annotations
