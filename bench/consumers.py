@@ -146,19 +146,61 @@ def run_naive(settings: Settings, topics: list[str], group: str, prefix: str,
     return {"records": n, "complete": complete}
 
 
+class MinuteCounters:
+    """The live minute counters of docs/semantics.md in dicts: (scope, minute) → views, carts, purchases,
+    events, revenue and the set of persons; :meth:`write` puts the absolute values of the keys touched
+    since the last write into a Redis pipeline (``HSET`` + ``EXPIRE``)."""
+
+    def __init__(self, prefix: str, ttl_s: int) -> None:
+        self.prefix, self.ttl = prefix, ttl_s
+        # (scope, minute) -> [views, carts, purchases, events, revenue, persons set]
+        self.counters: dict[tuple[str, int], list[Any]] = {}
+        self.dirty: set[tuple[str, int]] = set()
+        self._labels: dict[int, str] = {}
+
+    def add(self, e: Any) -> None:
+        """Count one unique valid event."""
+        minute = e.ts // MINUTE
+        et = e.event_type
+        counters, dirty = self.counters, self.dirty
+        for k in ((f"{e.campaign}|{e.channel}", minute), ("all", minute)):
+            c = counters.get(k)
+            if c is None:
+                c = counters[k] = [0, 0, 0, 0, ZERO, set()]
+            c[3] += 1
+            if et == "page_view":
+                c[0] += 1
+            elif et == "add_to_cart":
+                c[1] += 1
+            elif et == "purchase":
+                c[2] += 1
+                c[4] += e.amount
+            c[5].add(e.person)
+            dirty.add(k)
+
+    def write(self, pipe: Any) -> None:
+        labels = self._labels
+        for scope, minute in self.dirty:
+            c = self.counters[(scope, minute)]
+            label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
+            key = f"{self.prefix}:m:{scope}:{label}"
+            pipe.hset(key, mapping={
+                "views": c[0], "carts": c[1], "purchases": c[2], "events": c[3],
+                "revenue": str(c[4].quantize(Decimal("0.01"))), "persons": len(c[5]),
+            })
+            pipe.expire(key, self.ttl)
+        self.dirty.clear()
+
+
 def run_tuned(settings: Settings, topics: list[str], group: str, prefix: str, **_: Any) -> dict[str, Any]:
     """A competent team's consumer without fault tolerance."""
     job, pseudo = settings.job, _Pseudonyms(settings.pii)
     r = _redis(settings)
-    ttl = settings.redis.minute_counter_ttl_s
     seen: set[str] = set()
-    # (scope, minute) -> [views, carts, purchases, events, revenue, persons set]
-    counters: dict[tuple[str, int], list[Any]] = {}
-    labels: dict[int, str] = {}
+    counters = MinuteCounters(prefix, settings.redis.minute_counter_ttl_s)
     rd = _Reader(settings, topics, group)
     n = 0
     for msgs in rd.batches():
-        dirty: set[tuple[str, int]] = set()
         for m in msgs:
             e = fast_decode(m.value() or b"", m.timestamp()[1], job, pseudo)
             if type(e) is str:
@@ -166,35 +208,11 @@ def run_tuned(settings: Settings, topics: list[str], group: str, prefix: str, **
             if e.event_id in seen:
                 continue
             seen.add(e.event_id)
-            minute = e.ts // MINUTE
-            et = e.event_type
-            for k in ((f"{e.campaign}|{e.channel}", minute), ("all", minute)):
-                c = counters.get(k)
-                if c is None:
-                    c = counters[k] = [0, 0, 0, 0, ZERO, set()]
-                c[3] += 1
-                if et == "page_view":
-                    c[0] += 1
-                elif et == "add_to_cart":
-                    c[1] += 1
-                elif et == "purchase":
-                    c[2] += 1
-                    c[4] += e.amount
-                c[5].add(e.person)
-                dirty.add(k)
+            counters.add(e)
         n += len(msgs)
-        if dirty:
+        if counters.dirty:
             pipe = r.pipeline(transaction=False)
-            for scope, minute in dirty:
-                c = counters[(scope, minute)]
-                label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
-                key = f"{prefix}:m:{scope}:{label}"
-                pipe.hset(key, mapping={
-                    "views": c[0], "carts": c[1], "purchases": c[2], "events": c[3],
-                    "revenue": str(c[4].quantize(Decimal("0.01"))), "persons": len(c[5]),
-                })
-                pipe.expire(key, ttl)
+            counters.write(pipe)
             pipe.execute()
     rd.close()
     return {"records": n, "complete": True}
-

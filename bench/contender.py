@@ -30,8 +30,10 @@ def run(name: str, settings: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         from .sql_only import run_sql as fn
     else:
         from . import consumers
+        from .tuned_full import run_tuned_full
 
-        fn = {"raw": consumers.run_raw, "naive": consumers.run_naive, "tuned": consumers.run_tuned}[name]
+        fn = {"raw": consumers.run_raw, "naive": consumers.run_naive, "tuned": consumers.run_tuned,
+              "tuned_full": run_tuned_full}[name]
     t0 = time.monotonic()
     out = fn(settings, **kwargs)
     out["seconds"] = time.monotonic() - t0

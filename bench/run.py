@@ -32,10 +32,11 @@ from .procs import RssSampler
 
 logger = logging.getLogger(__name__)
 
-CONTENDERS = ("job", "naive", "tuned", "sql", "raw")
+CONTENDERS = ("job", "naive", "tuned", "tuned_full", "sql", "raw")
 #: Extra contender names accepted in ``only``: the job writing Redis only (no HBase), and the job
-#: writing Redis + HBase itself (``job.store_mode: direct``) instead of through its store log.
-EXTRA = ("job-redis", "job-direct", "job-rocksdb", "job_rules")
+#: writing Redis + HBase itself (``job.store_mode: direct``) instead of through its store log, the job on
+#: the embedded RocksDB backend, the job with rules, and the full-work hand-written consumer with rules.
+EXTRA = ("job-redis", "job-direct", "job-rocksdb", "job_rules", "tuned_full-rules")
 HBASE_PREFIX = "ztbench"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +159,7 @@ def _spawn(name: str, settings: Settings, kwargs: dict[str, Any], work: Path,
     """Run one contender in a child process; returns its result plus ``peak_rss_mb``."""
     args_path, result_path = work / f"{name}.args.json", work / f"{name}.result.json"
     args_path.write_bytes(orjson.dumps({
-        "name": "job" if name.startswith("job") else name, "settings": settings_to_json(settings),
+        "name": name.split("-")[0], "settings": settings_to_json(settings),
         "kwargs": kwargs, "result": str(result_path),
     }))
     # A process that already ran a PyFlink job carries its runtime variables; a fresh child must not.
@@ -269,18 +270,20 @@ def run_bench(
         "expected": str(rep.expected_path), "contenders": {},
     }
     extra_topics: list[str] = []
-    order = [n for n in ("raw", "tuned", "naive", "job", "job_rules", "job-direct", "job-redis", "job-rocksdb", "sql")
-             if n in names]
+    order = [n for n in ("raw", "tuned", "tuned_full", "tuned_full-rules", "naive", "job", "job_rules", "job-direct",
+                         "job-redis", "job-rocksdb", "sql") if n in names]
     for name in order:
         prefix = f"ztbench:{runid}:{name}"
         group = f"zt-bench-{runid}-{name}"
         poller = None
-        if name in ("raw", "naive", "tuned"):
+        if name in ("raw", "naive", "tuned", "tuned_full", "tuned_full-rules"):
             kwargs: dict[str, Any] = {"topics": topics, "group": group}
             if name != "raw":
                 kwargs["prefix"] = prefix
             if name == "naive":
                 kwargs["budget_s"] = naive_budget_s
+            if name == "tuned_full-rules":
+                kwargs["rules"] = True
         elif name.startswith("job"):
             dlq = f"zt.bench.{runid}.dlq.{name}"
             extra_topics.append(dlq)
@@ -340,12 +343,19 @@ def run_bench(
                 actual = store.all_counters()
             n, shown = diff_counters(actual, expected["counters"])
             problems = shown
-            if name.startswith("job"):
+            if name.startswith(("job", "tuned_full")):
                 problems += diff_stats(store.stats(), expected["stats"])
                 pn, pshown = diff_profiles(store, expected["profiles"])
                 problems += pshown
                 n += pn
                 res["profiles_checked"] = len(expected["profiles"])
+            if name.startswith("tuned_full"):  # the id map too (the job's is tested in tests/test_job_identity.py)
+                from .tuned_full import diff_id_map
+
+                idn, idshown = diff_id_map(store.id_mapping(), expected["identity"])
+                problems += idshown
+                n += idn
+                res["identifiers_checked"] = len(expected["identity"])
             res["counters_checked"] = len(expected["counters"])
             res["exact"] = n == 0 and not problems
             if problems:
@@ -384,7 +394,7 @@ def _ratios(c: dict[str, Any]) -> dict[str, Any]:
     if not job:
         return {}
     out = {}
-    for other in ("naive", "tuned", "sql", "raw"):
+    for other in ("naive", "tuned", "tuned_full", "sql", "raw"):
         if other in c:
             o = c[other]["events_per_s"]
             out[f"job_vs_{other}"] = round(job["events_per_s"] / o, 3) if o else None
@@ -396,14 +406,14 @@ def _ratios(c: dict[str, Any]) -> dict[str, Any]:
 def format_table(doc: dict[str, Any]) -> str:
     head = (f"zhongtai bench {doc['runid']}: {doc['events']:,} events, {doc['partitions']} partitions/topic, "
             f"flink parallelism {doc['flink_parallelism']}, {doc['cpus']} CPUs")
-    cols = (f"{'contender':<10} {'events/s':>10} {'steady/s':>10} {'wall s':>8} {'peak RSS MB':>12} {'exact':>6}"
+    cols = (f"{'contender':<16} {'events/s':>10} {'steady/s':>10} {'wall s':>8} {'peak RSS MB':>12} {'exact':>6}"
             f" {'job/this':>9}")
     lines = [head, cols]
     job = doc["contenders"].get("job") or doc["contenders"].get("job-redis")
     for name, r in doc["contenders"].items():
         ratio = f"{job['events_per_s'] / r['events_per_s']:.2f}x" if job and r["events_per_s"] else "-"
         steady = r.get("steady_events_per_s")
-        lines.append(f"{name:<10} {r['events_per_s']:>10,} {steady or '-':>10} {r['seconds']:>8.1f} "
+        lines.append(f"{name:<16} {r['events_per_s']:>10,} {steady or '-':>10} {r['seconds']:>8.1f} "
                      f"{r['peak_rss_mb']:>12.0f} {r.get('exact')!s:>6} {ratio:>9}")
     for key in ("latency", "latency_direct"):
         lat = doc.get(key)
