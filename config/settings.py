@@ -149,6 +149,10 @@ class JobSettings(_Frozen):
     #: latest after this much processing time (and before every watermark and checkpoint barrier; the job's
     #: periodic watermark interval is set to it too), or at this many pending rows.
     bundle_ms: int = Field(1_000, ge=0)
+    #: The person operator's one timer fires up to this long (event time) after the next due time (a tag
+    #: flip, a pattern's deadline, a journey's wait): for an active person the due work is done at its next
+    #: bundle instead, without a callback per timer. The work itself is dated exactly (docs/person.md).
+    timer_slack_ms: int = Field(30_000, ge=0)
     bundle_rows: int = Field(100_000, ge=1)
     #: Events older than watermark minus this go to the DLQ as ``late``.
     allowed_lateness_ms: int = Field(3_600_000, ge=0)

@@ -42,14 +42,14 @@ import orjson
 from operators.messages import Action, TagChange
 from operators.profile import FIELDS, Bucket, Profile, RowStore
 from operators.rules.engine import PersonState as RulesState
-from operators.rules.engine import Suppressed, evaluate
+from operators.rules.engine import Suppressed, evaluate, next_due
 from operators.rules.inputs import rules_profile
 from operators.rules.model import Event
 from operators.rules.model import TagChange as RuleTagInput
 from operators.rules.registry import RuleSet
 from operators.tags import TagMemo, TagSet, TagState, tag_step_memo
 
-__all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer"]
+__all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer", "run_due"]
 
 #: The columns of one person row after the key (``pipelines.person`` builds them in SQL; types in brackets).
 ROW_COLUMNS = ("ts [BIGINT]", "kind", "s1", "n1 [BIGINT]", "n2 [BIGINT]", "n3 [BIGINT]", "n4 [BIGINT]", "n5 [BIGINT]",
@@ -179,8 +179,8 @@ def _rules(st: PersonState, ruleset: RuleSet, item: Any, rows: RowStore, now_ms:
     tags = st.tags.tags if st.tags is not None else frozenset()
     res = evaluate(ruleset, st.rules, item, _ProfileView(st.profile, rows, now_ms), tags, now_ms)
     st.rules = res.new_state
-    if res.timers:
-        st.rule_timers = sorted(set(st.rule_timers).union(res.timers))
+    due = next_due(ruleset, st.rules)  # where work is, not every time the engine asked for (bounded)
+    st.rule_timers = [due] if due is not None else []
     for a in res.actions:
         out.append(Output("budget" if a.budget_max is not None else "action", a))
     for s in res.suppressed:
@@ -231,6 +231,21 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
     return out
 
 
+def run_due(st: PersonState, watermark: int, rows: RowStore, tagset: TagSet, ruleset: RuleSet | None) -> list[Output]:
+    """Everything due at or before ``watermark``, one due time after the other in time order (each exactly as
+    a timer at that time): what the shell runs before a bundle's rows and when the person's timer fires.
+
+    The shell keeps the person's one Flink timer up to ``job.timer_slack_ms`` after the next due time, so
+    that for an active person the due work is usually done here, at the next bundle, with no timer callback
+    of its own (a callback is a crossing into Python and a state write); an idle person's timer fires."""
+    out: list[Output] = []
+    while True:
+        t = st.next_timer
+        if not t or t > watermark:
+            return out
+        out += on_timer(st, t, watermark, rows, tagset, ruleset)
+
+
 def on_timer(st: PersonState, t: int, watermark: int, rows: RowStore, tagset: TagSet,
              ruleset: RuleSet | None) -> list[Output]:
     """The person's timer fired at ``t`` (the watermark is ``watermark``): the tags' flip due at ``t`` and the
@@ -248,4 +263,7 @@ def on_timer(st: PersonState, t: int, watermark: int, rows: RowStore, tagset: Ta
         st.rule_timers = [x for x in st.rule_timers if x > t]
         if ruleset is not None and st.rules is not None:
             _rules(st, ruleset, None, rows, t, out)
+        if st.rule_timers and st.rule_timers[0] <= t:
+            # a due time the engine's state still names but its step did not move past (never loop on it)
+            st.rule_timers = []
     return out

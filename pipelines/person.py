@@ -151,11 +151,12 @@ def _row_out(kind: str, a: Any, reason: str | None, payload: dict[str, Any]) -> 
                orjson.dumps(payload).decode(), a.campaign)
 
 
-def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset[str], result_tag: Any) -> type:
+def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset[str], result_tag: Any,
+                    slack: int) -> type:
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 
-    from operators.person import PersonState, on_rows, on_timer
+    from operators.person import END_OF_INPUT, PersonState, on_rows, run_due
     from operators.profile import Profile
     from operators.rules.registry import apply_control
     from state import rules as rules_state
@@ -211,14 +212,18 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             return decode_person(key, raw) if raw else PersonState(key, Profile.empty())
 
         def _save(self, key: str, st: Any, ctx: Any) -> None:
+            # The one timer sits up to `slack` after the next due time: an active person's due work is then
+            # usually done at its next bundle (run_due), without a callback; it is moved only when it would
+            # be early or more than `slack` late (two calls into the JVM).
             nxt = st.next_timer
-            if nxt != st.timer_ms:
+            fine = (nxt and nxt <= st.timer_ms <= nxt + slack) or (not nxt and not st.timer_ms)
+            if not fine:
                 ts = ctx.timer_service()
                 if st.timer_ms:
                     ts.delete_event_time_timer(st.timer_ms)
-                if nxt:
-                    ts.register_event_time_timer(nxt)
-                st.timer_ms = nxt
+                st.timer_ms = min(nxt + slack, END_OF_INPUT - 1) if nxt else 0
+                if st.timer_ms:
+                    ts.register_event_time_timer(st.timer_ms)
             if st.is_empty():
                 self.person.clear()
                 return
@@ -249,7 +254,8 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             c["bundles"] += 1
             c["rows"] += len(rows)
             store = MapRows(self.minutes)
-            outs = on_rows(st, rows, store, self.tagset, self.rs)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
+            outs += on_rows(st, rows, store, self.tagset, self.rs)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)
@@ -264,7 +270,7 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             self.counts["timers"] += 1
             st.timer_ms = 0
             store = MapRows(self.minutes)
-            outs = on_timer(st, timestamp, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)
@@ -371,7 +377,7 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     result_tag = OutputTag("person-control-results", Types.ROW_NAMED(["kind", "payload"],
                                                                      [Types.STRING(), Types.STRING()]))
     tagset_json = encode_tagset(tagset if tagset is not None else TagSet.load())
-    fn = _function_class(tagset_json, ruleset, routed, result_tag)()
+    fn = _function_class(tagset_json, ruleset, routed, result_tag, job.timer_slack_ms)()
     # The control stream: its records carry event time 0 (they never move the watermark) and the input is
     # idle after the idle timeout, so it does not hold the operator's watermark (the minimum of both).
     if control_view is not None:

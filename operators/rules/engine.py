@@ -53,7 +53,7 @@ from operators.rules.patterns import Buffered, Match, PatternState, pattern_step
 from operators.rules.registry import RuleSet
 
 __all__ = [
-    "EngineResult", "Held", "PersonState", "Suppressed", "action_id", "evaluate",
+    "EngineResult", "Held", "PersonState", "Suppressed", "action_id", "evaluate", "next_due",
     "prune_state", "state_from_json", "state_to_json",
 ]
 
@@ -350,6 +350,37 @@ def _on_timer(ev: _Eval, now_ms: int) -> None:
         else:
             ev.on_send(item)
     ev.timers = {t for t in ev.timers if t > now_ms} | {h.release_ms for h in ev.held_state if h.release_ms > now_ms}
+
+
+def next_due(ruleset: RuleSet, state: PersonState | None) -> int | None:
+    """The earliest event time at which ``evaluate(ruleset, state, None, ..., t)`` has work, or None.
+
+    The times ``evaluate`` asks for are where work may be; this is where work IS, from the state itself:
+    a pattern's first buffered event or open deadline (plus its lateness), a journey's first buffered
+    input or its wait, a held action's release, the oldest send leaving the longest cap window. A caller
+    that keeps one timer per person at this time (``operators.person``) fires exactly the timers that
+    do something, in the same order, and never accumulates times whose work is gone (a purchase that
+    cancelled an idle window, a journey that was never entered)."""
+    if state is None:
+        return None
+    times: list[int] = []
+    for pid, ps in state.patterns:
+        p = ruleset.patterns.get(pid)
+        t = ps.next_due(p) if p is not None else None
+        if t is not None:
+            times.append(t)
+    for jid, js in state.journeys:
+        if js.buffer:
+            times.append(js.buffer[0].ts_ms)
+        if js.active and js.wait_until is not None:
+            times.append(js.wait_until)
+        j = ruleset.journeys.get(jid)
+        if js.active and j is not None and js.version != j.version:
+            times.append(js.frontier or 0)  # a new version moves its persons at the next timer
+    times.extend(h.release_ms for h in state.held)
+    if state.sends:
+        times.append(min(s.ts_ms for s in state.sends) + ruleset.max_window_ms)
+    return min(times) if times else None
 
 
 # --------------------------------------------------------------------------------------- state codec
