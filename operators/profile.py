@@ -172,12 +172,14 @@ class Profile:
 
     def _advance(self, rows: RowStore, last: int) -> None:
         """``last_seen`` moves forward to ``last``: drop aggregates no window can reach, fold old rows."""
-        prev_day = self.last // DAY_MS
+        prev = self.last
+        prev_day = prev // DAY_MS
         self.last = last
         m, h, d = last // MINUTE_MS, last // HOUR_MS, last // DAY_MS
-        if self.mins and min(self.mins) <= m - _MIN_KEEP:
+        # pruning can only be due when the minute (hour) moved: most events stay in their minute
+        if m != prev // MINUTE_MS and self.mins and min(self.mins) <= m - _MIN_KEEP:
             self.mins = {k: v for k, v in self.mins.items() if k > m - _MIN_KEEP}
-        if self.hours and min(self.hours) <= h - _HOUR_KEEP:
+        if h != prev // HOUR_MS and self.hours and min(self.hours) <= h - _HOUR_KEEP:
             self.hours = {k: v for k, v in self.hours.items() if k > h - _HOUR_KEEP}
         if d != prev_day:
             if self.days and min(self.days) <= d - _DAY_KEEP:
