@@ -16,7 +16,7 @@ another, e.g. ``profile.fields`` inside ``rules``, is counted once, under its ow
   bucket's old value as UPDATE_BEFORE and its new one as UPDATE_AFTER; a merge or split moves the anchor's
   buckets: DELETE / UPDATE rows on the old person, rows on the new one — ``bench.tuned_full.PersonMinutes``,
   not timed: the JVM's work), with ``--rules`` also an event row per event of the rule set's types
-  (``pipelines.rules_job.load_ruleset()``). A bundle is a person's rows among the next B events (default
+  (``pipelines.actions.load_ruleset()``). A bundle is a person's rows among the next B events (default
   2,000). Sub-stages: ``profile.apply``, ``profile.fields``, ``tags`` (``tag_step_memo``), ``rules``
   (``evaluate``); ``own`` is the rest of ``on_rows`` (row parsing, ``_cents``, the engine's event objects);
 * ``state.encode`` once per bundle and timer (``state.person.encode_person``), ``state.decode`` when a person

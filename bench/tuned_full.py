@@ -3,7 +3,7 @@
 What a competent team reusing zhongtai's pure library would write instead of running the job: batched
 consume (``bench.consumers._Reader``, 10,000 records a batch), the orjson fast decode
 (``bench/fastdecode.py``), dedup in a set, the live counters (``bench.consumers.MinuteCounters``), the
-identity graph (``operators.identity.graph.InMemoryGraph``: ``step`` over dicts, components by cid and an
+identity graph (``operators.identity.in_memory.InMemoryGraph``: ``step`` over dicts, components by cid and an
 identifier → cid index, as ``pipelines/identity.py`` keeps them in state), the person-minute buckets and
 their moves on merges and splits (what the job's SQL does on the JVM), the person operator's pure step
 (``operators.person.on_rows`` / ``on_timer``: profile, tags and, with ``rules=True``, the strategy engine and
@@ -33,7 +33,7 @@ import orjson
 
 from config.settings import Settings
 from operators.identity import IdentityRules, Observation
-from operators.identity.graph import InMemoryGraph
+from operators.identity.in_memory import InMemoryGraph
 from operators.person import END_OF_INPUT, Output, PersonState, on_rows, on_timer
 from operators.profile import DictRows, Profile
 from operators.tags import TagSet
@@ -226,7 +226,7 @@ class FullWork:
         self.minutes = PersonMinutes(coalesce=coalesce)
         self.tagset = tagset if tagset is not None else TagSet.load()
         if rules:
-            from pipelines.rules_job import load_ruleset
+            from pipelines.actions import load_ruleset
 
             self.ruleset: Any = load_ruleset()
             self.routed: frozenset[str] = self.ruleset.event_types

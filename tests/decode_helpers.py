@@ -24,12 +24,14 @@ def jvm_table_env(settings: Settings | None = None, *, parallelism: int = 1) -> 
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from connectors.jvm import zhongtai_jar
+    from pipelines.events import register_functions
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     conf = t_env.get_config()
     conf.set("pipeline.jars", zhongtai_jar(settings).as_uri())
     conf.set("table.local-time-zone", "UTC")
     conf.set("parallelism.default", str(parallelism))
+    register_functions(t_env)  # the job's generic JVM functions (ZT_TRUNCATE_BYTES, ...), as build_job does
     return t_env
 
 
