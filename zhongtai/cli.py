@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -138,6 +139,16 @@ def _run_until_stopped(s: Settings, opts: object, directory: str) -> str | None:
     return job.stop(directory)
 
 
+_RESTORE_HINT = ("The savepoint's state does not map onto this job: docs/upgrade.md lists what may change across "
+                 "a savepoint; for anything else replay (--fresh, a new group, zhongtai apply --from-start).")
+
+
+def _restore_refused(e: BaseException) -> str | None:
+    """Flink's reason when a savepoint's state does not map onto the job (``Cannot map ... state``), else None."""
+    m = re.search(r"Failed to rollback to checkpoint/savepoint [^\n]*", str(e))
+    return m.group(0) if m else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job, savepoint_dir
 
@@ -178,6 +189,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as e:
         print(f"zhongtai run: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if (why := _restore_refused(e)) is None:
+            raise
+        print(f"zhongtai run: {why}\n{_RESTORE_HINT}", file=sys.stderr)
+        return 2
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
     _print_counts(s, opts.redis_prefix)
     return 0
@@ -191,6 +207,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
                     rules_file=args.rules_file, recover_from=args.from_savepoint,
                     **({"job_name": args.job_name} if args.job_name else {}))
     print(job_id)
+    if args.from_savepoint and not args.wait:
+        # the JobManager maps the savepoint's state onto the new graph when the job starts: say it if it cannot
+        from zhongtai.submit import job_exceptions, wait_state
+
+        state = wait_state(s, job_id, {"RUNNING"}, timeout=300)
+        if state != "RUNNING":
+            print(f"zhongtai submit: job {job_id} is {state} instead of restoring {args.from_savepoint}:\n"
+                  f"{job_exceptions(s, job_id)}\n{_RESTORE_HINT}", file=sys.stderr)
+            return 2
     if s.job.store_mode == "log":
         group = f" --group {args.group}" if args.group else ""
         print(f"the job writes Redis/HBase through its store log: keep `zhongtai apply{group}` running next to it",

@@ -172,7 +172,14 @@ def stop_with_savepoint(settings: Settings, job_id: str, directory: str, *, drai
                 cause = (op.get("failure-cause") or {}).get("stacktrace", str(op))
                 raise SubmitError(f"stop-with-savepoint of job {job_id} into {directory} failed "
                                   f"(the job keeps running):\n{cause[:3000]}")
-            state = wait_state(settings, job_id, TERMINAL_STATES, max(5.0, deadline - time.monotonic()))
+            # Flink completes the stop once the job has terminated; an embedded mini-cluster serving this REST
+            # API may be gone with its job by now (nothing left to ask)
+            try:
+                state = job_state(settings, job_id)
+            except (OSError, urllib.error.URLError):
+                return str(op["location"])
+            if state not in TERMINAL_STATES:
+                state = wait_state(settings, job_id, TERMINAL_STATES, max(5.0, deadline - time.monotonic()))
             if state != "FINISHED":
                 raise SubmitError(f"job {job_id} ended {state} after its savepoint {op['location']}:\n"
                                   f"{job_exceptions(settings, job_id)}")
