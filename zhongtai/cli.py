@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -116,12 +117,50 @@ def _print_counts(s: Settings, prefix: str | None) -> None:
               f"{st.get('duplicates', 0):,} duplicates), {st.get('dlq', 0):,} to the DLQ ({reasons or 'none'})")
 
 
+def _run_until_stopped(s: Settings, opts: object, directory: str) -> str | None:
+    """``zhongtai run --savepoint-dir``: run until SIGTERM / Ctrl-C, then stop the job with a savepoint
+    through its JobClient and return the savepoint's path (None when the job ended by itself)."""
+    import signal
+    import threading
+
+    from zhongtai.runner import RunOptions, start_events_job
+
+    assert isinstance(opts, RunOptions)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    job = start_events_job(s, opts)
+    print(f"job {opts.job_name} running; SIGTERM or Ctrl-C stops it with a savepoint in {directory}", file=sys.stderr)
+    while not stop.wait(1.0):
+        if job.ended():
+            job.wait()  # raises the job's failure
+            return None
+    print(f"stopping {opts.job_name} with a savepoint ...", file=sys.stderr, flush=True)
+    return job.stop(directory)
+
+
+_RESTORE_HINT = ("The savepoint's state does not map onto this job: docs/upgrade.md lists what may change across "
+                 "a savepoint; for anything else replay (--fresh, a new group, zhongtai apply --from-start).")
+
+
+def _restore_refused(e: BaseException) -> str | None:
+    """Flink's reason when a savepoint's state does not map onto the job (``Cannot map ... state``), else None."""
+    m = re.search(r"Failed to rollback to checkpoint/savepoint [^\n]*", str(e))
+    return m.group(0) if m else None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
+    from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job, savepoint_dir
 
     s = _settings(args)
     opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase,
-                      rules=args.rules, rules_file=args.rules_file)
+                      rules=args.rules, rules_file=args.rules_file, recover_from=args.from_savepoint,
+                      **({"job_name": args.job_name} if args.job_name else {}))
+    if args.drain and (args.from_savepoint or args.savepoint_dir is not None):
+        print("zhongtai run: --drain reads to the current end and stops by itself; a savepoint is for a job that "
+              "goes on (its Kafka splits keep the end of the run that wrote it). Run without --drain.",
+              file=sys.stderr)
+        return 2
     ck = latest_checkpoint(s.checkpoint_url(), opts.job_name) if args.drain and opts.resume else None
     if ck:
         # Kafka splits restored from a checkpoint keep the stopping offsets of the run that wrote it
@@ -139,10 +178,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             total = _drain_total(s, check_drain_topics(s, opts))
             with _RunProgress(s, opts.redis_prefix, total, enabled=not args.quiet):
                 run_events_job(s, opts, wait=True)
+        elif args.savepoint_dir is not None:
+            path = _run_until_stopped(s, opts, args.savepoint_dir or savepoint_dir(s))
+            if path:
+                print(f"savepoint: {path}", flush=True)
+                print(f"continue with: zhongtai run --from-savepoint {path}"
+                      + (f" --job-name {opts.job_name}" if args.job_name else ""), file=sys.stderr)
         else:
             run_events_job(s, opts, wait=True)
     except RunError as e:
         print(f"zhongtai run: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if (why := _restore_refused(e)) is None:
+            raise
+        print(f"zhongtai run: {why}\n{_RESTORE_HINT}", file=sys.stderr)
         return 2
     print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
     _print_counts(s, opts.redis_prefix)
@@ -154,12 +204,42 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait, rules=args.rules,
-                    rules_file=args.rules_file)
+                    rules_file=args.rules_file, recover_from=args.from_savepoint,
+                    **({"job_name": args.job_name} if args.job_name else {}))
     print(job_id)
+    if args.from_savepoint and not args.wait:
+        # the JobManager maps the savepoint's state onto the new graph when the job starts: say it if it cannot
+        from zhongtai.submit import job_exceptions, wait_state
+
+        state = wait_state(s, job_id, {"RUNNING"}, timeout=300)
+        if state != "RUNNING":
+            print(f"zhongtai submit: job {job_id} is {state} instead of restoring {args.from_savepoint}:\n"
+                  f"{job_exceptions(s, job_id)}\n{_RESTORE_HINT}", file=sys.stderr)
+            return 2
     if s.job.store_mode == "log":
         group = f" --group {args.group}" if args.group else ""
         print(f"the job writes Redis/HBase through its store log: keep `zhongtai apply{group}` running next to it",
               file=sys.stderr)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the cluster's job with a savepoint (REST); print the savepoint's path on stdout."""
+    from zhongtai.runner import savepoint_dir
+    from zhongtai.submit import SubmitError, find_job, stop_with_savepoint
+
+    s = _settings(args)
+    directory = args.savepoint or savepoint_dir(s)
+    try:
+        job_id = find_job(s, args.job)
+        print(f"stopping job {job_id} with a savepoint in {directory} ...", file=sys.stderr, flush=True)
+        path = stop_with_savepoint(s, job_id, directory, drain=args.drain, timeout=args.timeout)
+    except (SubmitError, OSError) as e:
+        print(f"zhongtai stop: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    print(f"continue with: zhongtai submit --from-savepoint {path} (same --group, --job-name and options)",
+          file=sys.stderr)
     return 0
 
 
@@ -265,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--rules", action="store_true",
                     help="also run the strategy engine (actions to zt.actions.<channel>; ~2k events/s)")
     ru.add_argument("--rules-file", default=None, help="rule definitions (default config/rules.yaml)")
+    ru.add_argument("--job-name", default=None, help="Flink job name (names its checkpoints and transactional ids)")
+    ru.add_argument("--from-savepoint", default=None, metavar="PATH",
+                    help="restore from this savepoint (an upgrade: docs/upgrade.md) instead of the newest checkpoint")
+    ru.add_argument("--savepoint-dir", nargs="?", const="", default=None, metavar="DIR",
+                    help="run until SIGTERM / Ctrl-C, then stop with a savepoint in DIR (default "
+                         "<checkpoint dir>/savepoints) and print its path")
     ru.set_defaults(func=cmd_run)
 
     su = sub.add_parser("submit", help="submit the event job to a Flink cluster (flink.rest_url)")
@@ -274,7 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("-p", "--parallelism", type=int, default=None)
     su.add_argument("--rules", action="store_true", help="with the strategy engine (rules, patterns, journeys)")
     su.add_argument("--rules-file", default=None, help="rule definitions (default config/rules.yaml)")
+    su.add_argument("--job-name", default=None, help="Flink job name (zhongtai stop --job finds it by this name)")
+    su.add_argument("--from-savepoint", default=None, metavar="PATH",
+                    help="restore from this savepoint (zhongtai stop printed it; docs/upgrade.md)")
     su.set_defaults(func=cmd_submit)
+
+    so = sub.add_parser("stop", help="stop the cluster's job with a savepoint (for an upgrade) and print its path")
+    so.add_argument("--job", default=None, metavar="NAME|ID",
+                    help="the job's name or id (default: the one running job)")
+    so.add_argument("--savepoint", default=None, metavar="DIR",
+                    help="directory of the savepoint (default <checkpoint dir>/savepoints; the cluster writes it)")
+    so.add_argument("--drain", action="store_true",
+                    help="advance event time to the end first (every timer fires): only for a job you will not resume")
+    so.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    so.set_defaults(func=cmd_stop)
 
     ap = sub.add_parser("apply", help="write the job's committed store log to Redis/HBase (job.store_mode: log)")
     ap.add_argument("--group", default=None, help="the job's Kafka consumer group (default from config)")

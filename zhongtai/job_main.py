@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--identity-topic", "identity changes"), ("--tag-topic", "tag changes")):
         p.add_argument(flag, default=None, help=f"topic of the {what} (default: the configured one)")
     p.add_argument("--fresh", action="store_true", help="do not restore from the newest retained checkpoint")
-    p.add_argument("--recover-from", default=None, help="checkpoint/savepoint URL to restore from")
+    p.add_argument("--recover-from", default=None,
+                   help="savepoint (or retained checkpoint) path/URL to restore from (zhongtai submit --from-savepoint)")
     p.add_argument(
         "--jars",
         default=None,
@@ -108,6 +109,7 @@ def run_options(args: argparse.Namespace):
         "delivery_topic": args.delivery_topic,
         "identity_topic": args.identity_topic,
         "tag_topic": args.tag_topic,
+        "recover_from": args.recover_from,
     }
     if args.job_name:
         kw["job_name"] = args.job_name
@@ -163,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in flink_options(settings, opts, [], cluster=True).items():
         if k != "pipeline.jars":  # merged below with what `flink run` put there (flink-python)
             conf.set_string(k, v)
-    recover = args.recover_from or (
+    recover = opts.recover_from or (
         latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None
     )
     if recover:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StatementSet, StreamTableEnvironment
 
-    from zhongtai.applier import StoreApplier
+    from zhongtai.applier import ApplierThread, StoreApplier
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,15 @@ class RunOptions:
     #: test-only negative control: every action also written AT_LEAST_ONCE, non-transactionally, to
     #: <prefix><channel> (JobTables.actions_control; replays after a failure duplicate there)
     actions_control_prefix: str | None = None
+    #: restore from this savepoint (or retained checkpoint) URL/path instead of the newest retained checkpoint
+    #: (``zhongtai run|submit --from-savepoint``; docs/upgrade.md)
+    recover_from: str | None = None
+
+
+def savepoint_dir(settings: Settings) -> str:
+    """Where ``zhongtai stop`` and ``zhongtai run --savepoint-dir`` put savepoints unless told otherwise:
+    ``<checkpoint dir>/savepoints`` (a URL the cluster can write to, like the checkpoints)."""
+    return settings.checkpoint_url().rstrip("/") + "/savepoints"
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
@@ -171,11 +180,10 @@ def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[S
     options = {**flink_prometheus_options(settings), **flink_options(settings, opts, jars)}
     for k, v in options.items():
         conf.set_string(k, v)
-    if opts.resume:
-        ck = latest_checkpoint(settings.checkpoint_url(), opts.job_name)
-        if ck:
-            logger.info("restoring %s from %s", opts.job_name, ck)
-            conf.set_string("execution.state-recovery.path", ck)
+    ck = opts.recover_from or (latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None)
+    if ck:
+        logger.info("restoring %s from %s", opts.job_name, ck)
+        conf.set_string("execution.state-recovery.path", ck)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
     return env, StreamTableEnvironment.create(env, environment_settings=env_settings)
@@ -297,7 +305,27 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
                    redis_prefix=opts.redis_prefix,
                    naive_prefix=(opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")
                    if opts.naive_control else None)
+    reset_sql_node_ids(t_env)
     return build_job(t_env, settings, tables, plan)
+
+
+def reset_sql_node_ids(t_env: StreamTableEnvironment) -> None:
+    """Number the planner's nodes from 1 again, so that the SQL operators' uids (``<node id>_<transformation>``,
+    ``pipelines.events.sql_uid_options``) depend only on the job being built, not on what this JVM planned
+    before: without it a second build in the same process (a test, a restart in-process) got other uids and
+    could not restore its own savepoint. The counter is a static of the planner (``ExecNodeContext``), reached
+    through the planner's class loader; a Flink without it only logs (restore in a fresh process then)."""
+    try:
+        loader = t_env._j_tenv.getPlanner().getClass().getClassLoader()
+        cls = loader.loadClass("org.apache.flink.table.planner.plan.nodes.exec.ExecNodeContext")
+        from pyflink.java_gateway import get_gateway
+
+        gw = get_gateway()
+        cls.getMethod("resetIdCounter", gw.new_array(gw.jvm.java.lang.Class, 0)).invoke(
+            None, gw.new_array(gw.jvm.java.lang.Object, 0))
+    except Exception as e:  # noqa: BLE001 - py4j raises its own types; the job still runs
+        logger.warning("could not reset the planner's node ids (%s): SQL operator uids depend on what this JVM "
+                       "planned before; restore savepoints in a fresh process", e)
 
 
 def ensure_control_topics(settings: Settings, control: str, results: str) -> None:
@@ -362,6 +390,82 @@ def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -
     stats = applier.finish()
     logger.info("%s finished in %.1f s (store log: %d rows applied)", opts.job_name, time.monotonic() - t0, stats.rows)
     return client
+
+
+def stop_with_savepoint(client: JobClient, directory: str, *, drain: bool = False, timeout_s: float = 600.0) -> str:
+    """Stop the job of ``client`` with a savepoint in ``directory`` and return the savepoint's path.
+
+    ``drain`` advances the event time to its end first (every event-time timer fires: pending attribution
+    decisions, patterns, held actions), for a job that will not be resumed; an upgrade keeps it off, so the
+    restored job carries the timers on. The sinks commit with the savepoint (its data is in Kafka before this
+    returns). PyFlink's ``JobClient.stop_with_savepoint`` calls a Java method Flink 2 no longer has, so the
+    Java client is called directly (canonical format: portable between state backends)."""
+    from pyflink.java_gateway import get_gateway
+
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    future = client._j_job_client.stopWithSavepoint(drain, directory, fmt)
+    unit = get_gateway().jvm.java.util.concurrent.TimeUnit.MILLISECONDS
+    return str(future.get(int(timeout_s * 1000), unit))
+
+
+@dataclass
+class RunningJob:
+    """An event job started on the mini-cluster by :func:`start_events_job`, with its store applier."""
+
+    client: JobClient
+    applier: ApplierThread | None
+    job_name: str
+
+    def ended(self) -> bool:
+        return _ended(self.client)
+
+    def stop(self, directory: str | None, *, drain: bool = False, timeout_s: float = 600.0) -> str | None:
+        """Stop with a savepoint in ``directory`` (``None``: cancel, no savepoint), wait until the job has
+        ended and the applier has written everything the job committed; return the savepoint path."""
+        path = None
+        try:
+            if directory is not None:
+                path = stop_with_savepoint(self.client, directory, drain=drain, timeout_s=timeout_s)
+                logger.info("%s stopped with savepoint %s", self.job_name, path)
+            else:
+                self.client.cancel().result()
+        except BaseException:
+            if self.applier is not None:
+                self.applier.stop()
+            raise
+        self.finish()
+        return path
+
+    def wait(self) -> None:
+        """Until the job ends (a bounded run, a failure, a stop from elsewhere); then :meth:`finish`."""
+        try:
+            self.client.get_job_execution_result().result()
+        except BaseException:
+            if self.applier is not None:
+                self.applier.stop()
+            raise
+        self.finish()
+
+    def finish(self) -> None:
+        """The job has ended: the applier writes the rest of the committed store log and stops."""
+        if self.applier is not None:
+            applier, self.applier = self.applier, None
+            stats = applier.finish()
+            logger.info("%s: store log applied (%d rows)", self.job_name, stats.rows)
+
+
+def start_events_job(settings: Settings, opts: RunOptions) -> RunningJob:
+    """Start the event job on the mini-cluster (in this process's JVM) and return at once, with the store
+    applier on a thread of this process (``job.store_mode: log``). End it with :meth:`RunningJob.stop`
+    (savepoint) or wait for it with :meth:`RunningJob.wait` (``zhongtai run``)."""
+    from zhongtai.applier import ApplierThread
+
+    if opts.bounded:
+        check_drain_topics(settings, opts)
+    env, t_env = make_envs(settings, opts, connector_jars(settings))
+    client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
+    applier = ApplierThread(store_applier(settings, opts)) if settings.job.store_mode == "log" else None
+    return RunningJob(client, applier, opts.job_name)
 
 
 def _ended(client: JobClient) -> bool:

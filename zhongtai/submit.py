@@ -59,9 +59,11 @@ class SubmitError(RuntimeError):
 
 
 # ---- REST -------------------------------------------------------------------------------------
-def rest(settings: Settings, path: str, method: str = "GET", timeout: float = 10.0) -> Any:
+def rest(settings: Settings, path: str, method: str = "GET", timeout: float = 10.0, body: Any = None) -> Any:
     url = settings.flink.rest_url.rstrip("/") + path
-    req = urllib.request.Request(url, method=method)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, method=method, data=data,
+                                 headers={"Content-Type": "application/json"} if data is not None else {})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = r.read()
     return json.loads(body) if body else None
@@ -133,6 +135,59 @@ def cancel(settings: Settings, job_id: str, timeout: float = 60.0) -> str:
         if e.code not in (404, 409):
             raise
     return wait_state(settings, job_id, TERMINAL_STATES, timeout)
+
+
+def running_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """The cluster's jobs that have not ended: ``{"jid", "name", "state", ...}`` (REST ``/jobs/overview``)."""
+    return [j for j in rest(settings, "/jobs/overview")["jobs"] if j["state"] not in TERMINAL_STATES]
+
+
+def find_job(settings: Settings, job: str | None) -> str:
+    """The id of the one running job named ``job`` (or with that id; ``None``: the one running job).
+    Raises :class:`SubmitError` naming the running jobs when there is none or more than one."""
+    jobs = running_jobs(settings)
+    hits = jobs if job is None else [j for j in jobs if job in (j["jid"], j["name"])]
+    if len(hits) == 1:
+        return str(hits[0]["jid"])
+    shown = ", ".join(f"{j['name']} ({j['jid']}, {j['state']})" for j in jobs) or "none"
+    what = "a running job" if job is None else f"a running job named or with the id {job!r}"
+    why = "several match: name one with --job ID" if hits else "there is none"
+    raise SubmitError(f"looked for {what} on {settings.flink.rest_url}: {why}. Running jobs: {shown}")
+
+
+def stop_with_savepoint(settings: Settings, job_id: str, directory: str, *, drain: bool = False,
+                        timeout: float = 600.0, poll_s: float = 0.5) -> str:
+    """Stop the job with a savepoint in ``directory`` (REST ``POST /jobs/<id>/stop``, then poll the trigger)
+    and return the savepoint's path once the job has FINISHED. ``drain`` advances the event time to its end
+    first (every event-time timer fires): for a job that will not be resumed. The savepoint is in the
+    canonical format (portable between state backends); the sinks commit with it."""
+    trigger = rest(settings, f"/jobs/{job_id}/stop", method="POST",
+                   body={"targetDirectory": directory, "drain": drain, "formatType": "CANONICAL"})["request-id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        got = rest(settings, f"/jobs/{job_id}/savepoints/{trigger}")
+        if got["status"]["id"] == "COMPLETED":
+            op = got.get("operation") or {}
+            if "location" not in op:
+                cause = (op.get("failure-cause") or {}).get("stacktrace", str(op))
+                raise SubmitError(f"stop-with-savepoint of job {job_id} into {directory} failed "
+                                  f"(the job keeps running):\n{cause[:3000]}")
+            # Flink completes the stop once the job has terminated; an embedded mini-cluster serving this REST
+            # API may be gone with its job by now (nothing left to ask)
+            try:
+                state = job_state(settings, job_id)
+            except (OSError, urllib.error.URLError):
+                return str(op["location"])
+            if state not in TERMINAL_STATES:
+                state = wait_state(settings, job_id, TERMINAL_STATES, max(5.0, deadline - time.monotonic()))
+            if state != "FINISHED":
+                raise SubmitError(f"job {job_id} ended {state} after its savepoint {op['location']}:\n"
+                                  f"{job_exceptions(settings, job_id)}")
+            return str(op["location"])
+        if time.monotonic() > deadline:
+            raise SubmitError(f"stop-with-savepoint of job {job_id} not done after {timeout:.0f} s "
+                              f"(trigger {trigger}); see the job's checkpoints in the Flink UI")
+        time.sleep(poll_s)
 
 
 # ---- flink run --------------------------------------------------------------------------------
@@ -210,6 +265,7 @@ def _job_args(opts: Any, settings_file: Path, jars: list[str]) -> list[str]:
         ("--delivery-topic", getattr(opts, "delivery_topic", None)),
         ("--identity-topic", getattr(opts, "identity_topic", None)),
         ("--tag-topic", getattr(opts, "tag_topic", None)),
+        ("--recover-from", getattr(opts, "recover_from", None)),
     ):
         if value:
             args += [flag, value]
