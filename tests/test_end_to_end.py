@@ -41,7 +41,7 @@ from connectors.channels.http import verify_signature
 from connectors.hbase_store import HBaseStore
 from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore
-from operators.identity.graph import person_id
+from operators.identity.model import person_id
 from tests.helpers import fresh_names, read_topics
 from tests.test_job_attribution import oracle
 from tests.test_rules_kill import expected_action_ids

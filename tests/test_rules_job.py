@@ -273,8 +273,8 @@ def test_rules_job_end_to_end(tmp_path: Path) -> None:
     # negative control: the same candidates, budget kept per person (what the person-keyed operator could do)
     per_person = 0
     for x in claims + denied:
-        a = Action.from_json({k: v for k, v in x.items() if k not in ("reason", "detail")})
-        _, granted, _ = budget_step(BudgetState(a.campaign), [a])
+        act = Action.from_json({k: v for k, v in x.items() if k not in ("reason", "detail")})
+        _, granted, _ = budget_step(BudgetState(act.campaign), [act])
         per_person += len(granted)
     assert per_person == 20  # > 3 + 2: the per-person budget overshoots
 
