@@ -40,3 +40,29 @@ def test_the_growthbook_cases_are_vendored_with_their_licence_note():
     assert (data / "cases.json").stat().st_size > 100_000
     note = (data / "README.md").read_text()
     assert "MIT" in note and "8f1db4456915a8e7b7faf23d5632ca7219d2f469" in note
+
+
+#: A line git writes into a file when a merge conflicts (a whole line of 7 markers; ``=======`` alone too).
+_CONFLICT = re.compile(r"^(<{7}( .*)?|={7}|>{7}( .*)?)$", re.M)
+
+
+def _tracked_text_files() -> list[Path]:
+    import subprocess
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    files = [ROOT / n for n in names.decode().split("\0") if n]
+    return [f for f in files if f.is_file() and f.suffix not in (".json", ".png", ".jar", ".gz", ".parquet")]
+
+
+def test_no_tracked_file_holds_merge_conflict_markers():
+    # a merge once committed .gitignore and bench/README.md with their conflict blocks in them
+    offenders = [f"{p.relative_to(ROOT)}:{text[:m.start()].count(chr(10)) + 1}"
+                 for p in _tracked_text_files()
+                 for text in [p.read_text(errors="replace")]
+                 for m in [_CONFLICT.search(text)] if m]
+    assert offenders == []
+
+
+def test_the_conflict_guard_finds_a_conflict_block():
+    # negative control: the block git writes, and a markdown underline of another length passes
+    block = "a\n<<<<<<< HEAD\nx\n=======\ny\n>>>>>>> h-probe\n"
+    assert _CONFLICT.search(block) and not _CONFLICT.search("Title\n=====\n")
