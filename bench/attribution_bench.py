@@ -49,7 +49,7 @@ def _cpu_s() -> float:
 def run(purchases: int = 100_000, receipts: int = 50_000, persons: int = 5_000, parallelism: int = 1) -> dict[str, Any]:
     from config import load_settings
     from pipelines.attribution import attach_attribution
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = load_settings(overrides={
         "flink": {"parallelism": parallelism, "options": {"restart-strategy.type": "none"}},

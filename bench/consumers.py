@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from config.settings import Settings
 from connectors.redis_store import minute_label
-from zhongtai.generator.oracle import MINUTE, ZERO, _Pseudonyms, decode
+from zhongtai.devtools.generator.oracle import MINUTE, ZERO, _Pseudonyms, decode
 
 from .fastdecode import fast_decode
 

@@ -16,7 +16,7 @@ import orjson
 
 
 def _run_job(settings: Any, **kw: Any) -> dict[str, Any]:
-    from zhongtai.runner import RunOptions, run_events_job
+    from zhongtai.jobs.runner import RunOptions, run_events_job
 
     kw.setdefault("bounded", True)
     run_events_job(settings, RunOptions(resume=False, **kw))

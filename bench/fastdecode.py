@@ -1,5 +1,5 @@
 """docs/semantics.md decode for the hand-written consumers: an orjson fast path for the common shape,
-the oracle's own :func:`zhongtai.generator.oracle.decode` for everything else.
+the oracle's own :func:`zhongtai.devtools.generator.oracle.decode` for everything else.
 
 The fast path only returns a result when every field has the plain type (strings, integer ``ts`` or
 ISO string, integer/decimal-string/short-float price, ...) for which its answer is, by construction,
@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from config.settings import JobSettings
-from zhongtai.generator.oracle import (
+from zhongtai.devtools.generator.oracle import (
     _EVENT_TYPE,
     AMOUNT_LIMIT,
     CENT,

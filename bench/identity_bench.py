@@ -20,10 +20,10 @@ from typing import Any
 from config.settings import IdentitySettings, PiiSettings
 from operators.identity import IdentityRules, pairwise_quality
 from operators.identity.in_memory import InMemoryGraph
-from zhongtai.generator import GeneratorConfig, generate
-from zhongtai.generator.identity import identity_truth, linkable_truth
-from zhongtai.generator.model import IDENTITY_NOISE
-from zhongtai.generator.oracle import observations
+from zhongtai.devtools.generator import GeneratorConfig, generate
+from zhongtai.devtools.generator.identity import identity_truth, linkable_truth
+from zhongtai.devtools.generator.model import IDENTITY_NOISE
+from zhongtai.devtools.generator.oracle import observations
 
 
 def run(n_events: int, seed: int = 42, persons: int | None = None) -> dict[str, Any]:

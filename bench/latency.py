@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from config.settings import Settings, settings_to_json
-from zhongtai.stack._proc import inherited_env
+from zhongtai.devtools.stack._proc import inherited_env
 
 
 def _pct(xs: list[float], q: float) -> float:

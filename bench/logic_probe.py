@@ -2,7 +2,7 @@
 
 ``python -m bench.logic_probe --events N [--rules] [--bundle B] [--out FILE] [--cprofile FILE]``
 
-No Flink, no Kafka, no Redis: the generated stream (``zhongtai.generator``, default ``GeneratorConfig`` with
+No Flink, no Kafka, no Redis: the generated stream (``zhongtai.devtools.generator``, default ``GeneratorConfig`` with
 ``events=N``, the bench's 2,000 persons over 6 hours of event time) goes through what the job runs in
 Python, each call timed with ``time.perf_counter_ns`` and summed per stage (self time: a stage nested in
 another, e.g. ``profile.fields`` inside ``rules``, is counted once, under its own name):
@@ -161,8 +161,8 @@ def probe(settings: Any, events: int, *, rules: bool = False, bundle: int = 2_00
     import bench.tuned_full as tf
     import operators.person as person
     import operators.rules.guards as guards
-    from zhongtai.generator import GeneratorConfig, generate
-    from zhongtai.generator.oracle import _Pseudonyms, decode
+    from zhongtai.devtools.generator import GeneratorConfig, generate
+    from zhongtai.devtools.generator.oracle import _Pseudonyms, decode
 
     job = settings.job
     sw = Stopwatch(CLOCKS[clock])

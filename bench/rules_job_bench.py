@@ -61,7 +61,7 @@ def run(n_events: int = 100_000, persons: int = 5_000, parallelism: int = 1) -> 
     from config import load_settings
     from connectors.jvm import zhongtai_jar
     from pipelines.person import attach_person
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = load_settings(overrides={"flink": {"parallelism": parallelism,
                                                   "options": {"restart-strategy.type": "none"}},

@@ -25,7 +25,7 @@ import orjson
 
 from config.settings import Settings, settings_to_json
 from connectors.store_log import store_log_topic
-from zhongtai.stack._proc import inherited_env
+from zhongtai.devtools.stack._proc import inherited_env
 
 from .check import diff_counters, diff_profiles, diff_stats
 from .procs import RssSampler
@@ -243,8 +243,8 @@ def run_bench(
     persons: int = 2_000,
 ) -> dict[str, Any]:
     """Run the bench and return the result document (see :func:`main`)."""
-    from zhongtai.generator import GeneratorConfig
-    from zhongtai.generator.produce import produce
+    from zhongtai.devtools.generator import GeneratorConfig
+    from zhongtai.devtools.generator.produce import produce
 
     names = list(only) if only else list(CONTENDERS)
     unknown = set(names) - set(CONTENDERS) - set(EXTRA)

@@ -57,8 +57,8 @@ def _state_path(settings: Settings) -> Path:
 
 
 def prefill(settings: Settings, events: int, persons: int = 2_000) -> dict[str, Any]:
-    from zhongtai.generator import GeneratorConfig
-    from zhongtai.generator.produce import produce
+    from zhongtai.devtools.generator import GeneratorConfig
+    from zhongtai.devtools.generator.produce import produce
 
     runid = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     cfg = GeneratorConfig(events=events, persons=persons, topic_prefix=f"zt.sqlcore.{runid}.",
@@ -136,7 +136,7 @@ def run_variant(settings: Settings, state: dict[str, Any], name: str, code: str 
     from bench.check import diff_counters
     from bench.run import _create_topic
     from bench.sql_only import read_counters
-    from zhongtai.stack._proc import inherited_env
+    from zhongtai.devtools.stack._proc import inherited_env
 
     variant = VARIANTS[name]
     # Cluster options (parallelism, checkpoints, state backend, buffers) must reach the mini-cluster's

@@ -27,7 +27,7 @@ def run_sql(settings: Settings, topic_pattern: str, group: str, out_topic: str, 
 
     from connectors.kafka_tables import source_ddl
     from pipelines.events import job_options, view_statements
-    from zhongtai.runner import RunOptions, connector_jars, make_table_env
+    from zhongtai.jobs.runner import RunOptions, connector_jars, make_table_env
 
     opts = RunOptions(bounded=True, group=group, topic_pattern=topic_pattern, resume=False, job_name=job_name)
     t_env = make_table_env(settings, opts, connector_jars(settings))

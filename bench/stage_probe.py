@@ -63,7 +63,7 @@ def child(stage: str, out: Path) -> None:
     from connectors.kafka_tables import source_ddl
     from pipelines.decode import decode_config, function_statements
     from pipelines.events import job_options, view_statements
-    from zhongtai.runner import RunOptions, connector_jars, make_table_env
+    from zhongtai.jobs.runner import RunOptions, connector_jars, make_table_env
 
     settings = load_settings()
     state = orjson.loads(_state_path(settings).read_bytes())
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args.stages[0], args.out)
         return 0
     from bench.sql_core import _record_jfr, top_frames
-    from zhongtai.stack._proc import inherited_env
+    from zhongtai.devtools.stack._proc import inherited_env
 
     rows: list[dict[str, Any]] = []
     for stage in args.stages:

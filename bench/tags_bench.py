@@ -133,7 +133,7 @@ def run_one(mode: str, rows: int, persons: int) -> dict[str, Any]:
 
     from config import load_settings
     from pipelines.events import job_options
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = load_settings(overrides={"flink": {"parallelism": 1, "options": {
         "restart-strategy.type": "none", "execution.checkpointing.checkpoints-after-tasks-finish": "false"}}})

@@ -37,7 +37,7 @@ from operators.identity.in_memory import InMemoryGraph
 from operators.person import END_OF_INPUT, Output, PersonState, on_rows, on_timer
 from operators.profile import DictRows, Profile
 from operators.tags import TagSet
-from zhongtai.generator.oracle import MINUTE, ValidEvent
+from zhongtai.devtools.generator.oracle import MINUTE, ValidEvent
 
 __all__ = ["FullWork", "PersonMinutes", "consume", "diff_id_map", "item_id", "run_tuned_full"]
 
@@ -450,7 +450,7 @@ def consume(settings: Settings, batches: Iterable[list[tuple[bytes, int]]], stor
             rules: bool = False) -> dict[str, Any]:
     """The consumer's loop over batches of ``(value, Kafka timestamp)``, writing through ``store`` (a
     ``connectors.redis_store.RedisStore``: its key names and ``client.pipeline()``), one pipeline per batch."""
-    from zhongtai.generator.oracle import _Pseudonyms
+    from zhongtai.devtools.generator.oracle import _Pseudonyms
 
     from .consumers import MinuteCounters
     from .fastdecode import fast_decode

@@ -174,7 +174,7 @@ class JobSettings(_Frozen):
     #: Channels whose deliveries can convert (None: every channel).
     attribution_channels: tuple[str, ...] | None = None
     #: How the store rows reach Redis and HBase (docs/semantics.md, "Failures and restore"):
-    #: ``log`` (default): a transactional Kafka log, applied read_committed by ``zhongtai.applier``:
+    #: ``log`` (default): a transactional Kafka log, applied read_committed by ``zhongtai.services.applier``:
     #: only rows of completed checkpoints are ever written, so values are exact through any failure;
     #: visible one checkpoint interval later. ``direct``: the job writes them itself (sooner, but rows
     #: written after the last checkpoint by a run that then failed may outlive the restore).

@@ -1,5 +1,5 @@
 """Jars fetched from Maven Central into ``<stack home>/lib/<which>`` (cached): the Flink Kafka connector the
-job ships, and (for the local stack, ``zhongtai.stack.jars``) the Kafka and HBase servers.
+job ships, and (for the local stack, ``zhongtai.devtools.stack.jars``) the Kafka and HBase servers.
 
 A folder counts as complete only when its ``.zt-stamp`` file names the exact coordinates it was filled
 for; a changed version in the settings refetches it. One fetch at a time across processes (a file lock).

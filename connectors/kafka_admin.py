@@ -1,7 +1,7 @@
 """Kafka administration the job and the services need: create topics, list the topics a pattern matches.
 
 The one place (with the connectors of the job's tables) where the job, the API and the workers talk to
-the Kafka admin API; the local stack uses the same functions (zhongtai/stack).
+the Kafka admin API; the local stack uses the same functions (zhongtai/devtools/stack).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ STORE_LOG_COLUMNS = (
 
 
 def store_log_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str, transactional_id_prefix: str) -> str:
-    """The job's store rows as a transactional Kafka log (``zhongtai.applier`` writes them to Redis/HBase).
+    """The job's store rows as a transactional Kafka log (``zhongtai.services.applier`` writes them to Redis/HBase).
 
     Key = the row's key ``k``, so every row of one key lands in one partition, in the order the job
     produced it; value = JSON without null fields. Exactly-once: a row becomes visible to the

@@ -6,7 +6,7 @@ committed with the checkpoint that covers it, and a run that fails before that c
 rows in an aborted transaction. :class:`StoreLogReader` reads the log ``read_committed`` — rows of
 completed checkpoints only, in the order the job wrote them per key (key = the row's key, one
 partition per key) — and resumes from the offsets committed under its consumer group.
-``zhongtai.applier`` writes what it reads to Redis and HBase.
+``zhongtai.services.applier`` writes what it reads to Redis and HBase.
 """
 
 from __future__ import annotations

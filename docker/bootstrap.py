@@ -5,7 +5,7 @@
                                                                  # unless the job runs already
 
 ``init`` is what ``zhongtai stack up`` does for the local stack besides starting processes: the HBase
-tables of ``zhongtai.stack.ensure_tables`` (waiting until their regions serve) and the topics the job,
+tables of ``zhongtai.devtools.stack.ensure_tables`` (waiting until their regions serve) and the topics the job,
 the applier and the workers meet at start (``topic_layout``). Both steps are idempotent.
 
 ``submit`` makes ``docker compose up`` safe to repeat: a job of the same name that is not in a terminal
@@ -32,7 +32,7 @@ logger = logging.getLogger("zhongtai.bootstrap")
 def topic_layout(settings: Settings, group: str | None = None) -> dict[str, int]:
     """Topic -> partitions that a fresh cluster needs before the job, applier and workers start.
 
-    The control topic has ONE partition (ordered commands; ``zhongtai.runner.ensure_control_topics``);
+    The control topic has ONE partition (ordered commands; ``zhongtai.jobs.runner.ensure_control_topics``);
     every other topic has ``kafka.partitions``, like the topics the local stack creates. Event topics
     (``kafka.topics.events`` is a pattern) are created by their producers.
     """
@@ -63,8 +63,8 @@ def _retry(step: str, fn, timeout_s: float):
 
 
 def init(settings: Settings, timeout_s: float) -> None:
-    from zhongtai.stack import create_topics, ensure_tables
-    from zhongtai.stack.hbase import wait_tables_serving
+    from zhongtai.devtools.stack import create_topics, ensure_tables
+    from zhongtai.devtools.stack.hbase import wait_tables_serving
 
     created = _retry("HBase tables", lambda: ensure_tables(settings), timeout_s)
     wait_tables_serving(settings, timeout_s)
@@ -78,7 +78,7 @@ def init(settings: Settings, timeout_s: float) -> None:
 
 def running_job(settings: Settings, name: str) -> str | None:
     """Id of a job called ``name`` on ``flink.rest_url`` that has not ended, else None."""
-    from zhongtai.submit import TERMINAL_STATES, rest
+    from zhongtai.jobs.submit import TERMINAL_STATES, rest
 
     for job in rest(settings, "/jobs/overview").get("jobs", []):
         if job.get("name") == name and job.get("state") not in TERMINAL_STATES:
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from config import load_settings
-    from zhongtai.runner import RunOptions
+    from zhongtai.jobs.runner import RunOptions
 
     settings = load_settings(args.config)
     init(settings, args.timeout)

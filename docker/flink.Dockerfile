@@ -38,7 +38,7 @@ RUN apt-get update \
 # <home>/lib/zhongtai-jvm/zhongtai-jvm-<digest>.jar (`python -m connectors.jvm`, as `make install`) and
 # <home>/lib/flink/flink-sql-connector-kafka-<version>.jar + its stamp (stack.flink_kafka_connector).
 RUN python -m connectors.jvm \
- && python -c "from config import load_settings; from zhongtai.stack import ensure_jars; ensure_jars(load_settings(), ('flink',))" \
+ && python -c "from config import load_settings; from zhongtai.devtools.stack import ensure_jars; ensure_jars(load_settings(), ('flink',))" \
  && mkdir -p /opt/zhongtai/jars /opt/flink-plugins \
  && ln -s /opt/zhongtai/lib/zhongtai-jvm/zhongtai-jvm-*.jar /opt/zhongtai/jars/zhongtai-jvm.jar \
  && ln -s /opt/zhongtai/lib/flink/flink-sql-connector-kafka-*.jar /opt/zhongtai/jars/flink-sql-connector-kafka.jar \
@@ -55,7 +55,7 @@ COPY --from=jars /opt/zhongtai/lib /opt/zhongtai/lib
 COPY --from=jars /opt/zhongtai/jars /opt/zhongtai/jars
 COPY --from=jars /opt/flink-plugins /opt/flink-plugins
 # /opt/flink as in the official image. lib/ = the wheel's lib/ + opt/flink-python-*.jar, as
-# zhongtai.stack.flink_cluster.write_lib: thread mode loads pemja parent-first, once per JVM.
+# zhongtai.devtools.stack.flink_cluster.write_lib: thread mode loads pemja parent-first, once per JVM.
 RUN set -eux; \
     WHEEL="$(python -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')"; \
     mkdir -p /opt/flink/lib /opt/flink/conf /opt/flink/log /opt/flink/usrlib /opt/flink/plugins /flink-data; \

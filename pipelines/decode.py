@@ -13,7 +13,7 @@ missing campaign or channel, the amount of purchases only, the exposure keys. Co
 one JSON literal (:func:`decode_config`: limits, identifier types, priority, the blocklist, the HMAC
 pads); the Java holds no business constants. The first statement registers the function (``CREATE
 TEMPORARY SYSTEM FUNCTION IF NOT EXISTS``), so every caller that executes the statements gets it; the jar
-must be on the job's class path (``zhongtai.runner.connector_jars`` ships it; tests set ``pipeline.jars``).
+must be on the job's class path (``zhongtai.jobs.runner.connector_jars`` ships it; tests set ``pipeline.jars``).
 
 The call sits behind a *materialisation barrier* (:func:`_once`): a ``CASE WHEN RAND() >= 0`` wrapper,
 always true, which is non-deterministic and therefore stops the optimiser from inlining (and repeating)

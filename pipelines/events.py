@@ -4,7 +4,7 @@ combinations, totals; person minutes and person events over the identity map; th
 The statements and helpers here are used by the stages of ``pipelines.job`` (the composition root):
 ``view_statements`` (the core), ``person_minutes_statement`` / ``person_events_statements`` (people),
 ``store_rows_statement`` and ``store_insert`` (the store: the transactional store log applied to
-Redis/HBase by ``zhongtai.applier``, or with ``job.store_mode: direct`` the vectorised writer
+Redis/HBase by ``zhongtai.services.applier``, or with ``job.store_mode: direct`` the vectorised writer
 ``pipelines.store_sink``), ``dlq_insert``.
 
 Everything per event runs as Flink SQL on the JVM; Python sees new identifier combinations (the
@@ -89,7 +89,7 @@ def sql_uid_options(settings: Settings) -> dict[str, str]:
     * ``ALWAYS`` (uid ``<planner node id>_<transformation>``): the same changes keep 183 of 183; chaining off
       keeps all 34 stateful ids (4 stateless Table/DataStream conversions change; with experiments on: 58 of 58).
     * The planner numbers its nodes with a counter of the JVM: a second build in the same process kept 104
-      (PLAN_ONLY) and 14 (ALWAYS) of 183 ids. ``zhongtai.runner.reset_sql_node_ids`` restarts the count for every
+      (PLAN_ONLY) and 14 (ALWAYS) of 183 ids. ``zhongtai.jobs.runner.reset_sql_node_ids`` restarts the count for every
       build (then 183 of 183 with either setting).
     * PLAN_ONLY → ALWAYS keeps 4 of the 34 stateful ids: savepoints and checkpoints taken before this setting
       do not restore into it (docs/upgrade.md: replay once, or keep ``PLAN_ONLY`` through ``flink.options``).

@@ -5,7 +5,7 @@ and sinks, the store sink: ``JobTables``) and what to run (``JobPlan``: rules, a
 the negative control), runs every stage of ``STAGES`` in order and returns the statement set. Every stage
 has one signature, ``stage(build: Build) -> None``: it reads views of the catalog (``pipelines.catalog``)
 that earlier stages produced, registers the views the catalog gives it and adds its INSERTs. Topic
-creation and table DDL are not here: they belong to the caller (``zhongtai.runner``), so the graph is the
+creation and table DDL are not here: they belong to the caller (``zhongtai.jobs.runner``), so the graph is the
 same whether the tables are Kafka topics, a test's collections or a bench's blackholes.
 
 The stages, in order (docs/architecture.md has the picture):

@@ -12,7 +12,7 @@ truth. The real store (``pipelines.store_sink``) writes absolute values from Fli
 which a replay merely rewrites.
 
 Wired as an extra INSERT of the event job when ``RunOptions.naive_control`` is set
-(``zhongtai.runner.register_events_job``). Like the real writer it is a pandas UDF (whole Arrow
+(``zhongtai.jobs.runner.register_events_job``). Like the real writer it is a pandas UDF (whole Arrow
 batches, one pipelined Redis round trip per batch), so it costs the job little.
 """
 

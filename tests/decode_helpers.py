@@ -2,7 +2,7 @@
 
 ``sql_decode`` runs the real ``decode_statements`` on the embedded mini-cluster over a collection of
 ``(value, key, record timestamp ms)`` and returns one comparable tuple per record; ``oracle_decode`` gives
-the tuple the Python reference (``zhongtai.generator.oracle.decode_full``) computes. Valid records compare
+the tuple the Python reference (``zhongtai.devtools.generator.oracle.decode_full``) computes. Valid records compare
 every column of ``zt_decoded``; rejected ones their reason.
 """
 
@@ -89,7 +89,7 @@ def _bytes(v: Any) -> bytes | None:
 
 def oracle_decode(value: bytes | None, key: bytes | None, record_ts: int, settings: Settings, pseudo: Any) -> tuple:
     """The oracle's answer for one record, in :func:`sql_decode`'s shape."""
-    from zhongtai.generator.oracle import decode_full
+    from zhongtai.devtools.generator.oracle import decode_full
 
     d = decode_full(value, record_ts, settings.job, pseudo)
     if isinstance(d, str):

@@ -1,4 +1,4 @@
-"""The REST API (zhongtai/api/app.py) against the real Redis and Kafka (docs/api.md).
+"""The REST API (zhongtai/services/api/app.py) against the real Redis and Kafka (docs/api.md).
 
 Profiles are written with the job's own writer (``RedisStore.write`` of store rows) under a fresh key
 prefix; rules go to a fresh control topic (``make_settings()``); experiments are written with the
@@ -27,9 +27,9 @@ from connectors.redis_experiments import ExperimentRow, RedisExperiments
 from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import control_message, parse_definitions
 from tests.helpers import free_port, make_settings
-from zhongtai.api.app import create_app
-from zhongtai.api.rules import RuleSetView, rows
-from zhongtai.profiles import person_key
+from zhongtai.services.api.app import create_app
+from zhongtai.services.api.rules import RuleSetView, rows
+from zhongtai.services.profiles import person_key
 
 pytestmark = [pytest.mark.stack]
 

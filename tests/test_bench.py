@@ -37,8 +37,8 @@ def test_bench_job_is_exact() -> None:
 def test_fast_decode_agrees_with_the_oracle() -> None:
     """The tuned consumer's orjson fast path gives the oracle's answer on every generated record."""
     from bench.fastdecode import fast_decode
-    from zhongtai.generator import GeneratorConfig, generate
-    from zhongtai.generator.oracle import _Pseudonyms, decode
+    from zhongtai.devtools.generator import GeneratorConfig, generate
+    from zhongtai.devtools.generator.oracle import _Pseudonyms, decode
 
     s = load_settings()
     pseudo = _Pseudonyms(s.pii)
@@ -56,8 +56,8 @@ def _tuned_full_differences(n_events: int, *, rules: bool = False, moves: bool =
     from bench.tuned_full import FullWork, consume, diff_id_map
     from connectors.redis_store import RedisStore
     from tests.helpers import fresh_names
-    from zhongtai.generator import GeneratorConfig, generate
-    from zhongtai.generator.oracle import Oracle, resolve_persons
+    from zhongtai.devtools.generator import GeneratorConfig, generate
+    from zhongtai.devtools.generator.oracle import Oracle, resolve_persons
 
     s = load_settings()
     cfg = GeneratorConfig(events=n_events)

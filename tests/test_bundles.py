@@ -45,7 +45,7 @@ def _run(max_rows: int) -> tuple[dict[str, list[list]], int, list[tuple[str, int
 
     from connectors.jvm import zhongtai_jar
     from pipelines.bundles import keyed_bundles
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": PAR, "options": {"restart-strategy.type": "none"}})
     n = fresh_names()

@@ -1,8 +1,8 @@
-"""The event job on the standalone Flink cluster (``zhongtai.submit``), checked against the oracle.
+"""The event job on the standalone Flink cluster (``zhongtai.jobs.submit``), checked against the oracle.
 
 A fresh generated stream (own topics ``zt.test.<hex>.events.*``, consumer group, DLQ topic, Redis
 prefix, HBase table prefix, job name) is drained by the job submitted with ``flink run -py
-zhongtai/job_main.py``; then every Redis counter, profile and pipeline total, every HBase profile,
+zhongtai/jobs/job_main.py``; then every Redis counter, profile and pipeline total, every HBase profile,
 and the DLQ topic (read_committed, counted per ``zt.reason`` header) must equal the oracle's
 expected JSON exactly. Everything the test created is removed afterwards; the cluster keeps running.
 
@@ -33,11 +33,11 @@ from config.settings import Settings
 from connectors.redis_store import RedisStore
 from connectors.store_log import store_log_topic
 from tests.helpers import counter_mismatches, profile_mismatches
-from zhongtai.applier import ApplierThread, StoreApplier
-from zhongtai.generator import GeneratorConfig
-from zhongtai.generator.produce import ProduceReport, produce
-from zhongtai.stack import create_topics, flink_cluster_up, status, up
-from zhongtai.submit import TERMINAL_STATES, cancel, job_exceptions, rest, submit, wait_finished
+from zhongtai.devtools.generator import GeneratorConfig
+from zhongtai.devtools.generator.produce import ProduceReport, produce
+from zhongtai.devtools.stack import create_topics, flink_cluster_up, status, up
+from zhongtai.jobs.submit import TERMINAL_STATES, cancel, job_exceptions, rest, submit, wait_finished
+from zhongtai.services.applier import ApplierThread, StoreApplier
 
 pytestmark = [pytest.mark.flink, pytest.mark.stack]
 

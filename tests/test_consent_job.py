@@ -22,8 +22,8 @@ from connectors.redis_store import RedisStore
 from operators.identity.model import person_id
 from tests.helpers import fresh_names
 from tests.test_workers_env import RecordingHttpServer, read_topic, receipts, worker_settings, write_contacts
-from zhongtai.runner import RunOptions, run_events_job
-from zhongtai.workers.worker import build_worker
+from zhongtai.jobs.runner import RunOptions, run_events_job
+from zhongtai.services.workers.worker import build_worker
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -15,9 +15,9 @@ from connectors.redis_store import RedisStore, StoreRow
 from operators.experiments.definitions import definition_from_mapping
 from operators.experiments.report import experiment_report, to_json
 from tests.helpers import free_port, fresh_names, make_settings
-from zhongtai.dashboard import DashboardOptions, create_app
-from zhongtai.dashboard.funnel import minute_label
-from zhongtai.dashboard.kafka_lag import consumer_lag
+from zhongtai.services.dashboard import DashboardOptions, create_app
+from zhongtai.services.dashboard.funnel import minute_label
+from zhongtai.services.dashboard.kafka_lag import consumer_lag
 
 with warnings.catch_warnings():  # starlette 1.x suggests httpx2 for its TestClient; httpx is what is pinned
     warnings.simplefilter("ignore")

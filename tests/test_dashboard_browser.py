@@ -23,7 +23,7 @@ from connectors.redis_store import RedisStore
 from tests.browser import chromium_page
 from tests.helpers import Names, free_port, fresh_names, load_expected, make_settings
 from tests.test_dashboard_api import counter_row, total_row
-from zhongtai.dashboard.funnel import label_minute, minute_label
+from zhongtai.services.dashboard.funnel import label_minute, minute_label
 
 pytestmark = pytest.mark.stack
 
@@ -145,9 +145,9 @@ def test_sse_stream_pushes_summaries_and_counts_its_clients(dashboard: Served) -
 @pytest.mark.flink
 def test_page_follows_the_real_job_as_events_flow(dashboard: Served) -> None:
     """Generated events through the real event job (mini-cluster) while the page is open."""
-    from zhongtai.generator import GeneratorConfig
-    from zhongtai.generator.produce import produce
-    from zhongtai.runner import RunOptions, run_events_job
+    from zhongtai.devtools.generator import GeneratorConfig
+    from zhongtai.devtools.generator.produce import produce
+    from zhongtai.jobs.runner import RunOptions, run_events_job
 
     settings, n = make_settings(), dashboard.names
     report = produce(settings, GeneratorConfig(seed=55, persons=60, events=600, topic_prefix=n.topic_prefix,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zhongtai.dashboard.funnel import (
+from zhongtai.services.dashboard.funnel import (
     ALL,
     funnel,
     join_scope,
@@ -14,7 +14,7 @@ from zhongtai.dashboard.funnel import (
     split_scope,
     window,
 )
-from zhongtai.dashboard.health import RateWindow, TotalsSample, rates
+from zhongtai.services.dashboard.health import RateWindow, TotalsSample, rates
 
 
 def _totals(valid: int, **dlq: int) -> dict[str, int]:

@@ -31,15 +31,15 @@ MIB = 1 << 20
 
 
 def _oracle_rows(records, settings):
-    from zhongtai.generator.oracle import _Pseudonyms
+    from zhongtai.devtools.generator.oracle import _Pseudonyms
 
     pseudo = _Pseudonyms(settings.pii, settings.identity)
     return [oracle_decode(v, k, ts, settings, pseudo) for v, k, ts in records]
 
 
 def test_generator_stream_agrees_with_the_oracle() -> None:
-    from zhongtai.generator import GeneratorConfig, fault_rates, generate
-    from zhongtai.generator.model import IDENTITY_NOISE
+    from zhongtai.devtools.generator import GeneratorConfig, fault_rates, generate
+    from zhongtai.devtools.generator.model import IDENTITY_NOISE
 
     s = load_settings()
     stress = GeneratorConfig(seed=11, persons=200, events=4_000, faults=fault_rates(0.3), edge_rate=0.05,
@@ -176,7 +176,7 @@ def fuzz_records(seed: int, n: int) -> list[tuple[bytes | None, bytes | None, in
 def test_fuzz_agrees_with_the_oracle_in_bounded_time(record_property) -> None:
     from pyflink.java_gateway import get_gateway
 
-    from zhongtai.generator.oracle import _Pseudonyms
+    from zhongtai.devtools.generator.oracle import _Pseudonyms
 
     s = load_settings(overrides={"job": {"max_event_bytes": 4 * MIB}})
     records = fuzz_records(seed=20261207, n=3_000)
@@ -282,7 +282,7 @@ def test_dead_letters_keep_their_key_tombstones_included() -> None:
     from pipelines.decode import decode_statements
     from pipelines.events import dlq_insert
     from tests.helpers import read_topics
-    from zhongtai.stack import kafka_connector_jars
+    from zhongtai.devtools.stack import kafka_connector_jars
 
     s = load_settings()
     tag = uuid.uuid4().hex[:10]

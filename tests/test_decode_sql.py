@@ -129,7 +129,7 @@ def _records() -> list[tuple[bytes | None, bytes | None, int]]:
 
 def test_strictness_cases_say_what_they_expect() -> None:
     """The expected reasons above are the oracle's (so the SQL test below checks the job against them)."""
-    from zhongtai.generator.oracle import _Pseudonyms, decode
+    from zhongtai.devtools.generator.oracle import _Pseudonyms, decode
 
     s = load_settings()
     pseudo = _Pseudonyms(s.pii, s.identity)
@@ -141,7 +141,7 @@ def test_strictness_cases_say_what_they_expect() -> None:
 
 
 def test_props_text_keeps_first_positions_and_last_values() -> None:
-    from zhongtai.generator.oracle import _Pseudonyms, decode_full
+    from zhongtai.devtools.generator.oracle import _Pseudonyms, decode_full
 
     s = load_settings()
     d = decode_full(('{' + _E + ',"props":{"c":1,"b":"\\u00e9\\n","c":1.50e1,"d":[true,null]}}').encode(), T0, s.job,
@@ -154,7 +154,7 @@ def test_props_text_keeps_first_positions_and_last_values() -> None:
 def test_sql_decode_agrees_with_the_oracle_on_hand_made_records() -> None:
     from tests.decode_helpers import mismatches, oracle_decode, sql_decode
     from tests.test_oracle import ISSUE12_CASES
-    from zhongtai.generator.oracle import _Pseudonyms
+    from zhongtai.devtools.generator.oracle import _Pseudonyms
 
     s = load_settings()
     records = _records()

@@ -12,7 +12,7 @@ import pytest
 from connectors.hbase_store import TABLES, HBaseStore
 from connectors.redis_store import RedisStore
 from tests.helpers import fresh_names, make_settings
-from zhongtai.demo import run_demo
+from zhongtai.devtools.demo import run_demo
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -4,11 +4,11 @@
   ``tests/data/compose-spec``), and against the local stack: every service command is a real
   ``zhongtai`` verb (parsed by the CLI's own argparse tree), ports, versions, the Kafka broker's
   properties (``log.retention.ms=-1``), HBase's site and Flink's cluster configuration equal what
-  ``zhongtai/stack`` and ``config/`` say.
+  ``zhongtai/devtools/stack`` and ``config/`` say.
 * ``deploy/k8s/`` against the Kubernetes JSON schemas of ``kubernetes-validate`` (strict: unknown
   fields fail), the ``FlinkDeployment`` against the Flink Kubernetes Operator's CRD (vendored in
   ``tests/data/flink-kubernetes-operator``, made strict the same way), and against the project: the
-  job runs ``zhongtai/job_main.py`` with options it accepts, the config loads, names and ports agree.
+  job runs ``zhongtai/jobs/job_main.py`` with options it accepts, the config loads, names and ports agree.
 
 Each validator also rejects a deliberately broken snippet (the negative controls below).
 """
@@ -218,8 +218,8 @@ def test_negative_control_the_command_check_rejects_unknown_verbs_and_options():
 def compose_port_mismatches(doc: dict[str, Any], s: Settings) -> list[str]:
     """Ports of the compose file that differ from the local stack's (``settings`` and the CLI defaults)."""
     from zhongtai.cli import build_parser
-    from zhongtai.stack.flink_cluster import rest_port
-    from zhongtai.stack.kafka import host_port
+    from zhongtai.devtools.stack.flink_cluster import rest_port
+    from zhongtai.devtools.stack.kafka import host_port
 
     services = doc["services"]
     dashboard_port = subparsers(build_parser())["dashboard"].get_default("port")
@@ -265,7 +265,7 @@ def test_negative_control_a_changed_port_is_found():
 
 
 def test_versions_equal_the_local_stack():
-    from zhongtai.stack.jars import HBASE_LOG4J, _hbase_thrift_version
+    from zhongtai.devtools.stack.jars import HBASE_LOG4J, _hbase_thrift_version
 
     s, services = local_settings(), compose()["services"]
     assert services["kafka"]["image"] == f"apache/kafka:{s.stack.kafka_version}"
@@ -275,7 +275,7 @@ def test_versions_equal_the_local_stack():
     assert dockerfile_vars(DOCKER / "hbase.Dockerfile", "ARG") == hbase_args
     assert services["hbase"]["image"] == f"zhongtai/hbase:{s.stack.hbase_version}"
     # Redis: the local stack runs Debian's redis-server of the version its README names
-    row = next(ln for ln in (ROOT / "zhongtai/stack/README.md").read_text().splitlines() if ln.startswith("| redis |"))
+    row = next(ln for ln in (ROOT / "zhongtai/devtools/stack/README.md").read_text().splitlines() if ln.startswith("| redis |"))
     assert services["redis"]["image"] == "redis:" + re.search(r"redis-server` (\d+\.\d+\.\d+)", row).group(1)
     # Flink: both images install the apache-flink wheel of constraints.txt, the one this checkout runs
     assert f"apache-flink=={flink_version()}" in (ROOT / "constraints.txt").read_text().splitlines()
@@ -301,7 +301,7 @@ def kafka_env_name(prop: str) -> str:
 
 
 def kafka_mismatches(env: dict[str, str], s: Settings) -> list[str]:
-    from zhongtai.stack.kafka import server_properties
+    from zhongtai.devtools.stack.kafka import server_properties
 
     props = dict(ln.split("=", 1) for ln in server_properties(s, Path("/data")).splitlines() if "=" in ln)
     return [f"{k}: local {v!r}, compose {env.get(kafka_env_name(k))!r}" for k, v in props.items()
@@ -311,7 +311,7 @@ def kafka_mismatches(env: dict[str, str], s: Settings) -> list[str]:
 def test_kafka_broker_settings_equal_the_local_stack():
     env = compose()["services"]["kafka"]["environment"]
     assert kafka_mismatches(env, local_settings()) == []
-    assert env["KAFKA_LOG_RETENTION_MS"] == "-1"  # no deletion by record age (zhongtai/stack/kafka.py)
+    assert env["KAFKA_LOG_RETENTION_MS"] == "-1"  # no deletion by record age (zhongtai/devtools/stack/kafka.py)
     assert env["KAFKA_NUM_PARTITIONS"] == str(local_settings().kafka.partitions)
     assert env["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data" and "kafka-data:/var/lib/kafka/data" in \
         compose()["services"]["kafka"]["volumes"]
@@ -362,7 +362,7 @@ def test_start_up_order():
 
 def test_the_documented_savepoint_restore_reaches_the_job():
     """docs/deploy.md restores a compose submission from a savepoint through one ZT__ variable."""
-    from zhongtai.runner import RunOptions, flink_options
+    from zhongtai.jobs.runner import RunOptions, flink_options
 
     var = re.search(r"-e '(ZT__FLINK__OPTIONS__[^=]+)=", (ROOT / "docs" / "deploy.md").read_text()).group(1)
     env = {k: interpolate(str(v)) for k, v in compose()["services"]["submit"]["environment"].items()}
@@ -385,7 +385,7 @@ def test_prometheus_scrapes_services_that_serve_metrics():
 
 
 def test_hbase_site_equals_the_local_stack():
-    from zhongtai.stack.hbase import site_xml
+    from zhongtai.devtools.stack.hbase import site_xml
 
     def props(text: str) -> dict[str, str]:
         return {p.findtext("name"): p.findtext("value") for p in ET.fromstring(text).iter("property")}
@@ -402,8 +402,8 @@ FLINK_PYTHON_KEYS = {"python.executable", "python.client.executable"}
 
 
 def local_flink_conf(tmp_path: Path) -> dict[str, str]:
-    from zhongtai.stack._proc import paths_of
-    from zhongtai.stack.flink_cluster import write_conf
+    from zhongtai.devtools.stack._proc import paths_of
+    from zhongtai.devtools.stack.flink_cluster import write_conf
 
     s = load_settings(env={"ZT__STACK__RUN_DIR": str(tmp_path)})
     conf = write_conf(s, paths_of(s)) / "config.yaml"
@@ -443,7 +443,7 @@ def test_dockerfiles_copy_only_what_the_repository_has():
 
 def test_the_flink_image_has_the_jars_and_the_layout_the_job_reads():
     from connectors.jvm import _cache_dir
-    from zhongtai.stack.jars import lib_dir
+    from zhongtai.devtools.stack.jars import lib_dir
 
     env = dockerfile_vars(DOCKER / "flink.Dockerfile", "ENV")
     assert env["FLINK_HOME"] == "/opt/flink" and env["PATH"].startswith("/opt/flink/bin:")
@@ -475,7 +475,7 @@ def test_bootstrap_creates_the_topic_layout_the_job_expects(monkeypatch):
     s = local_settings()
     layout = bootstrap_module().topic_layout(s)
     made: dict[str, int] = {}
-    monkeypatch.setattr("zhongtai.stack.topics.create_topics",
+    monkeypatch.setattr("zhongtai.devtools.stack.topics.create_topics",
                         lambda _s, names, partitions=None, **_: made.update(dict.fromkeys(names, partitions or 2)))
     runner.ensure_control_topics(s, s.kafka.topics.control, s.kafka.topics.control_results)
     assert {t: layout[t] for t in made} == made  # the control topic: one partition, as the job makes it
@@ -743,10 +743,10 @@ def test_services_select_pods_and_their_ports():
 
 
 def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
-    from zhongtai.job_main import build_parser
-    from zhongtai.metrics import flink_prometheus_options
-    from zhongtai.runner import RunOptions
-    from zhongtai.stack.flink_cluster import JM_HEAP, TM_PROCESS
+    from zhongtai.devtools.stack.flink_cluster import JM_HEAP, TM_PROCESS
+    from zhongtai.jobs.job_main import build_parser
+    from zhongtai.jobs.metrics import flink_prometheus_options
+    from zhongtai.jobs.runner import RunOptions
 
     fd = by_kind("FlinkDeployment")[0]
     spec, conf, s = fd["spec"], fd["spec"]["flinkConfiguration"], k8s_settings()
@@ -760,7 +760,7 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
     assert (wheel_opt / f"flink-python-{flink_version()}.jar").exists()
     # -py <job_main> then job_main's own options: --config first (the Flink CLI rule), all accepted
     args = job["args"]
-    assert args[:2] == ["-py", "/app/zhongtai/job_main.py"] and (ROOT / "zhongtai" / "job_main.py").exists()
+    assert args[:2] == ["-py", "/app/zhongtai/jobs/job_main.py"] and (ROOT / "zhongtai" / "jobs" / "job_main.py").exists()
     assert args[2] == "--config" and argv_error(build_parser(), args[2:]) is None
     parsed = build_parser().parse_args(args[2:])
     assert parsed.config == "/etc/zhongtai/config.yaml" and parsed.fresh  # the operator restores, not job_main
@@ -784,7 +784,7 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
                if k not in FLINK_HOST_KEYS | FLINK_PYTHON_KEYS | set(derived) and conf.get(k) != v}
     assert missing == {}
     assert {conf[k] for k in FLINK_PYTHON_KEYS} == {IMAGE_PYTHON}
-    # Prometheus: the reporter options of zhongtai.metrics on 9249, a named port, scrape annotations
+    # Prometheus: the reporter options of zhongtai.jobs.metrics on 9249, a named port, scrape annotations
     reporter = {k: v for k, v in conf.items() if k.startswith("metrics.reporter.")}
     assert reporter == flink_prometheus_options(load_settings(env={"ZT__FLINK__MODE": "cluster"}), ports="9249")
     pod = spec["podTemplate"]
@@ -794,7 +794,7 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
 
 
 def test_negative_control_a_job_main_option_it_does_not_know_is_found():
-    from zhongtai.job_main import build_parser
+    from zhongtai.jobs.job_main import build_parser
 
     args = [*by_kind("FlinkDeployment")[0]["spec"]["job"]["args"][2:], "--no-such-option", "x"]
     assert "unrecognized arguments" in argv_error(build_parser(), args)

@@ -1,7 +1,7 @@
 """The whole loop on the real stack: event → rule → action → channel worker → delivery receipt → attribution.
 
 One unbounded run of the event job (rules on, a one-rule file: register → webhook action) on the embedded
-mini-cluster, a real webhook worker (``zhongtai.workers``) against two real local HTTP servers, and the job's
+mini-cluster, a real webhook worker (``zhongtai.services.workers``) against two real local HTTP servers, and the job's
 attribution reading the worker's receipts back:
 
 * users A, B and C register; the job emits one webhook action each (read_committed, ids = the pure engine's);
@@ -46,8 +46,8 @@ from tests.helpers import fresh_names, read_topics
 from tests.test_job_attribution import oracle
 from tests.test_rules_kill import expected_action_ids
 from tests.test_workers_env import RecordingHttpServer, cleanup, topics_of, worker_settings, write_contacts
-from zhongtai.runner import RunOptions, start_events_job
-from zhongtai.workers.worker import build_worker
+from zhongtai.jobs.runner import RunOptions, start_events_job
+from zhongtai.services.workers.worker import build_worker
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -15,9 +15,9 @@ from tests.helpers import (
     profile_mismatches,
     read_topics,
 )
-from zhongtai.generator import GeneratorConfig
-from zhongtai.generator.produce import produce
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.devtools.generator import GeneratorConfig
+from zhongtai.devtools.generator.produce import produce
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -39,8 +39,8 @@ from tests.test_cluster import (
     store_mismatches,
     taskmanager_pid,
 )
-from zhongtai.stack import flink_cluster_up
-from zhongtai.submit import cancel, checkpoints, job_exceptions, job_state
+from zhongtai.devtools.stack import flink_cluster_up
+from zhongtai.jobs.submit import cancel, checkpoints, job_exceptions, job_state
 
 pytestmark = [pytest.mark.flink, pytest.mark.stack]
 

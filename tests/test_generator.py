@@ -13,11 +13,11 @@ import pytest
 
 from config.settings import JobSettings
 from operators.pii import normalise_email, normalise_phone
-from zhongtai.generator import DLQ_REASONS, FAULT_CLASSES, GeneratorConfig, Oracle, generate
-from zhongtai.generator.faults import BAD_UTF8
-from zhongtai.generator.model import fault_rates
-from zhongtai.generator.oracle import decode
-from zhongtai.generator.population import email_spellings, phone_spellings
+from zhongtai.devtools.generator import DLQ_REASONS, FAULT_CLASSES, GeneratorConfig, Oracle, generate
+from zhongtai.devtools.generator.faults import BAD_UTF8
+from zhongtai.devtools.generator.model import fault_rates
+from zhongtai.devtools.generator.oracle import decode
+from zhongtai.devtools.generator.population import email_spellings, phone_spellings
 
 JOB = JobSettings()
 N = 30_000
@@ -320,7 +320,7 @@ def test_noisy_stream_is_still_labelled_exactly(noisy):
 
 
 def test_noise_shows_shared_devices_kiosks_junk_and_late_events(noisy):
-    from zhongtai.generator.identity import JUNK, kiosk_devices
+    from zhongtai.devtools.generator.identity import JUNK, kiosk_devices
 
     users_of: dict[str, set] = defaultdict(set)
     junk = late = 0
@@ -346,8 +346,8 @@ def test_noise_shows_shared_devices_kiosks_junk_and_late_events(noisy):
 def test_ground_truth_covers_every_real_identifier_and_no_junk(noisy):
     from config.settings import PiiSettings
     from operators.pii import pseudonymise
-    from zhongtai.generator.identity import JUNK, identity_truth, kiosk_devices, population
-    from zhongtai.generator.oracle import observations
+    from zhongtai.devtools.generator.identity import JUNK, identity_truth, kiosk_devices, population
+    from zhongtai.devtools.generator.oracle import observations
 
     def hashed_null(pii: PiiSettings) -> str:
         return pseudonymise("email", "null", pii.hmac_secret.get_secret_value())
@@ -394,7 +394,7 @@ def test_produce_writes_each_partition_in_stream_order(tmp_path, mode):
     from confluent_kafka.admin import AdminClient
 
     from config import load_settings
-    from zhongtai.generator.produce import produce
+    from zhongtai.devtools.generator.produce import produce
 
     settings = load_settings(overrides={"stack": {"run_dir": str(tmp_path)}})
     _kafka_or_skip(settings)

@@ -69,7 +69,7 @@ def test_the_stack_creates_what_the_store_writes_and_mends_an_empty_stale_table(
     import happybase
 
     from connectors.hbase_store import TABLES, HBaseSchemaError
-    from zhongtai.stack.hbase import ensure_tables
+    from zhongtai.devtools.stack.hbase import ensure_tables
 
     n = fresh_names()
     settings = make_settings(hbase={"namespace": f"zt_s_{n.tag}"})

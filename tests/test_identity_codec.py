@@ -74,7 +74,7 @@ def test_pure_modules_load_without_pyflink():
     code = (
         "import sys; sys.modules['pyflink'] = None\n"
         "import operators.identity, operators.identity.batch, operators.identity.quality, state.identity\n"
-        "import zhongtai.generator.identity\n"
+        "import zhongtai.devtools.generator.identity\n"
         "assert 'pyflink' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,8 +18,8 @@ from config.settings import IdentitySettings, PiiSettings
 from operators.identity import IdentityRules, Observation, resolve_batch
 from operators.identity.batch import partition
 from operators.identity.rules import DEFAULT_LIMITS
-from zhongtai.generator import GeneratorConfig, generate
-from zhongtai.generator.oracle import observations
+from zhongtai.devtools.generator import GeneratorConfig, generate
+from zhongtai.devtools.generator.oracle import observations
 
 from .test_identity_cases import RULES, feed
 

@@ -12,10 +12,10 @@ import pytest
 
 from config.settings import IdentitySettings, PiiSettings
 from operators.identity import IdentityRules, pairwise_quality, resolve_batch
-from zhongtai.generator import GeneratorConfig, generate
-from zhongtai.generator.identity import linkable_truth
-from zhongtai.generator.model import IDENTITY_NOISE
-from zhongtai.generator.oracle import expected_identity
+from zhongtai.devtools.generator import GeneratorConfig, generate
+from zhongtai.devtools.generator.identity import linkable_truth
+from zhongtai.devtools.generator.model import IDENTITY_NOISE
+from zhongtai.devtools.generator.oracle import expected_identity
 
 DEFAULT_NOISE = GeneratorConfig(events=60_000, **IDENTITY_NOISE)
 

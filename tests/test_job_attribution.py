@@ -26,7 +26,7 @@ from operators.rules.attribution import Conversion, attribution_step, delivery_f
 from operators.rules.model import Event
 from pipelines.attribution import attribution_config
 from tests.helpers import fresh_names, make_settings
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

@@ -16,10 +16,10 @@ from connectors.redis_experiments import RedisExperiments
 from operators.experiments.definitions import load_definitions
 from tests.helpers import fresh_names, make_settings
 from tests.test_experiments_pipeline import _quantized, oracle
-from zhongtai.generator import GeneratorConfig, generate
-from zhongtai.generator.oracle import _Pseudonyms, decode
-from zhongtai.generator.produce import produce
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.devtools.generator import GeneratorConfig, generate
+from zhongtai.devtools.generator.oracle import _Pseudonyms, decode
+from zhongtai.devtools.generator.produce import produce
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

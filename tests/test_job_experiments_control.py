@@ -29,7 +29,7 @@ from connectors.redis_store import RedisStore
 from operators.experiments.definitions import ExperimentRegistry, control_message, parse_definitions
 from tests.helpers import fresh_names, make_settings, read_topics
 from tests.test_experiments_pipeline import _quantized, oracle
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

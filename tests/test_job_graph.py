@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
 
 def _build(**run: object):
-    from zhongtai.runner import RunOptions, connector_jars, make_envs, register_events_job
+    from zhongtai.jobs.runner import RunOptions, connector_jars, make_envs, register_events_job
 
     settings = make_settings()
     n = fresh_names()

@@ -21,11 +21,11 @@ from connectors.redis_store import RedisStore
 from operators.identity import IdentityRules
 from operators.profile_windows import evaluate
 from tests.helpers import counter_mismatches, fresh_names, make_settings, profile_mismatches, read_topics
-from zhongtai.generator import GeneratorConfig, expected, generate
-from zhongtai.generator.model import IDENTITY_NOISE
-from zhongtai.generator.oracle import expected_identity
-from zhongtai.generator.produce import produce
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.devtools.generator import GeneratorConfig, expected, generate
+from zhongtai.devtools.generator.model import IDENTITY_NOISE
+from zhongtai.devtools.generator.oracle import expected_identity
+from zhongtai.devtools.generator.produce import produce
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
@@ -163,8 +163,8 @@ def test_control_block_and_split_re_derive_persons_and_profiles() -> None:
     from confluent_kafka import Producer
 
     from operators.identity import resolve_batch
-    from zhongtai.generator.identity import kiosk_devices
-    from zhongtai.generator.oracle import observations
+    from zhongtai.devtools.generator.identity import kiosk_devices
+    from zhongtai.devtools.generator.oracle import observations
 
     settings = make_settings(flink={"parallelism": 2})
     n = fresh_names()
@@ -182,7 +182,7 @@ def test_control_block_and_split_re_derive_persons_and_profiles() -> None:
     after = resolve_batch(obs, overlay)
     assert after != before  # the commands matter (negative control for the assertions below)
 
-    from zhongtai.runner import ensure_control_topics
+    from zhongtai.jobs.runner import ensure_control_topics
 
     ensure_control_topics(settings, settings.kafka.topics.control, settings.kafka.topics.control_results)
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})

@@ -16,9 +16,9 @@ import pytest
 from connectors.hbase_store import HBaseStore
 from connectors.redis_store import RedisStore
 from tests.helpers import fresh_names, make_settings, read_topics
-from zhongtai.generator import GeneratorConfig
-from zhongtai.generator.produce import produce
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.devtools.generator import GeneratorConfig
+from zhongtai.devtools.generator.produce import produce
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

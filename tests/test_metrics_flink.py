@@ -1,4 +1,4 @@
-"""Flink's Prometheus reporter, enabled by zhongtai.metrics.flink_prometheus_options, serves our job's metrics."""
+"""Flink's Prometheus reporter, enabled by zhongtai.jobs.metrics.flink_prometheus_options, serves our job's metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import fresh_names, make_settings
 from tests.test_metrics_grafana import KAFKA_SOURCE_ONLY, grafana_metric_names
-from zhongtai.metrics import DEFAULT_PORTS, FACTORY_CLASS, flink_prometheus_options, port_range
+from zhongtai.jobs.metrics import DEFAULT_PORTS, FACTORY_CLASS, flink_prometheus_options, port_range
 
 
 def test_options_name_the_factory_and_let_settings_override() -> None:

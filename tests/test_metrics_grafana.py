@@ -10,9 +10,9 @@ import yaml
 from prometheus_client import generate_latest
 
 from tests.helpers import make_settings
-from zhongtai.dashboard.metrics import DashboardMetrics
-from zhongtai.metrics import flink_prometheus_options
-from zhongtai.workers.metrics import WorkerMetrics
+from zhongtai.jobs.metrics import flink_prometheus_options
+from zhongtai.services.dashboard.metrics import DashboardMetrics
+from zhongtai.services.workers.metrics import WorkerMetrics
 
 DOCKER = Path(__file__).resolve().parents[1] / "docker"
 #: Flink metrics that only a Kafka source registers (not the datagen job of test_metrics_flink).
@@ -72,7 +72,7 @@ def test_prometheus_and_compose_agree_with_the_reporter_options() -> None:
     assert {"flink-jobmanager", "flink-taskmanager", "dashboard", "prometheus", "grafana"} <= set(services)
     dash_cmd = services["dashboard"]["command"]
     assert targets["zhongtai-dashboard"] == [f"dashboard:{dash_cmd[dash_cmd.index('--port') + 1]}"]
-    # the cluster's -D options are the reporter options of zhongtai.metrics (port fixed to 9249)
+    # the cluster's -D options are the reporter options of zhongtai.jobs.metrics (port fixed to 9249)
     flags = services["flink-jobmanager"]["environment"]["ZT_FLINK_METRICS"].split()
     given = dict(f.split("=", 1) for f in flags if f != "-D")
     expected = flink_prometheus_options(make_settings(flink={"mode": "cluster"}), ports="9249")

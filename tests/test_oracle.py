@@ -1,6 +1,6 @@
 """The ground-truth oracle against hand-written streams whose answers are worked out by hand.
 
-Each test builds a few records, runs :func:`zhongtai.generator.oracle.expected` and asserts exact
+Each test builds a few records, runs :func:`zhongtai.devtools.generator.oracle.expected` and asserts exact
 values. Where docs/semantics.md leaves room, the reading the oracle takes is pinned here (see the
 oracle's module docstring); a change of reading must change a test.
 """
@@ -15,8 +15,8 @@ import pytest
 
 from config.settings import JobSettings, PiiSettings
 from operators.pii import hmac_key
-from zhongtai.generator.model import DLQ_REASONS, Record
-from zhongtai.generator.oracle import Oracle, expected
+from zhongtai.devtools.generator.model import DLQ_REASONS, Record
+from zhongtai.devtools.generator.oracle import Oracle, expected
 
 T0 = 1_795_132_800_000  # 2026-11-20T00:00:00Z
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -453,7 +453,7 @@ def test_issue12_readings(value, kind):
 
 
 def test_full_width_phone_is_the_same_person():
-    from zhongtai.generator.oracle import _Pseudonyms, decode
+    from zhongtai.devtools.generator.oracle import _Pseudonyms, decode
 
     pseudo = _Pseudonyms(PiiSettings())
     ascii_ = decode(_bytes(ev(ids={"phone": "138-0013-8000"})), T0, JOB, pseudo)
@@ -539,7 +539,7 @@ def test_readings_of_loose_ends_are_pinned():
 
 
 def test_valid_event_carries_every_identifier_stored():
-    from zhongtai.generator.oracle import observations
+    from zhongtai.devtools.generator.oracle import observations
 
     e = ev(ids={"user_id": "", "device_id": "d1", "phone": "138 0013 8000", "email": " A@B.cn ", "imei": "86", "openid": 7})
     (o,) = observations([rec(e)], JOB, PII)
@@ -553,7 +553,7 @@ def test_valid_event_carries_every_identifier_stored():
 
 
 def test_identity_observations_first_read_wins_and_skip_rejected():
-    from zhongtai.generator.oracle import observations
+    from zhongtai.devtools.generator.oracle import observations
 
     first = ev(ids={"device_id": "a"})
     again = ev(ids={"device_id": "b"})  # same event_id, other content: a duplicate

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.redis_store import RedisStore
 from tests.helpers import fresh_names, make_settings, read_topics
-from zhongtai.runner import RunOptions, run_events_job
+from zhongtai.jobs.runner import RunOptions, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

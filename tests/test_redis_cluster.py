@@ -1,7 +1,7 @@
 """Zhongtai on a Redis Cluster: the applier writes; the API, the dashboard's reader and ``RedisStore`` read;
 the workers' transactions and the experiment scripts run.
 
-The module's fixture starts a three-master cluster with the stack's own code (``zhongtai.stack.up(...,
+The module's fixture starts a three-master cluster with the stack's own code (``zhongtai.devtools.stack.up(...,
 redis_cluster=True)``) on free ports in a run directory of its own, and stops only that. Store-log rows
 go through the shared Kafka (a fresh transactional topic) and the real ``StoreApplier``, as the job's
 rows do (tests/test_store_log.py). Every read is compared with exact values, and with the same rows
@@ -33,10 +33,10 @@ from connectors.store_log import encode_row
 from operators.delivery.ledger import Outcome
 from tests.helpers import make_settings
 from tests.test_store_log import _fresh_log
-from zhongtai import stack
-from zhongtai.api.app import create_app
-from zhongtai.applier import StoreApplier
-from zhongtai.dashboard.reader import DashboardReader
+from zhongtai.devtools import stack
+from zhongtai.services.api.app import create_app
+from zhongtai.services.applier import StoreApplier
+from zhongtai.services.dashboard.reader import DashboardReader
 
 pytestmark = [pytest.mark.stack]
 logger = logging.getLogger(__name__)

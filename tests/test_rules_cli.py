@@ -19,7 +19,7 @@ from connectors.control import publish, read_topic
 from operators.rules.registry import apply_control
 from tests.helpers import make_settings
 from zhongtai import cli
-from zhongtai.api.rules import RuleSetView, answers, rows
+from zhongtai.services.api.rules import RuleSetView, answers, rows
 
 pytestmark = [pytest.mark.stack]
 

@@ -168,7 +168,7 @@ def run_job(tmp: Path) -> tuple[list[dict], list[dict], list[dict], dict[str, st
 
     from connectors.jvm import zhongtai_jar
     from pipelines.person import attach_person, event_row_type
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = make_settings(
         flink={"parallelism": 2, "options": {"python.pythonpath": f"{site.getsitepackages()[0]}:{ROOT}",
@@ -300,7 +300,7 @@ def test_rules_job_without_control_or_tags() -> None:
     from bench.rules_job_bench import collection_inputs
     from connectors.jvm import zhongtai_jar
     from pipelines.person import attach_person
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": 1, "options": {"restart-strategy.type": "none"}},
                              job={"watermark_delay_ms": 60_000})

@@ -45,8 +45,8 @@ from operators.rules.registry import RuleSet
 from operators.rules.schema import load_file
 from pipelines.actions import CHANNELS
 from tests.helpers import fresh_names, make_settings, read_topics
-from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job
-from zhongtai.stack._proc import inherited_env
+from zhongtai.devtools.stack._proc import inherited_env
+from zhongtai.jobs.runner import RunOptions, latest_checkpoint, run_events_job
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 

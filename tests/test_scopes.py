@@ -27,7 +27,7 @@ def test_keys_are_distinct_and_invertible() -> None:
 @pytest.mark.flink
 def test_the_sql_key_is_the_python_key() -> None:
     from tests.helpers import fresh_names, make_settings
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = make_settings()
     env, t_env = make_envs(settings, RunOptions(resume=False, job_name=fresh_names().job), [])

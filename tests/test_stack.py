@@ -1,4 +1,4 @@
-"""Integration tests of the local stack (``zhongtai.stack``): they start what is missing and leave
+"""Integration tests of the local stack (``zhongtai.devtools.stack``): they start what is missing and leave
 everything running. Each test uses a fresh topic / key / row so runs never see each other's data.
 
     .venv/bin/python -m pytest -m stack tests/test_stack.py          # Kafka, Redis, HBase
@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from config import load_settings
-from zhongtai.stack import (
+from zhongtai.devtools.stack import (
     create_topics,
     ensure_tables,
     flink_cli,

@@ -18,7 +18,7 @@ from connectors.kafka_admin import create_topics
 from connectors.redis_store import RedisStore, StoreRow
 from connectors.store_log import decode_row, encode_row, store_log_topic
 from tests.helpers import make_settings
-from zhongtai.applier import ApplierError, StoreApplier
+from zhongtai.services.applier import ApplierError, StoreApplier
 
 
 def _row(kind: str, key: str, bucket: int = 0, n1: int = 0, n2: int = 0, n3: int = 0, n4: int = 0,
@@ -152,8 +152,8 @@ def test_zhongtai_apply_drain_and_metrics(capsys: pytest.CaptureFixture[str]) ->
     """``zhongtai apply --drain`` writes what is committed; the metrics count exactly those rows."""
     from prometheus_client import generate_latest
 
-    from zhongtai.applier import ApplierMetrics
     from zhongtai.cli import main
+    from zhongtai.services.applier import ApplierMetrics
 
     settings, _tag, group, prefix, topic, p = _fresh_log("apply")
     p.begin_transaction()
@@ -205,7 +205,7 @@ def test_applier_thread_stop_returns_while_the_loop_waits_for_rows() -> None:
     (a test teardown hung that way); ``stop`` joins the thread first."""
     import time
 
-    from zhongtai.applier import ApplierThread
+    from zhongtai.services.applier import ApplierThread
 
     settings, _tag, group, prefix, _topic, p = _fresh_log("stop")
     thread = ApplierThread(StoreApplier(settings, group=group, redis_prefix=prefix, hbase=False))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from zhongtai.job_main import build_parser, run_options
-from zhongtai.runner import RunOptions
-from zhongtai.submit import _job_args
+from zhongtai.jobs.job_main import build_parser, run_options
+from zhongtai.jobs.runner import RunOptions
+from zhongtai.jobs.submit import _job_args
 
 # everything a cluster run can carry (the test-only negative control of the kill test aside)
 CARRIED = {f.name for f in fields(RunOptions)} - {"actions_control_prefix"}

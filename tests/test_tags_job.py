@@ -146,7 +146,7 @@ def test_tags_in_the_job_profile_changes_timers_deletes_and_control() -> None:
     from connectors.jvm import zhongtai_jar
     from pipelines.events import job_options
     from pipelines.person import attach_person
-    from zhongtai.runner import RunOptions, make_envs
+    from zhongtai.jobs.runner import RunOptions, make_envs
 
     settings = make_settings(flink={"parallelism": 2, "options": {"pipeline.auto-watermark-interval": "50 ms",
                                                                "restart-strategy.type": "none",

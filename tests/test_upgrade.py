@@ -51,11 +51,11 @@ from connectors.redis_store import RedisStore
 from connectors.store_log import store_log_topic
 from tests.helpers import counter_mismatches, fresh_names, make_settings, profile_mismatches, read_topics
 from tests.test_workers_env import free_port
-from zhongtai.generator import GeneratorConfig, fault_rates
-from zhongtai.generator.oracle import ValidEvent, _Pseudonyms, decode
-from zhongtai.generator.produce import write_expected
-from zhongtai.generator.stream import generate
-from zhongtai.stack._proc import inherited_env
+from zhongtai.devtools.generator import GeneratorConfig, fault_rates
+from zhongtai.devtools.generator.oracle import ValidEvent, _Pseudonyms, decode
+from zhongtai.devtools.generator.produce import write_expected
+from zhongtai.devtools.generator.stream import generate
+from zhongtai.devtools.stack._proc import inherited_env
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
@@ -313,10 +313,10 @@ def test_from_savepoint_reaches_job_main_and_the_restore_path() -> None:
     """``zhongtai submit --from-savepoint`` hands the path to job_main (``--recover-from``), which restores from
     it instead of the newest retained checkpoint; ``zhongtai stop``/``run`` parse their new flags."""
     from zhongtai.cli import build_parser
-    from zhongtai.job_main import build_parser as job_parser
-    from zhongtai.job_main import run_options
-    from zhongtai.runner import RunOptions
-    from zhongtai.submit import _job_args
+    from zhongtai.jobs.job_main import build_parser as job_parser
+    from zhongtai.jobs.job_main import run_options
+    from zhongtai.jobs.runner import RunOptions
+    from zhongtai.jobs.submit import _job_args
 
     opts = RunOptions(job_name="j1", group="g1", recover_from="file:/sp/savepoint-0a1b2c-3d4e")
     back = run_options(job_parser().parse_args(_job_args(opts, Path("/tmp/s.json"), ["file:///x.jar"])))
@@ -331,7 +331,7 @@ def test_from_savepoint_reaches_job_main_and_the_restore_path() -> None:
 
 def _free_slot(settings: Settings, timeout_s: float = 300.0) -> bool:
     """The standalone cluster is shared: wait for a free slot (other jobs are left alone)."""
-    from zhongtai.submit import rest
+    from zhongtai.jobs.submit import rest
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -349,9 +349,9 @@ def test_cluster_stop_prints_the_savepoint_and_submit_restores_it(tmp_path: Path
     ``zhongtai stop --job NAME --savepoint DIR`` (REST stop-with-savepoint; prints the path), then
     ``submit --from-savepoint`` with another checkpoint interval and bundle time on the rest of the stream:
     Redis equals the oracle over the whole stream."""
-    from zhongtai.applier import ApplierThread, StoreApplier
     from zhongtai.cli import main as cli_main
-    from zhongtai.submit import cancel, find_job, job_exceptions, job_state, stop_with_savepoint, submit
+    from zhongtai.jobs.submit import cancel, find_job, job_exceptions, job_state, stop_with_savepoint, submit
+    from zhongtai.services.applier import ApplierThread, StoreApplier
 
     n = fresh_names()
     settings = make_settings(flink={"parallelism": 1, "checkpoint_interval_ms": 2000})

@@ -157,7 +157,7 @@ def settings_yaml(settings: Settings, path: Path) -> Path:
 
 
 def topics_of(settings: Settings, channel: str) -> list[str]:
-    from zhongtai.workers.worker import WorkerTopics
+    from zhongtai.services.workers.worker import WorkerTopics
 
     t = WorkerTopics.of(settings.kafka, channel)
     return [t.actions, t.dlq, t.delivery]
@@ -166,7 +166,7 @@ def topics_of(settings: Settings, channel: str) -> list[str]:
 def create(settings: Settings, topics: list[str], partitions: int = 2) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from zhongtai.stack import create_topics
+    from zhongtai.devtools.stack import create_topics
 
     create_topics(settings, topics, partitions=partitions)
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})

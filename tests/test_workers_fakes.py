@@ -18,8 +18,8 @@ from connectors.channels.kafka_io import InMessage, OutRecord
 from operators.delivery.ledger import MemoryLedger
 from operators.delivery.ratelimit import Unlimited
 from operators.messages import Action
-from zhongtai.workers.metrics import WorkerMetrics
-from zhongtai.workers.worker import ChannelWorker, WorkerTopics
+from zhongtai.services.workers.metrics import WorkerMetrics
+from zhongtai.services.workers.worker import ChannelWorker, WorkerTopics
 
 TOPICS = WorkerTopics(actions="a.webhook", dlq="a.webhook.dlq", delivery="delivery")
 

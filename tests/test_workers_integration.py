@@ -31,7 +31,7 @@ from tests.test_workers_env import (
     worker_settings,
     write_contacts,
 )
-from zhongtai.workers.worker import build_worker
+from zhongtai.services.workers.worker import build_worker
 
 pytestmark = [pytest.mark.stack]
 

@@ -26,7 +26,7 @@ from tests.test_workers_fakes import (
     encode,
     make_worker,
 )
-from zhongtai.workers.tracking import OffsetTracker, ParkingLot
+from zhongtai.services.workers.tracking import OffsetTracker, ParkingLot
 
 
 # ---- backoff ------------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_worker_modules_load_without_pyflink():
     from pathlib import Path
 
     mods = ["operators.delivery." + m for m in ("backoff", "ratelimit", "ledger")]
-    mods += ["zhongtai.workers." + m for m in ("tracking", "metrics", "worker")]
+    mods += ["zhongtai.services.workers." + m for m in ("tracking", "metrics", "worker")]
     mods += ["connectors.channels." + m for m in ("base", "contacts", "smtp", "http", "redis_state", "kafka_io")]
     mods.append("zhongtai.cli_workers")
     code = ("import sys; sys.modules['pyflink'] = None\n"

@@ -23,7 +23,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # ---- stack ------------------------------------------------------------------------------------
 def cmd_stack(args: argparse.Namespace) -> int:
-    from zhongtai import stack
+    from zhongtai.devtools import stack
 
     s = _settings(args)
     if args.action == "up":
@@ -42,8 +42,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 # ---- produce ----------------------------------------------------------------------------------
 def cmd_produce(args: argparse.Namespace) -> int:
-    from zhongtai.generator import GeneratorConfig, fault_rates
-    from zhongtai.generator.produce import produce
+    from zhongtai.devtools.generator import GeneratorConfig, fault_rates
+    from zhongtai.devtools.generator.produce import produce
 
     s = _settings(args)
     cfg = GeneratorConfig(
@@ -123,7 +123,7 @@ def _run_until_stopped(s: Settings, opts: object, directory: str) -> str | None:
     import signal
     import threading
 
-    from zhongtai.runner import RunOptions, start_events_job
+    from zhongtai.jobs.runner import RunOptions, start_events_job
 
     assert isinstance(opts, RunOptions)
     stop = threading.Event()
@@ -150,7 +150,7 @@ def _restore_refused(e: BaseException) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from zhongtai.runner import RunOptions, latest_checkpoint, run_events_job, savepoint_dir
+    from zhongtai.jobs.runner import RunOptions, latest_checkpoint, run_events_job, savepoint_dir
 
     s = _settings(args)
     opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase,
@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    from zhongtai.runner import RunError, check_drain_topics
+    from zhongtai.jobs.runner import RunError, check_drain_topics
 
     try:
         if args.drain:
@@ -200,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from zhongtai.submit import submit
+    from zhongtai.jobs.submit import submit
 
     s = _settings(args)
     job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait, rules=args.rules,
@@ -209,7 +209,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(job_id)
     if args.from_savepoint and not args.wait:
         # the JobManager maps the savepoint's state onto the new graph when the job starts: say it if it cannot
-        from zhongtai.submit import job_exceptions, wait_state
+        from zhongtai.jobs.submit import job_exceptions, wait_state
 
         state = wait_state(s, job_id, {"RUNNING"}, timeout=300)
         if state != "RUNNING":
@@ -225,8 +225,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop the cluster's job with a savepoint (REST); print the savepoint's path on stdout."""
-    from zhongtai.runner import savepoint_dir
-    from zhongtai.submit import SubmitError, find_job, stop_with_savepoint
+    from zhongtai.jobs.runner import savepoint_dir
+    from zhongtai.jobs.submit import SubmitError, find_job, stop_with_savepoint
 
     s = _settings(args)
     directory = args.savepoint or savepoint_dir(s)
@@ -244,12 +244,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Write the job's committed store log to Redis/HBase (``zhongtai.applier``)."""
+    """Write the job's committed store log to Redis/HBase (``zhongtai.services.applier``)."""
     import signal
     import threading
 
     from connectors.store_log import store_log_topic
-    from zhongtai.applier import ApplierError, ApplierMetrics, StoreApplier
+    from zhongtai.services.applier import ApplierError, ApplierMetrics, StoreApplier
 
     s = _settings(args)
     metrics = None
@@ -283,13 +283,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 # ---- demo / profile / bench -------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from zhongtai.demo import run_demo
+    from zhongtai.devtools.demo import run_demo
 
     return run_demo(_settings(args), events=args.events, persons=args.persons)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from zhongtai.profiles import get_profile
+    from zhongtai.services.profiles import get_profile
 
     s = _settings(args)
     out = get_profile(s, args.identifier, as_of=args.as_of)
@@ -424,7 +424,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_dashboard",
     "zhongtai.cli_identity",
     "zhongtai.cli_rules",
-    "zhongtai.api.cli",
+    "zhongtai.cli_api",
 )
 
 

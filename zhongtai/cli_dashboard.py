@@ -8,7 +8,7 @@ from typing import Any
 
 
 def cmd_dashboard(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Any]) -> int:
-    from zhongtai.dashboard import DashboardOptions, create_app, serve
+    from zhongtai.services.dashboard import DashboardOptions, create_app, serve
 
     settings = settings_of(args)
     opts = DashboardOptions(

@@ -18,7 +18,7 @@ from typing import Any
 
 def cmd_identity(args: argparse.Namespace, settings: Any) -> int:
     from connectors.control import PublishError, publish
-    from zhongtai.profiles import person_key
+    from zhongtai.services.profiles import person_key
 
     try:
         ident = person_key(settings, args.identifier)

@@ -2,7 +2,7 @@
 
 Hot reload through the control topic (docs/rules.md, "Command line"): the running job applies every
 message with ``operators.rules.registry.apply_control`` and answers on ``kafka.topics.control_results``.
-The operations live in ``zhongtai.api.rules`` (shared with the REST API); this module only parses
+The operations live in ``zhongtai.services.api.rules`` (shared with the REST API); this module only parses
 arguments and prints. Registered through ``_EXTENSIONS`` in zhongtai/cli.py; nothing happens at import.
 
 Exit codes: 0 done (with ``--wait``: applied), 1 invalid / rejected / no result in time, 2 Kafka or file
@@ -26,7 +26,7 @@ def _err(verb: str, text: str) -> None:
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from operators.rules.schema import DefinitionError
-    from zhongtai.api.rules import load_definitions_file, summary
+    from zhongtai.services.api.rules import load_definitions_file, summary
 
     bad = 0
     for path in args.files:
@@ -53,7 +53,7 @@ class _RulesFileError(Exception):
 def _view(args: argparse.Namespace, settings: Settings) -> Any:
     """The folded rule set; :class:`_RulesFileError` when the job's rules file is unreadable or invalid."""
     from operators.rules.schema import DefinitionError
-    from zhongtai.api.rules import RuleSetView
+    from zhongtai.services.api.rules import RuleSetView
 
     try:
         return RuleSetView(settings, args.rules_file)
@@ -68,7 +68,7 @@ def _send(verb: str, args: argparse.Namespace, settings: Settings, msg: dict[str
     """Publish ``msg`` (checked against the folded rule set unless ``--no-check``); with ``--wait``
     print the job's answer."""
     from connectors.control import PublishError, ReadError
-    from zhongtai.api.rules import Rejected, message_label, no_result_hint, wait_result
+    from zhongtai.services.api.rules import Rejected, message_label, no_result_hint, wait_result
 
     try:
         published = _view(args, settings).publish(msg, check=not args.no_check)
@@ -106,7 +106,7 @@ def _send(verb: str, args: argparse.Namespace, settings: Settings, msg: dict[str
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from operators.rules.schema import DefinitionError
-    from zhongtai.api.rules import load_definitions_file
+    from zhongtai.services.api.rules import load_definitions_file
 
     try:
         _, msg = load_definitions_file(args.file)
@@ -125,7 +125,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
-    from zhongtai.api.rules import control_message
+    from zhongtai.services.api.rules import control_message
 
     msg = control_message(args.op, args.id, kind=args.kind, version=args.version)
     return _send(args.op, args, settings, msg)

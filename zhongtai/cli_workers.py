@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_worker(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
-    from zhongtai.workers.worker import build_worker
+    from zhongtai.services.workers.worker import build_worker
 
     settings = settings_of(args)
     if args.instance is not None:

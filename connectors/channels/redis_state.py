@@ -1,6 +1,6 @@
 """The workers' Redis state: idempotency records and shared token buckets.
 
-Both apply the pure step functions of ``zhongtai.workers`` (``ledger.claim``/``ledger.finish``,
+Both apply the pure step functions of ``zhongtai.services.workers`` (``ledger.claim``/``ledger.finish``,
 ``ratelimit.take``) inside an optimistic ``WATCH``/``MULTI`` transaction, retried when another
 worker changed the key in between, so every transition is atomic across worker processes. Each
 transaction touches one key, so it runs as it is on a Redis Cluster: on the node that holds the key

@@ -7,7 +7,7 @@ import java.util.HashMap;
 /**
  * A strict RFC 8259 JSON parser over UTF-8 bytes, with the readings of docs/semantics.md.
  *
- * <p>Python reference: {@code zhongtai.generator.oracle} ({@code json.JSONDecoder} with every number
+ * <p>Python reference: {@code zhongtai.devtools.generator.oracle} ({@code json.JSONDecoder} with every number
  * kept as its literal text, {@code NaN}/{@code Infinity} rejected, plus {@code _check_tree}). Rejected:
  * anything but one value surrounded by optional JSON white space (trailing bytes, a second value),
  * trailing commas, comments, {@code NaN}/{@code Infinity}, leading zeros, {@code +1}, {@code .5},

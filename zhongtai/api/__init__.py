@@ -1,5 +1,0 @@
-"""The REST API (``zhongtai api``, docs/api.md): profiles, rules and experiments over HTTP.
-
-``zhongtai.api.app.create_app(settings)`` builds the Starlette app; ``zhongtai.api.rules`` holds the
-rule-set operations shared with ``zhongtai rules``. Nothing is imported or connected at import time.
-"""
