@@ -349,7 +349,7 @@ def run_bench(
                 problems += pshown
                 n += pn
                 res["profiles_checked"] = len(expected["profiles"])
-            if name.startswith("tuned_full"):  # the id map too (the job's is tested in tests/test_job_identity.py)
+            if name.startswith("tuned_full"):  # the id map too (the job's is tested in tests/integration/test_job_identity.py)
                 from .tuned_full import diff_id_map
 
                 idn, idshown = diff_id_map(store.id_mapping(), expected["identity"])

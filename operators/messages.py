@@ -7,7 +7,7 @@
   the job reads the delivered ones back for attribution (``operators.rules.attribution.delivery_from``).
 * :class:`TagChange` (``zt.tags.changes``): a tag added to or removed from a person, by the tags stage.
 
-A reader takes what the writer writes field by field (tests/test_messages.py); a message that is not
+A reader takes what the writer writes field by field (tests/unit/test_messages.py); a message that is not
 such a JSON object raises :class:`MessageDecodeError` naming the field, and the reader dead-letters it.
 """
 

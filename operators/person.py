@@ -19,7 +19,7 @@ The rows already are (the person-minute aggregate emits one update per bucket pe
 processing-time interval), so which intermediate states were evaluated never was fixed; the final
 membership and every timer are (a tag is a function of the profile and the time). A tag change is dated
 at the newest event time of the rows that caused it. With ``job.bundle_rows = 1`` every row is evaluated
-on its own (tests/test_tags_job.py pins the tag changes that way). What it saves besides the evaluations:
+on its own (tests/pipeline/test_tags_job.py pins the tag changes that way). What it saves besides the evaluations:
 one state read and write per bundle instead of two per row, the minute buckets held once, one armed
 timer per person instead of one per pattern and event, and profile fields computed from bounded
 aggregates (only when asked, for the engine).

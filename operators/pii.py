@@ -2,7 +2,7 @@
 
 Pure: no pyflink, no clients. The job computes the same function on the JVM (zhongtai's function
 ``zt_decode_event``, configured by ``pipelines/decode.py`` with :func:`hmac_pads_hex` and the constants
-here); tests/test_decode_sql.py and tests/test_decode_jvm.py keep the two in agreement.
+here); tests/pipeline/test_decode_sql.py and tests/integration/test_decode_jvm.py keep the two in agreement.
 
 The MAC is standard HMAC-SHA256 (RFC 2104) keyed with the configured secret over
 ``"<type>:<normalised value>"``; the JVM side receives the two padded keys as hex constants.

@@ -8,7 +8,7 @@ the key, in arrival order). It flushes before every watermark and watermark stat
 every checkpoint barrier, at the end of input, after ``max_delay_ms`` of processing time and at
 ``max_rows`` pending rows. So a keyed function that runs a bundle's rows in order sees exactly the rows,
 watermarks and timers it would have seen row by row: bundling changes how many records cross, never
-what is computed (:func:`bundle_rows` is the reference; tests/test_bundles.py compares it with the JVM).
+what is computed (:func:`bundle_rows` is the reference; tests/pipeline/test_bundles.py compares it with the JVM).
 
 :func:`keyed_bundles` builds the whole JVM side for a query: event time from one of its BIGINT columns
 (Java timestamp assigner: no Python call per row), the bundler chained behind it, and the keyBy on the

@@ -3,7 +3,7 @@
 Each entry names the view, its columns (in order), whether it is append-only or updating, and the stage
 that produces it (``pipelines.job.STAGES``). A stage reads only views of the catalog that an earlier stage
 produced and registers the views the catalog gives it; ``pipelines.job.build_job`` checks both while it
-builds the graph, and tests/test_job_graph.py compares the catalog with the views and columns of the
+builds the graph, and tests/integration/test_job_graph.py compares the catalog with the views and columns of the
 real job. Views a stage uses only inside itself are not shared; they carry the stage's own prefix
 (``PRIVATE_PREFIXES``).
 """

@@ -74,7 +74,7 @@ def job_options(settings: Settings) -> dict[str, str]:
 
 def sql_uid_options(settings: Settings) -> dict[str, str]:
     """Every SQL operator gets an explicit uid, so that its state survives a savepoint restore across what an
-    upgrade changes (tests/test_upgrade.py, docs/upgrade.md). ``flink.options`` may set either key otherwise.
+    upgrade changes (tests/integration/test_upgrade.py, docs/upgrade.md). ``flink.options`` may set either key otherwise.
 
     Measured on this job (rules on, experiments off: 183 operators, 34 of them with state; the operator ids of
     the job graph, each build in a fresh process unless said otherwise):

@@ -4,7 +4,7 @@ The job's SQL operators (dedup by event_id, the counter, bucket and combination 
 state on the JVM, bounded by ``table.exec.state.ttl`` (``pipelines.events.job_options``: max(dedup TTL,
 allowed lateness + skew + 1 h)). The Python operators declare theirs here: a descriptor name with a
 version suffix, a codec with a version, and a TTL or the reason there is none. ``DECLARATIONS`` lists them
-all; tests/test_state_declarations.py checks the list against the code.
+all; tests/unit/test_state_declarations.py checks the list against the code.
 """
 
 from __future__ import annotations

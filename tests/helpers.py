@@ -6,6 +6,7 @@ import json
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from config import load_settings
@@ -16,6 +17,11 @@ PROFILE_FIELDS = (
     "views_1h", "views_24h", "views_7d", "carts_7d", "purchases_30d", "gmv_30d", "purchases_90d", "gmv_90d",
 )
 COUNTER_FIELDS = ("views", "carts", "purchases", "events", "persons", "revenue")
+
+#: The repository's root and the tests' data folder, whatever tier folder (tests/unit, tests/pipeline,
+#: tests/integration) a test module sits in: import these instead of counting ``Path(__file__).parents``.
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ DEFAULT_START_MS = 1_795_132_800_000
 
 #: DLQ reasons of docs/semantics.md the generator makes, in the order the checks run (first failing check
 #: wins). Not generated (so the default stream stayed byte for byte the same): ``too_long:ids`` and
-#: ``out_of_range:amount`` (issue 12), pinned by hand-made cases in tests/test_oracle.py and the decode tests.
+#: ``out_of_range:amount`` (issue 12), pinned by hand-made cases in tests/unit/test_oracle.py and the decode tests.
 DLQ_REASONS: tuple[str, ...] = (
     "oversized",
     "not_utf8",

@@ -9,7 +9,7 @@ the interleaving of partitions, except "first read wins" for an event_id seen in
 generator keeps duplicates in the partition of their original). Dedup assumes every record is read
 within ``job.dedup_ttl_ms`` of the first (processing time is not modelled).
 
-Readings of the contract where docs/semantics.md leaves room (tests/test_oracle.py pins each):
+Readings of the contract where docs/semantics.md leaves room (tests/unit/test_oracle.py pins each):
   * "JSON": RFC 8259, strictly (docs/semantics.md "What JSON is"): exactly one value with optional
     white space around it (``{...}garbage`` and two objects are malformed), no ``NaN``/``Infinity``, no
     comments, trailing commas, leading zeros or raw control characters; an escape that denotes a lone

@@ -30,7 +30,7 @@ import org.apache.flink.table.functions.ScalarFunction;
  * {@link Identifiers} ({@code hmac_ipad}, {@code hmac_opad}, {@code country_code},
  * {@code national_digits}, {@code national_prefix}, {@code blocked_values}, {@code blocked_hashes},
  * {@code blocked_patterns}). The checks and their order are docs/semantics.md's; the Python reference is
- * {@code zhongtai.devtools.generator.oracle.decode_full} (tests/test_decode_sql.py and tests/test_decode_jvm.py run
+ * {@code zhongtai.devtools.generator.oracle.decode_full} (tests/pipeline/test_decode_sql.py and tests/integration/test_decode_jvm.py run
  * both on the same records).
  *
  * <p>Output: {@code reason} = the DLQ reason of the first failing check, NULL for a valid event; when it

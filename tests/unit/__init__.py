@@ -1,0 +1,1 @@
+"""Pure unit tests: no services, no Flink (docs/architecture.md, "Tests")."""
