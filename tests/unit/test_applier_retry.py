@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from config import load_settings
-from zhongtai import applier as ap
+from zhongtai.services import applier as ap
 
 
 class Flaky:

@@ -469,7 +469,7 @@ def test_entrypoint_scripts_are_executable_shell():
 
 def test_bootstrap_creates_the_topic_layout_the_job_expects(monkeypatch):
     from connectors.store_log import store_log_topic
-    from zhongtai import runner
+    from zhongtai.jobs import runner
 
     s = local_settings()
     layout = bootstrap_module().topic_layout(s)
