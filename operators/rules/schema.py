@@ -268,6 +268,10 @@ def _json_path(path: Sequence[str | int]) -> str:
     return out
 
 
+_YAML_STR = "tag:yaml.org,2002:str"
+_YAML_KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "null": "null", "timestamp": "a date"}
+
+
 class _Source:
     """Where each JSON path starts in the text (1-based line/column), plus duplicate YAML keys."""
 
@@ -277,6 +281,8 @@ class _Source:
         self.marks: dict[Path_, tuple[int, int]] = {}
         self.scalar_style: dict[Path_, str | None] = {}
         self.duplicates: list[tuple[Path_, str]] = []
+        #: Mapping keys YAML resolved to something other than text (``on``/``yes`` → bool, ``1`` → int, ``~``).
+        self.non_text_keys: list[tuple[Path_, str, str]] = []
         if root is not None:
             self._walk(root, base)
 
@@ -289,6 +295,9 @@ class _Source:
                 if key in seen:
                     self.duplicates.append((path + (key,), key))
                 seen.add(key)
+                if k.tag != _YAML_STR:
+                    kind = k.tag.rsplit(":", 1)[-1]
+                    self.non_text_keys.append((path + (key,), key, _YAML_KINDS.get(kind, kind)))
                 self._walk(v, path + (key,))
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
@@ -629,6 +638,9 @@ def load_text(text: str, file: str = "<rules>") -> Definitions:
     c = _Checker(src, doc if doc is not None else {})
     for path, key in src.duplicates:
         c.add(path, f"key {key!r} appears twice in one mapping; keep one")
+    for path, key, kind in src.non_text_keys:
+        c.add(path, f"YAML reads the key {key!r} as {kind}, not as text (yes/no/on/off, numbers, dates and ~ do that); "
+              f"quote it: '{key}'")
     for err in sorted(_VALIDATOR.iter_errors(c.doc), key=lambda e: [str(p) for p in e.absolute_path]):
         c.add(_error_path(err), _schema_message(err))
     if c.problems:

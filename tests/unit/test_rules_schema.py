@@ -86,6 +86,23 @@ def test_duplicate_yaml_keys_and_syntax_errors():
         "rules.yaml:1:16: at $: not valid YAML/JSON: expected ',' or '}', but got '<stream end>'; fix the syntax"]
 
 
+
+def test_mapping_keys_yaml_reads_as_booleans_or_numbers_are_problems():
+    # unquoted on/yes/2 as keys became True/2 and the action's params failed later in orjson (non-text keys)
+    doc = ("rules: [{id: r, version: 1, trigger: {event: [x]}, "
+           "actions: [{channel: push, template: t, params: {on: 1, 2: b, ok: c}}]}]")
+    assert problems(doc) == [
+        ("rules.yaml:1:104: rule 'r' at $.rules[0].actions[0].params.on: YAML reads the key 'on' as a boolean, "
+         "not as text (yes/no/on/off, numbers, dates and ~ do that); quote it: 'on'"),
+        ("rules.yaml:1:110: rule 'r' at $.rules[0].actions[0].params.2: YAML reads the key '2' as an integer, "
+         "not as text (yes/no/on/off, numbers, dates and ~ do that); quote it: '2'"),
+    ]
+    # negative control: the same keys quoted are text and load
+    quoted = doc.replace("{on: 1, 2: b", "{'on': 1, '2': b")
+    (rule,) = load_text(quoted, "rules.yaml").rules
+    assert rule.actions[0].params == {"on": 1, "2": "b", "ok": "c"}
+
+
 def test_json_files_get_lines_too():
     doc = '{"rules": [{"id": "Bad Id", "version": 0, "trigger": {"event": ["x"]}, "actions": []}]}'
     assert problems(doc, "rules.json") == [
