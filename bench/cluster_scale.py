@@ -42,15 +42,15 @@ IDENT = "zt-scale"
 
 
 def _rest(settings: Settings, path: str) -> Any:
-    from zhongtai.submit import rest
+    from zhongtai.jobs.submit import rest
 
     return rest(settings, path)
 
 
 def _tm_env(settings: Settings, slots: int) -> dict[str, str]:
     """The stack's Flink environment with a conf copy whose TaskManagers have ``slots`` slots each."""
-    from zhongtai.stack._proc import paths_of
-    from zhongtai.stack.flink_cluster import _env
+    from zhongtai.devtools.stack._proc import paths_of
+    from zhongtai.devtools.stack.flink_cluster import _env
 
     paths = paths_of(settings)
     env = _env(settings, paths)
@@ -76,8 +76,8 @@ def _wait_taskmanagers(settings: Settings, n: int, timeout_s: float = 90.0) -> N
 
 def reshape(settings: Settings, taskmanagers: int) -> dict[str, str]:
     """Stop the stack's TaskManager (ours, by PID) and start ``taskmanagers`` one-slot TaskManagers."""
-    from zhongtai.stack import status
-    from zhongtai.stack.flink_cluster import flink_home
+    from zhongtai.devtools.stack import status
+    from zhongtai.devtools.stack.flink_cluster import flink_home
 
     tm = next(d for d in status(settings) if d["name"] == "flink-taskmanager")
     if tm["state"] == "running":
@@ -93,8 +93,8 @@ def reshape(settings: Settings, taskmanagers: int) -> dict[str, str]:
 
 def restore(settings: Settings, env: dict[str, str]) -> None:
     """Stop the one-slot TaskManagers and bring the stack's own TaskManager back."""
-    from zhongtai.stack import flink_cluster_up
-    from zhongtai.stack.flink_cluster import flink_home
+    from zhongtai.devtools.stack import flink_cluster_up
+    from zhongtai.devtools.stack.flink_cluster import flink_home
 
     subprocess.run(["bash", str(flink_home() / "bin" / "taskmanager.sh"), "stop-all"], env=env, check=False,
                    stdout=subprocess.DEVNULL)
@@ -115,8 +115,8 @@ def _placement(settings: Settings, job_id: str) -> dict[str, int]:
 def run_one(settings: Settings, parallelism: int, topics: list[str], expected: dict[str, Any],
             runid: str, events: int) -> dict[str, Any]:
     from connectors.store_log import store_log_topic
-    from zhongtai.applier import ApplierThread, StoreApplier
-    from zhongtai.submit import cancel, submit, wait_finished
+    from zhongtai.jobs.submit import cancel, submit, wait_finished
+    from zhongtai.services.applier import ApplierThread, StoreApplier
 
     s = settings.model_copy(update={"flink": settings.flink.model_copy(update={"parallelism": parallelism})})
     name = f"p{parallelism}"
@@ -172,8 +172,8 @@ def main() -> None:
     ap.add_argument("--taskmanagers", type=int, default=2)
     ap.add_argument("--out", default="bench/results/cluster-scale.json")
     a = ap.parse_args()
-    from zhongtai.generator import GeneratorConfig
-    from zhongtai.generator.produce import produce
+    from zhongtai.devtools.generator import GeneratorConfig
+    from zhongtai.devtools.generator.produce import produce
 
     from .run import _delete_topics
 
