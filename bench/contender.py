@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,25 @@ def _run_job(settings: Any, **kw: Any) -> dict[str, Any]:
     return {"complete": True}
 
 
-def run(name: str, settings: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    if name == "job":
-        fn = _run_job
-    elif name == "sql":
-        from .sql_only import run_sql as fn
-    else:
-        from . import consumers
-        from .tuned_full import run_tuned_full
+def contender_function(name: str) -> Callable[..., dict[str, Any]]:
+    """The function a contender runs; every name in ``bench.run.CONTENDERS`` and ``EXTRA`` has one."""
+    if name.startswith("job"):  # job, job_rules, job-redis, job-direct, job-rocksdb: settings/kwargs differ
+        return _run_job
+    if name == "sql":
+        from .sql_only import run_sql
 
-        fn = {"raw": consumers.run_raw, "naive": consumers.run_naive, "tuned": consumers.run_tuned,
-              "tuned_full": run_tuned_full}[name]
+        return run_sql
+    from . import consumers
+    from .tuned_full import run_tuned_full
+
+    fns: dict[str, Callable[..., dict[str, Any]]] = {
+        "raw": consumers.run_raw, "naive": consumers.run_naive, "tuned": consumers.run_tuned,
+        "tuned_full": run_tuned_full, "tuned_full-rules": run_tuned_full}
+    return fns[name]
+
+
+def run(name: str, settings: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    fn = contender_function(name)
     t0 = time.monotonic()
     out = fn(settings, **kwargs)
     out["seconds"] = time.monotonic() - t0

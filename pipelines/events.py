@@ -2,7 +2,7 @@
 combinations, totals; person minutes and person events over the identity map; the store rows.
 
 The statements and helpers here are used by the stages of ``pipelines.job`` (the composition root):
-``view_statements`` (the core), ``person_minutes_statement`` / ``person_events_statements`` (people),
+``view_statements`` (the core), ``person_minutes_statement`` / ``attach_person_events`` (people),
 ``store_rows_statement`` and ``store_insert`` (the store: the transactional store log applied to
 Redis/HBase by ``zhongtai.services.applier``, or with ``job.store_mode: direct`` the vectorised writer
 ``pipelines.store_sink``), ``dlq_insert``.
@@ -14,8 +14,9 @@ identity graph) and person-bucket changes (tags). See docs/performance.md for th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from operators.scopes import scope_key_sql
 from pipelines.decode import ID_TYPES, decode_statements
@@ -259,39 +260,75 @@ FROM zt_anchor_minutes AS a JOIN zt_id_map AS m ON a.anchor = m.identifier
 GROUP BY m.pid, a.mb"""
 
 
-def person_events_statements() -> list[str]:
-    """``zt_person_events``: each unique event once, with the person its anchor had when the event met
-    the identity map (append-only; for rules and experiments, which act on an event once).
+#: The columns of ``zt_person_events`` after ``person`` (the data fields of the enrichment).
+PERSON_EVENT_FIELDS = ("event_id", "event_type", "ts_ms", "campaign", "channel", "amount", "item_id", "exp_key",
+                       "variation", "props")
 
-    The join re-emits an event when its anchor moves to another person; only the first emission per
-    event_id is kept (later merges move the profile buckets, not the event's past decisions).
+
+def person_events_input_statement() -> str:
+    """``zt_person_events_in``: the identity map's changes and the unique events in ONE append-only stream,
+    keyed by identifier (``k``): a value row (``is_value``) sets or clears (``v`` null) the identifier's
+    person, a data row is an event of that anchor (the input of :func:`enrich_once`)."""
+    nulls = ", ".join(f"CAST(NULL AS {t}) AS {c}" for c, t in zip(PERSON_EVENT_FIELDS, (
+        "STRING", "STRING", "BIGINT", "STRING", "STRING", "DECIMAL(18, 2)", "STRING", "STRING", "INT", "STRING")))
+    return f"""
+CREATE TEMPORARY VIEW zt_person_events_in AS
+SELECT identifier AS k, TRUE AS is_value, CASE WHEN op = 'DELETE' THEN CAST(NULL AS STRING) ELSE pid END AS v,
+       {nulls}
+FROM TO_CHANGELOG(input => TABLE zt_id_map) WHERE op IN ('INSERT', 'UPDATE_AFTER', 'DELETE')
+UNION ALL
+SELECT person AS k, FALSE AS is_value, CAST(NULL AS STRING) AS v, {", ".join(PERSON_EVENT_FIELDS)}
+FROM zt_unique"""
+
+
+def enrich_once(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The Python reference of ``io.zhongtai.flink.enrich.EnrichOnce`` (jvm/), over rows in arrival order.
+
+    A row is ``(k, is_value, v, d1, ..., dn)``. A value row sets key ``k``'s value to ``v`` (None clears
+    it); a data row comes out once as ``(value, d1, ..., dn)``: at once when ``k`` has a value, else when
+    ``k``'s first value arrives (waiting rows in arrival order). A later value change emits nothing.
     """
-    joined = """
-CREATE TEMPORARY VIEW zt_person_events_all AS
-SELECT m.pid AS person, e.event_id, e.event_type, e.ts_ms, e.campaign, e.channel, e.amount, e.item_id,
-       e.exp_key, e.variation, e.props
-FROM zt_unique AS e JOIN zt_id_map AS m ON e.person = m.identifier"""
-    first = """
-CREATE TEMPORARY VIEW zt_person_events_first AS
-SELECT event_id, u FROM (
-  SELECT event_id, u, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY pt ASC) AS rn
-  FROM (SELECT event_id,
-               CASE WHEN RAND() >= 0 THEN CAST(ROW(person, event_type, ts_ms, campaign, channel, amount, item_id,
-                 exp_key, variation, props) AS ROW<person STRING, event_type STRING, ts_ms BIGINT, campaign STRING,
-                 channel STRING, amount DECIMAL(18, 2), item_id STRING, exp_key STRING, variation INT,
-                 props STRING>) END AS u,
-               PROCTIME() AS pt
-        FROM TO_CHANGELOG(input => TABLE zt_person_events_all)
-        WHERE op IN ('INSERT', 'UPDATE_AFTER')))
-WHERE rn = 1"""
-    events = """
-CREATE TEMPORARY VIEW zt_person_events AS
-SELECT y.u.person AS person, y.event_id AS event_id, y.u.event_type AS event_type, y.u.ts_ms AS ts_ms,
-       y.u.campaign AS campaign, y.u.channel AS channel, y.u.amount AS amount, y.u.item_id AS item_id,
-       y.u.exp_key AS exp_key, y.u.variation AS variation, y.u.props AS props
-FROM TO_CHANGELOG(input => TABLE zt_person_events_first) AS y
-WHERE y.op = 'INSERT'"""
-    return [joined, first, events]
+    value: dict[Any, Any] = {}
+    pending: dict[Any, list[Sequence[Any]]] = {}
+    out: list[tuple[Any, ...]] = []
+    for r in rows:
+        k = "" if r[0] is None else r[0]
+        if r[1]:
+            if r[2] is None:
+                value.pop(k, None)
+                continue
+            value[k] = r[2]
+            out += [(r[2], *w[3:]) for w in pending.pop(k, ())]
+        elif k in value:
+            out.append((value[k], *r[3:]))
+        else:
+            pending.setdefault(k, []).append(r)
+    return out
+
+
+def attach_person_events(t_env: StreamTableEnvironment, pending_ttl_ms: int) -> None:
+    """``zt_person_events``: each unique event once, with the person its anchor had when the event met the
+    identity map (append-only; for rules, attribution and experiments, which act on an event once).
+
+    ``zt_person_events_in`` through the JVM's ``EnrichOnce`` keyed by anchor: an event whose anchor has a
+    person is emitted at once and not stored; one that arrives before its anchor's first mapping waits (at
+    most ``pending_ttl_ms``). Later merges move the profile buckets (``zt_person_minutes``), not the event's
+    past decisions. (Before: an inner join kept every event for ever, plus a keep-first per event_id.)
+    """
+    from pyflink.common import Types
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    t_env.execute_sql(person_events_input_statement())
+    j_in = t_env.to_data_stream(t_env.from_path("zt_person_events_in"))._j_data_stream
+    s, long_, dec, int_ = Types.STRING(), Types.LONG(), Types.BIG_DEC(), Types.INT()
+    out_type = Types.ROW_NAMED(["person", *PERSON_EVENT_FIELDS], [s, s, s, long_, s, s, dec, s, s, int_, s])
+    enrich = get_gateway().jvm.io.zhongtai.flink.enrich.EnrichOnce
+    j_out = enrich.apply(j_in, out_type.get_java_type_info(), pending_ttl_ms, "person-events",
+                         "zt-person-events-enrich-v1")
+    t_env.create_temporary_view("zt_person_events_enriched", t_env.from_data_stream(DataStream(j_out)))
+    cols = ", ".join("CAST(amount AS DECIMAL(18, 2)) AS amount" if c == "amount" else c for c in PERSON_EVENT_FIELDS)
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW zt_person_events AS SELECT person, {cols} FROM zt_person_events_enriched")
 
 
 def store_rows_statement() -> str:

@@ -156,16 +156,12 @@ def _identity(b: Build) -> None:
 
 
 def _people(b: Build) -> None:
-    from pipelines.events import materialize, person_events_statements, person_minutes_statement
+    from pipelines.events import attach_person_events, materialize, person_minutes_statement
 
     b.t_env.execute_sql(person_minutes_statement())
     materialize(b.t_env, "zt_person_minutes", changelog=True)  # read by the person operator and by the store
-    for stmt in person_events_statements():
-        b.t_env.execute_sql(stmt)
-    if b.plan.ruleset is not None:
-        # read by the person operator, the attribution and the person experiments: planned once (each
-        # Table → DataStream conversion is optimised on its own and would run the join and dedup again)
-        materialize(b.t_env, "zt_person_events")
+    # a view over a DataStream (the JVM enrichment): planned once, however many stages read it
+    attach_person_events(b.t_env, b.settings.job.dedup_ttl_ms)
 
 
 def _person(b: Build) -> None:

@@ -131,3 +131,17 @@ def test_logic_probe_times_every_stage() -> None:
     assert c["identity_steps"] > 0 and c["m_rows"] > 0 and c["e_rows"] > 0
     assert 0 < doc["total_us_per_event"] < sum(s["incl_us_per_event"] for s in st.values())
     assert (person.tag_step_memo, person.evaluate, Profile.apply, Profile.fields) == originals
+
+
+def test_every_contender_name_has_a_function() -> None:
+    # job_rules and job-rocksdb once ended in a KeyError in the child (only "job" was dispatched)
+    from bench.contender import contender_function
+    from bench.run import CONTENDERS, EXTRA
+
+    fns = {name: contender_function(name) for name in CONTENDERS + EXTRA}
+    assert {n: f.__name__ for n, f in fns.items()} == {
+        "job": "_run_job", "naive": "run_naive", "tuned": "run_tuned", "tuned_full": "run_tuned_full",
+        "sql": "run_sql", "raw": "run_raw", "job-redis": "_run_job", "job-direct": "_run_job",
+        "job-rocksdb": "_run_job", "job_rules": "_run_job", "tuned_full-rules": "run_tuned_full"}
+    with pytest.raises(KeyError):  # negative control: an unknown name is not silently a job
+        contender_function("tuned-full")
