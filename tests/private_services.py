@@ -68,17 +68,18 @@ def _running(svc: PrivateService) -> Iterator[PrivateService]:
         svc.stop()
 
 
-def private_redis(tmp_path: Path, aof: bool = True) -> contextlib.AbstractContextManager[PrivateService]:
-    """A running ``redis-server`` on a free port (AOF ``everysec`` unless ``aof=False``)."""
-    return _running(_private("redis", tmp_path, redis={"port": free_port()}, stack={"redis_aof": aof}))
+def private_redis(tmp_path: Path, aof: bool = True, **overrides: Any) -> contextlib.AbstractContextManager[PrivateService]:
+    """A running ``redis-server`` on a free port (AOF ``everysec`` unless ``aof=False``); ``overrides`` of
+    the other settings sections (as ``make_settings`` takes them)."""
+    return _running(_private("redis", tmp_path, redis={"port": free_port()}, stack={"redis_aof": aof}, **overrides))
 
 
-def private_thrift(tmp_path: Path) -> contextlib.AbstractContextManager[PrivateService]:
+def private_thrift(tmp_path: Path, **overrides: Any) -> contextlib.AbstractContextManager[PrivateService]:
     """A running HBase Thrift1 server on a free port, serving the shared HBase."""
-    return _running(_private("hbase-thrift", tmp_path, hbase={"port": free_port()}))
+    return _running(_private("hbase-thrift", tmp_path, hbase={"port": free_port()}, **overrides))
 
 
-def private_kafka(tmp_path: Path) -> contextlib.AbstractContextManager[PrivateService]:
+def private_kafka(tmp_path: Path, **overrides: Any) -> contextlib.AbstractContextManager[PrivateService]:
     """A running single-node KRaft broker (broker and controller on free ports, its own log dir)."""
     return _running(_private("kafka", tmp_path, kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
-                             stack={"kafka_controller_port": free_port()}))
+                             stack={"kafka_controller_port": free_port()}, **overrides))

@@ -55,7 +55,9 @@ class ApplierError(RuntimeError):
 class ApplierMetrics:
     """``zhongtai_applier_rows_total``, ``zhongtai_applier_batches_total``, ``zhongtai_applier_write_seconds``
     (one batch to Redis + HBase), ``zhongtai_applier_lag_records`` (committed rows not yet applied, refreshed
-    every ``LAG_EVERY_S``) and ``zhongtai_applier_last_batch_timestamp_seconds``; label ``topic``."""
+    every ``LAG_EVERY_S``), ``zhongtai_applier_last_batch_timestamp_seconds`` and
+    ``zhongtai_applier_retries_total`` (a batch write retried after a lost connection; label ``store``:
+    redis | hbase); label ``topic``."""
 
     def __init__(self, topic: str, registry: Any = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -70,6 +72,9 @@ class ApplierMetrics:
                                   registry=r).labels(topic)
         self._lag = Gauge("zhongtai_applier_lag_records", "Committed store-log rows not applied yet", labels,
                           registry=r).labels(topic)
+        self._retries = Counter("zhongtai_applier_retries", "Batch writes retried after a lost Redis/HBase "
+                                "connection", ("topic", "store"), registry=r)
+        self._topic = topic
         self._last = Gauge("zhongtai_applier_last_batch_timestamp_seconds", "When the last batch was written",
                            labels, registry=r).labels(topic)
 
@@ -78,6 +83,9 @@ class ApplierMetrics:
         self._batches.inc()
         self._seconds.observe(seconds)
         self._last.set(time.time())
+
+    def retry(self, store: str) -> None:
+        self._retries.labels(self._topic, store).inc()
 
     def lag(self, records: int) -> None:
         self._lag.set(records)
@@ -196,6 +204,8 @@ class StoreApplier:
                                            "store and run `zhongtai apply` again") from e
                     logger.warning("store applier: %s write failed (%r); reconnecting, retry in %.1f s", store, e, delay)
                     self.stats.retries += 1
+                    if self.metrics is not None:
+                        self.metrics.retry(store)
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     reconnect = True
