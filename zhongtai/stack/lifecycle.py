@@ -193,17 +193,19 @@ def down(settings: Settings, services=None, log=print) -> None:
             if svc not in chosen:
                 continue
             for p in reversed(reg[svc]):
-                pid_file = paths.pid_file(p.name)
-                pid = read_pid(pid_file, p.marker)
-                if pid is None:
-                    if pid_file.exists():
-                        pid_file.unlink(missing_ok=True)
-                    log(f"{p.name}: not running")
-                    continue
-                outcome = terminate(pid, p.marker, p.grace_s)
-                pid_file.unlink(missing_ok=True)
-                (paths.pids / f"{p.name}.ports").unlink(missing_ok=True)
-                log(f"{p.name}: {outcome} (pid {pid})")
+                _stop_proc(paths, p, False, log)
+
+
+def _stop_proc(paths: Paths, p: Proc, kill: bool, log: Log) -> str:
+    """Stop one process we started (SIGTERM then SIGKILL after its grace period, or SIGKILL at once)."""
+    pid = read_pid(paths.pid_file(p.name), p.marker)
+    outcome = "not running" if pid is None else kill_now(pid, p.marker) if kill else terminate(pid, p.marker,
+                                                                                                p.grace_s)
+    paths.pid_file(p.name).unlink(missing_ok=True)
+    if pid is not None:
+        (paths.pids / f"{p.name}.ports").unlink(missing_ok=True)
+    log(f"{p.name}: {outcome}" + (f" (pid {pid})" if pid is not None else ""))
+    return outcome
 
 
 def _named(names: Iterable[str]) -> list[Proc]:
@@ -231,18 +233,8 @@ def stop_procs(settings: Settings, names: Iterable[str], kill: bool = False, log
     """Stop the named processes that we started: SIGTERM (SIGKILL after the grace period), or at once
     SIGKILL when ``kill`` (a crash: no shutdown hook, no flush). Returns name → what happened."""
     paths = paths_of(settings)
-    out = {}
     with _locked(paths):
-        for p in _named(names):
-            pid = read_pid(paths.pid_file(p.name), p.marker)
-            if pid is None:
-                out[p.name] = "not running"
-            else:
-                out[p.name] = kill_now(pid, p.marker) if kill else terminate(pid, p.marker, p.grace_s)
-            paths.pid_file(p.name).unlink(missing_ok=True)
-            (paths.pids / f"{p.name}.ports").unlink(missing_ok=True)
-            log(f"{p.name}: {out[p.name]} (pid {pid})")
-    return out
+        return {p.name: _stop_proc(paths, p, kill, log) for p in _named(names)}
 
 
 def status(settings: Settings) -> list[dict]:
