@@ -82,7 +82,10 @@ class KafkaWorkerIO:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "session.timeout.ms": 10_000,
+            # longer than a broker restart: a static member whose session expires while the broker is away is
+            # fenced when it rejoins, and librdkafka makes that fatal (the worker would have to be restarted);
+            # a restarted worker still gets its partitions back at once (static membership)
+            "session.timeout.ms": 45_000,
             "max.poll.interval.ms": 300_000,
         })
         self.producer = Producer({
