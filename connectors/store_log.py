@@ -107,11 +107,26 @@ class StoreLogReader:
                                 "the job creates it when it starts with job.store_mode=log")
         self.partitions = sorted(meta.partitions)
         tps = [TopicPartition(topic, p) for p in self.partitions]
-        committed = tps if from_start else self._consumer.committed(tps, timeout=timeout_s)
+        self._warned: dict[tuple[str, int], float] = {}
+        committed = tps if from_start else self._committed(tps, timeout_s)
         self._consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                                for tp in committed])
         self._pending = False
-        self._warned: dict[tuple[str, int], float] = {}
+
+    def _committed(self, tps: list[Any], timeout_s: float) -> list[Any]:
+        """The group's committed offsets of ``tps``; asked again while the group coordinator is away or still
+        loading (a broker that just started or restarted answers NOT_COORDINATOR for a moment)."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return list(self._consumer.committed(tps, timeout=timeout_s))
+            except KafkaException as e:
+                if not _transient(e.args[0]) or time.monotonic() > deadline:
+                    raise
+                self._warn("committed offsets", e.args[0])
+                time.sleep(0.5)
 
     def read(self, max_rows: int, timeout_s: float) -> list[StoreRow]:
         """Up to ``max_rows`` committed rows, waiting at most ``timeout_s`` for the first."""
@@ -182,7 +197,7 @@ class StoreLogReader:
             end = ends.get(tp.partition, 0)
             at = tp.offset
             if at < 0:  # nothing fetched yet: behind unless the partition is empty
-                committed = self._consumer.committed([tp], timeout=10)[0].offset
+                committed = self._committed([tp], 10.0)[0].offset
                 at = max(committed, 0)
             if at < end:
                 out[tp.partition] = end - at

@@ -155,3 +155,20 @@ def test_a_real_error_of_the_store_log_is_raised() -> None:
     r = _reader([_Msg(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))])
     with pytest.raises(StoreLogError, match="store log zt.store.g"):
         r.read(10, 0.1)
+
+
+def test_the_store_log_reader_waits_for_a_group_coordinator_still_loading() -> None:
+    """A broker that has just (re)started answers NOT_COORDINATOR while it loads the offsets topic: before, the
+    applier that opened its reader at that moment died (the event job on a fresh private broker showed it)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    class Loading(_Consumer):
+        def committed(self, tps, timeout):
+            self.commits += 1
+            if self.commits < 3:
+                raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Broker: Not coordinator"))
+            return [TopicPartition(tp.topic, tp.partition, 42) for tp in tps]
+
+    r = _reader([])
+    r._consumer = Loading([])
+    assert [tp.offset for tp in r._committed([TopicPartition("zt.store.g", 0)], 5.0)] == [42]
