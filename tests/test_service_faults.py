@@ -16,8 +16,11 @@ run dir; the shared stack is never touched) and uses the shared stack for everyt
 * The Thrift server killed while the applier writes HBase: every bucket, identifier, edge and audit row
   equals the oracle. Negative control: without the retry the applier dies.
 * The Kafka broker (SIGTERM: a restart, as an operator or Kubernetes does it) while the store log is being
-  produced and applied from it, and while a worker consumes actions and commits receipts in transactions on
-  it: outputs exact, nothing twice.
+  produced and applied from it: outputs exact, nothing twice. The same restart under a worker that consumes
+  actions and commits receipts in transactions on it is xfail: librdkafka can hang in
+  ``send_offsets_to_transaction`` (confluentinc/librdkafka#5456, docs/workers.md).
+* The event job itself (mini-cluster, bounded) with a private broker (its events, store log and DLQ) or a
+  private Redis restarted mid-run: Redis, HBase and the DLQ equal the generator's oracle.
 
     PYTHONPATH=. .venv/bin/python -m pytest -q tests/test_service_faults.py --durations=0
 """
@@ -237,7 +240,7 @@ def _worker_through(tmp_path: Path, svc_cm: Any, fault: Callable[[PrivateService
                 _wait(lambda: len(server.accepted()) >= N_ACTIONS // 4 or not t.is_alive(), 60, "deliveries")
                 fault(svc)
                 # every action accepted (or the worker gone), then 2 s more for a late second delivery to show
-                _wait(lambda: len(server.accepted_keys()) == N_ACTIONS or not t.is_alive(), 90, "all deliveries")
+                _wait(lambda: len(server.accepted_keys()) == N_ACTIONS or not t.is_alive(), 60, "all deliveries")
                 time.sleep(2.0)
                 stop.set()  # the loop ends after this round and commits
                 t.join(60)
