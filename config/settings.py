@@ -254,6 +254,10 @@ class StackSettings(_Frozen):
     thrift_heap: str = "384m"
     kafka_controller_port: int = 9093
     zookeeper_port: int = 2181
+    #: Redis persistence of the local stack: off (the default; a restarted Redis starts empty), or an
+    #: append-only file fsynced every second in ``<run_dir>/data/redis`` like the production deployments
+    #: (docker/compose.yaml). The service fault tests turn it on for their private Redis.
+    redis_aof: bool = False
     start_timeout_s: int = Field(180, ge=5)
 
 

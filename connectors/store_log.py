@@ -7,10 +7,16 @@ rows in an aborted transaction. :class:`StoreLogReader` reads the log ``read_com
 completed checkpoints only, in the order the job wrote them per key (key = the row's key, one
 partition per key) — and resumes from the offsets committed under its consumer group.
 ``zhongtai.services.applier`` writes what it reads to Redis and HBase.
+
+A broker that goes away (restarted, a leader moving) is waited for: the consumer reconnects by itself, its
+"transport failure" / "all brokers down" errors are logged (once per kind and minute) rather than raised, a
+commit that fails on them stays pending for the next one (the rows are idempotent; at worst a restart
+re-applies them), and the end offsets are asked again until the caller's deadline.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,8 +29,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
 
 
+logger = logging.getLogger(__name__)
+
+
 class StoreLogError(RuntimeError):
     pass
+
+
+def _transient(err: Any) -> bool:
+    """A ``KafkaError`` that a broker coming back cures (librdkafka reconnects and retries by itself)."""
+    from confluent_kafka import KafkaError
+
+    if err.fatal():
+        return False
+    return bool(err.retriable()) or err.code() in {
+        KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
+        KafkaError._WAIT_COORD, KafkaError._NO_OFFSET, KafkaError._UNKNOWN_PARTITION,
+        KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+    }
 
 
 def store_log_topic(settings: Settings, group: str | None = None) -> str:
@@ -83,10 +107,26 @@ class StoreLogReader:
                                 "the job creates it when it starts with job.store_mode=log")
         self.partitions = sorted(meta.partitions)
         tps = [TopicPartition(topic, p) for p in self.partitions]
-        committed = tps if from_start else self._consumer.committed(tps, timeout=timeout_s)
+        self._warned: dict[tuple[str, int], float] = {}
+        committed = tps if from_start else self._committed(tps, timeout_s)
         self._consumer.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                                for tp in committed])
         self._pending = False
+
+    def _committed(self, tps: list[Any], timeout_s: float) -> list[Any]:
+        """The group's committed offsets of ``tps``; asked again while the group coordinator is away or still
+        loading (a broker that just started or restarted answers NOT_COORDINATOR for a moment)."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return list(self._consumer.committed(tps, timeout=timeout_s))
+            except KafkaException as e:
+                if not _transient(e.args[0]) or time.monotonic() > deadline:
+                    raise
+                self._warn("committed offsets", e.args[0])
+                time.sleep(0.5)
 
     def read(self, max_rows: int, timeout_s: float) -> list[StoreRow]:
         """Up to ``max_rows`` committed rows, waiting at most ``timeout_s`` for the first."""
@@ -98,7 +138,10 @@ class StoreLogReader:
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise StoreLogError(f"store log {self.topic}: {err}")
+                if not _transient(err):
+                    raise StoreLogError(f"store log {self.topic}: {err}")
+                self._warn("read", err)
+                continue
             value = m.value()
             if value is None:  # the job never writes a tombstone to its log
                 raise StoreLogError(f"store log {self.topic}: a record without a value at offset {m.offset()}")
@@ -108,17 +151,41 @@ class StoreLogReader:
 
     def commit(self) -> None:
         """Commit the positions after the rows returned so far (call once they are written)."""
+        from confluent_kafka import KafkaException
+
         if self._pending:
-            self._consumer.commit(asynchronous=False)
+            try:
+                self._consumer.commit(asynchronous=False)
+            except KafkaException as e:
+                if not _transient(e.args[0]):
+                    raise
+                self._warn("commit", e.args[0])  # still pending: the next commit carries these positions
+                return
             self._pending = False
 
-    def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
-        """partition → last stable offset (what a read_committed reader can reach now)."""
-        from confluent_kafka import TopicPartition
+    def _warn(self, what: str, err: Any) -> None:
+        """Log a transient error once per kind and minute (a broker away for a while repeats it every poll)."""
+        now, k = time.monotonic(), (what, err.code())
+        if now - self._warned.get(k, -60.0) >= 60.0:
+            self._warned[k] = now
+            logger.warning("store log %s: %s failed (%s); the consumer reconnects by itself, waiting", self.topic,
+                           what, err)
 
-        return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s,
-                                                        cached=False)[1]
-                for p in self.partitions}
+    def end_offsets(self, timeout_s: float = 10.0) -> dict[int, int]:
+        """partition → last stable offset (what a read_committed reader can reach now); asked again while the
+        broker is away, for up to ``timeout_s``."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=min(
+                    timeout_s, 10.0), cached=False)[1] for p in self.partitions}
+            except KafkaException as e:
+                if not _transient(e.args[0]) or time.monotonic() > deadline:
+                    raise
+                self._warn("end offsets", e.args[0])
+                time.sleep(0.5)
 
     def behind(self, ends: dict[int, int]) -> dict[int, int]:
         """partition → records still to read before reaching ``ends`` (only partitions behind)."""
@@ -130,7 +197,7 @@ class StoreLogReader:
             end = ends.get(tp.partition, 0)
             at = tp.offset
             if at < 0:  # nothing fetched yet: behind unless the partition is empty
-                committed = self._consumer.committed([tp], timeout=10)[0].offset
+                committed = self._committed([tp], 10.0)[0].offset
                 at = max(committed, 0)
             if at < end:
                 out[tp.partition] = end - at

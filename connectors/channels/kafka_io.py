@@ -7,11 +7,17 @@ The transactional id is stable per ``(group, channel, instance)``: a restarted w
 dead predecessor and aborts the transaction that one left open, instead of waiting for it to time
 out (which would hold back every read_committed reader of ``zt.delivery``). The group metadata sent
 with the offsets fences a zombie that lost its partitions (KIP-447).
+
+A broker that goes away (a restart, a leader moving) is waited for: the consumer reconnects by itself, and a
+commit retries for up to ``COMMIT_FOR_S`` (a retriable failure repeats the step that failed, as librdkafka
+allows; an abortable one aborts and sends the whole transaction again: the aborted one is invisible to
+read_committed readers), so the worker neither stops nor writes a receipt twice.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -21,6 +27,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+#: How long a commit keeps retrying while the broker is away before the worker stops (its restart re-reads
+#: from the committed offsets). Below ``max.poll.interval.ms`` (300 s): the consumer stays in its group.
+COMMIT_FOR_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +82,10 @@ class KafkaWorkerIO:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "session.timeout.ms": 10_000,
+            # longer than a broker restart: a static member whose session expires while the broker is away is
+            # fenced when it rejoins, and librdkafka makes that fatal (the worker would have to be restarted);
+            # a restarted worker still gets its partitions back at once (static membership)
+            "session.timeout.ms": 45_000,
             "max.poll.interval.ms": 300_000,
         })
         self.producer = Producer({
@@ -140,27 +153,48 @@ class KafkaWorkerIO:
             self.paused.clear()
 
     def commit(self, outputs: Sequence[OutRecord], offsets: dict[TP, int]) -> None:
-        """Produce ``outputs`` and commit ``offsets`` (next offset to read) atomically."""
+        """Produce ``outputs`` and commit ``offsets`` (next offset to read) atomically; waits for a broker
+        that is away (see the module's doc) for up to ``COMMIT_FOR_S``, then raises RuntimeError."""
         if not outputs and not offsets:
             return
-        self.producer.begin_transaction()
-        try:
-            for r in outputs:
-                self.producer.produce(r.topic, value=r.value, key=r.key, headers=r.headers or None)
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    self.consumer.consumer_group_metadata(), 30,
-                )
-            self.producer.commit_transaction(30)
-        except KafkaException as e:
-            err = e.args[0]
-            if err.txn_requires_abort():
-                self.producer.abort_transaction(30)
-            raise RuntimeError(
-                f"worker: committing {len(outputs)} outputs and offsets {offsets} failed: {err}; the worker "
-                "stops, and a restart re-reads from the last committed offsets (nothing is lost)"
-            ) from e
+        deadline, delay, stage = time.monotonic() + COMMIT_FOR_S, 0.5, "begin"
+        while True:
+            try:
+                if stage == "abort":
+                    self.producer.abort_transaction(30)
+                    stage = "begin"
+                if stage == "begin":
+                    self.producer.begin_transaction()
+                    for r in outputs:
+                        self.producer.produce(r.topic, value=r.value, key=r.key, headers=r.headers or None)
+                    stage = "offsets"
+                if stage == "offsets":
+                    if offsets:
+                        self.producer.send_offsets_to_transaction(
+                            [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                            self.consumer.consumer_group_metadata(), 30,
+                        )
+                    stage = "commit"
+                self.producer.commit_transaction(30)
+                return
+            except KafkaException as e:
+                err = e.args[0]
+                if err.txn_requires_abort():
+                    stage = "abort"
+                if err.fatal() or not (err.retriable() or err.txn_requires_abort()) or time.monotonic() > deadline:
+                    if stage == "abort":
+                        try:
+                            self.producer.abort_transaction(30)
+                        except KafkaException:
+                            logger.warning("worker: aborting the failed transaction failed too", exc_info=True)
+                    raise RuntimeError(
+                        f"worker: committing {len(outputs)} outputs and offsets {offsets} failed: {err}; the worker "
+                        "stops, and a restart re-reads from the last committed offsets (nothing is lost)"
+                    ) from e
+                logger.warning("worker: committing %d outputs and offsets failed at %s (%s); retrying in %.1f s",
+                               len(outputs), stage, err, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         try:

@@ -7,6 +7,8 @@ anything else is not retried; a store that stays down ends in an ApplierError th
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 import redis
 
@@ -68,3 +70,105 @@ def test_a_store_that_stays_down_ends_in_a_clear_error(monkeypatch) -> None:
     a = _applier(monkeypatch, Flaky(99, redis.ConnectionError("refused")))
     with pytest.raises(ap.ApplierError, match="the rows stay in the store log"):
         a._write(["r1"])
+
+
+def test_a_store_still_down_when_reconnecting_is_retried(monkeypatch) -> None:
+    """A Thrift server is down for a few seconds: making the fresh client (happybase connects at once) fails
+    too. Before, that error escaped the retry loop and the applier died on the first reconnect."""
+    from thriftpy2.transport import TTransportException
+
+    a = ap.StoreApplier(load_settings(), hbase=False)
+    a._redis = Flaky(1, TTransportException(message="Could not connect to ('127.0.0.1', 9090)"))
+    fresh = Flaky(0, RuntimeError("unused"))
+    refused = [TTransportException(message="Could not connect to ('127.0.0.1', 9090)")] * 2
+
+    def reconnect(self, store):
+        if refused:
+            raise refused.pop()
+        self._redis = fresh
+
+    monkeypatch.setattr(ap.StoreApplier, "_reconnect", reconnect)
+    monkeypatch.setattr(ap.time, "sleep", lambda s: None)
+    a._write(["r1"])
+    assert a.stats.retries == 3 and fresh.written == [["r1"]]
+
+
+class _Msg:
+    def __init__(self, err=None, value=None) -> None:
+        self._err, self._value = err, value
+
+    def error(self):
+        return self._err
+
+    def value(self):
+        return self._value
+
+    def offset(self):
+        return 7
+
+
+class _Consumer:
+    """A consumer whose broker is away: its polls answer librdkafka's transport errors, its commit fails."""
+
+    def __init__(self, msgs) -> None:
+        self.msgs, self.commits = msgs, 0
+
+    def consume(self, n, timeout):
+        out, self.msgs = self.msgs, []
+        return out
+
+    def commit(self, asynchronous):
+        from confluent_kafka import KafkaError, KafkaException
+
+        self.commits += 1
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+
+def _reader(msgs):
+    from connectors.store_log import StoreLogReader
+
+    r = object.__new__(StoreLogReader)
+    r.topic, r._consumer, r._pending, r._warned = "zt.store.g", _Consumer(msgs), False, {}
+    return r
+
+
+def test_a_broker_away_is_waited_for_by_the_store_log_reader() -> None:
+    """Before, the first "all brokers down" of a restarting broker ended the applier (StoreLogError)."""
+    from confluent_kafka import KafkaError
+
+    from connectors.redis_store import StoreRow
+    from connectors.store_log import encode_row
+
+    row = StoreRow("s", "valid", 0, 3, 0, 0, 0, 0, Decimal(0), 0, 0, 0)
+    r = _reader([_Msg(KafkaError(KafkaError._TRANSPORT, "Connection refused")),
+                 _Msg(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")), _Msg(value=encode_row(row))])
+    assert r.read(10, 0.1) == [row]
+    r.commit()  # fails on the broker away: stays pending for the next commit
+    assert r._pending and r._consumer.commits == 1
+
+
+def test_a_real_error_of_the_store_log_is_raised() -> None:
+    from confluent_kafka import KafkaError
+
+    from connectors.store_log import StoreLogError
+
+    r = _reader([_Msg(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))])
+    with pytest.raises(StoreLogError, match="store log zt.store.g"):
+        r.read(10, 0.1)
+
+
+def test_the_store_log_reader_waits_for_a_group_coordinator_still_loading() -> None:
+    """A broker that has just (re)started answers NOT_COORDINATOR while it loads the offsets topic: before, the
+    applier that opened its reader at that moment died (the event job on a fresh private broker showed it)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    class Loading(_Consumer):
+        def committed(self, tps, timeout):
+            self.commits += 1
+            if self.commits < 3:
+                raise KafkaException(KafkaError(KafkaError.NOT_COORDINATOR, "Broker: Not coordinator"))
+            return [TopicPartition(tp.topic, tp.partition, 42) for tp in tps]
+
+    r = _reader([])
+    r._consumer = Loading([])
+    assert [tp.offset for tp in r._committed([TopicPartition("zt.store.g", 0)], 5.0)] == [42]

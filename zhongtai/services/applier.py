@@ -55,7 +55,9 @@ class ApplierError(RuntimeError):
 class ApplierMetrics:
     """``zhongtai_applier_rows_total``, ``zhongtai_applier_batches_total``, ``zhongtai_applier_write_seconds``
     (one batch to Redis + HBase), ``zhongtai_applier_lag_records`` (committed rows not yet applied, refreshed
-    every ``LAG_EVERY_S``) and ``zhongtai_applier_last_batch_timestamp_seconds``; label ``topic``."""
+    every ``LAG_EVERY_S``), ``zhongtai_applier_last_batch_timestamp_seconds`` and
+    ``zhongtai_applier_retries_total`` (a batch write retried after a lost connection; label ``store``:
+    redis | hbase); label ``topic``."""
 
     def __init__(self, topic: str, registry: Any = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -70,6 +72,9 @@ class ApplierMetrics:
                                   registry=r).labels(topic)
         self._lag = Gauge("zhongtai_applier_lag_records", "Committed store-log rows not applied yet", labels,
                           registry=r).labels(topic)
+        self._retries = Counter("zhongtai_applier_retries", "Batch writes retried after a lost Redis/HBase "
+                                "connection", ("topic", "store"), registry=r)
+        self._topic = topic
         self._last = Gauge("zhongtai_applier_last_batch_timestamp_seconds", "When the last batch was written",
                            labels, registry=r).labels(topic)
 
@@ -78,6 +83,9 @@ class ApplierMetrics:
         self._batches.inc()
         self._seconds.observe(seconds)
         self._last.set(time.time())
+
+    def retry(self, store: str) -> None:
+        self._retries.labels(self._topic, store).inc()
 
     def lag(self, records: int) -> None:
         self._lag.set(records)
@@ -172,17 +180,20 @@ class StoreApplier:
 
     def _write(self, rows: list[Any]) -> None:
         """Write one batch to Redis (+ HBase). A lost connection (a restarted Redis or Thrift server, a broken
-        pipe under load) is retried with backoff on a fresh client, the same rows again: the writes are
-        idempotent and the batch's offsets are committed only after it is written. Gives up after
-        ``RETRY_FOR_S`` with an :class:`ApplierError` that names the store."""
+        pipe under load) is retried with backoff (0.5 s doubling to 10 s) on a fresh client, the same rows
+        again: the writes are idempotent and the batch's offsets are committed only after it is written. A
+        store still down when the fresh client connects is one more failed attempt, not the end. Gives up
+        after ``RETRY_FOR_S`` with an :class:`ApplierError` that names the store."""
         delay, deadline = 0.5, time.monotonic() + RETRY_FOR_S
         for store in ("redis", "hbase"):
+            if (self._redis if store == "redis" else self._hbase) is None:
+                continue
+            reconnect = False
             while True:
-                client = self._redis if store == "redis" else self._hbase
-                if client is None:
-                    break
                 try:
-                    client.write(rows)
+                    if reconnect:
+                        self._reconnect(store)
+                    (self._redis if store == "redis" else self._hbase).write(rows)
                     break
                 except Exception as e:  # noqa: BLE001 - only connection failures are retried, see _transient
                     if not _transient(e) or time.monotonic() > deadline:
@@ -193,9 +204,11 @@ class StoreApplier:
                                            "store and run `zhongtai apply` again") from e
                     logger.warning("store applier: %s write failed (%r); reconnecting, retry in %.1f s", store, e, delay)
                     self.stats.retries += 1
+                    if self.metrics is not None:
+                        self.metrics.retry(store)
                     time.sleep(delay)
                     delay = min(delay * 2, 10.0)
-                    self._reconnect(store)
+                    reconnect = True
 
     def _reconnect(self, store: str) -> None:
         from connectors.redis_store import RedisStore
@@ -216,8 +229,8 @@ class StoreApplier:
         end is not reached within ``timeout_s`` (a transaction left open: the job still running, or a job
         that died with one open, which the broker aborts after ``kafka.transaction_timeout_ms``)."""
         self.open()
-        ends = self.reader.end_offsets()
         deadline = time.monotonic() + timeout_s
+        ends = self.reader.end_offsets(timeout_s)
         n = 0
         while True:
             n += self.step(0.1)
@@ -236,7 +249,10 @@ class StoreApplier:
             self.step(0.2)
             if self.metrics is not None and time.monotonic() - last_lag > LAG_EVERY_S:
                 last_lag = time.monotonic()
-                self.metrics.lag(sum(self.reader.behind(self.reader.end_offsets()).values()))
+                try:
+                    self.metrics.lag(sum(self.reader.behind(self.reader.end_offsets(1.0)).values()))
+                except Exception as e:  # noqa: BLE001 - a broker away: the gauge keeps its last value
+                    logger.warning("store applier: lag not refreshed (%r)", e)
             if job_done is not None and time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if job_done():

@@ -9,6 +9,7 @@ Jars come from Maven Central into ``settings.home/lib/<service>``; data, logs an
     up(s)                       # redis, kafka, hbase; idempotent, waits for health
     up(s, services=(), flink_cluster=True)
     down(s)                     # stops only what up started
+    stop_procs(s, ["redis"], kill=True); start_procs(s, ["redis"])   # one process: a crash and a restart
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ._proc import StackError
 from .flink_cluster import flink_cli
 from .hbase import ensure_tables
 from .jars import ensure_jars, kafka_connector_jars
-from .lifecycle import down, status, up
+from .lifecycle import down, start_procs, status, stop_procs, up
 from .topics import create_topics
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ __all__ = [
     "flink_cluster_down",
     "flink_cluster_up",
     "kafka_connector_jars",
+    "start_procs",
     "status",
+    "stop_procs",
     "up",
 ]

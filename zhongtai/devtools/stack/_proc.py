@@ -304,6 +304,24 @@ def terminate(pid: int, marker: str | None, grace_s: float = 20.0) -> str:
     return f"killed after {grace_s:.0f}s"
 
 
+def kill_now(pid: int, marker: str | None) -> str:
+    """SIGKILL the process group led by ``pid`` (or the PID) and wait until it is gone (a crash, no cleanup)."""
+    if not pid_alive(pid, marker):
+        return "not running"
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for _ in range(100):
+        if not pid_alive(pid, marker):
+            return "killed"
+        time.sleep(0.05)
+    return "killed (still exiting after 5s)"
+
+
 def rss_mib(pid: int | None) -> float | None:
     if pid is None:
         return None

@@ -128,6 +128,12 @@ class _Proc:
             (conf / "hbase-site.xml").write_text(site_xml(settings, data))
             argv = [*_jvm(settings, paths, settings.stack.hbase_heap), self.marker, "start"]
         else:
+            # a Thrift server alone (a private one of the fault tests, against the shared master) needs
+            # the site file only for ZooKeeper's address
+            site = paths.conf / "hbase" / "hbase-site.xml"
+            if not site.exists():
+                site.parent.mkdir(parents=True, exist_ok=True)
+                site.write_text(site_xml(settings, paths.data / "hbase"))
             argv = [
                 *_jvm(settings, paths, settings.stack.thrift_heap),
                 self.marker,

@@ -27,6 +27,7 @@ from ._proc import (
     StackError,
     check_ports_free,
     java,
+    kill_now,
     paths_of,
     pid_alive,
     read_pid,
@@ -192,17 +193,48 @@ def down(settings: Settings, services=None, log=print) -> None:
             if svc not in chosen:
                 continue
             for p in reversed(reg[svc]):
-                pid_file = paths.pid_file(p.name)
-                pid = read_pid(pid_file, p.marker)
-                if pid is None:
-                    if pid_file.exists():
-                        pid_file.unlink(missing_ok=True)
-                    log(f"{p.name}: not running")
-                    continue
-                outcome = terminate(pid, p.marker, p.grace_s)
-                pid_file.unlink(missing_ok=True)
-                (paths.pids / f"{p.name}.ports").unlink(missing_ok=True)
-                log(f"{p.name}: {outcome} (pid {pid})")
+                _stop_proc(paths, p, False, log)
+
+
+def _stop_proc(paths: Paths, p: Proc, kill: bool, log: Log) -> str:
+    """Stop one process we started (SIGTERM then SIGKILL after its grace period, or SIGKILL at once)."""
+    pid = read_pid(paths.pid_file(p.name), p.marker)
+    outcome = "not running" if pid is None else kill_now(pid, p.marker) if kill else terminate(pid, p.marker,
+                                                                                                p.grace_s)
+    paths.pid_file(p.name).unlink(missing_ok=True)
+    if pid is not None:
+        (paths.pids / f"{p.name}.ports").unlink(missing_ok=True)
+    log(f"{p.name}: {outcome}" + (f" (pid {pid})" if pid is not None else ""))
+    return outcome
+
+
+def _named(names: Iterable[str]) -> list[Proc]:
+    by_name = {p.name: p for procs in registry().values() for p in procs}
+    bad = [n for n in names if n not in by_name]
+    if bad:
+        raise StackError(f"unknown process(es) {bad}; choose from {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def start_procs(settings: Settings, names: Iterable[str], log: Log = print) -> None:
+    """Start the named processes alone (e.g. ``hbase-thrift`` without its master) and wait for health;
+    one already running and healthy is kept. The fault tests start private instances this way from a
+    ``settings`` whose ports and ``stack.run_dir`` differ from the shared stack's."""
+    paths = paths_of(settings)
+    procs = _named(names)
+    with _locked(paths):
+        for w in sorted({p.jars for p in procs if p.jars}):
+            ensure_jars(settings, (w,), log=log)
+        for p in procs:
+            _up_proc(settings, paths, p, log)
+
+
+def stop_procs(settings: Settings, names: Iterable[str], kill: bool = False, log: Log = print) -> dict[str, str]:
+    """Stop the named processes that we started: SIGTERM (SIGKILL after the grace period), or at once
+    SIGKILL when ``kill`` (a crash: no shutdown hook, no flush). Returns name → what happened."""
+    paths = paths_of(settings)
+    with _locked(paths):
+        return {p.name: _stop_proc(paths, p, kill, log) for p in _named(names)}
 
 
 def status(settings: Settings) -> list[dict]:

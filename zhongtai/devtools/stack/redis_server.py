@@ -1,5 +1,6 @@
-"""Our own Redis (Debian's ``redis-server``), no persistence: the standalone server on
-``settings.redis.port`` (service ``redis``) and a three-master Redis Cluster on ``settings.redis.nodes``
+"""Our own Redis (Debian's ``redis-server``): the standalone server on
+``settings.redis.port`` (service ``redis``; no persistence unless ``stack.redis_aof``, then an append-only
+file fsynced every second, as in docker/compose.yaml) and a three-master Redis Cluster on ``settings.redis.nodes``
 (service ``redis-cluster``, processes ``redis-cluster-1..3``; ``zhongtai stack up --redis-cluster``).
 
 If ``redis-server`` is missing it is installed with apt-get. A system service apt may start on
@@ -59,7 +60,9 @@ def _redis_server(log: Log) -> str:
 
 
 def start(settings: Settings, paths: Paths, log: Log) -> int:
-    return _daemon(settings, paths, log, NAME, settings.redis.host, settings.redis.port, [])
+    # later options win: with stack.redis_aof the append-only file in <run_dir>/data/redis is loaded at start
+    aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if settings.stack.redis_aof else []
+    return _daemon(settings, paths, log, NAME, settings.redis.host, settings.redis.port, aof)
 
 
 def _daemon(settings: Settings, paths: Paths, log: Log, name: str, host: str, port: int,

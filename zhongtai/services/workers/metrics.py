@@ -25,7 +25,7 @@ class WorkerMetrics:
         self._failed = Counter("zhongtai_worker_failed", "Actions dead-lettered (outcome: permanent | "
                                "retries_exhausted | invalid)", labels, registry=r)
         self._retried = Counter("zhongtai_worker_retried", "Attempts that will be retried (outcome: transient | "
-                                "contacts)", labels, registry=r)
+                                "contacts | redis: a lost Redis connection)", labels, registry=r)
         self._suppressed = Counter("zhongtai_worker_suppressed", "Actions not sent on purpose (outcome: the "
                                    "reason)", labels, registry=r)
         self._duplicates = Counter("zhongtai_worker_duplicates", "Messages of an action already settled "

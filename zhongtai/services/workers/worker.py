@@ -383,9 +383,15 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
     client = redis_client(settings.redis)
     prefix = settings.redis.prefix
     rate = cfg.rate(channel)
-    limiter: RateLimiter = (RedisTokenBucket(client, prefix, channel, rate.per_s, rate.burst)
+    metrics = WorkerMetrics(channel, registry)
+
+    def redis_retry(_e: BaseException) -> None:
+        metrics.retried("redis")
+
+    limiter: RateLimiter = (RedisTokenBucket(client, prefix, channel, rate.per_s, rate.burst, redis_retry)
                             if cfg.shared_rate_limit else LocalTokenBucket(rate.per_s, rate.burst))
-    ledger: Ledger = RedisLedger(client, prefix, channel, cfg.record_ttl_s) if cfg.idempotency else MemoryLedger()
+    ledger: Ledger = (RedisLedger(client, prefix, channel, cfg.record_ttl_s, redis_retry) if cfg.idempotency
+                      else MemoryLedger())
     if not cfg.idempotency:
         logger.warning("worker %s: worker.idempotency is off: actions WILL be delivered twice after a crash",
                        channel)
@@ -397,7 +403,7 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
         on_revoke=lambda tps: holder["w"].revoked(tps), on_lost=lambda tps: holder["w"].lost(tps),
     )
     worker = ChannelWorker(channel, cfg, topics, io=io, ledger=ledger, limiter=limiter, adapter=adapter,
-                           directory=build_directory(cfg.contacts), metrics=WorkerMetrics(channel, registry),
+                           directory=build_directory(cfg.contacts), metrics=metrics,
                            clock=clock, sleep=sleep, rng=rng, on_close=[client.close])
     holder["w"] = worker
     return worker
