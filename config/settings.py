@@ -428,12 +428,12 @@ class Settings(_Frozen):
     def checkpoint_url(self) -> str:
         return self.flink.checkpoint_dir or (self.run_dir / "checkpoints").as_uri()
 
-    def named(self, name: str) -> str:
+    def in_namespace(self, name: str) -> str:
         """``name`` (a topic, group, job name, key prefix, folder) in this configuration's namespace."""
         return qualify(self.namespace, name)
 
-    def named_pattern(self, pattern: str) -> str:
-        """A topic pattern in this configuration's namespace (matches the :meth:`named` topics)."""
+    def pattern_in_namespace(self, pattern: str) -> str:
+        """A topic pattern in this configuration's namespace (matches the :meth:`in_namespace` topics)."""
         return qualify_pattern(self.namespace, pattern)
 
 

@@ -198,6 +198,36 @@ def test_stack_up_makes_the_namespaces_tables(monkeypatch) -> None:
     assert seen[0].hbase.namespace == "a.zt" and seen[0].run_dir == load_settings(env={}).run_dir
 
 
+def test_stop_in_a_namespace_stops_that_namespaces_job(monkeypatch, capsys) -> None:
+    """On a cluster that runs several namespaces' jobs, ``zhongtai --namespace a stop`` looks for a's job
+    (without a namespace: the one running job, as before) and puts the savepoint in a's folder."""
+    import zhongtai.submit
+
+    seen: list[tuple[str | None, str]] = []
+    monkeypatch.setattr(zhongtai.submit, "find_job", lambda s, job: seen.append((job, "")) or "jid")
+    monkeypatch.setattr(zhongtai.submit, "stop_with_savepoint",
+                        lambda s, jid, directory, **kw: seen.append((None, directory)) or directory + "/sp-1")
+    monkeypatch.delenv("ZT__NAMESPACE", raising=False)
+    assert main(["--namespace", "a", "stop"]) == 0
+    assert main(["stop"]) == 0
+    ck = load_settings().checkpoint_url()
+    assert seen == [("a.zhongtai-events", ""), (None, f"{ck}/a.savepoints"), (None, ""), (None, f"{ck}/savepoints")]
+    assert f"continue with: zhongtai --namespace a submit --from-savepoint {ck}/a.savepoints/sp-1" in \
+        capsys.readouterr().err
+
+
+def test_produce_writes_to_the_namespaces_topics(monkeypatch) -> None:
+    import zhongtai.generator.produce
+
+    seen = []
+    monkeypatch.setattr(zhongtai.generator.produce, "produce", lambda s, cfg, name, progress: seen.append((cfg, name)))
+    monkeypatch.delenv("ZT__NAMESPACE", raising=False)
+    assert main(["produce", "--namespace", "a", "--events", "10", "--quiet"]) == 0
+    cfg, name = seen[0]
+    assert cfg.topics() == produced_topics(load_settings(overrides={"namespace": "a"}))
+    assert name == "a.gen-s42-n10"  # its expected-results file too
+
+
 # ---- through the job ----------------------------------------------------------------------------
 def _tables_with(settings: Settings, tag: str) -> set[str]:
     import happybase
@@ -237,7 +267,7 @@ def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
     for ns, (seed, events) in spaces.items():
         s = settings[ns]
         report = produce(s, GeneratorConfig(seed=seed, persons=40, events=events, partitions=2,
-                                            topic_prefix=s.named("zt.events.")), name=ns, progress=False)
+                                            topic_prefix=s.in_namespace("zt.events.")), name=ns, progress=False)
         expected[ns] = load_expected(report.expected_path)
     # one namespace named before the verb, the other after it: both are the same flag
     assert main(["--namespace", f"n{tag}-a", "run", "--drain", "--quiet"]) == 0

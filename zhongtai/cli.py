@@ -56,9 +56,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     s = _settings(args)
     cfg = GeneratorConfig(
         seed=args.seed, persons=args.persons, events=args.events, partitions=s.kafka.partitions,
-        topic_prefix=args.topic_prefix or s.named(EVENTS_TOPIC_PREFIX), faults=fault_rates(total=args.bad_rate),
+        topic_prefix=args.topic_prefix or s.in_namespace(EVENTS_TOPIC_PREFIX), faults=fault_rates(total=args.bad_rate),
     )
-    report = produce(s, cfg, name=args.name, progress=not args.quiet)
+    report = produce(s, cfg, name=args.name or s.in_namespace(cfg.default_name()), progress=not args.quiet)
     print(json.dumps(report.summary() if hasattr(report, "summary") else str(report), indent=2, default=str))
     return 0
 
@@ -290,7 +290,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         applier.close()
 
 
-# ---- names / demo / profile / bench -------------------------------------------------------------------
+# ---- names / demo / profile / bench --------------------------------------------------------------
 def cmd_names(args: argparse.Namespace) -> int:
     """Every shared name of this configuration (and ``--namespace``): topics, groups, transactional ids..."""
     from zhongtai.names import shared_names
@@ -355,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bad-rate", type=float, default=0.02, help="share of injected bad events (all DLQ reasons)")
     pr.add_argument("--topic-prefix", default=None,
                     help=f"topics are <prefix><source> (default {EVENTS_TOPIC_PREFIX}, in the namespace)")
-    pr.add_argument("--name", default=None, help="name of the expected-results file under .zt/expected/")
+    pr.add_argument("--name", default=None,
+                    help="name of the expected-results file under .zt/expected/ (default gen-s<seed>-n<events>, "
+                         "in the namespace)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_produce)
 

@@ -15,7 +15,7 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     from zhongtai.runner import RunOptions, run_events_job
 
     run = uuid.uuid4().hex[:6]
-    prefix = settings.named(f"zt.demo{run}.events.")
+    prefix = settings.in_namespace(f"zt.demo{run}.events.")
     print(f"1/3 producing {events:,} events ({persons:,} persons, ~2% bad on purpose) to {prefix}*")
     rep = produce(settings, GeneratorConfig(seed=2026, persons=persons, events=events, topic_prefix=prefix,
                                             partitions=settings.kafka.partitions), name=f"demo{run}", progress=True)
@@ -25,10 +25,10 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     print("2/3 running the event job (identity graph, profiles, tags, experiments, rules) on the embedded "
           "Flink mini-cluster until the topics are drained")
     t0 = time.monotonic()
-    run_events_job(settings, RunOptions(bounded=True, group=settings.named(f"demo{run}"),
-                                        topic_pattern=settings.named_pattern(f"zt\\.demo{run}\\.events\\..*"),
+    run_events_job(settings, RunOptions(bounded=True, group=settings.in_namespace(f"demo{run}"),
+                                        topic_pattern=settings.pattern_in_namespace(f"zt\\.demo{run}\\.events\\..*"),
                                         redis_prefix=settings.redis.prefix, resume=False,
-                                        job_name=settings.named(f"demo{run}"), rules=True))
+                                        job_name=settings.in_namespace(f"demo{run}"), rules=True))
     took = time.monotonic() - t0
     store = RedisStore(settings.redis)
     stats = store.stats()

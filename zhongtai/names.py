@@ -21,7 +21,7 @@ def produced_topics(settings: Settings) -> list[str]:
     """The topics ``zhongtai produce`` writes by default."""
     from zhongtai.generator.model import GeneratorConfig
 
-    return GeneratorConfig(topic_prefix=settings.named(EVENTS_TOPIC_PREFIX)).topics()
+    return GeneratorConfig(topic_prefix=settings.in_namespace(EVENTS_TOPIC_PREFIX)).topics()
 
 
 def shared_names(settings: Settings) -> dict[str, str]:

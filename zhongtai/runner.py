@@ -72,7 +72,7 @@ def savepoint_dir(settings: Settings) -> str:
     """Where ``zhongtai stop`` and ``zhongtai run --savepoint-dir`` put savepoints unless told otherwise:
     ``<checkpoint dir>/savepoints`` (a URL the cluster can write to, like the checkpoints), in the settings'
     namespace (``<checkpoint dir>/<namespace>.savepoints``)."""
-    return settings.checkpoint_url().rstrip("/") + "/" + settings.named("savepoints")
+    return settings.checkpoint_url().rstrip("/") + "/" + settings.in_namespace("savepoints")
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
