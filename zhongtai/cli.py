@@ -321,7 +321,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``python -m bench`` in this interpreter: the benchmark is a tool beside the product, not part of it
-    (the application never imports ``bench``)."""
+    (the application never imports ``bench``). ``--namespace`` reaches it as ``ZT__NAMESPACE`` (its own
+    topics, groups and prefixes are fresh per run anyway)."""
+    import os
     import subprocess
 
     cmd = [sys.executable, "-m", "bench", "--events", str(args.events), "--out", args.out]
@@ -329,7 +331,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cmd += ["--config", args.config]
     if args.only:
         cmd += ["--only", *args.only]
-    return subprocess.run(cmd, check=False).returncode
+    env = {**os.environ, "ZT__NAMESPACE": args.namespace} if getattr(args, "namespace", None) else None
+    return subprocess.run(cmd, check=False, env=env).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
