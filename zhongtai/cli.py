@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from config import ConfigError, load_settings
 from config.settings import Settings
 from zhongtai.names import EVENTS_TOPIC_PREFIX
+from zhongtai.names import zhongtai_command as _zhongtai
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -22,11 +23,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "namespace", None) is not None:
         overrides["namespace"] = args.namespace
     return load_settings(args.config, overrides=overrides)
-
-
-def _zhongtai(s: Settings) -> str:
-    """The command to repeat in a hint: ``zhongtai`` with this run's ``--namespace``."""
-    return f"zhongtai --namespace {s.namespace}" if s.namespace else "zhongtai"
 
 
 # ---- stack ------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ from config.settings import Settings
 EVENTS_TOPIC_PREFIX = "zt.events."
 
 
+def zhongtai_command(settings: Settings) -> str:
+    """``zhongtai`` as a hint should spell it for these settings: with their ``--namespace``."""
+    return f"zhongtai --namespace {settings.namespace}" if settings.namespace else "zhongtai"
+
+
 def produced_topics(settings: Settings) -> list[str]:
     """The topics ``zhongtai produce`` writes by default."""
     from zhongtai.generator.model import GeneratorConfig

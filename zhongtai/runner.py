@@ -208,6 +208,7 @@ def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
     """A bounded run (``--drain``) reads the topics its pattern matches to their current end; with none it
     would never end (a Kafka pattern source waits for topics to appear). Fail before starting instead."""
     from connectors.kafka_admin import list_topics, matching_topics
+    from zhongtai.names import zhongtai_command
 
     pattern = opts.topic_pattern or settings.kafka.topics.events
     found = matching_topics(settings, pattern)
@@ -216,8 +217,8 @@ def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
         shown = ", ".join(existing[:20]) + (f" … ({len(existing)} in all)" if len(existing) > 20 else "")
         raise RunError(f"no topic matches the events pattern {pattern!r} on {settings.kafka.bootstrap}, so a drained "
                        f"run would wait for ever. Topics that exist: {shown or '(none)'}. Produce events first "
-                       "(zhongtai produce), or set kafka.topics.events (ZT__KAFKA__TOPICS__EVENTS) to a pattern "
-                       "that matches your topics.")
+                       f"({zhongtai_command(settings)} produce), or set kafka.topics.events "
+                       "(ZT__KAFKA__TOPICS__EVENTS) to a pattern that matches your topics.")
     return found
 
 
