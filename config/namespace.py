@@ -86,7 +86,7 @@ def qualify_pattern(namespace: str, pattern: str) -> str:
     inner = pattern.removeprefix("^")
     if inner.endswith("$") and not inner.endswith("\\$"):
         inner = inner[:-1]
-    return f"{re.escape(namespace)}\\.(?:{inner})"
+    return f"{check_namespace(namespace)}\\.(?:{inner})"  # its characters stand for themselves in a regex
 
 
 def apply_namespace(data: Mapping[str, Any]) -> dict[str, Any]:
