@@ -278,7 +278,7 @@ def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
     from connectors.redis_store import RedisStore
     from operators.profile_windows import evaluate
     from tests.helpers import load_expected, profile_mismatches
-    from zhongtai.generator import GeneratorConfig
+    from zhongtai.generator import GeneratorConfig, fault_rates
     from zhongtai.generator.produce import produce
 
     tag = uuid.uuid4().hex[:8]
@@ -290,7 +290,8 @@ def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
     for ns, (seed, events) in spaces.items():
         s = settings[ns]
         report = produce(s, GeneratorConfig(seed=seed, persons=40, events=events, partitions=2,
-                                            topic_prefix=s.in_namespace("zt.events.")), name=ns, progress=False)
+                                            topic_prefix=s.in_namespace("zt.events."),
+                                            faults=fault_rates(total=0.2)), name=ns, progress=False)
         expected[ns] = load_expected(report.expected_path)
     # one namespace named before the verb, the other after it: both are the same flag
     assert main(["--namespace", f"n{tag}-a", "run", "--drain", "--quiet"]) == 0
@@ -309,7 +310,7 @@ def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
             made = {names[r] for r in ("topic.produce.web", "topic.produce.app", "topic.produce.offline",
                                        "topic.control", "topic.control_results", "topic.store_log")}
             assert made <= ours <= set(names.values())
-            assert names["topic.dlq"] in ours  # the stream has bad records
+            assert names["topic.dlq"] in ours and expected[ns]["stats"]["dlq"] > 0  # the stream has bad records
             assert sorted(matching_topics(s, s.kafka.topics.events)) == sorted(produced_topics(s))
             assert names["group.applier"] in groups
             assert {g for g in groups if g.startswith(f"{ns}.")} <= set(names.values())
