@@ -204,9 +204,17 @@ def test_stop_in_a_namespace_stops_that_namespaces_job(monkeypatch, capsys) -> N
     import zhongtai.submit
 
     seen: list[tuple[str | None, str]] = []
-    monkeypatch.setattr(zhongtai.submit, "find_job", lambda s, job: seen.append((job, "")) or "jid")
-    monkeypatch.setattr(zhongtai.submit, "stop_with_savepoint",
-                        lambda s, jid, directory, **kw: seen.append((None, directory)) or directory + "/sp-1")
+
+    def find_job(settings: Settings, job: str | None) -> str:
+        seen.append((job, ""))
+        return "jid"
+
+    def stop_with_savepoint(settings: Settings, job_id: str, directory: str, **kw: object) -> str:
+        seen.append((None, directory))
+        return directory + "/sp-1"
+
+    monkeypatch.setattr(zhongtai.submit, "find_job", find_job)
+    monkeypatch.setattr(zhongtai.submit, "stop_with_savepoint", stop_with_savepoint)
     monkeypatch.delenv("ZT__NAMESPACE", raising=False)
     assert main(["--namespace", "a", "stop"]) == 0
     assert main(["stop"]) == 0
