@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from config.namespace import apply_namespace, check_namespace, qualify, qualify_pattern
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "ZT__"
 
@@ -33,7 +35,8 @@ class _Frozen(BaseModel):
 
 
 class KafkaTopics(_Frozen):
-    """Topic names. ``events`` is a regular expression: every matching topic is consumed."""
+    """Topic names (each one is qualified by ``namespace``: config/namespace.py). ``events`` is a regular
+    expression: every topic whose whole name matches is consumed."""
 
     events: str = r"zt\.events\..*"
     dlq: str = "zt.dlq"
@@ -117,6 +120,9 @@ class HBaseSettings(_Frozen):
 class FlinkSettings(_Frozen):
     #: ``mini``: the embedded mini-cluster in this process; ``cluster``: submit to ``rest_url``.
     mode: Literal["mini", "cluster"] = "mini"
+    #: Name of the event job (``--job-name`` overrides it per run): names its checkpoint folder
+    #: ``<checkpoint dir>/<job name>`` and its Kafka transactional ids; ``zhongtai stop`` finds it by it.
+    job_name: str = Field("zhongtai-events", min_length=1)
     rest_url: str = "http://127.0.0.1:8081"
     parallelism: int = Field(1, ge=1)
     checkpoint_interval_ms: int = Field(5_000, ge=100)
@@ -387,6 +393,10 @@ class ApiSettings(_Frozen):
 
 
 class Settings(_Frozen):
+    #: Puts every shared name (topics, groups, transactional ids, Redis prefix, HBase tables, job name) of
+    #: this configuration in its own namespace: ``load_settings`` qualifies them (config/namespace.py).
+    #: Empty: the names as configured.
+    namespace: str = ""
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     hbase: HBaseSettings = HBaseSettings()
@@ -398,6 +408,11 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     api: ApiSettings = ApiSettings()
+
+    @field_validator("namespace")
+    @classmethod
+    def _valid_namespace(cls, v: str) -> str:
+        return check_namespace(v)
 
     @field_validator("flink")
     @classmethod
@@ -416,6 +431,14 @@ class Settings(_Frozen):
 
     def checkpoint_url(self) -> str:
         return self.flink.checkpoint_dir or (self.run_dir / "checkpoints").as_uri()
+
+    def in_namespace(self, name: str) -> str:
+        """``name`` (a topic, group, job name, key prefix, folder) in this configuration's namespace."""
+        return qualify(self.namespace, name)
+
+    def pattern_in_namespace(self, pattern: str) -> str:
+        """A topic pattern in this configuration's namespace (matches the :meth:`in_namespace` topics)."""
+        return qualify_pattern(self.namespace, pattern)
 
 
 class ConfigError(ValueError):
@@ -462,7 +485,8 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Defaults, then the YAML file at ``path``, then ``ZT__`` variables, then ``overrides``."""
+    """Defaults, then the YAML file at ``path``, then ``ZT__`` variables, then ``overrides``; then, when the
+    result has a ``namespace``, every shared name qualified by it (config/namespace.py)."""
     data = _read_yaml(DEFAULTS_FILE)
     if path:
         data = _deep_merge(data, _read_yaml(Path(path)))
@@ -470,7 +494,10 @@ def load_settings(
     if overrides:
         data = _deep_merge(data, overrides)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
+        if not settings.namespace:
+            return settings
+        return Settings.model_validate(apply_namespace(settings.model_dump()))
     except ValidationError as e:
         lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         src = f" (from {path})" if path else ""

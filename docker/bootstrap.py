@@ -99,13 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from config import load_settings
-    from zhongtai.jobs.runner import RunOptions
 
     settings = load_settings(args.config)
     init(settings, args.timeout)
     if args.step == "init":
         return 0
-    name = RunOptions().job_name
+    name = settings.flink.job_name
     jid = _retry("Flink REST", lambda: running_job(settings, name), args.timeout)
     if jid:
         print(f"bootstrap submit: {name} already runs as {jid}; nothing to do", flush=True)

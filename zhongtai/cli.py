@@ -12,12 +12,16 @@ from collections.abc import Sequence
 
 from config import ConfigError, load_settings
 from config.settings import Settings
+from zhongtai.names import EVENTS_TOPIC_PREFIX
+from zhongtai.names import zhongtai_command as _zhongtai
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict = {}
     if getattr(args, "parallelism", None):
         overrides.setdefault("flink", {})["parallelism"] = args.parallelism
+    if getattr(args, "namespace", None) is not None:
+        overrides["namespace"] = args.namespace
     return load_settings(args.config, overrides=overrides)
 
 
@@ -48,9 +52,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     s = _settings(args)
     cfg = GeneratorConfig(
         seed=args.seed, persons=args.persons, events=args.events, partitions=s.kafka.partitions,
-        topic_prefix=args.topic_prefix, faults=fault_rates(total=args.bad_rate),
+        topic_prefix=args.topic_prefix or s.in_namespace(EVENTS_TOPIC_PREFIX), faults=fault_rates(total=args.bad_rate),
     )
-    report = produce(s, cfg, name=args.name, progress=not args.quiet)
+    report = produce(s, cfg, name=args.name or s.in_namespace(cfg.default_name()), progress=not args.quiet)
     print(json.dumps(report.summary() if hasattr(report, "summary") else str(report), indent=2, default=str))
     return 0
 
@@ -130,12 +134,12 @@ def _run_until_stopped(s: Settings, opts: object, directory: str) -> str | None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     job = start_events_job(s, opts)
-    print(f"job {opts.job_name} running; SIGTERM or Ctrl-C stops it with a savepoint in {directory}", file=sys.stderr)
+    print(f"job {job.job_name} running; SIGTERM or Ctrl-C stops it with a savepoint in {directory}", file=sys.stderr)
     while not stop.wait(1.0):
         if job.ended():
             job.wait()  # raises the job's failure
             return None
-    print(f"stopping {opts.job_name} with a savepoint ...", file=sys.stderr, flush=True)
+    print(f"stopping {job.job_name} with a savepoint ...", file=sys.stderr, flush=True)
     return job.stop(directory)
 
 
@@ -155,17 +159,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     s = _settings(args)
     opts = RunOptions(bounded=args.drain, group=args.group, resume=not args.fresh, hbase=not args.no_hbase,
                       rules=args.rules, rules_file=args.rules_file, recover_from=args.from_savepoint,
-                      **({"job_name": args.job_name} if args.job_name else {}))
+                      job_name=args.job_name)
+    job_name = opts.job_name_for(s)
     if args.drain and (args.from_savepoint or args.savepoint_dir is not None):
         print("zhongtai run: --drain reads to the current end and stops by itself; a savepoint is for a job that "
               "goes on (its Kafka splits keep the end of the run that wrote it). Run without --drain.",
               file=sys.stderr)
         return 2
-    ck = latest_checkpoint(s.checkpoint_url(), opts.job_name) if args.drain and opts.resume else None
+    ck = latest_checkpoint(s.checkpoint_url(), job_name) if args.drain and opts.resume else None
     if ck:
         # Kafka splits restored from a checkpoint keep the stopping offsets of the run that wrote it
         # (none for an unbounded run): a restored --drain run would never end, or end at once.
-        print(f"zhongtai run --drain: job {opts.job_name} has a retained checkpoint ({ck}); a drained run "
+        print(f"zhongtai run --drain: job {job_name} has a retained checkpoint ({ck}); a drained run "
               "cannot continue it (its Kafka splits keep the end of the run that wrote it). Run without "
               "--drain to continue that job, or add --fresh (and --group NEW) to drain from scratch.",
               file=sys.stderr)
@@ -182,8 +187,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             path = _run_until_stopped(s, opts, args.savepoint_dir or savepoint_dir(s))
             if path:
                 print(f"savepoint: {path}", flush=True)
-                print(f"continue with: zhongtai run --from-savepoint {path}"
-                      + (f" --job-name {opts.job_name}" if args.job_name else ""), file=sys.stderr)
+                print(f"continue with: {_zhongtai(s)} run --from-savepoint {path}"
+                      + (f" --job-name {job_name}" if args.job_name else ""), file=sys.stderr)
         else:
             run_events_job(s, opts, wait=True)
     except RunError as e:
@@ -194,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         print(f"zhongtai run: {why}\n{_RESTORE_HINT}", file=sys.stderr)
         return 2
-    print(f"job {opts.job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
+    print(f"job {job_name} {'drained' if args.drain else 'ended'} after {time.monotonic() - t0:.1f} s")
     _print_counts(s, opts.redis_prefix)
     return 0
 
@@ -204,8 +209,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     job_id = submit(s, drain=args.drain, group=args.group, detached=not args.wait, rules=args.rules,
-                    rules_file=args.rules_file, recover_from=args.from_savepoint,
-                    **({"job_name": args.job_name} if args.job_name else {}))
+                    rules_file=args.rules_file, recover_from=args.from_savepoint, job_name=args.job_name)
     print(job_id)
     if args.from_savepoint and not args.wait:
         # the JobManager maps the savepoint's state onto the new graph when the job starts: say it if it cannot
@@ -218,7 +222,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             return 2
     if s.job.store_mode == "log":
         group = f" --group {args.group}" if args.group else ""
-        print(f"the job writes Redis/HBase through its store log: keep `zhongtai apply{group}` running next to it",
+        print(f"the job writes Redis/HBase through its store log: keep `{_zhongtai(s)} apply{group}` running next to it",
               file=sys.stderr)
     return 0
 
@@ -231,14 +235,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
     s = _settings(args)
     directory = args.savepoint or savepoint_dir(s)
     try:
-        job_id = find_job(s, args.job)
+        # in a namespace the default is the namespace's job (several namespaces may run on one cluster)
+        job_id = find_job(s, args.job or (s.flink.job_name if s.namespace else None))
         print(f"stopping job {job_id} with a savepoint in {directory} ...", file=sys.stderr, flush=True)
         path = stop_with_savepoint(s, job_id, directory, drain=args.drain, timeout=args.timeout)
     except (SubmitError, OSError) as e:
         print(f"zhongtai stop: {e}", file=sys.stderr)
         return 2
     print(path)
-    print(f"continue with: zhongtai submit --from-savepoint {path} (same --group, --job-name and options)",
+    print(f"continue with: {_zhongtai(s)} submit --from-savepoint {path} (same --group, --job-name and options)",
           file=sys.stderr)
     return 0
 
@@ -281,7 +286,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
         applier.close()
 
 
-# ---- demo / profile / bench -------------------------------------------------------------------
+# ---- names / demo / profile / bench --------------------------------------------------------------
+def cmd_names(args: argparse.Namespace) -> int:
+    """Every shared name of this configuration (and ``--namespace``): topics, groups, transactional ids..."""
+    from zhongtai.names import shared_names
+
+    names = shared_names(_settings(args))
+    if args.json:
+        print(json.dumps(names, indent=2))
+    else:
+        for role, name in names.items():
+            print(f"{role:<28} {name}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from zhongtai.devtools.demo import run_demo
 
@@ -299,7 +317,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``python -m bench`` in this interpreter: the benchmark is a tool beside the product, not part of it
-    (the application never imports ``bench``)."""
+    (the application never imports ``bench``). ``--namespace`` reaches it as ``ZT__NAMESPACE`` (its own
+    topics, groups and prefixes are fresh per run anyway)."""
+    import os
     import subprocess
 
     cmd = [sys.executable, "-m", "bench", "--events", str(args.events), "--out", args.out]
@@ -307,13 +327,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cmd += ["--config", args.config]
     if args.only:
         cmd += ["--only", *args.only]
-    return subprocess.run(cmd, check=False).returncode
+    env = {**os.environ, "ZT__NAMESPACE": args.namespace} if getattr(args, "namespace", None) else None
+    return subprocess.run(cmd, check=False, env=env).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zhongtai", description="zhongtai: real-time marketing platform on Flink.")
     p.add_argument("--config", help="YAML file merged over config/defaults.yaml (env ZT__SECTION__KEY overrides)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--namespace", default=None, metavar="NAME", help=NAMESPACE_HELP)
     sub = p.add_subparsers(dest="verb", required=True)
 
     st = sub.add_parser("stack", help="start/stop/show the local stack (Kafka, HBase+Thrift, Redis, Flink)")
@@ -330,8 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--persons", type=int, default=2_000)
     pr.add_argument("--seed", type=int, default=42)
     pr.add_argument("--bad-rate", type=float, default=0.02, help="share of injected bad events (all DLQ reasons)")
-    pr.add_argument("--topic-prefix", default="zt.events.")
-    pr.add_argument("--name", default=None, help="name of the expected-results file under .zt/expected/")
+    pr.add_argument("--topic-prefix", default=None,
+                    help=f"topics are <prefix><source> (default {EVENTS_TOPIC_PREFIX}, in the namespace)")
+    pr.add_argument("--name", default=None,
+                    help="name of the expected-results file under .zt/expected/ (default gen-s<seed>-n<events>, "
+                         "in the namespace)")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_produce)
 
@@ -391,6 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics-host", default="127.0.0.1", help="address of /metrics (0.0.0.0 in a container)")
     ap.set_defaults(func=cmd_apply)
 
+    na = sub.add_parser("names", help="print every topic, group, transactional id, Redis prefix, HBase table and "
+                                      "job name this configuration (and --namespace) uses")
+    na.add_argument("--json", action="store_true", help="as one JSON object role -> name")
+    na.set_defaults(func=cmd_names)
+
     de = sub.add_parser("demo", help="stack + sample stream + job + summary read back from Redis")
     de.add_argument("--events", type=int, default=50_000)
     de.add_argument("--persons", type=int, default=1_000)
@@ -413,7 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in _EXTENSIONS:
         importlib.import_module(name).register(sub, _settings)
+    _accept_namespace_everywhere(p)
     return p
+
+
+NAMESPACE_HELP = ("put every topic, consumer group, transactional id, Redis prefix, HBase table and job name in "
+                  "namespace NAME (config key namespace, env ZT__NAMESPACE; docs/deploy.md, 'Isolating a run')")
+
+
+def _accept_namespace_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--namespace`` after any verb too (``zhongtai run --namespace a``), not only before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--namespace", default=argparse.SUPPRESS, metavar="NAME", help=NAMESPACE_HELP)
+                _accept_namespace_everywhere(sub)
 
 
 #: Modules that add verbs: each has ``register(subparsers, settings_of)`` where ``settings_of(args)``

@@ -745,12 +745,11 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
     from zhongtai.devtools.stack.flink_cluster import JM_HEAP, TM_PROCESS
     from zhongtai.jobs.job_main import build_parser
     from zhongtai.jobs.metrics import flink_prometheus_options
-    from zhongtai.jobs.runner import RunOptions
 
     fd = by_kind("FlinkDeployment")[0]
     spec, conf, s = fd["spec"], fd["spec"]["flinkConfiguration"], k8s_settings()
     job = spec["job"]
-    assert fd["metadata"]["name"] == RunOptions().job_name and spec["image"] == f"{FLINK_IMAGE}:{project_version()}"
+    assert fd["metadata"]["name"] == s.flink.job_name and spec["image"] == f"{FLINK_IMAGE}:{project_version()}"
     assert (job["entryClass"], job["upgradeMode"], job["state"]) == (
         "org.apache.flink.client.python.PythonDriver", "savepoint", "running")
     # the placeholder jar is the wheel's flink-python jar, at /opt/flink/opt in the image
@@ -767,7 +766,7 @@ def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
                                       "file:///opt/zhongtai/jars/zhongtai-jvm.jar"]
     assert job["parallelism"] == s.flink.parallelism
     # state on the mounted volume, where the job itself writes its checkpoints
-    assert conf["execution.checkpointing.dir"] == f"{s.checkpoint_url()}/{RunOptions().job_name}"
+    assert conf["execution.checkpointing.dir"] == f"{s.checkpoint_url()}/{s.flink.job_name}"
     for key in ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir", "high-availability.storageDir"):
         assert conf[key].startswith("file:///flink-data/"), key
     mounts = spec["podTemplate"]["spec"]["containers"][0]["volumeMounts"]

@@ -15,7 +15,7 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     from zhongtai.jobs.runner import RunOptions, run_events_job
 
     run = uuid.uuid4().hex[:6]
-    prefix = f"zt.demo{run}.events."
+    prefix = settings.in_namespace(f"zt.demo{run}.events.")
     print(f"1/3 producing {events:,} events ({persons:,} persons, ~2% bad on purpose) to {prefix}*")
     rep = produce(settings, GeneratorConfig(seed=2026, persons=persons, events=events, topic_prefix=prefix,
                                             partitions=settings.kafka.partitions), name=f"demo{run}", progress=True)
@@ -25,14 +25,15 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     print("2/3 running the event job (identity graph, profiles, tags, experiments, rules) on the embedded "
           "Flink mini-cluster until the topics are drained")
     t0 = time.monotonic()
-    run_events_job(settings, RunOptions(bounded=True, group=f"demo{run}", topic_pattern=f"zt\\.demo{run}\\.events\\..*",
-                                        redis_prefix=settings.redis.prefix, resume=False, job_name=f"demo{run}",
-                                        rules=True))
+    run_events_job(settings, RunOptions(bounded=True, group=settings.in_namespace(f"demo{run}"),
+                                        topic_pattern=settings.pattern_in_namespace(f"zt\\.demo{run}\\.events\\..*"),
+                                        redis_prefix=settings.redis.prefix, resume=False,
+                                        job_name=settings.in_namespace(f"demo{run}"), rules=True))
     took = time.monotonic() - t0
     store = RedisStore(settings.redis)
     stats = store.stats()
     print(f"3/3 done in {took:.1f} s ({events / took:,.0f} events/s including job start-up)\n")
-    print("Pipeline totals (Redis zt:stats):")
+    print(f"Pipeline totals (Redis {settings.redis.prefix}:stats):")
     for k in ("received", "valid", "unique", "dlq"):
         print(f"  {k:<10} {stats.get(k, 0):>10,}")
     for k, v in sorted(stats.items()):
@@ -55,7 +56,7 @@ def run_demo(settings: Settings, *, events: int = 50_000, persons: int = 1_000) 
     truth = len(expected.get("profiles", {})) if expected else 0
     print(f"\nOne view of each person: {len(ids):,} identifiers linked into {len(person_ids):,} persons "
           f"(the guard-railed batch resolution of the same events has {truth:,} persons with events)")
-    print("Tags (Redis zt:tag:*):")
+    print(f"Tags (Redis {settings.redis.prefix}:tag:*):")
     for tag in ("high_value", "new_user", "cart_abandoner", "churn_risk", "potential_churn", "vip_lapsed"):
         print(f"  {tag:<16} {len(store.tag_members(tag)):>6,} persons")
     actions = store.action_counters()

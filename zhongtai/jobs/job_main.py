@@ -165,11 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in flink_options(settings, opts, [], cluster=True).items():
         if k != "pipeline.jars":  # merged below with what `flink run` put there (flink-python)
             conf.set_string(k, v)
+    job_name = opts.job_name_for(settings)
     recover = opts.recover_from or (
-        latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None
+        latest_checkpoint(settings.checkpoint_url(), job_name) if opts.resume else None
     )
     if recover:
-        logger.info("restoring %s from %s", opts.job_name, recover)
+        logger.info("restoring %s from %s", job_name, recover)
         conf.set_string("execution.state-recovery.path", recover)
     # Under `flink run` this attaches to the cluster's context environment: no mini-cluster.
     from pyflink.datastream import StreamExecutionEnvironment
@@ -186,12 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from zhongtai.jobs.runner import execute
 
-    client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
+    client = execute(env, register_events_job(t_env, settings, opts), job_name)
     job_id = str(client.get_job_id()) if client is not None else ""
     print(f"{JOB_ID_MARKER} {job_id}", flush=True)
     if args.wait:
         client.get_job_execution_result().result()
-        logger.info("job %s (%s) ended", opts.job_name, job_id)
+        logger.info("job %s (%s) ended", job_name, job_id)
     return 0
 
 

@@ -42,7 +42,7 @@ class RunOptions:
     hbase_prefix: str | None = None
     hbase: bool = True
     resume: bool = True  # restore from the newest retained checkpoint when one is there
-    job_name: str = "zhongtai-events"
+    job_name: str | None = None  # Flink job name (default flink.job_name): names checkpoints and transactional ids
     transactional_id_prefix: str | None = None
     naive_control: bool = False  # also run pipelines.naive_sink (blind HINCRBY; fault-tolerance control)
     naive_prefix: str | None = None  # Redis prefix of the naive sink (default "<redis prefix>:naive")
@@ -63,11 +63,16 @@ class RunOptions:
     #: (``zhongtai run|submit --from-savepoint``; docs/upgrade.md)
     recover_from: str | None = None
 
+    def job_name_for(self, settings: Settings) -> str:
+        """The job's name: ``job_name``, else ``flink.job_name`` (in the settings' namespace)."""
+        return self.job_name or settings.flink.job_name
+
 
 def savepoint_dir(settings: Settings) -> str:
     """Where ``zhongtai stop`` and ``zhongtai run --savepoint-dir`` put savepoints unless told otherwise:
-    ``<checkpoint dir>/savepoints`` (a URL the cluster can write to, like the checkpoints)."""
-    return settings.checkpoint_url().rstrip("/") + "/savepoints"
+    ``<checkpoint dir>/savepoints`` (a URL the cluster can write to, like the checkpoints), in the settings'
+    namespace (``<checkpoint dir>/<namespace>.savepoints``)."""
+    return settings.checkpoint_url().rstrip("/") + "/" + settings.in_namespace("savepoints")
 
 
 def latest_checkpoint(checkpoint_url: str, job_name: str) -> str | None:
@@ -107,9 +112,10 @@ CLUSTER_RESTARTS = {
 
 def flink_options(settings: Settings, opts: RunOptions, jars: list[Path], *, cluster: bool = False) -> dict[str, str]:
     f = settings.flink
-    ck_root = settings.checkpoint_url().rstrip("/") + "/" + opts.job_name
+    job_name = opts.job_name_for(settings)
+    ck_root = settings.checkpoint_url().rstrip("/") + "/" + job_name
     conf = {
-        "pipeline.name": opts.job_name,
+        "pipeline.name": job_name,
         "parallelism.default": str(f.parallelism),
         "execution.checkpointing.interval": f"{f.checkpoint_interval_ms} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
@@ -174,15 +180,16 @@ def make_envs(settings: Settings, opts: RunOptions, jars: list[Path]) -> tuple[S
 
     from zhongtai.jobs.metrics import flink_prometheus_options
 
-    _prepare_mini_cluster_jvm(settings, opts.job_name)
+    job_name = opts.job_name_for(settings)
+    _prepare_mini_cluster_jvm(settings, job_name)
     conf = Configuration()
     # The embedded mini-cluster's metrics through Flink's Prometheus reporter (zhongtai.jobs.metrics).
     options = {**flink_prometheus_options(settings), **flink_options(settings, opts, jars)}
     for k, v in options.items():
         conf.set_string(k, v)
-    ck = opts.recover_from or (latest_checkpoint(settings.checkpoint_url(), opts.job_name) if opts.resume else None)
+    ck = opts.recover_from or (latest_checkpoint(settings.checkpoint_url(), job_name) if opts.resume else None)
     if ck:
-        logger.info("restoring %s from %s", opts.job_name, ck)
+        logger.info("restoring %s from %s", job_name, ck)
         conf.set_string("execution.state-recovery.path", ck)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env_settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
@@ -200,6 +207,7 @@ class RunError(RuntimeError):
 def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
     """A bounded run (``--drain``) reads the topics its pattern matches to their current end; with none it
     would never end (a Kafka pattern source waits for topics to appear). Fail before starting instead."""
+    from config.namespace import zhongtai_command
     from connectors.kafka_admin import list_topics, matching_topics
 
     pattern = opts.topic_pattern or settings.kafka.topics.events
@@ -209,9 +217,23 @@ def check_drain_topics(settings: Settings, opts: RunOptions) -> list[str]:
         shown = ", ".join(existing[:20]) + (f" … ({len(existing)} in all)" if len(existing) > 20 else "")
         raise RunError(f"no topic matches the events pattern {pattern!r} on {settings.kafka.bootstrap}, so a drained "
                        f"run would wait for ever. Topics that exist: {shown or '(none)'}. Produce events first "
-                       "(zhongtai produce), or set kafka.topics.events (ZT__KAFKA__TOPICS__EVENTS) to a pattern "
-                       "that matches your topics.")
+                       f"({zhongtai_command(settings)} produce), or set kafka.topics.events "
+                       "(ZT__KAFKA__TOPICS__EVENTS) to a pattern that matches your topics.")
     return found
+
+
+def transactional_ids(settings: Settings, opts: RunOptions) -> dict[str, str]:
+    """The Kafka transactional-id prefix of each exactly-once sink of the job: two jobs that share one fence
+    each other, so they derive from the job name (``--txn-prefix`` replaces it)."""
+    root = opts.transactional_id_prefix or opts.job_name_for(settings)
+    ids = {sink: f"{root}-{sink}" for sink in ("identity", "tags", "control", "store", "actions")}
+    return {"dlq": opts.transactional_id_prefix or f"{root}-dlq", **ids}
+
+
+def consumer_groups(settings: Settings, opts: RunOptions) -> dict[str, str]:
+    """The Kafka consumer group of each source of the job (the store applier's is ``<events group>-store``)."""
+    group = opts.group or settings.kafka.consumer_group
+    return {"events": group, "control": f"{group}-control", "delivery": f"{group}-delivery"}
 
 
 def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts: RunOptions):
@@ -223,21 +245,22 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     from pipelines.store_sink import store_udf
 
     job = settings.job
+    txn, groups = transactional_ids(settings, opts), consumer_groups(settings, opts)
     t_env.execute_sql(source_ddl(
-        "zt_source", settings.kafka, topic_pattern=opts.topic_pattern, group=opts.group, bounded=opts.bounded,
+        "zt_source", settings.kafka, topic_pattern=opts.topic_pattern, group=groups["events"], bounded=opts.bounded,
         idle_timeout_ms=job.source_idle_timeout_ms, key_column=True,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_dlq", settings.kafka, topic=opts.dlq_topic,
-        transactional_id_prefix=opts.transactional_id_prefix or f"{opts.job_name}-dlq", key_column=True,
+        transactional_id_prefix=txn["dlq"], key_column=True,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_identity_out", settings.kafka, topic=opts.identity_topic or settings.kafka.topics.identity_changes,
-        transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-identity",
+        transactional_id_prefix=txn["identity"],
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_tags_out", settings.kafka, topic=opts.tag_topic or settings.kafka.topics.tag_changes,
-        transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-tags",
+        transactional_id_prefix=txn["tags"],
     ))
     # The control topic (rules, tags, experiments, identity commands), read from its start by every
     # run: control messages are versioned and idempotent, so replaying them is safe.
@@ -246,13 +269,13 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
     ensure_control_topics(settings, control_topic, results_topic)
     t_env.execute_sql(source_ddl(
         "zt_control_source", settings.kafka, topic_pattern=re.escape(control_topic),
-        group=f"{opts.group or settings.kafka.consumer_group}-control", bounded=opts.bounded,
+        group=groups["control"], bounded=opts.bounded,
         idle_timeout_ms=job.source_idle_timeout_ms,
     ))
     t_env.execute_sql(dlq_sink_ddl(
         "zt_control_results", settings.kafka,
         topic=results_topic,
-        transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-control",
+        transactional_id_prefix=txn["control"],
     ))
     if job.store_mode == "log":
         from connectors.kafka_tables import store_log_sink_ddl
@@ -262,7 +285,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         create_topics(settings, [topic])
         t_env.execute_sql(store_log_sink_ddl(
             "zt_store_sink", settings.kafka, topic=topic,
-            transactional_id_prefix=f"{opts.transactional_id_prefix or opts.job_name}-store",
+            transactional_id_prefix=txn["store"],
         ))
         store_fn = None
     else:
@@ -282,7 +305,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
         create_topics(settings, [f"{prefix}{c}" for c in CHANNELS])
         actions = "zt_actions_out"
         t_env.execute_sql(actions_sink_ddl(
-            actions, settings, f"{opts.transactional_id_prefix or opts.job_name}-actions", prefix))
+            actions, settings, txn["actions"], prefix))
         if opts.actions_control_prefix:  # the kill test's negative control: the same actions, at least once
             create_topics(settings, [f"{opts.actions_control_prefix}{c}" for c in CHANNELS])
             actions_control = "zt_actions_control_out"
@@ -295,7 +318,7 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
             create_topics(settings, [topic])  # a bounded run over a pattern that matches no topic never ends
             delivery = "zt_delivery_source"
             t_env.execute_sql(delivery_source_ddl(delivery, settings, topic=topic, bounded=opts.bounded,
-                                                  group=f"{opts.group or settings.kafka.consumer_group}-delivery"))
+                                                  group=groups["delivery"]))
     tables = JobTables(source="zt_source", dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn,
                        identity_changes="zt_identity_out", tag_changes="zt_tags_out",
                        control_source="zt_control_source", control_results="zt_control_results",
@@ -371,12 +394,13 @@ def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -
     t0 = time.monotonic()
     if opts.bounded:
         check_drain_topics(settings, opts)
+    job_name = opts.job_name_for(settings)
     env, t_env = make_envs(settings, opts, connector_jars(settings))
-    client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
+    client = execute(env, register_events_job(t_env, settings, opts), job_name)
     if settings.job.store_mode != "log":
         if wait:
             client.get_job_execution_result().result()
-            logger.info("%s finished in %.1f s", opts.job_name, time.monotonic() - t0)
+            logger.info("%s finished in %.1f s", job_name, time.monotonic() - t0)
         return client
     if not wait:
         ApplierThread(store_applier(settings, opts), job_done=lambda: _ended(client))
@@ -388,7 +412,7 @@ def run_events_job(settings: Settings, opts: RunOptions, *, wait: bool = True) -
         applier.stop()
         raise
     stats = applier.finish()
-    logger.info("%s finished in %.1f s (store log: %d rows applied)", opts.job_name, time.monotonic() - t0, stats.rows)
+    logger.info("%s finished in %.1f s (store log: %d rows applied)", job_name, time.monotonic() - t0, stats.rows)
     return client
 
 
@@ -462,10 +486,11 @@ def start_events_job(settings: Settings, opts: RunOptions) -> RunningJob:
 
     if opts.bounded:
         check_drain_topics(settings, opts)
+    job_name = opts.job_name_for(settings)
     env, t_env = make_envs(settings, opts, connector_jars(settings))
-    client = execute(env, register_events_job(t_env, settings, opts), opts.job_name)
+    client = execute(env, register_events_job(t_env, settings, opts), job_name)
     applier = ApplierThread(store_applier(settings, opts)) if settings.job.store_mode == "log" else None
-    return RunningJob(client, applier, opts.job_name)
+    return RunningJob(client, applier, job_name)
 
 
 def _ended(client: JobClient) -> bool:

@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -312,6 +313,8 @@ def submit(
     from zhongtai.jobs.runner import RunOptions, connector_jars
 
     opts = RunOptions(bounded=drain, group=group, **run_options)
+    job_name = opts.job_name_for(settings)
+    opts = replace(opts, job_name=job_name)  # named on the command line of job_main
     try:
         rest(settings, "/overview", timeout=5)
     except (OSError, urllib.error.URLError) as e:
@@ -322,7 +325,7 @@ def submit(
     paths = paths_of(settings)
     paths.make()
     jars = [p.resolve().as_uri() for p in connector_jars(settings)]
-    settings_file = _write_settings(settings, paths.run / "submit", opts.job_name)
+    settings_file = _write_settings(settings, paths.run / "submit", job_name)
     argv = [
         *flink_cli(settings),
         "run",
@@ -341,7 +344,7 @@ def submit(
     ]
     if not detached:
         argv.append("--wait")
-    out_file = paths.logs / f"zt-submit-{re.sub(r'[^A-Za-z0-9_.-]', '_', opts.job_name)}.log"
+    out_file = paths.logs / f"zt-submit-{re.sub(r'[^A-Za-z0-9_.-]', '_', job_name)}.log"
     shown = " ".join(shlex.quote(a) for a in argv[argv.index("run") - 1 :])
     try:
         with out_file.open("w", encoding="utf-8") as out:

@@ -62,6 +62,13 @@ class WorkerTopics:
         return cls(actions=actions, dlq=actions + ".dlq", delivery=kafka.topics.delivery)
 
 
+def worker_transactional_id(settings: Settings, channel: str) -> str:
+    """Stable per ``(Redis prefix, group, channel, instance)``: a restarted worker fences its dead predecessor,
+    and workers of other prefixes or groups (other namespaces) never fence each other."""
+    cfg = settings.worker
+    return f"{settings.redis.prefix}-{cfg.group}-{channel}-{cfg.instance_id}"
+
+
 @dataclass
 class WorkerStats:
     """What this process did (receipts are the durable record; these are per run)."""
@@ -398,7 +405,7 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
     holder: dict[str, ChannelWorker] = {}
     io = KafkaWorkerIO(
         settings.kafka.bootstrap, topics.actions, cfg.group, f"{channel}-{cfg.instance_id}",
-        transactional_id=f"{prefix}-{cfg.group}-{channel}-{cfg.instance_id}",
+        transactional_id=worker_transactional_id(settings, channel),
         transaction_timeout_ms=cfg.transaction_timeout_ms,
         on_revoke=lambda tps: holder["w"].revoked(tps), on_lost=lambda tps: holder["w"].lost(tps),
     )
