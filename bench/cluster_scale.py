@@ -108,7 +108,7 @@ def _placement(settings: Settings, job_id: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in _rest(settings, f"/jobs/{job_id}")["vertices"]:
         tms = _rest(settings, f"/jobs/{job_id}/vertices/{v['id']}/taskmanagers")["taskmanagers"]
-        out[v["name"][:60]] = len({t["taskmanagerId"] for t in tms})
+        out[v["name"][:60]] = len({t.get("taskmanager-id") or t.get("endpoint") or t.get("host") for t in tms})
     return out
 
 
