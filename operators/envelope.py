@@ -39,11 +39,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from config.schema import MAX_LIST_ITEMS, EventSchema, PropSpec
 from config.settings import JobSettings, PiiSettings
 from operators.pii import pseudonymise
 
 __all__ = ["ID_PRIORITY", "DecodedFields", "JsonNumber", "Pseudonyms", "ValidEvent", "compact_json", "decode",
-           "decode_full", "parse_ts"]
+           "decode_full", "check_props", "parse_ts", "typed_props"]
 
 #: Identifier types, strongest first (the person key takes the first present).
 ID_PRIORITY = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
@@ -247,9 +248,13 @@ class DecodedFields:
 class Pseudonyms:
     """``pseudonymise`` with a cache: the same raw spellings recur on every event of a person."""
 
-    def __init__(self, pii: PiiSettings, identity: Any = None) -> None:
+    def __init__(self, pii: PiiSettings, identity: Any = None, schema: EventSchema | None = None) -> None:
         from config.settings import IdentitySettings
         from operators.identity import IdentityRules
+
+        #: The declared props' checks (config/schema.yaml), in check order.
+        self.schema = schema or EventSchema()
+        self.prop_checks = self.schema.prop_checks()
 
         #: The identity guard rails: junk identifiers are dropped and the anchor (``person``) is the
         #: strongest clean identifier in ``identity.priority`` order, as the job's decode does.
@@ -378,6 +383,14 @@ def _decode(value: bytes | None, record_ts: int, job: JobSettings, pseudonyms: A
             return "out_of_range:amount"
         amount = product.quantize(CENT)
 
+    schema = getattr(pseudonyms, "schema", None)
+    if schema is not None:
+        if schema.undeclared_events == "reject" and event_type not in schema.events:
+            return "undeclared:event_type"
+        reason = check_props(event_type, props, pseudonyms.prop_checks)
+        if reason is not None:
+            return reason
+
     if ts > record_ts + job.max_future_skew_ms:
         return "future_ts"
     if record_ts - ts > job.allowed_lateness_ms:
@@ -399,6 +412,69 @@ def _decode(value: bytes | None, record_ts: int, job: JobSettings, pseudonyms: A
     raw_props = obj.get("props")
     return DecodedFields(event, _text(props.get("item_id")) or None, exp_key, variation,
                          compact_json(raw_props) if isinstance(raw_props, dict) else None)
+
+
+def check_props(event_type: str, props: dict[str, Any], checks: list[tuple[str, str, PropSpec]]) -> str | None:
+    """The DLQ reason of the first declared prop (``config/schema.yaml``, in check order) that is missing
+    or of the wrong type, else None. Types (docs/schema.md): ``string`` a string, number (its literal) or
+    boolean (``true``/``false``); ``integer`` a JSON integer or ``[+-]digits`` string, |v| < 10^16;
+    ``decimal`` a JSON number or number string, |v| rounded to cents < 10^16; ``boolean`` JSON true/false;
+    ``timestamp`` as ``ts``; ``list`` an array of strings (at most 1,000). null counts as absent, and so does
+    "" for a ``string``."""
+    for et, name, spec in checks:
+        if et != "*" and et != event_type:
+            continue
+        v = props.get(name)
+        if v is None or (v == "" and spec.type == "string"):
+            if spec.required:
+                return f"missing_field:props.{name}"
+            continue
+        bad = _prop_problem(spec.type, v)
+        if bad is not None:
+            return f"{bad}:props.{name}"
+    return None
+
+
+def _prop_problem(kind: str, v: Any) -> str | None:
+    if kind == "string":
+        return None if _text(v) is not None else "wrong_type"
+    if kind == "integer":
+        n = _integer(v)
+        return "wrong_type" if n is None else "out_of_range" if n == OUT_OF_RANGE_QTY else None
+    if kind == "decimal":
+        d = _number(v)
+        return "wrong_type" if d is None else "out_of_range" if d is OUT_OF_RANGE else None
+    if kind == "boolean":
+        return None if isinstance(v, bool) else "wrong_type"
+    if kind == "timestamp":
+        return None if parse_ts(v) is not None else "wrong_type"
+    if kind == "list":
+        ok = isinstance(v, list) and len(v) <= MAX_LIST_ITEMS and all(type(x) is str for x in v)
+        return None if ok else "wrong_type"
+    raise ValueError(f"unknown prop type {kind!r}")
+
+
+def typed_props(event_type: str, props: dict[str, Any], schema: EventSchema) -> dict[str, Any]:
+    """``props`` (an event that passed :func:`check_props`) with each declared prop as its declared type:
+    ``integer`` → int, ``decimal`` → Decimal (exactly as sent), ``timestamp`` → epoch ms, ``string`` → str;
+    undeclared props as sent. Rules, tags and action params read these."""
+    declared = schema.props_of(event_type)
+    if not declared:
+        return props
+    out = dict(props)
+    for name, spec in declared.items():
+        v = props.get(name)
+        if v is None:
+            continue
+        if spec.type == "string":
+            out[name] = _text(v)
+        elif spec.type == "integer":
+            out[name] = _integer(v)
+        elif spec.type == "decimal":
+            out[name] = Decimal(str(v))
+        elif spec.type == "timestamp":
+            out[name] = parse_ts(v)
+    return out
 
 
 _VARIATION = re.compile(r"[+-]?[0-9]{1,10}", re.ASCII)

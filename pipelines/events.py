@@ -204,7 +204,7 @@ SELECT name, COUNT(*) AS n FROM (
   UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
 GROUP BY name"""
     return [
-        *decode_statements(source, settings.job, settings.pii, settings.identity),
+        *decode_statements(source, settings.job, settings.pii, settings.identity, settings.event_schema),
         dedup,
         unique,
         scoped,

@@ -62,7 +62,7 @@ def sql_decode(records: list[tuple[bytes | None, bytes | None, int]], settings: 
 
     t_env = t_env or jvm_table_env(settings)
     register_records(t_env, "src", records)
-    for stmt in decode_statements("src", settings.job, settings.pii, settings.identity):
+    for stmt in decode_statements("src", settings.job, settings.pii, settings.identity, settings.event_schema):
         t_env.execute_sql(stmt)
     out: dict[int, tuple] = {}
     with t_env.execute_sql(f"SELECT off, {', '.join(COLUMNS)} FROM zt_decoded").collect() as rows:
