@@ -454,27 +454,43 @@ def _prop_problem(kind: str, v: Any) -> str | None:
     raise ValueError(f"unknown prop type {kind!r}")
 
 
-def typed_props(event_type: str, props: dict[str, Any], schema: EventSchema) -> dict[str, Any]:
-    """``props`` (an event that passed :func:`check_props`) with each declared prop as its declared type:
-    ``integer`` → int, ``decimal`` → Decimal (exactly as sent), ``timestamp`` → epoch ms, ``string`` → str;
-    undeclared props as sent. Rules, tags and action params read these."""
+def typed_props(event_type: str, props_json: str, schema: EventSchema) -> dict[str, Any] | None:
+    """The props of a valid event (the decode's compact JSON) with each declared prop as its declared type:
+    ``integer`` → int, ``decimal`` → Decimal (exactly as sent), ``timestamp`` → epoch ms, ``string`` → str
+    (a number as its literal text), ``boolean`` and ``list`` as they are; undeclared numbers as int or float
+    (as a plain JSON reader gives them). None when the schema declares no prop for ``event_type`` (the
+    caller reads the JSON as it is). Rules, tags and action params read these."""
     declared = schema.props_of(event_type)
     if not declared:
-        return props
-    out = dict(props)
-    for name, spec in declared.items():
-        v = props.get(name)
-        if v is None:
-            continue
-        if spec.type == "string":
+        return None
+    props = _JSON.decode(props_json)
+    if not isinstance(props, dict):
+        return None
+    out: dict[str, Any] = {}
+    for name, v in props.items():
+        spec = declared.get(name)
+        if v is None or spec is None or spec.type in ("boolean", "list"):
+            out[name] = _plain(v)
+        elif spec.type == "string":
             out[name] = _text(v)
         elif spec.type == "integer":
             out[name] = _integer(v)
         elif spec.type == "decimal":
-            out[name] = Decimal(str(v))
-        elif spec.type == "timestamp":
+            out[name] = Decimal(v) if isinstance(v, str) and _NUMBER.fullmatch(v) else _plain(v)
+        else:
             out[name] = parse_ts(v)
     return out
+
+
+def _plain(v: Any) -> Any:
+    """A parsed JSON value with numbers as int/float instead of their literal text."""
+    if isinstance(v, JsonNumber):
+        return int(v) if _INTEGER.fullmatch(v) else float(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
 
 
 _VARIATION = re.compile(r"[+-]?[0-9]{1,10}", re.ASCII)
