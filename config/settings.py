@@ -420,6 +420,18 @@ class Settings(_Frozen):
     def _valid_namespace(cls, v: str) -> str:
         return check_namespace(v)
 
+    @model_validator(mode="after")
+    def _custom_ids_have_a_rank(self) -> Settings:
+        missing = [t for t in self.event_schema.identifiers if t not in self.identity.priority]
+        if missing:
+            raise ValueError(f"identifier types {', '.join(missing)} are declared in the schema but not ranked: add "
+                             "each to identity.priority (strongest first) and identity.max_per_person")
+        unlimited = [t for t in self.event_schema.identifiers if t not in self.identity.max_per_person]
+        if unlimited:
+            raise ValueError(f"identifier types {', '.join(unlimited)} have no identity.max_per_person: add the most "
+                             "identifiers of that type one person may hold (e.g. member_card: 1)")
+        return self
+
     @field_validator("flink")
     @classmethod
     def _checkpoint_url(cls, v: FlinkSettings) -> FlinkSettings:

@@ -226,7 +226,8 @@ class ValidEvent:
     channel: str
     #: ``price`` (rounded half-up to cents) × ``qty`` for purchases; 0.00 for other events.
     amount: Decimal
-    #: Every non-empty identifier of a known type, ``(type, stored value)``, in ``ID_PRIORITY`` order.
+    #: Every non-empty identifier of a known type, ``(type, stored value)``, in ``ID_PRIORITY`` order (then
+    #: the schema's custom types).
     ids: tuple[tuple[str, str], ...] = ()
 
 
@@ -259,7 +260,10 @@ class Pseudonyms:
         #: The identity guard rails: junk identifiers are dropped and the anchor (``person``) is the
         #: strongest clean identifier in ``identity.priority`` order, as the job's decode does.
         identity = identity or IdentitySettings()
-        self.rules = IdentityRules.from_settings(identity, pii)
+        self.rules = IdentityRules.from_settings(identity, pii, self.schema)
+        #: Identifier types read from ``ids``: the built-in ones, then the schema's custom ones.
+        self.id_types = self.schema.id_types()
+        self._custom = dict(self.schema.identifiers)
         #: Longest identifier value (code points) an event may carry (``too_long:ids`` beyond).
         self.max_id_chars = identity.max_identifier_length
         self._secret = pii.hmac_secret.get_secret_value()
@@ -272,7 +276,7 @@ class Pseudonyms:
         if out is None:
             if len(self._cache) > 200_000:
                 self._cache.clear()
-            out = self._cache[key] = pseudonymise(id_type, raw, self._secret, self._cc)
+            out = self._cache[key] = pseudonymise(id_type, raw, self._secret, self._cc, self._custom)
         return out
 
 
@@ -348,13 +352,13 @@ def _decode(value: bytes | None, record_ts: int, job: JobSettings, pseudonyms: A
         return "wrong_type:ids"
     max_chars = getattr(pseudonyms, "max_id_chars", None) or _default_max_id_chars()
     raw_ids = []
-    for id_type in ID_PRIORITY:
+    for id_type in getattr(pseudonyms, "id_types", ID_PRIORITY):
         v = _text(ids.get(id_type))
         if v:
             if len(v) > max_chars:
                 return "too_long:ids"
             raw_ids.append((id_type, v))
-    found = [(t, pseudonyms(t, v) if t in ("phone", "email") else v) for t, v in raw_ids]
+    found = [(t, pseudonyms(t, v)) for t, v in raw_ids]
     rules = getattr(pseudonyms, "rules", None) or _default_rules()
     clean = rules.clean_ids(found) if found else ()
     if not clean:

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from config.schema import EventSchema
     from config.settings import IdentitySettings, JobSettings, PiiSettings
 
-#: Identifier types the decoder reads from ``ids`` (their priority is ``identity.priority`` in config).
+#: The built-in identifier types the decoder reads from ``ids`` (their priority is ``identity.priority`` in
+#: config); a schema's custom types follow them (``EventSchema.id_types``).
 ID_TYPES = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
 
 #: ``props`` fields the decode reads (``zt_decode_event``'s ``prop_values``, in this order).
@@ -80,15 +81,18 @@ def decode_config(job: JobSettings, identity: IdentitySettings, pii: PiiSettings
     from operators.identity import IdentityRules
     from operators.pii import NATIONAL_DIGITS, NATIONAL_PREFIX, PII_TYPES
 
-    rules = IdentityRules.from_settings(identity, pii)
+    rules = IdentityRules.from_settings(identity, pii, schema)
     ipad, opad = hmac_pads_hex(pii.hmac_secret.get_secret_value())
+    id_types = schema.id_types() if schema else ID_TYPES
     return json.dumps({
         "max_bytes": job.max_event_bytes, "max_depth": MAX_JSON_DEPTH, "event_id_chars": EVENT_ID_MAX_CHARS,
         "event_type_chars": EVENT_TYPE_MAX_CHARS, "id_chars": identity.max_identifier_length,
         "future_skew_ms": job.max_future_skew_ms, "lateness_ms": job.allowed_lateness_ms,
         # "<type>:<kind>": phone and e-mail are normalised as such and replaced by their keyed hash
-        "id_types": list(ID_TYPES), "pii_kinds": [f"{t}:{t}" for t in sorted(PII_TYPES)],
-        "priority": [t for t in identity.priority if t in ID_TYPES], "prop_fields": list(PROP_FIELDS),
+        "id_types": list(id_types), "pii_kinds": [f"{t}:{t}" for t in sorted(PII_TYPES)],
+        "custom_ids": [{"type": t, "normalise": spec.normalise, "hashed": spec.hashed}
+                       for t, spec in (schema.identifiers.items() if schema else ())],
+        "priority": [t for t in identity.priority if t in id_types], "prop_fields": list(PROP_FIELDS),
         "hmac_ipad": ipad, "hmac_opad": opad, "country_code": pii.default_country_code,
         "national_digits": NATIONAL_DIGITS, "national_prefix": NATIONAL_PREFIX,
         "blocked_values": sorted(rules.blocked_values), "blocked_hashes": sorted(rules.blocked_hashes),
@@ -111,7 +115,7 @@ def decode_statements(source: str, job: JobSettings, pii: PiiSettings,
     from config.settings import IdentitySettings
 
     identity = identity or IdentitySettings()
-    ids = ", ".join(f"d.ids[{i + 1}] AS id_{t}" for i, t in enumerate(ID_TYPES))
+    ids = ", ".join(f"d.ids[{i + 1}] AS id_{t}" for i, t in enumerate(schema.id_types() if schema else ID_TYPES))
     p = {f: f"d.prop_values[{i + 1}]" for i, f in enumerate(PROP_FIELDS)}
     call = _once(f"zt_decode_event(payload, kts, {_lit(decode_config(job, identity, pii, schema))})")
     # variation_id: an integer of at most 10 digits (JSON integer or [+-]digits string) in INT range.

@@ -380,3 +380,53 @@ def test_declared_schema_agrees_with_the_oracle() -> None:
     without = sql_decode(records, plain)
     assert not {g[0] for g in without} & set(schema.reasons())
     assert sum(g[0] is None for g in without) > sum(g[0] is None for g in got)
+
+
+IDS_SCHEMA = """
+identifiers:
+  member_card: {normalise: none}
+  alipay_uid: {normalise: lower, hashed: true}
+"""
+
+
+def test_custom_identifier_types_agree_with_the_oracle() -> None:
+    """Custom identifier types (one stored as sent, one lower-cased and keyed-hashed), ranked between the
+    built-in ones: stored forms, junk (blocked values also as hashes), anchors and hostile values."""
+    from config.schema import parse_schema
+    from zhongtai.devtools.generator.oracle import _Pseudonyms
+
+    schema = parse_schema(IDS_SCHEMA, "ids.yaml")
+    priority = ["user_id", "member_card", "unionid", "phone", "email", "alipay_uid", "openid", "device_id",
+                "cookie_id"]
+    s = load_settings(overrides={"event_schema": schema.model_dump(), "identity": {
+        "priority": priority, "max_per_person": {"member_card": 1, "alipay_uid": 2}}})
+    rnd = random.Random(20261209)
+    values = ['"MC-001"', '"mc-001"', '" Ab@Pay "', '"AB@PAY"', '"test"', '" NULL "', '"0000"', "12", "true",
+              '""', "null", "{}", '"１２３"', '"\\u00e9X"',
+              '"a0\\u03a3\\u000bfi"']  # a sigma Java's toLowerCase took for final, Python's not
+    records = []
+    for i in range(1_500):
+        top, ids, props = _event(rnd)
+        for t in ("member_card", "alipay_uid"):
+            if rnd.random() < 0.7:
+                ids[t] = rnd.choice(values) if rnd.random() < 0.6 else _value(rnd)
+        for t in rnd.sample(["user_id", "phone", "device_id"], rnd.randrange(0, 4)):
+            ids.pop(t, None)
+        top["ids"], top["props"] = _render_obj(ids), _render_obj(props)
+        records.append((_render_obj({k: v for k, v in top.items() if v is not None}).encode(), b"k%d" % i, T0))
+    pseudo = _Pseudonyms(s.pii, s.identity, s.event_schema)
+    want = [oracle_decode(v, k, ts, s, pseudo) for v, k, ts in records]
+    got = sql_decode(records, s)
+    assert mismatches(records, got, want) == []
+    anchors = {g[4].split(":", 1)[0] for g in got if g[0] is None}
+    assert {"member_card", "alipay_uid"} <= anchors, anchors  # custom types anchor persons
+    # the stored forms: member_card as sent, alipay_uid hashed (64 hex) whatever its case and blanks
+    cols = [f"id_{t}" for t in s.event_schema.id_types()]
+    mc, ali = 5 + cols.index("id_member_card"), 5 + cols.index("id_alipay_uid")
+    assert {g[mc] for g in got if g[0] is None} >= {"MC-001", "mc-001"}
+    hashed = {g[ali] for g in got if g[0] is None and g[ali] is not None}
+    assert hashed and all(len(h) == 64 and int(h, 16) >= 0 for h in hashed)
+    assert len({pseudo("alipay_uid", " Ab@Pay "), pseudo("alipay_uid", "AB@PAY")}) == 1
+    # negative control: junk values are dropped as such ("test" hashed is in the blocked hashes)
+    assert pseudo.rules.is_junk("alipay_uid", pseudo("alipay_uid", "test"))
+    assert not pseudo.rules.is_junk("alipay_uid", pseudo("alipay_uid", "ab@pay"))

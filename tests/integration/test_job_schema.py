@@ -9,6 +9,11 @@ Rule: a purchase by a member of tier 3 or more gets a coupon for the store they 
 - ub buys with tier 2 → no coupon (the condition's negative control);
 - uc buys without store_id → DLQ ``missing_field:props.store_id``; ud with tier "gold" → DLQ
   ``wrong_type:props.tier``; ue views a page with an undeclared prop → valid, kept as sent.
+
+Custom identifier types: ``member_card`` (as sent) and ``alipay_uid`` (lower-cased, keyed hash). A
+member buys in the store with only their card (f1), then logs in with the card and an Alipay id in
+another spelling (f2, f3): one person holding the card and one hashed Alipay id; ``zhongtai profile get``
+finds them by either, in any spelling.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ from confluent_kafka import Producer
 
 from connectors.redis_store import RedisStore
 from operators.identity.model import person_id
+from operators.pii import pseudonymise
 from tests.helpers import fresh_names, make_settings
 from tests.workers_env import read_topic
 from zhongtai.jobs.runner import RunOptions, run_events_job
+from zhongtai.services.profiles import get_profile
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
 SCHEMA = """
+identifiers:
+  member_card: {normalise: none}
+  alipay_uid: {normalise: lower, hashed: true}
 common_props:
   tier: {type: integer}
 events:
@@ -53,8 +63,9 @@ rules:
 """
 
 
-def _event(eid: str, etype: str, user: str, ts: int, **props: object) -> bytes:
-    return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts, "ids": {"user_id": user}, "props": props})
+def _event(eid: str, etype: str, user: str | dict, ts: int, **props: object) -> bytes:
+    ids = user if isinstance(user, dict) else {"user_id": user}
+    return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts, "ids": ids, "props": props})
 
 
 def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -> None:
@@ -64,7 +75,10 @@ def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
     settings = make_settings(schema_file=str(schema), redis={"prefix": n.prefix},
-                             kafka={"topics": {"actions_prefix": f"zt.t{n.tag}.actions."}})
+                             kafka={"topics": {"actions_prefix": f"zt.t{n.tag}.actions."}},
+                             identity={"priority": ["user_id", "member_card", "unionid", "phone", "email",
+                                                    "alipay_uid", "openid", "device_id", "cookie_id"],
+                                       "max_per_person": {"member_card": 1, "alipay_uid": 2}})
     prefix = settings.kafka.topics.actions_prefix
     t0 = int(time.time() * 1000) - 600_000
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
@@ -74,6 +88,9 @@ def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -
         _event("c1", "purchase", "uc", t0, price="10.00", tier=5),
         _event("d1", "purchase", "ud", t0, price="10.00", tier="gold", store_id="s4"),
         _event("e1", "page_view", "ue", t0, tier=4, shelf={"aisle": 7}),
+        _event("f1", "page_view", {"member_card": "MC-7"}, t0),
+        _event("f2", "page_view", {"member_card": "MC-7", "alipay_uid": " Zhang@Pay "}, t0 + 1_000),
+        _event("f3", "page_view", {"alipay_uid": "ZHANG@PAY"}, t0 + 2_000),
     ]
     for value in sent:
         p.produce(n.topic_prefix + "web", value, key=b"k", timestamp=t0)
@@ -90,9 +107,17 @@ def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -
     store = RedisStore(settings.redis, prefix=n.prefix)
     try:
         stats = store.stats()
-        assert (stats["received"], stats["valid"], stats["dlq"]) == (5, 3, 2), stats
+        assert (stats["received"], stats["valid"], stats["dlq"]) == (8, 6, 2), stats
         assert (stats["dlq:missing_field:props.store_id"], stats["dlq:wrong_type:props.tier"]) == (1, 1), stats
         assert store.action_counters() == {"tier_store_coupon|coupon": 1}
+        ali = pseudonymise("alipay_uid", "zhang@pay", settings.pii.hmac_secret.get_secret_value(),
+                           custom=settings.event_schema.identifiers)
+        member = store.person_of("member_card:MC-7")
+        assert member is not None and store.person_of(f"alipay_uid:{ali}") == member
+        assert sorted(store.identifiers(member)) == sorted(["member_card:MC-7", f"alipay_uid:{ali}"])
+        assert "zhang" not in str(store.id_mapping()).lower()  # the Alipay id is never stored in clear
+        for spelling in ("alipay_uid:Zhang@Pay", "member_card:MC-7"):
+            assert get_profile(settings, spelling, prefix=n.prefix)["person"] == member, spelling
     finally:
         store.delete_prefix()
         store.close()

@@ -70,6 +70,8 @@ public class DecodeEvent extends ScalarFunction {
         final long latenessMs;
         final String[] idTypes;
         final Identifiers.Kind[] idKinds;
+        /** Per type: stored as a keyed hash (phone, e-mail, custom types declared {@code hashed}). */
+        final boolean[] idHashed;
         /** Indexes into {@link #idTypes}, strongest first: the anchor is the first clean one. */
         final int[] priority;
         final String[] propFields;
@@ -99,13 +101,27 @@ public class DecodeEvent extends ScalarFunction {
             idTypes = strings(m, "id_types").toArray(new String[0]);
             List<String> pii = strings(m, "pii_kinds"); // "<type>:phone" / "<type>:email"
             idKinds = new Identifiers.Kind[idTypes.length];
+            idHashed = new boolean[idTypes.length];
+            Object customIds = m.get("custom_ids"); // [{"type", "normalise": none|lower, "hashed"}]
             for (int i = 0; i < idTypes.length; i++) {
                 idKinds[i] = Identifiers.Kind.PLAIN;
                 for (String k : pii) {
                     if (k.equals(idTypes[i] + ":phone")) {
                         idKinds[i] = Identifiers.Kind.PHONE;
+                        idHashed[i] = true;
                     } else if (k.equals(idTypes[i] + ":email")) {
                         idKinds[i] = Identifiers.Kind.EMAIL;
+                        idHashed[i] = true;
+                    }
+                }
+                if (customIds != null) {
+                    for (Object o : (List<?>) customIds) {
+                        StrictJson.Obj d = (StrictJson.Obj) o;
+                        if (idTypes[i].equals(str(d, "type"))) {
+                            idKinds[i] = "lower".equals(str(d, "normalise")) ? Identifiers.Kind.LOWER
+                                    : Identifiers.Kind.PLAIN;
+                            idHashed[i] = Boolean.TRUE.equals(need(d, "hashed"));
+                        }
                     }
                 }
             }
@@ -312,8 +328,8 @@ public class DecodeEvent extends ScalarFunction {
         String[] clean = new String[c.idTypes.length];
         for (int i = 0; i < c.idTypes.length; i++) {
             if (raw[i] != null) {
-                String stored = c.identifiers.stored(c.idKinds[i], c.idTypes[i], raw[i]);
-                if (!c.identifiers.junk(c.idKinds[i], stored)) {
+                String stored = c.identifiers.stored(c.idKinds[i], c.idHashed[i], c.idTypes[i], raw[i]);
+                if (!c.identifiers.junk(c.idHashed[i], stored)) {
                     clean[i] = stored;
                     idValues[i] = StringData.fromString(stored);
                 }
