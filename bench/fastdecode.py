@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from config.settings import JobSettings
-from zhongtai.devtools.generator.oracle import (
+from operators.envelope import (
     _EVENT_TYPE,
     AMOUNT_LIMIT,
     CENT,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from config.namespace import apply_namespace, check_namespace, qualify, qualify_pattern
+from config.schema import EventSchema, SchemaError, load_schema
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 ENV_PREFIX = "ZT__"
@@ -408,11 +409,28 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     api: ApiSettings = ApiSettings()
+    #: The declared event schema's file (docs/schema.md); empty: the shipped config/schema.yaml.
+    schema_file: str = ""
+    #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's
+    #: operators with the rest of the settings).
+    event_schema: EventSchema = EventSchema()
 
     @field_validator("namespace")
     @classmethod
     def _valid_namespace(cls, v: str) -> str:
         return check_namespace(v)
+
+    @model_validator(mode="after")
+    def _custom_ids_have_a_rank(self) -> Settings:
+        missing = [t for t in self.event_schema.identifiers if t not in self.identity.priority]
+        if missing:
+            raise ValueError(f"identifier types {', '.join(missing)} are declared in the schema but not ranked: add "
+                             "each to identity.priority (strongest first) and identity.max_per_person")
+        unlimited = [t for t in self.event_schema.identifiers if t not in self.identity.max_per_person]
+        if unlimited:
+            raise ValueError(f"identifier types {', '.join(unlimited)} have no identity.max_per_person: add the most "
+                             "identifiers of that type one person may hold (e.g. member_card: 1)")
+        return self
 
     @field_validator("flink")
     @classmethod
@@ -493,6 +511,11 @@ def load_settings(
     data = _deep_merge(data, _env_tree(os.environ if env is None else env))
     if overrides:
         data = _deep_merge(data, overrides)
+    if "event_schema" not in data:
+        try:
+            data["event_schema"] = load_schema(data.get("schema_file") or None).model_dump()
+        except SchemaError as e:
+            raise ConfigError(str(e)) from None
     try:
         settings = Settings.model_validate(data)
         if not settings.namespace:

@@ -39,6 +39,8 @@ from typing import Any
 
 import orjson
 
+from config.schema import EventSchema
+from operators.envelope import typed_props
 from operators.messages import Action, TagChange
 from operators.profile import FIELDS, Bucket, Profile, RowStore
 from operators.rules.engine import PersonState as RulesState
@@ -153,14 +155,18 @@ def _bucket(r: list[Any]) -> Bucket:
     return (r[4] or 0, r[5] or 0, r[6] or 0, r[7] or 0, _cents(r[8]), r[9] or 0, r[10] or 0, r[11] or 0)
 
 
-def _event(person: str, r: list[Any]) -> Event:
-    """An event row as the engine's :class:`Event`: the envelope's props as sent, plus the job's derived
-    ``campaign``, ``channel``, ``item_id`` and ``amount`` where the props lack them (a ``consent`` /
-    ``unsubscribe`` event keeps its own ``channel``: absent means every channel)."""
+def _event(person: str, r: list[Any], schema: EventSchema | None = None) -> Event:
+    """An event row as the engine's :class:`Event`: the envelope's props as sent (declared ones with their
+    declared types, ``operators.envelope.typed_props``), plus the job's derived ``campaign``, ``channel``,
+    ``item_id`` and ``amount`` where the props lack them (a ``consent`` / ``unsubscribe`` event keeps its
+    own ``channel``: absent means every channel)."""
     event_id, ts, amount = r[2], r[3], r[8]
     event_type, campaign, channel, item_id, props_json = r[12], r[13], r[14], r[15], r[16]
     props: dict[str, Any] = {}
-    if props_json:
+    typed = typed_props(event_type, props_json, schema) if props_json and schema is not None else None
+    if typed is not None:
+        props = typed
+    elif props_json:
         try:
             parsed = orjson.loads(props_json)
         except orjson.JSONDecodeError:
@@ -200,8 +206,9 @@ def _tags(st: PersonState, tagset: TagSet, ruleset: RuleSet | None, rows: RowSto
 
 
 def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: TagSet,
-            ruleset: RuleSet | None) -> list[Output]:
-    """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place."""
+            ruleset: RuleSet | None, schema: EventSchema | None = None) -> list[Output]:
+    """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place. ``schema``:
+    the declared event schema (props reach the rules with their declared types)."""
     out: list[Output] = []
     changed, newest = False, 0
     for r in rows_in:
@@ -224,7 +231,7 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
                 changed = True
                 newest = max(newest, b[6])
         elif kind == "e" and ruleset is not None:
-            event = _event(st.person, r)
+            event = _event(st.person, r, schema)
             _rules(st, ruleset, event, rows, event.ts_ms, out)
     if changed:
         _tags(st, tagset, ruleset, rows, max(newest, st.now_ms), "profile", out)

@@ -14,6 +14,11 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.schema import IdentifierSpec
 
 PII_TYPES = frozenset({"phone", "email"})
 #: Everything but the ASCII digits (``\D`` would keep other scripts' digits, which SQL's [^0-9] drops).
@@ -47,8 +52,16 @@ ASCII_SPACE = " \t\n\r\f\v"
 
 
 def normalise_email(raw: str) -> str:
-    """NFKC (a full-width address is the same address), ASCII white space trimmed, lower-cased."""
-    return unicodedata.normalize("NFKC", raw).strip(ASCII_SPACE).lower()
+    """NFKC (a full-width address is the same address), ASCII white space trimmed, lower-cased, every final
+    sigma as sigma: ``str.lower`` and Java's ``toLowerCase`` read the final-sigma context differently
+    (``"a0Σ\x0bf"``), the only context-dependent lower-casing; σ and ς are the same letter.
+
+    >>> normalise_email(" ＷＡＮＧ@Example.COM ")
+    'wang@example.com'
+    >>> normalise_email("ΟΔΟΣ@x.gr") == normalise_email("οδοσ@x.gr")
+    True
+    """
+    return unicodedata.normalize("NFKC", raw).strip(ASCII_SPACE).lower().replace("\u03c2", "\u03c3")
 
 
 def normalise(id_type: str, raw: str, default_country_code: str = "86") -> str:
@@ -73,10 +86,21 @@ def hmac_pads_hex(secret: str) -> tuple[str, str]:
     return bytes(b ^ 0x36 for b in key).hex(), bytes(b ^ 0x5C for b in key).hex()
 
 
-def pseudonymise(id_type: str, raw: str, secret: str, default_country_code: str = "86") -> str:
-    """The stored form of an identifier value: PII types are normalised and HMAC'd, others unchanged."""
+def pseudonymise(id_type: str, raw: str, secret: str, default_country_code: str = "86",
+                 custom: Mapping[str, IdentifierSpec] | None = None) -> str:
+    """The stored form of an identifier value: PII types are normalised and HMAC'd, a custom type
+    (``custom``: config/schema.yaml ``identifiers``) normalised as declared and HMAC'd when ``hashed``,
+    others unchanged."""
+    spec = custom.get(id_type) if custom else None
+    if spec is not None:
+        value = normalise_email(raw) if spec.normalise == "lower" else raw
+        return keyed_hash(f"{id_type}:{value}", secret) if spec.hashed else value
     if id_type not in PII_TYPES:
         return raw
     value = normalise(id_type, raw, default_country_code)
-    msg = f"{id_type}:{value}".encode()
-    return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).hexdigest()
+    return keyed_hash(f"{id_type}:{value}", secret)
+
+
+def keyed_hash(text: str, secret: str) -> str:
+    """HMAC-SHA256 of ``text`` keyed with ``secret``, lower-case hex."""
+    return hmac.new(secret.encode("utf-8"), text.encode(), hashlib.sha256).hexdigest()

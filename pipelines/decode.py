@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING
 from operators.pii import hmac_pads_hex
 
 if TYPE_CHECKING:  # pragma: no cover
+    from config.schema import EventSchema
     from config.settings import IdentitySettings, JobSettings, PiiSettings
 
-#: Identifier types the decoder reads from ``ids`` (their priority is ``identity.priority`` in config).
+#: The built-in identifier types the decoder reads from ``ids`` (their priority is ``identity.priority`` in
+#: config); a schema's custom types follow them (``EventSchema.id_types``).
 ID_TYPES = ("user_id", "unionid", "openid", "phone", "email", "device_id", "cookie_id")
 
 #: ``props`` fields the decode reads (``zt_decode_event``'s ``prop_values``, in this order).
@@ -41,15 +43,18 @@ PROP_FIELDS = ("campaign_id", "channel", "item_id", "experiment_id", "variation_
 EVENT_ID_MAX_CHARS = 128
 EVENT_TYPE_MAX_CHARS = 64
 MAX_JSON_DEPTH = 64
-#: Every DLQ reason the decode gives, in check order (``reason`` is a VARCHAR(24), as it always was).
+#: Every DLQ reason the decode gives without a declared schema, in check order; a schema adds its own
+#: (``config.schema.EventSchema.reasons``: ``wrong_type:props.<name>`` ..., before ``future_ts``).
 REASONS = (
     "oversized", "not_utf8", "malformed_json", "missing_field:event_id", "wrong_type:event_id",
     "missing_field:event_type", "wrong_type:event_type", "missing_field:ts", "wrong_type:ts", "missing_field:ids",
     "wrong_type:ids", "too_long:ids", "no_identifier", "wrong_type:props.price", "wrong_type:props.qty",
     "out_of_range:amount", "future_ts", "late",
 )
-_REASON_TYPE = "VARCHAR(24)"
-assert max(map(len, REASONS)) <= 24, "a DLQ reason longer than zt_decoded.reason's VARCHAR(24)"
+#: ``zt_decoded.reason``: the longest is a schema's ``missing_field:props.<40 characters>`` (60). It was a
+#: VARCHAR(24) before schemas; the type's length is not part of any state serializer (docs/upgrade.md).
+_REASON_TYPE = "VARCHAR(64)"
+assert max(map(len, REASONS)) <= 64, "a DLQ reason longer than zt_decoded.reason's VARCHAR(64)"
 
 #: zhongtai's JVM functions the decode calls (jvm/src/main/java/io/zhongtai/flink/decode/).
 FUNCTIONS = {"zt_decode_event": "io.zhongtai.flink.decode.DecodeEvent"}
@@ -68,24 +73,33 @@ def _nonempty(col: str) -> str:
     return f"({col} IS NOT NULL AND {col} <> '')"
 
 
-def decode_config(job: JobSettings, identity: IdentitySettings, pii: PiiSettings) -> str:
-    """The config argument of ``zt_decode_event``: a JSON object (see the Java class's Javadoc)."""
+def decode_config(job: JobSettings, identity: IdentitySettings, pii: PiiSettings,
+                  schema: EventSchema | None = None) -> str:
+    """The config argument of ``zt_decode_event``: a JSON object (see the Java class's Javadoc). ``schema``:
+    the declared props' checks (``prop_checks``) and, with ``undeclared_events: reject``, the declared
+    event types (``declared_events``)."""
     from operators.identity import IdentityRules
     from operators.pii import NATIONAL_DIGITS, NATIONAL_PREFIX, PII_TYPES
 
-    rules = IdentityRules.from_settings(identity, pii)
+    rules = IdentityRules.from_settings(identity, pii, schema)
     ipad, opad = hmac_pads_hex(pii.hmac_secret.get_secret_value())
+    id_types = schema.id_types() if schema else ID_TYPES
     return json.dumps({
         "max_bytes": job.max_event_bytes, "max_depth": MAX_JSON_DEPTH, "event_id_chars": EVENT_ID_MAX_CHARS,
         "event_type_chars": EVENT_TYPE_MAX_CHARS, "id_chars": identity.max_identifier_length,
         "future_skew_ms": job.max_future_skew_ms, "lateness_ms": job.allowed_lateness_ms,
         # "<type>:<kind>": phone and e-mail are normalised as such and replaced by their keyed hash
-        "id_types": list(ID_TYPES), "pii_kinds": [f"{t}:{t}" for t in sorted(PII_TYPES)],
-        "priority": [t for t in identity.priority if t in ID_TYPES], "prop_fields": list(PROP_FIELDS),
+        "id_types": list(id_types), "pii_kinds": [f"{t}:{t}" for t in sorted(PII_TYPES)],
+        "custom_ids": [{"type": t, "normalise": spec.normalise, "hashed": spec.hashed}
+                       for t, spec in (schema.identifiers.items() if schema else ())],
+        "priority": [t for t in identity.priority if t in id_types], "prop_fields": list(PROP_FIELDS),
         "hmac_ipad": ipad, "hmac_opad": opad, "country_code": pii.default_country_code,
         "national_digits": NATIONAL_DIGITS, "national_prefix": NATIONAL_PREFIX,
         "blocked_values": sorted(rules.blocked_values), "blocked_hashes": sorted(rules.blocked_hashes),
         "blocked_patterns": list(rules.blocked_patterns),
+        "prop_checks": [{"event": et, "name": n, "type": p.type, "required": p.required}
+                        for et, n, p in (schema.prop_checks() if schema else [])],
+        "declared_events": (sorted(schema.events) if schema and schema.undeclared_events == "reject" else None),
     }, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -96,14 +110,14 @@ def function_statements() -> list[str]:
 
 
 def decode_statements(source: str, job: JobSettings, pii: PiiSettings,
-                      identity: IdentitySettings | None = None) -> list[str]:
+                      identity: IdentitySettings | None = None, schema: EventSchema | None = None) -> list[str]:
     """The function registration and the CREATE VIEW statements, in order; the last defines ``zt_decoded``."""
     from config.settings import IdentitySettings
 
     identity = identity or IdentitySettings()
-    ids = ", ".join(f"d.ids[{i + 1}] AS id_{t}" for i, t in enumerate(ID_TYPES))
+    ids = ", ".join(f"d.ids[{i + 1}] AS id_{t}" for i, t in enumerate(schema.id_types() if schema else ID_TYPES))
     p = {f: f"d.prop_values[{i + 1}]" for i, f in enumerate(PROP_FIELDS)}
-    call = _once(f"zt_decode_event(payload, kts, {_lit(decode_config(job, identity, pii))})")
+    call = _once(f"zt_decode_event(payload, kts, {_lit(decode_config(job, identity, pii, schema))})")
     # variation_id: an integer of at most 10 digits (JSON integer or [+-]digits string) in INT range.
     var = p["variation_id"]
     variation = (f"CASE WHEN CHAR_LENGTH({var}) <= 11 AND REGEXP({var}, '^[+-]?[0-9]{{1,10}}\\z') "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from operators.scopes import scope_key_sql
-from pipelines.decode import ID_TYPES, decode_statements
+from pipelines.decode import decode_statements
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StreamTableEnvironment
@@ -106,8 +106,9 @@ def sql_uid_options(settings: Settings) -> dict[str, str]:
 def view_statements(source: str, settings: Settings) -> list[str]:
     # The dedup input is one opaque ROW (behind a materialisation barrier) so that every consumer
     # asks for the same columns: the planner then keeps ONE dedup operator and state for all of them.
-    id_cols = ", ".join(f"id_{t}" for t in ID_TYPES)
-    id_types = ", ".join(f"id_{t} STRING" for t in ID_TYPES)
+    all_ids = settings.event_schema.id_types()
+    id_cols = ", ".join(f"id_{t}" for t in all_ids)
+    id_types = ", ".join(f"id_{t} STRING" for t in all_ids)
     dedup = f"""
 CREATE TEMPORARY VIEW zt_first AS
 SELECT x.u AS u
@@ -130,7 +131,7 @@ CREATE TEMPORARY VIEW zt_unique AS
 SELECT y.u.event_type AS event_type, y.u.ts_ms AS ts_ms, y.u.person AS person, y.u.campaign AS campaign,
        y.u.channel AS channel, y.u.amount AS amount, y.u.event_id AS event_id, y.u.item_id AS item_id,
        y.u.exp_key AS exp_key, y.u.variation AS variation,
-       {", ".join(f"y.u.id_{t} AS id_{t}" for t in ID_TYPES)}, y.u.props AS props
+       {", ".join(f"y.u.id_{t} AS id_{t}" for t in all_ids)}, y.u.props AS props
 FROM TO_CHANGELOG(input => TABLE zt_first) AS y
 WHERE y.op = 'INSERT'"""
     # Live counters per scope (campaign|channel, and 'all') and minute. Distinct persons are NOT a
@@ -204,7 +205,7 @@ SELECT name, COUNT(*) AS n FROM (
   UNION ALL SELECT CASE WHEN event_type IS NOT NULL THEN 'unique' END AS name FROM zt_unique)
 GROUP BY name"""
     return [
-        *decode_statements(source, settings.job, settings.pii, settings.identity),
+        *decode_statements(source, settings.job, settings.pii, settings.identity, settings.event_schema),
         dedup,
         unique,
         scoped,

@@ -30,8 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pipelines.decode import ID_TYPES
-
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StreamTableEnvironment
 
@@ -72,8 +70,9 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
             share_interpreter()
 
             settings = settings_from_json(self._settings_json)
-            self.static_rules = IdentityRules.from_settings(settings.identity, settings.pii)
+            self.static_rules = IdentityRules.from_settings(settings.identity, settings.pii, settings.event_schema)
             self.rules = self.static_rules
+            self.id_types = settings.event_schema.id_types()
             self.components = ctx.get_map_state(component_state())
             self.index = ctx.get_map_state(index_state())
             self.overlay = ctx.get_state(overlay_state())
@@ -131,9 +130,10 @@ def _function_class():  # noqa: ANN202 - built lazily: pyflink is only imported 
             from operators.identity import Observation, step
 
             self._load_overlay()
-            n = len(ID_TYPES)
+            id_types = self.id_types
+            n = len(id_types)
             for row in orjson.loads(value):
-                ids = tuple((t, row[i + 1]) for i, t in enumerate(ID_TYPES) if row[i + 1] is not None)
+                ids = tuple((t, row[i + 1]) for i, t in enumerate(id_types) if row[i + 1] is not None)
                 obs = Observation(ids, row[n + 1], row[n + 2])
                 cids = {cid for t, v in ids if (cid := self.index.get(f"{t}:{v}")) is not None}
                 res = step({cid: self._component(cid) for cid in cids}, obs, self.rules)
@@ -187,7 +187,7 @@ def attach(t_env: StreamTableEnvironment, settings: Settings, control_view: str 
 
     # Every new combination (an earlier event of a known one comes as an update: its UPDATE_BEFORE is
     # dropped) to ONE key, bundled on the JVM: one crossing into Python per bundle, not per combination.
-    id_cols = ", ".join(f"id_{t}" for t in ID_TYPES)
+    id_cols = ", ".join(f"id_{t}" for t in settings.event_schema.id_types())
     combos = keyed_bundles(t_env, t_env.sql_query(
         f"SELECT 'g' AS k, ts_ms AS ts, {id_cols}, ts_ms, event_id FROM TO_CHANGELOG(input => TABLE zt_combos) "
         "WHERE op IN ('INSERT', 'UPDATE_AFTER')"), ts_field=None, max_delay_ms=settings.job.bundle_ms,

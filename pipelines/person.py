@@ -44,6 +44,7 @@ import orjson
 if TYPE_CHECKING:  # pragma: no cover
     from pyflink.table import StreamTableEnvironment
 
+    from config.schema import EventSchema
     from config.settings import Settings
     from operators.rules.registry import RuleSet
     from operators.tags import TagSet
@@ -152,7 +153,7 @@ def _row_out(kind: str, a: Any, reason: str | None, payload: dict[str, Any]) -> 
 
 
 def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset[str], result_tag: Any,
-                    slack: int) -> type:
+                    slack: int, schema: EventSchema | None = None) -> type:
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 
@@ -255,7 +256,7 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             c["rows"] += len(rows)
             store = MapRows(self.minutes)
             outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
-            outs += on_rows(st, rows, store, self.tagset, self.rs)
+            outs += on_rows(st, rows, store, self.tagset, self.rs, schema)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)
@@ -377,7 +378,7 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     result_tag = OutputTag("person-control-results", Types.ROW_NAMED(["kind", "payload"],
                                                                      [Types.STRING(), Types.STRING()]))
     tagset_json = encode_tagset(tagset if tagset is not None else TagSet.load())
-    fn = _function_class(tagset_json, ruleset, routed, result_tag, job.timer_slack_ms)()
+    fn = _function_class(tagset_json, ruleset, routed, result_tag, job.timer_slack_ms, settings.event_schema)()
     # The control stream: its records carry event time 0 (they never move the watermark) and the input is
     # idle after the idle timeout, so it does not hold the operator's watermark (the minimum of both).
     if control_view is not None:

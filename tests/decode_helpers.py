@@ -14,9 +14,15 @@ from typing import Any
 from config.settings import Settings
 from pipelines.decode import ID_TYPES
 
-#: zt_decoded columns compared for a valid record, in this order.
+#: zt_decoded columns compared for a valid record, in this order (the built-in identifier types).
 COLUMNS = ("reason", "event_id", "event_type", "ts_ms", "person", *(f"id_{t}" for t in ID_TYPES), "campaign",
            "channel", "amount", "item_id", "exp_key", "variation", "props", "rkey")
+
+
+def columns(settings: Settings) -> tuple[str, ...]:
+    """:data:`COLUMNS` with an ``id_<type>`` column for each of the schema's identifier types."""
+    ids = tuple(f"id_{t}" for t in settings.event_schema.id_types())
+    return (*COLUMNS[:5], *ids, *COLUMNS[5 + len(ID_TYPES):])
 
 
 def jvm_table_env(settings: Settings | None = None, *, parallelism: int = 1) -> Any:
@@ -62,25 +68,26 @@ def sql_decode(records: list[tuple[bytes | None, bytes | None, int]], settings: 
 
     t_env = t_env or jvm_table_env(settings)
     register_records(t_env, "src", records)
-    for stmt in decode_statements("src", settings.job, settings.pii, settings.identity):
+    for stmt in decode_statements("src", settings.job, settings.pii, settings.identity, settings.event_schema):
         t_env.execute_sql(stmt)
     out: dict[int, tuple] = {}
-    with t_env.execute_sql(f"SELECT off, {', '.join(COLUMNS)} FROM zt_decoded").collect() as rows:
+    cols = columns(settings)
+    with t_env.execute_sql(f"SELECT off, {', '.join(cols)} FROM zt_decoded").collect() as rows:
         for r in rows:
             vals = tuple(r)[1:]
-            out[r[0]] = _shape(vals)
+            out[r[0]] = _shape(vals, cols)
     assert sorted(out) == list(range(len(records))), "the decode lost or duplicated records"
     return [out[i] for i in range(len(records))]
 
 
-def _shape(vals: tuple) -> tuple:
-    d = dict(zip(COLUMNS, vals, strict=True))
+def _shape(vals: tuple, cols: tuple[str, ...]) -> tuple:
+    d = dict(zip(cols, vals, strict=True))
     if d["reason"] is not None:
         return (d["reason"], _bytes(d["rkey"]))
     if d["amount"] is not None:
         d["amount"] = Decimal(d["amount"])
     d["rkey"] = _bytes(d["rkey"])
-    return tuple(d[c] for c in COLUMNS)
+    return tuple(d[c] for c in cols)
 
 
 def _bytes(v: Any) -> bytes | None:
@@ -98,12 +105,12 @@ def oracle_decode(value: bytes | None, key: bytes | None, record_ts: int, settin
     clean = dict(i.split(":", 1) for i in pseudo.rules.clean_ids(e.ids))
     row = {
         "reason": None, "event_id": e.event_id, "event_type": e.event_type, "ts_ms": e.ts, "person": e.person,
-        **{f"id_{t}": clean.get(t) for t in ID_TYPES},
+        **{f"id_{t}": clean.get(t) for t in settings.event_schema.id_types()},
         "campaign": e.campaign, "channel": e.channel,
         "amount": e.amount if e.event_type == "purchase" else None,
         "item_id": d.item_id, "exp_key": d.exp_key, "variation": d.variation, "props": d.props, "rkey": key,
     }
-    return tuple(row[c] for c in COLUMNS)
+    return tuple(row[c] for c in columns(settings))
 
 
 def mismatches(records: list[tuple[bytes | None, bytes | None, int]], got: list[tuple], want: list[tuple],

@@ -23,6 +23,7 @@ from config.settings import IdentitySettings
 from operators.pii import ASCII_SPACE, PII_TYPES, pseudonymise
 
 if TYPE_CHECKING:  # pragma: no cover
+    from config.schema import EventSchema
     from config.settings import PiiSettings
 
 #: The defaults of the ``identity:`` config section (config/settings.py is the one place they are written).
@@ -66,6 +67,9 @@ class IdentityRules:
     blocked_values: frozenset[str] = frozenset(v.strip().lower() for v in DEFAULT_BLOCKED_VALUES)
     blocked_patterns: tuple[str, ...] = DEFAULT_BLOCKED_PATTERNS
     blocked_hashes: frozenset[str] = frozenset()
+    #: Types stored as a keyed hash (phone, e-mail, and custom types declared ``hashed``): their stored
+    #: values are compared with ``blocked_hashes``.
+    hashed_types: frozenset[str] = PII_TYPES
     shareable: frozenset[str] = frozenset(DEFAULT_SHAREABLE)
     #: Dynamic overlay (control messages): identifiers ignored entirely / kept but never linked.
     blocked_identifiers: frozenset[str] = frozenset()
@@ -107,14 +111,18 @@ class IdentityRules:
         object.__setattr__(self, "_regex", re.compile(joined, re.DOTALL) if joined else None)
 
     @classmethod
-    def from_settings(cls, identity: IdentitySettings, pii: PiiSettings | None = None) -> IdentityRules:
-        """Rules from the config tree; with ``pii`` the hashed forms of blocked phone/e-mail values too."""
+    def from_settings(cls, identity: IdentitySettings, pii: PiiSettings | None = None,
+                      schema: EventSchema | None = None) -> IdentityRules:
+        """Rules from the config tree; with ``pii`` the hashed forms of blocked values of the hashed types
+        (phone, e-mail, custom types of ``schema`` declared ``hashed``) too."""
         values = frozenset(v.strip().lower() for v in identity.blocklist_values)
         hashes: frozenset[str] = frozenset()
+        custom = schema.identifiers if schema is not None else {}
+        hashed = PII_TYPES | {t for t, spec in custom.items() if spec.hashed}
         if pii is not None:
             secret, cc = pii.hmac_secret.get_secret_value(), pii.default_country_code
             hashes = frozenset(
-                pseudonymise(t, v, secret, cc) for t in PII_TYPES if t in identity.priority for v in values
+                pseudonymise(t, v, secret, cc, custom) for t in hashed if t in identity.priority for v in values
             )
         return cls(
             priority=tuple(identity.priority),
@@ -122,6 +130,7 @@ class IdentityRules:
             blocked_values=values,
             blocked_patterns=tuple(identity.blocklist_patterns),
             blocked_hashes=hashes,
+            hashed_types=frozenset(hashed),
             shareable=frozenset(identity.shareable_types),
         )
 
@@ -158,7 +167,7 @@ class IdentityRules:
 
     def is_junk(self, id_type: str, value: str) -> bool:
         """Static junk: a blocklisted value or pattern, or the hashed form of a junk phone/e-mail."""
-        if id_type in PII_TYPES and value in self.blocked_hashes:
+        if id_type in self.hashed_types and value in self.blocked_hashes:
             return True
         return self.is_blocked_raw(id_type, value)
 

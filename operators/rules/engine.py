@@ -33,6 +33,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from operators.messages import Action
@@ -132,6 +133,26 @@ class _Trigger:
     info: Mapping[str, Any]
 
 
+def _params(static: Mapping[str, Any], exprs: Mapping[str, Any], env: Mapping[str, Any],
+            eval_ms: int) -> dict[str, Any]:
+    """An action's params: the static ones, each computed one (``${expr}``) replaced by its value as JSON
+    text would carry it (a decimal as its text, a set as a sorted list; a missing value: null)."""
+    out = dict(static)
+    for k, e in exprs.items():
+        out[k] = _json_value(e.evaluate(env, eval_ms))
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, set | frozenset):
+        return sorted(map(str, v))
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
 def prune_state(ruleset: RuleSet, state: PersonState) -> PersonState:
     """Drop the state of deleted patterns and journeys (a deleted rule's held actions are
     suppressed with ``rule_unavailable`` when they come due)."""
@@ -193,18 +214,19 @@ class _Eval:
             return
         acting, excluded = select_by_group(firing)
         for r, winner in excluded:
-            for a in self.build(r, trig):
+            for a in self.build(r, trig, env, eval_ms):
                 self.suppressed.append(Suppressed(a, "group_excluded", f"group {r.group}: rule {winner.id} "
                                                   f"(priority {winner.priority}) acts"))
         for r in acting:
-            actions = self.build(r, trig)
+            actions = self.build(r, trig, env, eval_ms)
             for a in actions:
                 self.guard(a, r, actions[0].action_id[:16])
 
-    def build(self, r: Rule, trig: _Trigger) -> list[Action]:
+    def build(self, r: Rule, trig: _Trigger, env: Mapping[str, Any], eval_ms: int) -> list[Action]:
         budget = r.constraints.budget
         return [Action(action_id(r.id, r.version, self.person_id, trig.key, i), r.id, r.version,
-                       self.person_id, spec.channel, spec.template, spec.params,
+                       self.person_id, spec.channel, spec.template,
+                       _params(spec.params, spec.exprs, env, eval_ms) if spec.exprs else spec.params,
                        budget.campaign if budget else r.campaign, trig.info, trig.ts_ms, r.priority,
                        budget.max if budget else None)
                 for i, spec in enumerate(r.actions)]

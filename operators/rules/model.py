@@ -58,7 +58,11 @@ class Trigger:
 class ActionSpec:
     channel: str
     template: str
+    #: Static params, and the placeholders of the computed ones (``"${expr}"`` as written).
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Computed params: name → compiled expression (a param written ``"${event.props.store_id}"``), evaluated
+    #: when the action is built, over the same ``event``/``profile``/``tags`` as the rule's condition.
+    exprs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -422,16 +422,21 @@ class _Checker:
                                      _object_name(self.doc, path) if obj is None else obj,
                                      _json_path(path), message))
 
-    def expr(self, text: str | None, path: Path_, obj: str) -> Any:
+    def expr(self, text: str | None, path: Path_, obj: str, skip: int = 0) -> Any:
+        """``text`` compiled, or None with a problem at the exact token; ``skip``: characters of the YAML value
+        before the expression (``${`` of a computed param)."""
         if text is None:
             return None
         from operators.expr import ExprError, compile_expr  # the expression language of the tags stage
 
         line, col = self.src.expr_start(path)
+        col += skip
         try:
             return compile_expr(text, source=self.src.file, line=line, column=col, names=EXPR_NAMES)
         except ExprError as e:
             eline, ecol = self.src.expr_position(path, text, e.offset) if self.src.marks else (e.line, e.column)
+            if self.src.marks and "\n" not in text[: e.offset]:
+                ecol += skip
             self.problems.append(Problem(self.src.file, eline, ecol, obj, _json_path(path),
                                          f"expression error: {e.message}; fix the expression"))
             return None
@@ -485,11 +490,25 @@ def _rule(c: _Checker, d: Mapping[str, Any], path: Path_, obj: str) -> Rule:
         priority=d.get("priority", 0), group=d.get("group"), campaign=d.get("campaign", budget.campaign if budget else None),
         trigger=Trigger(kind, values), condition_text=d.get("condition"),
         condition=c.expr(d.get("condition"), path + ("condition",), obj),
-        actions=tuple(ActionSpec(a["channel"], a["template"], dict(a.get("params", {}))) for a in d["actions"]),
+        actions=tuple(_action(c, a, path + ("actions", i), obj) for i, a in enumerate(d["actions"])),
         constraints=Constraints(caps, qh, cons.get("consent_required", False), cons.get("consent_channel"), budget),
         source=f"{c.src.file}:{c.src.at(path)[0]}" if c.src.at(path)[0] else c.src.file,
         required_tags=required_tags(d.get("condition")),
     )
+
+
+#: A param computed when the action is built: the whole string is ``${<expression>}``.
+_COMPUTED_PARAM = re.compile(r"\$\{(.*)\}", re.DOTALL)
+
+
+def _action(c: _Checker, a: Mapping[str, Any], path: Path_, obj: str) -> ActionSpec:
+    params = dict(a.get("params", {}))
+    exprs = {}
+    for k, v in params.items():
+        m = _COMPUTED_PARAM.fullmatch(v) if isinstance(v, str) else None
+        if m is not None:
+            exprs[k] = c.expr(m.group(1), path + ("params", k), obj, skip=2)
+    return ActionSpec(a["channel"], a["template"], params, {k: e for k, e in exprs.items() if e is not None})
 
 
 _PATTERN_KEYS = {"absence": ("start", "cancel"), "count": ("event",), "sequence": ("steps",)}

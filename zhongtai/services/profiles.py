@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 
 from config.settings import Settings
-from operators.pii import PII_TYPES, pseudonymise
-from pipelines.decode import ID_TYPES
+from operators.pii import pseudonymise
 
 
 def person_key(settings: Settings, identifier: str) -> str:
-    """``type:value`` → the stored person key (phone/e-mail normalised and HMAC'd)."""
+    """``type:value`` → the stored person key (phone/e-mail and hashed custom types normalised and HMAC'd,
+    as the job stores them)."""
     id_type, sep, value = identifier.partition(":")
-    if not sep or id_type not in ID_TYPES or not value:
-        raise ValueError(f"identifier {identifier!r}: write it as type:value with type one of {', '.join(ID_TYPES)}")
-    if id_type in PII_TYPES:
-        value = pseudonymise(id_type, value, settings.pii.hmac_secret.get_secret_value(),
-                             settings.pii.default_country_code)
+    id_types = settings.event_schema.id_types()
+    if not sep or id_type not in id_types or not value:
+        raise ValueError(f"identifier {identifier!r}: write it as type:value with type one of {', '.join(id_types)}")
+    value = pseudonymise(id_type, value, settings.pii.hmac_secret.get_secret_value(),
+                         settings.pii.default_country_code, settings.event_schema.identifiers)
     return f"{id_type}:{value}"
 
 

@@ -70,10 +70,16 @@ public class DecodeEvent extends ScalarFunction {
         final long latenessMs;
         final String[] idTypes;
         final Identifiers.Kind[] idKinds;
+        /** Per type: stored as a keyed hash (phone, e-mail, custom types declared {@code hashed}). */
+        final boolean[] idHashed;
         /** Indexes into {@link #idTypes}, strongest first: the anchor is the first clean one. */
         final int[] priority;
         final String[] propFields;
         final Identifiers identifiers;
+        /** The declared props' checks, in check order (config/schema.yaml via pipelines/decode.py). */
+        final PropCheck[] propChecks;
+        /** Event types declared in the schema; null when undeclared types are accepted. */
+        final java.util.Set<String> declaredEvents;
 
         Config(String text) {
             StrictJson.Obj m;
@@ -95,13 +101,27 @@ public class DecodeEvent extends ScalarFunction {
             idTypes = strings(m, "id_types").toArray(new String[0]);
             List<String> pii = strings(m, "pii_kinds"); // "<type>:phone" / "<type>:email"
             idKinds = new Identifiers.Kind[idTypes.length];
+            idHashed = new boolean[idTypes.length];
+            Object customIds = m.get("custom_ids"); // [{"type", "normalise": none|lower, "hashed"}]
             for (int i = 0; i < idTypes.length; i++) {
                 idKinds[i] = Identifiers.Kind.PLAIN;
                 for (String k : pii) {
                     if (k.equals(idTypes[i] + ":phone")) {
                         idKinds[i] = Identifiers.Kind.PHONE;
+                        idHashed[i] = true;
                     } else if (k.equals(idTypes[i] + ":email")) {
                         idKinds[i] = Identifiers.Kind.EMAIL;
+                        idHashed[i] = true;
+                    }
+                }
+                if (customIds != null) {
+                    for (Object o : (List<?>) customIds) {
+                        StrictJson.Obj d = (StrictJson.Obj) o;
+                        if (idTypes[i].equals(str(d, "type"))) {
+                            idKinds[i] = "lower".equals(str(d, "normalise")) ? Identifiers.Kind.LOWER
+                                    : Identifiers.Kind.PLAIN;
+                            idHashed[i] = Boolean.TRUE.equals(need(d, "hashed"));
+                        }
                     }
                 }
             }
@@ -116,9 +136,49 @@ public class DecodeEvent extends ScalarFunction {
             }
             priority = order.stream().mapToInt(Integer::intValue).toArray();
             propFields = strings(m, "prop_fields").toArray(new String[0]);
+            List<PropCheck> checks = new ArrayList<>();
+            Object pc = m.get("prop_checks");
+            if (pc != null) {
+                for (Object o : (List<?>) pc) {
+                    StrictJson.Obj d = (StrictJson.Obj) o;
+                    checks.add(new PropCheck(str(d, "event"), str(d, "name"), str(d, "type"),
+                            Boolean.TRUE.equals(need(d, "required"))));
+                }
+            }
+            propChecks = checks.toArray(new PropCheck[0]);
+            Object declared = m.get("declared_events");
+            declaredEvents = declared == null || declared == StrictJson.NULL ? null
+                    : new java.util.HashSet<>(strings(m, "declared_events"));
             identifiers = new Identifiers(str(m, "hmac_ipad"), str(m, "hmac_opad"), str(m, "country_code"),
                     (int) num(m, "national_digits"), str(m, "national_prefix"), strings(m, "blocked_values"),
                     strings(m, "blocked_hashes"), strings(m, "blocked_patterns"));
+        }
+
+        /** One declared prop: applies to event type {@code event} ("*": every type). */
+        static final class PropCheck {
+            final String event;
+            final String name;
+            final String type;
+            final boolean required;
+            final String missing;
+            final String wrongType;
+            final String outOfRange;
+
+            PropCheck(String event, String name, String type, boolean required) {
+                this.event = event;
+                this.name = name;
+                this.type = type;
+                this.required = required;
+                this.missing = "missing_field:props." + name;
+                this.wrongType = "wrong_type:props." + name;
+                this.outOfRange = "out_of_range:props." + name;
+                switch (type) {
+                    case "string": case "integer": case "decimal": case "boolean": case "timestamp": case "list":
+                        break;
+                    default:
+                        throw new IllegalArgumentException("zt_decode_event: unknown prop type '" + type + "'");
+                }
+            }
         }
 
         private static Object need(StrictJson.Obj m, String key) {
@@ -240,20 +300,11 @@ public class DecodeEvent extends ScalarFunction {
         if (ts == null || ts == StrictJson.NULL) {
             return rejected("missing_field:ts");
         }
-        long tsMs;
-        if (ts instanceof StrictJson.Num && ((StrictJson.Num) ts).integer) {
-            tsMs = integerValue(((StrictJson.Num) ts).text);
-        } else if (ts instanceof String && isEpochText((String) ts)) {
-            tsMs = integerValue((String) ts);
-        } else if (ts instanceof String) {
-            Long iso = isoMillis((String) ts);
-            if (iso == null) {
-                return rejected("wrong_type:ts");
-            }
-            tsMs = iso;
-        } else {
+        Long tsParsed = tsValue(ts);
+        if (tsParsed == null) {
             return rejected("wrong_type:ts");
         }
+        long tsMs = tsParsed;
         if (ids == null || ids == StrictJson.NULL) {
             return rejected("missing_field:ids");
         }
@@ -277,8 +328,8 @@ public class DecodeEvent extends ScalarFunction {
         String[] clean = new String[c.idTypes.length];
         for (int i = 0; i < c.idTypes.length; i++) {
             if (raw[i] != null) {
-                String stored = c.identifiers.stored(c.idKinds[i], c.idTypes[i], raw[i]);
-                if (!c.identifiers.junk(c.idKinds[i], stored)) {
+                String stored = c.identifiers.stored(c.idKinds[i], c.idHashed[i], c.idTypes[i], raw[i]);
+                if (!c.identifiers.junk(c.idHashed[i], stored)) {
                     clean[i] = stored;
                     idValues[i] = StringData.fromString(stored);
                 }
@@ -338,6 +389,12 @@ public class DecodeEvent extends ScalarFunction {
                 }
             }
         }
+        if (after == null && c.declaredEvents != null && !c.declaredEvents.contains(type)) {
+            after = "undeclared:event_type";
+        }
+        if (after == null && c.propChecks.length > 0) {
+            after = checkProps(type, propObj, c.propChecks);
+        }
         if (after == null) {
             if (tsMs > kts + c.futureSkewMs) {
                 after = "future_ts";
@@ -370,6 +427,92 @@ public class DecodeEvent extends ScalarFunction {
             row.setField(9, StringData.fromString(sb.toString()));
         }
         return row;
+    }
+
+    /**
+     * The DLQ reason of the first declared prop of {@code type} that is missing or of the wrong type, else
+     * null (Python reference: {@code operators.envelope.check_props}).
+     */
+    static String checkProps(String type, StrictJson.Obj props, Config.PropCheck[] checks) {
+        for (Config.PropCheck pc : checks) {
+            if (!"*".equals(pc.event) && !pc.event.equals(type)) {
+                continue;
+            }
+            Object v = props == null ? null : props.get(pc.name);
+            if (v == null || v == StrictJson.NULL || ("".equals(v) && "string".equals(pc.type))) {
+                if (pc.required) {
+                    return pc.missing;
+                }
+                continue;
+            }
+            switch (pc.type) {
+                case "string":
+                    if (text(v) == null) {
+                        return pc.wrongType;
+                    }
+                    break;
+                case "integer": {
+                    String t = v instanceof StrictJson.Num && ((StrictJson.Num) v).integer ? ((StrictJson.Num) v).text
+                            : v instanceof String && Decimals.isInteger((String) v) ? (String) v : null;
+                    if (t == null) {
+                        return pc.wrongType;
+                    }
+                    if (Decimals.integer16(t) == null) {
+                        return pc.outOfRange;
+                    }
+                    break;
+                }
+                case "decimal": {
+                    String t = v instanceof StrictJson.Num ? ((StrictJson.Num) v).text
+                            : v instanceof String && Decimals.isNumber((String) v) ? (String) v : null;
+                    if (t == null) {
+                        return pc.wrongType;
+                    }
+                    if (Decimals.cents(t) == null) {
+                        return pc.outOfRange;
+                    }
+                    break;
+                }
+                case "boolean":
+                    if (!(v instanceof Boolean)) {
+                        return pc.wrongType;
+                    }
+                    break;
+                case "timestamp":
+                    if (tsValue(v) == null) {
+                        return pc.wrongType;
+                    }
+                    break;
+                default: { // list: an array of at most MAX_LIST_ITEMS strings
+                    if (!(v instanceof ArrayList) || ((ArrayList<?>) v).size() > MAX_LIST_ITEMS) {
+                        return pc.wrongType;
+                    }
+                    for (Object x : (ArrayList<?>) v) {
+                        if (!(x instanceof String)) {
+                            return pc.wrongType;
+                        }
+                    }
+                }
+            }
+        }
+        return null;
+    }
+
+    /** Longest array a {@code list} prop may hold (config/schema.py MAX_LIST_ITEMS). */
+    static final int MAX_LIST_ITEMS = 1000;
+
+    /** Epoch ms of a {@code ts}-like value (an integer, a {@code -?digits} string, or ISO-8601), else null. */
+    static Long tsValue(Object v) {
+        if (v instanceof StrictJson.Num && ((StrictJson.Num) v).integer) {
+            return integerValue(((StrictJson.Num) v).text);
+        }
+        if (v instanceof String && isEpochText((String) v)) {
+            return integerValue((String) v);
+        }
+        if (v instanceof String) {
+            return isoMillis((String) v);
+        }
+        return null;
     }
 
     private static StringData str(String s) {

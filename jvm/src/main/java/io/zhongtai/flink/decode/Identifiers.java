@@ -17,7 +17,8 @@ import java.util.regex.Pattern;
  * <p>Python references: {@code operators.pii.pseudonymise} (NFKC, then phone: ASCII digits, a leading
  * {@code 00} dropped, the country code before a national number of {@code national_digits} digits
  * starting with {@code national_prefix}, written {@code +<digits>}; e-mail: ASCII white space trimmed,
- * lower-cased; then HMAC-SHA256 over {@code "<type>:<normalised>"} as lower-case hex) and
+ * lower-cased; then HMAC-SHA256 over {@code "<type>:<normalised>"} as lower-case hex; custom types as
+ * declared in config/schema.yaml) and
  * {@code operators.identity.rules.IdentityRules.is_junk} (the stored value in the blocked hashes, or
  * trimmed of ASCII white space and lower-cased in the blocked values or fully matching a blocked pattern,
  * {@code .} matching every character). Values reach this class already capped at
@@ -26,8 +27,11 @@ import java.util.regex.Pattern;
  */
 final class Identifiers {
 
-    /** How a type's raw value becomes its stored form. */
-    enum Kind { PLAIN, PHONE, EMAIL }
+    /**
+     * How a type's raw value is normalised: as sent, phone, e-mail, or {@code LOWER} (a custom type
+     * declared {@code normalise: lower}: e-mail's normalisation). Phone and e-mail are always hashed.
+     */
+    enum Kind { PLAIN, PHONE, EMAIL, LOWER }
 
     private final byte[] ipad;
     private final byte[] opad;
@@ -60,21 +64,26 @@ final class Identifiers {
         }
     }
 
-    /** The stored form of a raw value of type {@code kind} named {@code type}. */
-    String stored(Kind kind, String type, String raw) {
+    /**
+     * The stored form of a raw value of type {@code kind} named {@code type}; {@code hashed}: the keyed
+     * hash of {@code "<type>:<normalised>"} (always for phone and e-mail).
+     */
+    String stored(Kind kind, boolean hashed, String type, String raw) {
         switch (kind) {
             case PHONE:
                 return hmacHex(type + ":" + phone(raw));
             case EMAIL:
                 return hmacHex(type + ":" + email(raw));
+            case LOWER:
+                return hashed ? hmacHex(type + ":" + email(raw)) : email(raw);
             default:
-                return raw;
+                return hashed ? hmacHex(type + ":" + raw) : raw;
         }
     }
 
-    /** True when the stored value is static junk. */
-    boolean junk(Kind kind, String stored) {
-        if (kind != Kind.PLAIN && blockedHashes.contains(stored)) {
+    /** True when the stored value is static junk ({@code hashed}: the type is stored as a keyed hash). */
+    boolean junk(boolean hashed, String stored) {
+        if (hashed && blockedHashes.contains(stored)) {
             return true;
         }
         String v = trimAscii(stored).toLowerCase(Locale.ROOT);
@@ -101,8 +110,12 @@ final class Identifiers {
         return "+" + digits;
     }
 
+    /**
+     * NFKC, ASCII white space trimmed, lower-cased, then every final sigma as sigma: the one lower-casing
+     * that depends on context, and Java and Python read its context differently ({@code "a0Σ\u000bf"}).
+     */
     static String email(String raw) {
-        return trimAscii(nfkc(raw)).toLowerCase(Locale.ROOT);
+        return trimAscii(nfkc(raw)).toLowerCase(Locale.ROOT).replace('\u03c2', '\u03c3');
     }
 
     /** Unicode NFKC; ASCII is its own form (checked first, it is the common case). */
