@@ -79,6 +79,12 @@ class OutRecord:
     headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
 
 
+def commit_label(outputs: Sequence[OutRecord], offsets: dict[TP, int]) -> str:
+    """What a commit carries, for a log line: "20 receipts/dead letters and the offsets of 1 partition"."""
+    return (f"{len(outputs)} receipts/dead letters and the offsets of {len(offsets)} "
+            f"partition{'' if len(offsets) == 1 else 's'}")
+
+
 class _StepFailed(Exception):
     def __init__(self, stage: str, err: KafkaError) -> None:
         super().__init__(stage, err)
@@ -198,7 +204,7 @@ class KafkaWorkerIO:
         attempt is reported to ``watch`` (the pause before a retry is not: a sleep cannot hang)."""
         if not outputs and not offsets:
             return
-        what = f"{len(outputs)} receipts/dead letters and the offsets of {len(offsets)} partitions"
+        what = commit_label(outputs, offsets)
         deadline, delay, stage = time.monotonic() + COMMIT_FOR_S, 0.5, "begin"
         try:
             while True:

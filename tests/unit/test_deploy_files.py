@@ -741,6 +741,37 @@ def test_services_select_pods_and_their_ports():
             assert w["spec"]["serviceName"] == name and svc["spec"]["clusterIP"] == "None"
 
 
+#: What a supervisor does when a worker exits: restarts it (a stuck Kafka commit ends a worker with exit code 75,
+#: a service away too long with 1: docs/workers.md, "When a service goes away").
+COMPOSE_RESTARTS = ("always", "unless-stopped", "on-failure")
+
+
+def unrestarted_workers(compose_doc: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]:
+    """The worker definitions of Compose and Kubernetes that nothing starts again when the process exits."""
+    bad = [f"compose/{name}" for name, svc in compose_doc["services"].items()
+           if name.startswith("worker-") and svc.get("restart", "no") not in COMPOSE_RESTARTS]
+    bad += [f"k8s/{o['metadata']['name']}" for o in objects
+            if o["kind"] in ("StatefulSet", "Deployment") and o["metadata"]["name"].startswith("zhongtai-worker-")
+            and o["spec"]["template"]["spec"].get("restartPolicy", "Always") != "Always"]
+    return sorted(bad)
+
+
+def test_every_worker_is_started_again_when_it_exits():
+    doc, objects = compose(), k8s_objects()
+    assert sorted(n for n in doc["services"] if n.startswith("worker-")) == sorted(f"worker-{c}" for c in CHANNELS)
+    assert sorted(o["metadata"]["name"] for o in by_kind("StatefulSet")) == sorted(f"zhongtai-worker-{c}" for c in CHANNELS)
+    assert unrestarted_workers(doc, objects) == []
+
+
+def test_negative_control_a_worker_that_is_not_restarted_is_found():
+    doc, objects = compose(), k8s_objects()
+    doc["services"]["worker-sms"]["restart"] = "no"
+    del doc["services"]["worker-email"]["restart"]
+    push = next(o for o in objects if o["metadata"]["name"] == "zhongtai-worker-push")
+    push["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+    assert unrestarted_workers(doc, objects) == ["compose/worker-email", "compose/worker-sms", "k8s/zhongtai-worker-push"]
+
+
 def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
     from zhongtai.devtools.stack.flink_cluster import JM_HEAP, TM_PROCESS
     from zhongtai.jobs.job_main import build_parser

@@ -140,7 +140,7 @@ def test_a_stuck_commit_fires_the_watchdog_once_with_a_clear_line(caplog: pytest
         assert len(hangs) == 1, hangs
         assert 1.2 < time.monotonic() - t0 < 5.0
         h = hangs[0]
-        assert (h.what, h.step) == ("1 receipts/dead letters and the offsets of 1 partitions", "commit")
+        assert (h.what, h.step) == ("1 receipts/dead letters and the offsets of 1 partition", "commit")
         assert 1.2 < h.elapsed_s < 2.5
         assert _hangs_counted(worker) == 1.0
         line = next(r for r in caplog.records if r.levelname == "CRITICAL").getMessage()

@@ -36,7 +36,7 @@ import orjson
 
 from connectors.channels.base import CONTACTLESS_CHANNELS, ChannelAdapter, Contact, DeliveryResult
 from connectors.channels.contacts import ContactDirectory, ContactLookupError
-from connectors.channels.kafka_io import InMessage, OutRecord
+from connectors.channels.kafka_io import InMessage, OutRecord, commit_label
 from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import Ledger, Outcome, Record
 from operators.delivery.ratelimit import RateLimiter
@@ -177,8 +177,7 @@ class ChannelWorker:
         """Produce the released receipts/dead letters and commit the offsets, in one transaction."""
         offsets, outputs = self.tracker.drain()
         if offsets or outputs:
-            self.watchdog.attempt(f"{len(outputs)} receipts/dead letters and the offsets of {len(offsets)} "
-                                  "partitions", "commit")
+            self.watchdog.attempt(commit_label(outputs, offsets), "commit")
             try:
                 self.io.commit(outputs, offsets)
             finally:
