@@ -324,6 +324,11 @@ class WorkerSettings(_Frozen):
     poll_timeout_ms: int = Field(200, ge=1)
     #: Kafka transaction timeout of the receipt/DLQ/offset transactions.
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
+    #: A commit attempt (begin, produce, send the offsets, commit) still running after this long is stuck
+    #: (librdkafka can block past its own timeouts: docs/workers.md, "When a service goes away"): the
+    #: worker logs it and exits with code 75 so that its supervisor restarts it. Above
+    #: ``transaction_timeout_ms``: by then the broker has aborted the transaction. 0: no watchdog.
+    commit_watchdog_ms: int = Field(90_000, ge=0)
     #: A claim on an action expires after this long; a worker that died holding it is then
     #: presumed dead and the action is re-delivered with the same idempotency key (in doubt).
     lease_ms: int = Field(30_000, ge=1_000)
@@ -355,6 +360,17 @@ class WorkerSettings(_Frozen):
     coupon: HttpProviderSettings = HttpProviderSettings()
     #: ``template -> {subject, body}`` with ``$param`` placeholders (``string.Template``).
     templates: dict[str, dict[str, str]] = {}
+
+    @model_validator(mode="after")
+    def _watchdog_outlasts_the_transaction(self) -> WorkerSettings:
+        if self.commit_watchdog_ms and self.commit_watchdog_ms <= self.transaction_timeout_ms:
+            raise ValueError(
+                f"worker.commit_watchdog_ms ({self.commit_watchdog_ms}) must exceed worker.transaction_timeout_ms "
+                f"({self.transaction_timeout_ms}), or be 0 to switch the watchdog off: a stuck commit is given up "
+                "only once the broker has aborted its transaction (raise it, e.g. to "
+                f"{self.transaction_timeout_ms + 30_000})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_outlives_a_delivery(self) -> WorkerSettings:

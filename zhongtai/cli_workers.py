@@ -17,11 +17,19 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_worker(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
-    from zhongtai.services.workers.worker import build_worker
-
     settings = settings_of(args)
     if args.instance is not None:
         settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"instance_id": args.instance})})
+    if args.supervise:
+        from zhongtai.services.workers.supervise import supervise
+
+        return supervise(lambda: _run_worker(args, settings), f"worker {args.channel} (supervisor)")
+    return _run_worker(args, settings)
+
+
+def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from zhongtai.services.workers.worker import build_worker
+
     worker = build_worker(settings, args.channel)
     stop = threading.Event()
 
@@ -54,4 +62,8 @@ def register(sub: argparse._SubParsersAction, settings_of: Callable[[argparse.Na
                    help="exit after this many seconds with nothing received and nothing pending")
     w.add_argument("--instance", default=None,
                    help="stable id of this process among the channel's workers (default worker.instance_id)")
+    w.add_argument("--supervise", action="store_true",
+                   help="run the worker in a child process and start it again when it fails (exit 75: a stuck "
+                        "Kafka commit; 1: a service stayed away), for hosts without Kubernetes, Docker or systemd "
+                        "to do it (docs/workers.md)")
     w.set_defaults(func=lambda args: cmd_worker(args, settings_of))

@@ -9,6 +9,9 @@
   fields fail), the ``FlinkDeployment`` against the Flink Kubernetes Operator's CRD (vendored in
   ``tests/data/flink-kubernetes-operator``, made strict the same way), and against the project: the
   job runs ``zhongtai/jobs/job_main.py`` with options it accepts, the config loads, names and ports agree.
+* ``deploy/k8s-overlays/example-namespace`` (a second copy in its own Kubernetes and zhongtai namespace),
+  rendered the way the base is read (``render_overlay``; compared with ``kubectl kustomize`` where installed)
+  and validated the same way; its pods' settings share no topic, group, key prefix, table or folder with the base.
 
 Each validator also rejects a deliberately broken snippet (the negative controls below).
 """
@@ -741,6 +744,37 @@ def test_services_select_pods_and_their_ports():
             assert w["spec"]["serviceName"] == name and svc["spec"]["clusterIP"] == "None"
 
 
+#: What a supervisor does when a worker exits: restarts it (a stuck Kafka commit ends a worker with exit code 75,
+#: a service away too long with 1: docs/workers.md, "When a service goes away").
+COMPOSE_RESTARTS = ("always", "unless-stopped", "on-failure")
+
+
+def unrestarted_workers(compose_doc: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]:
+    """The worker definitions of Compose and Kubernetes that nothing starts again when the process exits."""
+    bad = [f"compose/{name}" for name, svc in compose_doc["services"].items()
+           if name.startswith("worker-") and svc.get("restart", "no") not in COMPOSE_RESTARTS]
+    bad += [f"k8s/{o['metadata']['name']}" for o in objects
+            if o["kind"] in ("StatefulSet", "Deployment") and o["metadata"]["name"].startswith("zhongtai-worker-")
+            and o["spec"]["template"]["spec"].get("restartPolicy", "Always") != "Always"]
+    return sorted(bad)
+
+
+def test_every_worker_is_started_again_when_it_exits():
+    doc, objects = compose(), k8s_objects()
+    assert sorted(n for n in doc["services"] if n.startswith("worker-")) == sorted(f"worker-{c}" for c in CHANNELS)
+    assert sorted(o["metadata"]["name"] for o in by_kind("StatefulSet")) == sorted(f"zhongtai-worker-{c}" for c in CHANNELS)
+    assert unrestarted_workers(doc, objects) == []
+
+
+def test_negative_control_a_worker_that_is_not_restarted_is_found():
+    doc, objects = compose(), k8s_objects()
+    doc["services"]["worker-sms"]["restart"] = "no"
+    del doc["services"]["worker-email"]["restart"]
+    push = next(o for o in objects if o["metadata"]["name"] == "zhongtai-worker-push")
+    push["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+    assert unrestarted_workers(doc, objects) == ["compose/worker-email", "compose/worker-sms", "k8s/zhongtai-worker-push"]
+
+
 def test_flinkdeployment_runs_job_main_as_zhongtai_submit_does(tmp_path):
     from zhongtai.devtools.stack.flink_cluster import JM_HEAP, TM_PROCESS
     from zhongtai.jobs.job_main import build_parser
@@ -796,3 +830,204 @@ def test_negative_control_a_job_main_option_it_does_not_know_is_found():
 
     args = [*by_kind("FlinkDeployment")[0]["spec"]["job"]["args"][2:], "--no-such-option", "x"]
     assert "unrecognized arguments" in argv_error(build_parser(), args)
+
+
+# ==== deploy/k8s-overlays/example-namespace: a second, isolated copy =====================================
+OVERLAY = ROOT / "deploy" / "k8s-overlays" / "example-namespace"
+#: Kinds without a namespace (kustomize's namespace transformer renames a Namespace instead).
+CLUSTER_SCOPED = {"Namespace"}
+
+
+def json_patch(obj: dict[str, Any], ops: list[dict[str, Any]], where: str) -> None:
+    """RFC 6902 ``add`` (``-``: append) and ``replace`` on ``obj``, in place; a path that does not exist fails,
+    as it fails kustomize."""
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = obj
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        assert op["op"] in ("add", "replace"), f"{where}: op {op['op']} is not rendered here"
+        if isinstance(node, list):
+            if last == "-" and op["op"] == "add":
+                node.append(copy.deepcopy(op["value"]))
+            else:
+                node[int(last)] = copy.deepcopy(op["value"])
+        else:
+            assert op["op"] == "add" or last in node, f"{where}: {op['path']} does not exist"
+            node[last] = copy.deepcopy(op["value"])
+
+
+def render_overlay(folder: Path = OVERLAY) -> list[dict[str, Any]]:
+    """What ``kubectl apply -k <folder>`` creates, rendered as kustomize does for the features the overlay uses
+    (the base, ``configMapGenerator`` literals, JSON patches by kind, ``namespace``); anything else fails here, so
+    that a new feature in the overlay needs a renderer here too (and ``kubectl kustomize`` checks this one)."""
+    k = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    known = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator", "generatorOptions", "patches"}
+    assert set(k) <= known, f"{folder.name}/kustomization.yaml: {sorted(set(k) - known)} are not rendered here"
+    assert [(folder / r).resolve() for r in k["resources"]] == [K8S.resolve()], "the one resource is the base"
+    assert k["generatorOptions"] == {"disableNameSuffixHash": True}
+    objects = k8s_objects()
+    for gen in k["configMapGenerator"]:
+        assert set(gen) == {"name", "literals"}, gen
+        data = dict(lit.split("=", 1) for lit in gen["literals"])
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": gen["name"]}, "data": data})
+    for patch in k["patches"]:
+        assert set(patch) == {"path", "target"} and set(patch["target"]) <= {"kind", "name"}, patch
+        ops = yaml.safe_load((folder / patch["path"]).read_text())
+        targets = [o for o in objects if o["kind"] == patch["target"]["kind"]
+                   and patch["target"].get("name", o["metadata"]["name"]) == o["metadata"]["name"]]
+        assert targets, f"patch {patch['path']}: no {patch['target']}"
+        for o in targets:
+            json_patch(o, ops, f"{patch['path']} on {o['kind']}/{o['metadata']['name']}")
+    for o in objects:
+        if o["kind"] == "Namespace":
+            o["metadata"]["name"] = k["namespace"]
+            continue
+        o["metadata"]["namespace"] = k["namespace"]
+        if o["kind"] == "RoleBinding":
+            for subject in o["subjects"]:
+                if subject["kind"] == "ServiceAccount":
+                    subject["namespace"] = k["namespace"]
+    return objects
+
+
+@functools.cache
+def _overlay_objects() -> tuple[dict[str, Any], ...]:
+    return tuple(render_overlay())
+
+
+def overlay_objects() -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_overlay_objects()))
+
+
+def overlay_settings(objects: list[dict[str, Any]]) -> Settings:
+    """The settings every pod of the overlay loads: zhongtai.yaml with the Secret's and the ConfigMaps' env."""
+    env: dict[str, str] = {}
+    for o in objects:
+        if o["kind"] == "Secret":
+            env |= o["stringData"]
+        elif o["kind"] == "ConfigMap" and o["metadata"]["name"] != "zhongtai-config":
+            env |= o["data"]
+    return load_settings(K8S / "zhongtai.yaml", env=env)
+
+
+def unisolated(objects: list[dict[str, Any]]) -> list[str]:
+    """Objects of the overlay outside its Kubernetes namespace, and containers that do not get its zhongtai
+    namespace (``envFrom`` the ConfigMap that holds ``ZT__NAMESPACE``)."""
+    namespace = next(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
+    holders = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap" and "ZT__NAMESPACE" in o["data"]}
+    bad = [f"{o['kind']}/{o['metadata']['name']}: namespace {o['metadata'].get('namespace')}" for o in objects
+           if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != namespace]
+    pods = {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"]
+            for o in objects if o["kind"] in ("Deployment", "StatefulSet", "Job")}
+    pods |= {f"FlinkDeployment/{o['metadata']['name']}": o["spec"]["podTemplate"]["spec"]
+             for o in objects if o["kind"] == "FlinkDeployment"}
+    for name, pod in pods.items():
+        for c in pod["containers"]:
+            refs = {e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e}
+            if not refs & holders:
+                bad.append(f"{name}: container {c['name']} has no ZT__NAMESPACE")
+    return sorted(bad)
+
+
+def kustomize_built(tmp_path: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` (or ``kustomize build``) of the overlay on a copy of deploy/ with the example
+    secrets; skips the test where neither is installed (the other tests use ``render_overlay``)."""
+    import base64
+    import shutil
+
+    tool = shutil.which("kustomize") or shutil.which("kubectl")
+    if tool is None:
+        pytest.skip("neither kustomize nor kubectl is installed: the overlay is checked as render_overlay builds it")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    shutil.copy(K8S / "secrets.env.example", tmp_path / "deploy" / "k8s" / "secrets.env")
+    folder = str(tmp_path / "deploy" / OVERLAY.relative_to(ROOT / "deploy"))
+    argv = [tool, "build", folder] if tool.endswith("kustomize") else [tool, "kustomize", folder]
+    built = [d for d in yaml.safe_load_all(subprocess.run(argv, check=True, capture_output=True, text=True).stdout) if d]
+    for o in built:
+        if o["kind"] == "Secret":  # the generator encodes; render_overlay keeps the text
+            o["stringData"] = {k: base64.b64decode(v).decode() for k, v in o.pop("data").items()}
+    return built
+
+
+def differences(built: list[dict[str, Any]], rendered: list[dict[str, Any]]) -> list[str]:
+    """``kind/name`` of the objects that only one side has or that differ."""
+    a = {f"{o['kind']}/{o['metadata']['name']}": o for o in built}
+    b = {f"{o['kind']}/{o['metadata']['name']}": o for o in rendered}
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def test_the_overlay_renders_as_kustomize_does(tmp_path):
+    built = kustomize_built(tmp_path)
+    assert len(built) == len(overlay_objects()) == len(k8s_objects()) + 1
+    assert differences(built, overlay_objects()) == []
+
+
+def test_negative_control_a_renderer_that_forgets_a_transformation_differs_from_kustomize(tmp_path):
+    built, mine = kustomize_built(tmp_path), overlay_objects()
+    next(o for o in mine if o["kind"] == "RoleBinding")["subjects"][0].pop("namespace")
+    next(o for o in mine if o["kind"] == "FlinkDeployment")["spec"]["podTemplate"]["spec"]["containers"][0]["envFrom"].pop()
+    assert differences(built, mine) == ["FlinkDeployment/zhongtai-events", "RoleBinding/flink"]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_overlay_validates_against_the_kubernetes_schemas_and_the_crd(version):
+    objects = overlay_objects()
+    core = [o for o in objects if o["kind"] != "FlinkDeployment"]
+    assert [k8s_error(o, version) for o in core] == [None] * len(core)
+    fds = [o for o in objects if o["kind"] == "FlinkDeployment"]
+    assert len(fds) == 1 and flinkdeployment_errors(fds[0]) == []
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **fds[0]["spec"]["podTemplate"]}
+    assert k8s_error(pod, version) is None
+
+
+def test_the_overlay_is_a_second_copy_that_shares_no_name_with_the_base():
+    from zhongtai.names import shared_names
+
+    objects = overlay_objects()
+    assert unisolated(objects) == []
+    base_ns = kustomization()["namespace"]
+    namespace = next(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
+    assert namespace != base_ns and namespace == yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())["namespace"]
+    # every object of the base, and the one ConfigMap more, in the new namespace
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == sorted(
+        [(o["kind"], o["metadata"]["name"] if o["kind"] != "Namespace" else namespace) for o in k8s_objects()]
+        + [("ConfigMap", "zhongtai-namespace")])
+    # the zhongtai settings of its pods: the namespace, every shared name different from the base's
+    s, base = overlay_settings(objects), k8s_settings()
+    assert s.namespace == "staging" and base.namespace == ""
+    mine, theirs = shared_names(s), shared_names(base)
+    assert set(mine) == set(theirs)
+    assert {role: name for role, name in mine.items() if name == theirs[role]} == {}
+    assert all(name.startswith(("staging.", "staging\\.")) or "/staging." in name for name in mine.values()), mine
+    # the job's state folders: where job_main (with ZT__NAMESPACE) writes them, apart from the base's
+    fd = next(o for o in objects if o["kind"] == "FlinkDeployment")
+    conf, base_conf = fd["spec"]["flinkConfiguration"], by_kind("FlinkDeployment")[0]["spec"]["flinkConfiguration"]
+    assert conf["execution.checkpointing.dir"] == mine["flink.checkpoints"]
+    folders = ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir", "high-availability.storageDir")
+    assert [k for k in folders if conf[k] == base_conf[k] or not conf[k].startswith("file:///flink-data/")] == []
+    assert {k: v for k, v in conf.items() if base_conf.get(k) != v} == {k: conf[k] for k in folders}
+    # its REST service (the operator names it <FlinkDeployment>-rest) is the one the pods' settings call
+    assert s.flink.rest_url == f"http://{fd['metadata']['name']}-rest:8081"
+
+
+def test_negative_control_a_component_left_out_of_the_namespace_is_found():
+    objects = overlay_objects()
+    init = next(o for o in objects if o["kind"] == "Job")
+    init["spec"]["template"]["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": "zhongtai-secrets"}}]
+    api = next(o for o in objects if o["metadata"]["name"] == "zhongtai-api")
+    del api["metadata"]["namespace"]
+    assert unisolated(objects) == ["Deployment/zhongtai-api: namespace None",
+                                   "Job/zhongtai-init: container init has no ZT__NAMESPACE"]
+    # and a patch path that the base does not have fails the rendering, as it fails kustomize
+    with pytest.raises(AssertionError, match="does not exist"):
+        json_patch({"spec": {}}, [{"op": "replace", "path": "/spec/replicas", "value": 2}], "test")
+
+
+def test_negative_control_an_invalid_zhongtai_namespace_is_refused():
+    from config.settings import ConfigError
+
+    objects = overlay_objects()
+    next(o for o in objects if o["metadata"]["name"] == "zhongtai-namespace")["data"]["ZT__NAMESPACE"] = "Staging_1"
+    with pytest.raises(ConfigError, match="namespace 'Staging_1' is not allowed"):
+        overlay_settings(objects)

@@ -65,7 +65,7 @@ class FakeConsumer:
 
 def _io(producer: FakeProducer) -> KafkaWorkerIO:
     io = object.__new__(KafkaWorkerIO)
-    io.producer, io.consumer = producer, FakeConsumer()
+    io.producer, io.consumer, io.watch = producer, FakeConsumer(), None
     return io
 
 

@@ -12,7 +12,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class WorkerMetrics:
-    """``zhongtai_worker_{delivered,failed,retried,suppressed,duplicates}_total`` and
+    """``zhongtai_worker_{delivered,failed,retried,suppressed,duplicates,commit_hangs}_total`` and
     ``zhongtai_worker_delivery_latency_seconds`` (one adapter call, by result)."""
 
     def __init__(self, channel: str, registry: CollectorRegistry | None = None) -> None:
@@ -30,6 +30,10 @@ class WorkerMetrics:
                                    "reason)", labels, registry=r)
         self._duplicates = Counter("zhongtai_worker_duplicates", "Messages of an action already settled "
                                    "(outcome: duplicate | replay)", labels, registry=r)
+        self._commit_hangs = Counter("zhongtai_worker_commit_hangs", "Kafka commits stuck past "
+                                     "worker.commit_watchdog_ms; the process then exits with code 75 for its "
+                                     "supervisor to restart it (outcome: the librdkafka call it was stuck in)",
+                                     labels, registry=r)
         self._latency = Histogram("zhongtai_worker_delivery_latency_seconds", "Duration of one adapter call",
                                   labels, buckets=LATENCY_BUCKETS, registry=r)
 
@@ -47,6 +51,9 @@ class WorkerMetrics:
 
     def duplicate(self, outcome: str) -> None:
         self._duplicates.labels(self.channel, outcome).inc()
+
+    def commit_hung(self, outcome: str) -> None:
+        self._commit_hangs.labels(self.channel, outcome).inc()
 
     def latency(self, outcome: str, seconds: float) -> None:
         self._latency.labels(self.channel, outcome).observe(seconds)

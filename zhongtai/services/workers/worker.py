@@ -12,7 +12,9 @@ Per message (docs/workers.md has the crash-safety argument):
    A transient failure closes the destination until that retry is due; an action for a closed
    destination counts a failed attempt without a request (one probe per round, not a flood);
 5. the message's receipt and dead letter are released when its partition's committed offset can
-   move past it, and produced in the same Kafka transaction as that offset.
+   move past it, and produced in the same Kafka transaction as that offset. A commit attempt that is
+   stuck longer than ``worker.commit_watchdog_ms`` ends the process with exit code 75
+   (``zhongtai.services.workers.watchdog``): its supervisor restarts it, nothing is lost.
 
 Nothing blocks a partition: parked actions wait in memory while later ones flow; the committed
 offset stays behind the oldest unfinished one, so a crash re-reads them and the ledger skips what
@@ -34,13 +36,14 @@ import orjson
 
 from connectors.channels.base import CONTACTLESS_CHANNELS, ChannelAdapter, Contact, DeliveryResult
 from connectors.channels.contacts import ContactDirectory, ContactLookupError
-from connectors.channels.kafka_io import InMessage, OutRecord
+from connectors.channels.kafka_io import InMessage, OutRecord, commit_label
 from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import Ledger, Outcome, Record
 from operators.delivery.ratelimit import RateLimiter
 from operators.messages import Action, ActionDecodeError, DeliveryReceipt
 from zhongtai.services.workers.metrics import WorkerMetrics
 from zhongtai.services.workers.tracking import TP, OffsetTracker, ParkingLot
+from zhongtai.services.workers.watchdog import EXIT_COMMIT_HUNG, CommitWatchdog, Hang, exit_process
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
@@ -110,14 +113,17 @@ class ChannelWorker:
     """Delivers one channel's actions. Build it with ``build_worker``; ``run`` until stopped.
 
     ``clock`` (epoch seconds), ``sleep`` and ``rng`` are injected so that retries and rate limits are
-    testable without waiting; ``owner`` names this process in the ledger's claims.
+    testable without waiting; ``owner`` names this process in the ledger's claims. ``watchdog`` watches each
+    commit (default: one of ``cfg.commit_watchdog_ms``); when one is stuck the worker logs it, counts it and
+    calls ``on_hang`` (default: end the process with exit code 75).
     """
 
     def __init__(self, channel: str, cfg: WorkerSettings, topics: WorkerTopics, *, io: WorkerIO, ledger: Ledger,
                  limiter: RateLimiter, adapter: ChannelAdapter, directory: ContactDirectory,
                  metrics: WorkerMetrics, owner: str | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
-                 on_close: Sequence[Callable[[], None]] = ()) -> None:
+                 on_close: Sequence[Callable[[], None]] = (), watchdog: CommitWatchdog | None = None,
+                 on_hang: Callable[[Hang], None] = exit_process) -> None:
         self.channel, self.cfg, self.topics = channel, cfg, topics
         self.on_close = list(on_close)
         self.io, self.ledger, self.limiter, self.adapter, self.directory = io, ledger, limiter, adapter, directory
@@ -129,6 +135,9 @@ class ChannelWorker:
         self.parking: ParkingLot[_Item] = ParkingLot()
         self._closed_reason: dict[str, str] = {}
         self.stats = WorkerStats()
+        self.watchdog = watchdog or CommitWatchdog(cfg.commit_watchdog_ms / 1000)
+        self.on_hang = on_hang
+        self.watchdog.watch(self._hung)
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, max_messages: int | None = None, idle_exit_s: float | None = None,
@@ -168,8 +177,25 @@ class ChannelWorker:
         """Produce the released receipts/dead letters and commit the offsets, in one transaction."""
         offsets, outputs = self.tracker.drain()
         if offsets or outputs:
-            self.io.commit(outputs, offsets)
+            self.watchdog.attempt(commit_label(outputs, offsets), "commit")
+            try:
+                self.io.commit(outputs, offsets)
+            finally:
+                self.watchdog.settled()
             self.stats.commits += 1
+
+    def _hung(self, hang: Hang) -> None:
+        """The watchdog's thread: a commit is stuck (it cannot be interrupted). Say so, count it, ``on_hang``."""
+        logger.critical(
+            "worker %s: a Kafka commit (%s) has been stuck in %s for %.1f s, longer than worker.commit_watchdog_ms "
+            "(%d; librdkafka can block past its own timeout when the broker went away mid-commit, "
+            "confluentinc/librdkafka#5456); the process exits with code %d so that its supervisor restarts it. "
+            "Nothing is lost: the transaction is aborted by the broker (or fenced by the restarted worker), its "
+            "offsets are not committed, the restart reads those messages again and the ledger keeps what was "
+            "delivered from going out twice",
+            self.channel, hang.what, hang.step, hang.elapsed_s, self.cfg.commit_watchdog_ms, EXIT_COMMIT_HUNG)
+        self.metrics.commit_hung(hang.step)
+        self.on_hang(hang)
 
     def revoked(self, tps: list[TP]) -> None:
         """Partitions are being taken away: commit what is finished, forget the rest (the next
@@ -187,6 +213,7 @@ class ChannelWorker:
         try:
             self.io.close()
         finally:
+            self.watchdog.stop()
             self.adapter.close()
             self.directory.close()
             for f in self.on_close:
@@ -370,10 +397,11 @@ def _suppression(channel: str, action: Action, contact: Contact | None) -> str |
 
 def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistry | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None) -> ChannelWorker:
+                 rng: random.Random | None = None, on_hang: Callable[[Hang], None] = exit_process) -> ChannelWorker:
     """A worker wired to the configured Kafka, Redis, contact directory and channel adapter.
 
-    Creates the channel's DLQ and the receipts topic when missing. Call ``worker.close()`` when done.
+    Creates the channel's DLQ and the receipts topic when missing. Call ``worker.close()`` when done. A commit
+    stuck past ``worker.commit_watchdog_ms`` calls ``on_hang`` (default: the process exits with code 75).
     """
     from connectors.channels import build_adapter
     from connectors.channels.contacts import build_directory
@@ -403,14 +431,17 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
         logger.warning("worker %s: worker.idempotency is off: actions WILL be delivered twice after a crash",
                        channel)
     holder: dict[str, ChannelWorker] = {}
+    watchdog = CommitWatchdog(cfg.commit_watchdog_ms / 1000)
     io = KafkaWorkerIO(
         settings.kafka.bootstrap, topics.actions, cfg.group, f"{channel}-{cfg.instance_id}",
         transactional_id=worker_transactional_id(settings, channel),
         transaction_timeout_ms=cfg.transaction_timeout_ms,
         on_revoke=lambda tps: holder["w"].revoked(tps), on_lost=lambda tps: holder["w"].lost(tps),
+        watch=watchdog,
     )
     worker = ChannelWorker(channel, cfg, topics, io=io, ledger=ledger, limiter=limiter, adapter=adapter,
                            directory=build_directory(cfg.contacts), metrics=metrics,
-                           clock=clock, sleep=sleep, rng=rng, on_close=[client.close])
+                           clock=clock, sleep=sleep, rng=rng, on_close=[client.close], watchdog=watchdog,
+                           on_hang=on_hang)
     holder["w"] = worker
     return worker
