@@ -29,6 +29,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from config.schema import EventSchema
 from config.settings import JobSettings, PiiSettings
 from operators.envelope import (
     _EPOCH,
@@ -183,9 +184,10 @@ class Oracle:
     """
 
     def __init__(self, job: JobSettings | None = None, pii: PiiSettings | None = None,
-                 person_of: Callable[[Any], str] | None = None) -> None:
+                 person_of: Callable[[Any], str] | None = None, schema: EventSchema | None = None) -> None:
         self.job = job or JobSettings()
-        self._pseudonyms = _Pseudonyms(pii or PiiSettings())
+        #: ``schema``: the declared event schema the job runs with (its prop checks reject records too).
+        self._pseudonyms = _Pseudonyms(pii or PiiSettings(), None, schema)
         #: Profile key of a valid event (default: its anchor, ``ValidEvent.person``); the identity tests
         #: pass the person id the guard-railed batch resolution gives the anchor.
         self._person_of = person_of
@@ -246,6 +248,7 @@ class Oracle:
 
 def resolve_persons(
     records: Iterable[Any], job: JobSettings | None = None, pii: PiiSettings | None = None,
+    schema: EventSchema | None = None,
 ) -> tuple[dict[str, str], Callable[[Any], str]]:
     """The guard-railed batch resolution of ``records`` (identifier → person id) and the profile key of
     a valid event under it: the person of its anchor (its strongest clean identifier), as in the job."""
@@ -253,7 +256,7 @@ def resolve_persons(
     from operators.identity import IdentityRules, resolve_batch
 
     rules = IdentityRules.from_settings(IdentitySettings(), pii or PiiSettings())
-    resolved = resolve_batch(observations(records, job, pii), rules)
+    resolved = resolve_batch(observations(records, job, pii, schema), rules)
 
     def person_of(e: Any) -> str:
         return resolved[rules.clean_ids(e.ids)[0]]
@@ -297,12 +300,13 @@ class IdentityExpectation:
     quality: Any
 
 
-def observations(records: Iterable[Any], job: JobSettings | None = None, pii: PiiSettings | None = None) -> list[Any]:
+def observations(records: Iterable[Any], job: JobSettings | None = None, pii: PiiSettings | None = None,
+                 schema: EventSchema | None = None) -> list[Any]:
     """The identity observations of ``records`` (in read order): unique valid events' identifiers."""
     from operators.identity import Observation
 
     job = job or JobSettings()
-    pseudonyms = _Pseudonyms(pii or PiiSettings())
+    pseudonyms = _Pseudonyms(pii or PiiSettings(), None, schema)
     seen: set[str] = set()
     out = []
     for r in records:

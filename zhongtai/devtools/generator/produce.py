@@ -27,6 +27,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 
+from config.schema import EventSchema
 from config.settings import JobSettings, PiiSettings, Settings
 
 from .model import GeneratorConfig
@@ -67,12 +68,14 @@ class ProduceReport:
         return self.bytes / 1e6 / self.seconds if self.seconds else 0.0
 
 
-def write_expected(cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, path: Path) -> tuple[str, float]:
-    """Regenerate the stream, run the oracle, write ``path`` atomically; return (digest, seconds)."""
+def write_expected(cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, path: Path,
+                   schema: EventSchema | None = None) -> tuple[str, float]:
+    """Regenerate the stream, run the oracle (decoding with the declared ``schema``), write ``path``
+    atomically; return (digest, seconds)."""
     t0 = time.perf_counter()
     # Profiles are per person: a first pass resolves the identity graph (batch, guard-railed).
-    resolved, person_of = resolve_persons(generate(cfg, job), job, pii)
-    oracle = Oracle(job, pii, person_of)
+    resolved, person_of = resolve_persons(generate(cfg, job), job, pii, schema)
+    oracle = Oracle(job, pii, person_of, schema)
     crc = 0
     kinds: dict[str, int] = {}
     n = 0
@@ -106,6 +109,7 @@ def _child_main() -> None:
         JobSettings.model_validate(args["job"]),
         PiiSettings.model_validate(args["pii"]),
         Path(args["path"]),
+        EventSchema.model_validate(args["schema"]),
     )
     sys.stdout.write(orjson.dumps({"digest": digest, "seconds": seconds}).decode())
 
@@ -114,7 +118,8 @@ class _ExpectedChild:
     """``write_expected`` in a fresh interpreter (a plain subprocess: no re-import of the caller's
     ``__main__`` as multiprocessing's spawn would do). Started before the producer exists."""
 
-    def __init__(self, cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, path: Path) -> None:
+    def __init__(self, cfg: GeneratorConfig, job: JobSettings, pii: PiiSettings, path: Path,
+                 schema: EventSchema) -> None:
         root = str(Path(__file__).resolve().parents[3])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -132,6 +137,7 @@ class _ExpectedChild:
                 "default_country_code": pii.default_country_code,
             },
             "path": str(path),
+            "schema": schema.model_dump(mode="json"),
         }
         assert self.proc.stdin is not None
         self.proc.stdin.write(orjson.dumps(args))
@@ -298,7 +304,7 @@ def produce(
     """
     name = name or cfg.default_name()
     path = settings.run_dir / "expected" / f"{name}.json"
-    child = _ExpectedChild(cfg, settings.job, settings.pii, path) if expected == "parallel" else None
+    child = _ExpectedChild(cfg, settings.job, settings.pii, path, settings.event_schema) if expected == "parallel" else None
     bar = _Progress(cfg.events, progress)
     try:
         created = _ensure_topics(settings, cfg)
@@ -315,7 +321,8 @@ def produce(
         if child is not None:
             oracle_digest, oracle_seconds = child.result()
         elif expected == "after":
-            oracle_digest, oracle_seconds = write_expected(cfg, settings.job, settings.pii, path)
+            oracle_digest, oracle_seconds = write_expected(cfg, settings.job, settings.pii, path,
+                                                           settings.event_schema)
         if expected != "none":
             bar.show(
                 n, nbytes, f"{note}; expected results in {oracle_seconds:.1f} s", force=True, seconds=seconds
