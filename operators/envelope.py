@@ -40,7 +40,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from config.schema import MAX_LIST_ITEMS, EventSchema, PropSpec
-from config.settings import JobSettings, PiiSettings
+from config.settings import JobSettings, PiiSettings, Settings
 from operators.pii import pseudonymise
 
 __all__ = ["ID_PRIORITY", "DecodedFields", "JsonNumber", "Pseudonyms", "ValidEvent", "compact_json", "decode",
@@ -269,6 +269,11 @@ class Pseudonyms:
         self._secret = pii.hmac_secret.get_secret_value()
         self._cc = pii.default_country_code
         self._cache: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def of(cls, settings: Settings) -> Pseudonyms:
+        """The decode context of a configuration: its PII key, identity rules and declared schema."""
+        return cls(settings.pii, settings.identity, settings.event_schema)
 
     def __call__(self, id_type: str, raw: str) -> str:
         key = (id_type, raw)
