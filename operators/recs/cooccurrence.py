@@ -58,12 +58,12 @@ class RecsConfig:
 
     weights: Mapping[str, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)
     purchase_types: frozenset[str] = frozenset({"purchase"})
-    window_items: int = 20
-    window_ms: int = 3 * _DAY
-    half_life_ms: int = 14 * _DAY
+    window_items: int = 50
+    window_ms: int = 30 * _DAY
+    half_life_ms: int = 30 * _DAY
     damping: float = 0.5
     max_neighbours: int = 100
-    top_k: int = 20
+    top_k: int = 50
     pair_ttl_ms: int = 60 * _DAY
     person_ttl_ms: int = 60 * _DAY
     max_purchased: int = 50

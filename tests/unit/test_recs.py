@@ -219,3 +219,48 @@ def test_bad_settings_say_which_key_and_what_to_use(kwargs: dict, message: str) 
     assert message in str(e.value)
     with pytest.raises(ValueError, match="k must be ≥ 1"):
         recommend((), lambda i: [], 0)
+
+
+def test_state_and_redis_codecs_round_trip_and_refuse_an_unknown_version() -> None:
+    from state.recs import (
+        RecsCodecError,
+        decode_neighbours,
+        decode_neighbours_row,
+        decode_norm,
+        decode_window,
+        decode_window_row,
+        encode_neighbours,
+        encode_neighbours_row,
+        encode_norm,
+        encode_window,
+        encode_window_row,
+    )
+
+    r = run([*STREAM, ("q", "A", "purchase", 9)])
+    w = r.persons["q"]
+    assert decode_window(encode_window(w)) == w and decode_window_row(encode_window_row(w)) == w
+    assert decode_norm(encode_norm(r.norms["A"])) == r.norms["A"]
+    n = decode_neighbours(encode_neighbours(r.neighbours["A"]))
+    assert n == r.neighbours["A"] and top_neighbours(n, NO_DECAY) == r.similar("A")
+    assert decode_neighbours_row(encode_neighbours_row(r.similar("A"))) == list(r.similar("A"))
+    assert encode_window_row(None) == "" and decode_window_row("") is None and decode_window(None) is None
+    with pytest.raises(RecsCodecError, match="recs-norm-v1: unknown codec version 2"):
+        decode_norm("\x02[1.0, 0]")
+
+
+def test_fill_recs_replaces_only_the_recs_placeholder() -> None:
+    from zhongtai.services.recommendations import fill_recs
+
+    calls: list[tuple[str, int]] = []
+
+    def lookup(person: str, k: int) -> list[tuple[str, float]]:
+        calls.append((person, k))
+        return [("B", 0.9), ("C", 0.5)][:k]
+
+    params = {"template": "cart_nudge", "items": "{{recs}}", "top": "{{ recs:1 }}", "note": "{{other}}", "n": 3}
+    assert fill_recs(params, "p1", lookup) == {"template": "cart_nudge", "items": ["B", "C"], "top": ["B"],
+                                               "note": "{{other}}", "n": 3}
+    assert calls == [("p1", 10), ("p1", 1)]
+    assert fill_recs({"items": "recs"}, "p1", lookup) == {"items": "recs"}  # control: not the placeholder
+    with pytest.raises(ValueError, match=r"asks for 500 items; write \{\{recs:k\}\} with k between 1 and 100"):
+        fill_recs({"items": "{{recs:500}}"}, "p1", lookup)
