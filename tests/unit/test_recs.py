@@ -264,3 +264,25 @@ def test_fill_recs_replaces_only_the_recs_placeholder() -> None:
     assert fill_recs({"items": "recs"}, "p1", lookup) == {"items": "recs"}  # control: not the placeholder
     with pytest.raises(ValueError, match=r"asks for 500 items; write \{\{recs:k\}\} with k between 1 and 100"):
         fill_recs({"items": "{{recs:500}}"}, "p1", lookup)
+
+
+def test_the_pure_modules_import_without_pyflink_or_a_client() -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = (
+        "import sys; sys.modules['pyflink'] = None\n"
+        "import operators.recs.cooccurrence, operators.recs.recommend, state.recs\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('pyflink', 'redis', 'confluent_kafka', 'happybase')]\n"
+        "assert bad == ['pyflink'], bad\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    # negative control: the Flink shell does need pyflink
+    code = code.replace("import operators.recs.cooccurrence, operators.recs.recommend, state.recs",
+                        "import pipelines.recs; pipelines.recs._functions()")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "pyflink" in out.stderr
