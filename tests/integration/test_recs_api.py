@@ -90,3 +90,23 @@ def test_a_list_is_replaced_whole_and_a_replay_writes_the_same(store) -> None:
     assert store.similar_items("A") == [("C", 0.75), ("B", 0.5)] and store.rec_window("p1") is not None
     store.write([_row("ri", "A", "[]"), _row("rp", "p1", "")])
     assert not store.client.exists(store.rec_item_key("A")) and store.rec_window("p1") is None
+
+
+def test_the_dashboard_lists_the_top_pairs_once_each(settings, store) -> None:
+    from zhongtai.services.dashboard import DashboardOptions
+    from zhongtai.services.dashboard import create_app as dashboard_app
+    from zhongtai.services.dashboard.recs import top_pairs
+
+    store.write([_row("ri", "A", encode_neighbours_row((("B", 0.9), ("C", 0.5)))),
+                 _row("ri", "B", encode_neighbours_row((("A", 0.9), ("C", 0.7)))),
+                 _row("ri", "C", encode_neighbours_row((("B", 0.7), ("A", 0.5))))])
+    expected = [{"item": "A", "similar": "B", "score": 0.9}, {"item": "B", "similar": "C", "score": 0.7},
+                {"item": "A", "similar": "C", "score": 0.5}]
+    with TestClient(dashboard_app(settings, DashboardOptions(prefix=store.prefix, lag=False))) as client:
+        res = client.get("/api/recs/pairs")
+        assert res.status_code == 200
+        assert res.json() == {"pairs": expected, "scanned": 3, "complete": True}
+        assert 'id="recs"' in client.get("/").text
+    assert top_pairs(store, 1) == {"pairs": expected[:1], "scanned": 3, "complete": True}
+    # the scan limit is said, not hidden (negative control: a limit below the item count)
+    assert top_pairs(store, 5, scan_limit=2)["complete"] is False
