@@ -1,7 +1,8 @@
 """Recommendations through the real job (``recs.enabled``): Kafka → the job's recommender stage → store log →
 applier → Redis ``{prefix}:rec:item:{item}``, and the API answers from them.
 
-The scores are worked out by hand below (the same arithmetic as tests/unit/test_recs.py). The negative control is the same job with ``recs.enabled`` off: no
+The scores are worked out by hand below (the same arithmetic as tests/unit/test_recs.py), at parallelism 1
+and 2. The negative control is the same job with ``recs.enabled`` off: no
 ``rec:`` key at all (the default job does not change).
 """
 
@@ -44,9 +45,9 @@ EITHER = {
 }
 
 
-def _run(enabled: bool) -> tuple[dict[str, list[tuple[str, float]]], dict, list[str]]:
+def _run(enabled: bool, parallelism: int = 1) -> tuple[dict[str, list[tuple[str, float]]], dict, list[str]]:
     n = fresh_names()
-    settings = make_settings(recs={"enabled": enabled, "half_life_ms": 0})
+    settings = make_settings(recs={"enabled": enabled, "half_life_ms": 0}, flink={"parallelism": parallelism})
     t0 = int(time.time() * 1000) - 600_000
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
     for i, (user, etype, item) in enumerate(STREAM):
@@ -72,8 +73,9 @@ def _run(enabled: bool) -> tuple[dict[str, list[tuple[str, float]]], dict, list[
         store.close()
 
 
-def test_a_small_stream_yields_the_exact_item_lists_and_the_api_answers() -> None:
-    lists, api, keys = _run(enabled=True)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_small_stream_yields_the_exact_item_lists_and_the_api_answers(parallelism: int) -> None:
+    lists, api, keys = _run(enabled=True, parallelism=parallelism)
     assert {k: v for k, v in lists.items() if k in EXACT} == EXACT
     for item, options in EITHER.items():
         assert set(lists[item]) in options, (item, lists[item])
