@@ -16,7 +16,7 @@ $(BIN)/activate:
 
 install: $(BIN)/activate $(CHROMIUM)  ## create .venv, install zhongtai with pinned dependencies, and Debian's chromium
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python -m connectors.jvm
 
 # The browser tests drive Debian's chromium with Playwright (tests/browser.py); Playwright's own browser

@@ -400,6 +400,30 @@ class ExperimentSettings(_Frozen):
     target_n: int = Field(5000, ge=1)
 
 
+class RecsSettings(_Frozen):
+    """Item-to-item recommendations (docs/recommendations.md): a stage of the job, off unless ``enabled``."""
+
+    enabled: bool = False
+    #: Weight of each event type with ``props.item_id`` in a person's vector (other types are ignored).
+    weights: dict[str, float] = Field(default_factory=lambda: {"page_view": 1.0, "add_to_cart": 3.0,
+                                                                "purchase": 5.0})
+    #: Event types whose items are left out of the person's recommendations.
+    purchase_types: list[str] = Field(default_factory=lambda: ["purchase"])
+    #: A person's window: the last N weighted events; two events pair when at most window_ms apart.
+    window_items: int = Field(50, ge=1, le=1000)
+    window_ms: int = Field(30 * 86_400_000, gt=0)
+    #: Event-time half-life of co-occurrence and norms (0: no decay).
+    half_life_ms: int = Field(30 * 86_400_000, ge=0)
+    #: Exponent on the neighbour's norm in the asymmetric cosine (0.5: cosine; larger damps popular items).
+    damping: float = Field(0.5, ge=0.0, le=1.0)
+    max_neighbours: int = Field(100, ge=1, le=2000)
+    #: Items per ``{prefix}:rec:item:{item}`` sorted set.
+    top_k: int = Field(50, ge=1, le=2000)
+    pair_ttl_ms: int = Field(60 * 86_400_000, gt=0)
+    person_ttl_ms: int = Field(60 * 86_400_000, gt=0)
+    max_purchased: int = Field(50, ge=1, le=1000)
+
+
 class ApiSettings(_Frozen):
     """``zhongtai api`` (docs/api.md). With ``token`` set (or env ``ZT_API_TOKEN``), every route but
     ``/healthz`` needs ``Authorization: Bearer <token>``."""
@@ -425,6 +449,7 @@ class Settings(_Frozen):
     worker: WorkerSettings = WorkerSettings()
     experiments: ExperimentSettings = ExperimentSettings()
     api: ApiSettings = ApiSettings()
+    recs: RecsSettings = RecsSettings()
     #: The declared event schema's file (docs/schema.md); empty: the shipped config/schema.yaml.
     schema_file: str = ""
     #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's

@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from connectors.redis_clients import Client, execute_scripted, mget, queue_script
 from connectors.redis_clients import redis_client as redis_client
 from operators import profile_windows
@@ -27,6 +29,13 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 _LUA = Path(__file__).with_name("redis_profile.lua").read_text(encoding="utf-8")
+#: Replace a sorted set as a whole, atomically (readers never see it half written): KEYS[1], ARGV = score,
+#: member, score, member, ... (none: the key is deleted).
+_ZSET_REPLACE = """
+redis.call('DEL', KEYS[1])
+if #ARGV > 0 then redis.call('ZADD', KEYS[1], unpack(ARGV)) end
+return #ARGV / 2
+"""
 #: Fields of ``{prefix}:stats`` derived from the others (the job writes the rest as absolute values).
 _DERIVED = frozenset({"dlq", "received", "duplicates"})
 
@@ -47,7 +56,10 @@ class StoreRow:
     kind ``cv``: attributed conversions of ``key`` (``<rule>|<channel>``): ``n1`` = count, ``amount`` = revenue;
     kind ``cx``: one conversion (HBase only): ``key`` = action_id, ``bucket`` = purchase ts, ``s1`` = its JSON
     (``operators.rules.attribution.Conversion.to_json()``);
-    kind ``s``: pipeline total, ``key`` = name, ``n1`` = value.
+    kind ``s``: pipeline total, ``key`` = name, ``n1`` = value;
+    kind ``ri``: item ``key``'s similar items, ``s1`` = the whole list as JSON ``[[item, score]...]``
+    (``state.recs.encode_neighbours_row``; ``[]`` deletes ``{prefix}:rec:item:{key}``);
+    kind ``rp``: person ``key``'s recommender window, ``s1`` = ``state.recs.encode_window_row`` (``""``: deleted).
     """
 
     kind: str
@@ -124,6 +136,7 @@ class RedisStore:
         if self._client is None:
             self._client = redis_client(self.cfg)
             self._profile_script = self._client.register_script(_LUA)
+            self._zset_script = self._client.register_script(_ZSET_REPLACE)
         return self._client
 
     # ---- keys -----------------------------------------------------------------------------------
@@ -141,6 +154,13 @@ class RedisStore:
     def members_prefix(self) -> str:
         """``{prefix}:ids:{pid}`` is the set of a person's identifiers."""
         return f"{self.prefix}:ids:"
+
+    def rec_item_key(self, item: str) -> str:
+        """``{prefix}:rec:item:{item}``: sorted set of the item's similar items (score = similarity)."""
+        return f"{self.prefix}:rec:item:{item}"
+
+    def rec_person_key(self, person: str) -> str:
+        return f"{self.prefix}:rec:person:{person}"
 
     @property
     def stats_key(self) -> str:
@@ -160,7 +180,7 @@ class RedisStore:
         idents = list(dict.fromkeys(r.key for r in rows if r.kind in ("i", "id")))
         stored = mget(client, [self.id_key(i) for i in idents])
         moves = identifier_moves(rows, dict(zip(idents, stored, strict=True)))
-        execute_scripted(client, [self._profile_script], lambda pipe: self._queue(pipe, rows, moves))
+        execute_scripted(client, [self._profile_script, self._zset_script], lambda pipe: self._queue(pipe, rows, moves))
         if moves.persons:
             self._set_identifiers(moves.persons)
         if any(r.kind == "s" for r in rows):
@@ -226,6 +246,14 @@ class RedisStore:
                 continue  # edge log and action audit are durable history: HBase only
             elif r.kind == "s":
                 pipe.hset(self.stats_key, r.key, r.n1)
+            elif r.kind == "ri":  # the item's whole neighbour list, replaced at once (absolute: replay-safe)
+                args = [x for item, score in orjson.loads(r.s1 or "[]") for x in (repr(float(score)), item)]
+                queue_script(pipe, self._zset_script, [self.rec_item_key(r.key)], args)
+            elif r.kind == "rp":
+                if r.s1:
+                    pipe.set(self.rec_person_key(r.key), r.s1)
+                else:
+                    pipe.delete(self.rec_person_key(r.key))
             else:  # pragma: no cover - the SQL only produces the kinds above
                 raise ValueError(f"redis store: unknown row kind {r.kind!r} for key {r.key!r}")
         for op, pid, ident in moves.members:
@@ -265,6 +293,23 @@ class RedisStore:
     def tags_of(self, pid: str) -> list[str]:
         """The person's live tags (``{prefix}:tags:{pid}`` set, kept with the ``{prefix}:tag:{tag}`` sets)."""
         return sorted(self.client.smembers(f"{self.prefix}:tags:{pid}"))
+
+    def similar_items(self, item: str, k: int | None = None) -> list[tuple[str, float]]:
+        """The item's similar items, best first (ties by item id), at most ``k``."""
+        pairs = self.client.zrange(self.rec_item_key(item), 0, -1, withscores=True)
+        return sorted(((m, float(s)) for m, s in pairs), key=lambda ms: (-ms[1], ms[0]))[:k]
+
+    def similar_items_many(self, items: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
+        """:meth:`similar_items` of several items in one pipelined round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for item in items:
+            pipe.zrange(self.rec_item_key(item), 0, -1, withscores=True)
+        return {item: sorted(((m, float(s)) for m, s in pairs), key=lambda ms: (-ms[1], ms[0]))
+                for item, pairs in zip(items, pipe.execute() if items else [], strict=True)}
+
+    def rec_window(self, person: str) -> str | None:
+        """The person's recommender window as the job wrote it (``state.recs.decode_window_row``), or None."""
+        return self.client.get(self.rec_person_key(person))
 
     def action_counters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:actions").items()}

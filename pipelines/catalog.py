@@ -84,6 +84,9 @@ VIEWS: tuple[View, ...] = (
     View("zt_attribution_rows", "attribution", "append",
          ("kind", "k", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3", "s1"),
          "conversion counters and audit rows (rules on)"),
+    View("zt_recs_rows", "recs", "append",
+         ("kind", "k", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3", "s1"),
+         "recommendations: each item's whole top-K list (ri) and each person's window (rp) (recs.enabled)"),
 )
 CATALOG: dict[str, View] = {v.name: v for v in VIEWS}
 
@@ -98,6 +101,7 @@ PRIVATE_PREFIXES: dict[str, tuple[str, ...]] = {
     "rules": ("zt_rule_",),
     "attribution": ("zt_conversion_",),
     "experiments": ("zt_exp_", "zt_control_results_experiments"),
+    "recs": ("zt_recs_",),
 }
 
 

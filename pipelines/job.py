@@ -19,6 +19,7 @@ person           the person operator: profile, tags, and with a rule set the str
 store            every Redis/HBase upsert of the above as one row shape (the store log or the direct writer)
 rules            the engine's actions to their topics, counters and audit rows (rules on)
 attribution      purchases attributed to delivered actions (rules on)
+recs             item-to-item recommendations: item lists and person windows as store rows (recs.enabled)
 experiments      assignment and per-variant statistics (experiments on)
 store_insert     THE one INSERT into the store sink (the union of every stage's store rows)
 naive            the per-event HINCRBY negative control (tests only)
@@ -228,6 +229,13 @@ def _attribution(b: Build) -> None:
     b.store_views.append("zt_attribution_rows")
 
 
+def _recs(b: Build) -> None:
+    from pipelines.recs import attach_recs
+
+    attach_recs(b.t_env, b.settings)
+    b.store_views.append("zt_recs_rows")
+
+
 def _store_insert(b: Build) -> None:
     from pipelines.events import Sinks, store_insert
 
@@ -261,6 +269,7 @@ STAGES: tuple[Stage, ...] = (
                     "zt_totals"), _store),
     Stage("rules", ("zt_actions", "zt_suppressed"), _rules, _rules_on),
     Stage("attribution", ("zt_person_events",), _attribution, lambda b: _rules_on(b) and b.plan.attribution),
+    Stage("recs", ("zt_person_events",), _recs, lambda b: b.settings.recs.enabled),
     Stage("store_insert", ("zt_store_rows",), _store_insert),
     Stage("experiments", ("zt_person_events", "zt_unique"), _experiments, lambda b: b.plan.experiments),
     Stage("naive", ("zt_unique",), _naive, lambda b: b.plan.naive_prefix is not None),

@@ -40,6 +40,12 @@ DECLARATIONS: tuple[StateDecl, ...] = (
     StateDecl("rules-budget-v1", "state.rules", "value", "campaign", "none: a budget is a lifetime total"),
     StateDecl("attribution-person-v1", "state.attribution", "value", "person",
               "none: the step forgets deliveries older than the attribution window by event time"),
+    StateDecl("recs-person-v1", "state.recs", "value", "person",
+              "none: the step drops the window recs.person_ttl_ms after the last event, by event time"),
+    StateDecl("recs-norm-v1", "state.recs", "value", "item",
+              "none: the step drops the norm recs.pair_ttl_ms after its last update, by event time"),
+    StateDecl("recs-neighbours-v1", "state.recs", "value", "item",
+              "none: capped at max_neighbours x 1.25; pairs dropped recs.pair_ttl_ms after their last update"),
     StateDecl("experiments-registry-v2", "state.experiments", "value", "the registry (one key)",
               "none: the definitions live as long as the job"),
 )

@@ -5,6 +5,8 @@ Routes (JSON in and out; every error is ``{"error": "...what to do"}`` plus deta
 - ``GET /v1/profiles/{identifier}``: ``type:value`` (raw phone / e-mail are hashed as the job does,
   ``zhongtai.services.profiles.get_profile``) or a person id (``p`` + 16 hex) → person, identifiers, tags,
   profile; 400 malformed, 404 unknown;
+- ``GET /v1/recommendations/{identifier}?k=10``: the person's recommended items with scores
+  (``zhongtai.services.recommendations``; empty until the job, with ``recs.enabled``, has seen their items);
 - ``GET /v1/rules``, ``GET /v1/rules/{id}``, ``POST /v1/rules`` (a YAML / JSON definitions document:
   422 with every problem, 409 when the job would reject it, else 202 with the control message id),
   ``POST /v1/rules/{id}/pause|resume``, ``DELETE /v1/rules/{id}``: ``zhongtai.services.api.rules``, the same
@@ -40,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.control import PublishError, ReadError
 from zhongtai.services.profiles import get_profile as get_person_profile
+from zhongtai.services.recommendations import get_recommendations as person_recommendations
 
 from .rules import (
     Rejected,
@@ -259,6 +262,32 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         ident = request.path_params["identifier"]
         try:
             out = await _run(get_person_profile, settings, ident, _int_param(request, "as_of"), prefix)
+        except (ValueError, _BadRequest) as e:
+            return _error(400, str(e))
+        except RedisError as e:
+            return _unavailable(e)
+        if not out:
+            return _error(404, f"no person has identifier {ident!r} (prefix {prefix or settings.redis.prefix!r}); "
+                               "check the type and value, or whether the job has seen it yet")
+        return JSONResponse(out)
+
+    async def get_recommendations(request: Request) -> Response:
+        """A person's recommendations.
+        ---
+        summary: "Items similar to the person's recent items, minus those and their purchases (docs/recommendations.md)"
+        parameters:
+          - {name: identifier, in: path, required: true, schema: {type: string},
+             description: "type:value or a person id, as for /v1/profiles"}
+          - {name: k, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 10}}
+        responses:
+          200: {description: "{identifier, person, items: [{item, score}]} (items empty: nothing recent yet)"}
+          400: {description: "malformed identifier or k"}
+          404: {description: "no person has this identifier"}
+        """
+        ident = request.path_params["identifier"]
+        try:
+            k = _int_param(request, "k")
+            out = await _run(person_recommendations, settings, ident, 10 if k is None else k, prefix)
         except (ValueError, _BadRequest) as e:
             return _error(400, str(e))
         except RedisError as e:
@@ -508,6 +537,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
 
     routes: list[BaseRoute] = [
         Route("/v1/profiles/{identifier:path}", get_profile, methods=["GET"]),
+        Route("/v1/recommendations/{identifier:path}", get_recommendations, methods=["GET"]),
         Route("/v1/rules", list_rules, methods=["GET"]),
         Route("/v1/rules", post_rules, methods=["POST"]),
         Route("/v1/rules/{id}", get_rule, methods=["GET"]),

@@ -221,6 +221,14 @@ def create_app(
         except RedisError as e:
             return JSONResponse({"error": _failure(e)}, status_code=503)
 
+    async def api_recs_pairs(request: Request) -> Response:
+        from .recs import top_pairs
+
+        try:
+            return JSONResponse(await anyio.to_thread.run_sync(top_pairs, dash.store))
+        except RedisError as e:
+            return JSONResponse({"error": _failure(e)}, status_code=503)
+
     async def healthz(request: Request) -> Response:
         try:
             await anyio.to_thread.run_sync(dash.store.client.ping)
@@ -255,6 +263,7 @@ def create_app(
         Route("/api/summary", api_summary),
         Route("/api/funnel", api_funnel),
         Route("/api/experiments", api_experiments),
+        Route("/api/recs/pairs", api_recs_pairs),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
     ]

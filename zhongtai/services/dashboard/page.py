@@ -96,6 +96,11 @@ HTML = r"""<!doctype html>
     <h2>Experiments</h2>
     <div id="experiments"></div>
   </section>
+
+  <section class="w12">
+    <h2>Top recommendation pairs <span class="dim" style="text-transform:none">(item-to-item similarity; recs.enabled)</span></h2>
+    <div id="recs"></div>
+  </section>
 </main>
 <script>
 "use strict";
@@ -265,6 +270,18 @@ function renderExperiments(s) {
   }
 }
 
+function renderRecs(r) {
+  const box = $("recs"); box.replaceChildren();
+  if (!r.pairs || !r.pairs.length) { box.appendChild(cell("div", "no recommendations yet", {class: "empty", "data-testid": "no-recs"})); return; }
+  const tbl = document.createElement("table");
+  tbl.appendChild(row(["item", "similar item", "score"].map((x) => cell("th", x))));
+  for (const p of r.pairs) tbl.appendChild(row([cell("td", p.item), cell("td", p.similar), cell("td", dec(p.score, 4), {"data-testid": `rec-${p.item}-${p.similar}`})]));
+  box.appendChild(tbl);
+  if (!r.complete) box.appendChild(cell("div", `best among the first ${num(r.scanned)} items`, {class: "dim"}));
+}
+
+function loadRecs() { fetch("api/recs/pairs").then((res) => res.json()).then(renderRecs).catch(() => {}); }
+
 function render(s) {
   if (!s) return;
   renderHealth(s); renderFunnel(s); renderTags(s); renderExperiments(s);
@@ -285,6 +302,7 @@ function connect() {
   es.onerror = () => { $("dot").className = "bad"; $("status-text").textContent = "reconnecting…"; };
 }
 connect();
+loadRecs(); setInterval(loadRecs, 15000);
 </script>
 </body>
 </html>
