@@ -330,3 +330,52 @@ def test_worker_modules_load_without_pyflink():
     bad = subprocess.run([sys.executable, "-c", "import sys; sys.modules['pyflink'] = None; import pyflink"],
                          check=False, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "ModuleNotFoundError" in bad.stderr
+
+
+class _ParamsAdapter(ScriptedAdapter):
+    """Records the params each delivered action carried."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.params: dict[str, dict] = {}
+
+    def deliver(self, action, contact):  # type: ignore[no-untyped-def]
+        self.params[action.action_id] = dict(action.params)
+        return super().deliver(action, contact)
+
+
+def test_recs_params_are_filled_at_send_time_and_a_store_outage_is_retried():
+    clock = FakeClock()
+    k = FakeKafka(partitions=1)
+    k.append(encode(action(0, "p0", recs="{{recs:2}}", other="x")), key=b"p0")
+    k.append(encode(action(1, "p1", recs="{{recs:500}}")), key=b"p1")     # k out of range: permanent
+    k.append(encode(action(2, "p2", note="no recs here")), key=b"p2")
+    adapter = _ParamsAdapter(clock)
+    calls: list[tuple[str, int]] = []
+
+    def recs(person: str, n: int) -> list[tuple[str, float]]:
+        calls.append((person, n))
+        if len(calls) == 1:
+            raise ConnectionError("redis down")                             # the first lookup fails
+        return [("i7", 0.9), ("i3", 0.5), ("i1", 0.1)][:n]
+
+    w = make_worker(_cfg(), k, adapter, _directory(3), clock)
+    w.recs = recs
+    stats = w.run(idle_exit_s=1.0)
+    assert adapter.params == {f"{0:032x}": {"recs": ["i7", "i3"], "other": "x"},
+                              f"{2:032x}": {"note": "no recs here"}}
+    assert calls == [("p0", 2), ("p0", 2)]                                # retried after the outage
+    assert (stats.delivered, stats.failed, stats.retried) == (2, 1, 1)
+    dlq = {dict(r.headers)["action_id"].decode(): dict(r.headers)["reason"].decode() for r in k.topic(TOPICS.dlq)}
+    assert dlq == {f"{1:032x}": "permanent: recs: action param 'recs': '{{recs:500}}' asks for 500 items; write "
+                                "{{recs:k}} with k between 1 and 100"}
+
+
+def test_without_a_recs_lookup_params_go_out_as_written():
+    clock = FakeClock()
+    k = FakeKafka(partitions=1)
+    k.append(encode(action(0, "p0", recs="{{recs}}")), key=b"p0")
+    adapter = _ParamsAdapter(clock)
+    w = make_worker(_cfg(), k, adapter, _directory(1), clock)
+    w.run(idle_exit_s=1.0)
+    assert adapter.params == {f"{0:032x}": {"recs": "{{recs}}"}}

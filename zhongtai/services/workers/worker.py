@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -123,8 +123,12 @@ class ChannelWorker:
                  metrics: WorkerMetrics, owner: str | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None,
                  on_close: Sequence[Callable[[], None]] = (), watchdog: CommitWatchdog | None = None,
-                 on_hang: Callable[[Hang], None] = exit_process) -> None:
+                 on_hang: Callable[[Hang], None] = exit_process,
+                 recs: Callable[[str, int], list[tuple[str, float]]] | None = None) -> None:
         self.channel, self.cfg, self.topics = channel, cfg, topics
+        #: ``(person, k)`` → the person's recommendations: fills an action's ``{{recs}}`` params at send time
+        #: (docs/recommendations.md); None: such params go out as written.
+        self.recs = recs
         self.on_close = list(on_close)
         self.io, self.ledger, self.limiter, self.adapter, self.directory = io, ledger, limiter, adapter, directory
         self.metrics = metrics
@@ -284,10 +288,28 @@ class ChannelWorker:
             self._settle(item, dest, claim.record, closed, probed=False, not_before=closed_until)
         else:
             assert contact is not None
+            filled = self._filled(a)
+            if isinstance(filled, DeliveryResult):
+                self._settle(item, dest, claim.record, filled, probed=False)
+                return
             t0 = time.perf_counter()
-            result = self.adapter.deliver(a, contact)
+            result = self.adapter.deliver(filled, contact)
             self.metrics.latency(result.status, time.perf_counter() - t0)
             self._settle(item, dest, claim.record, result, probed=True)
+
+    def _filled(self, a: Action) -> Action | DeliveryResult:
+        """The action with its ``{{recs}}`` params replaced by the person's list; a failed attempt (transient:
+        Redis unavailable, retried like a delivery) or a permanent failure (a k out of range) otherwise."""
+        if self.recs is None or not any(isinstance(v, str) and "{{" in v for v in a.params.values()):
+            return a
+        from zhongtai.services.recommendations import fill_recs
+
+        try:
+            return replace(a, params=fill_recs(a.params, a.person_id, self.recs))
+        except ValueError as e:
+            return DeliveryResult.permanent(f"recs: {e}")
+        except Exception as e:  # noqa: BLE001 - the store is down or slow: this attempt fails and is retried
+            return DeliveryResult.transient(f"recs: {type(e).__name__}: {e}")
 
     def _settle(self, item: _Item, dest: str, claimed: Record, result: DeliveryResult, *, probed: bool,
                 not_before: int = 0) -> None:
@@ -439,9 +461,23 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
         on_revoke=lambda tps: holder["w"].revoked(tps), on_lost=lambda tps: holder["w"].lost(tps),
         watch=watchdog,
     )
+    from connectors.redis_store import RedisStore
+    from zhongtai.services.recommendations import person_recommendations
+
+    recs_store: list[RedisStore] = []
+
+    def recs(person: str, k: int) -> list[tuple[str, float]]:
+        if not recs_store:
+            recs_store.append(RedisStore(settings.redis, prefix=prefix))
+        return person_recommendations(recs_store[0], person, k)
+
+    def close_recs() -> None:
+        for store in recs_store:
+            store.close()
+
     worker = ChannelWorker(channel, cfg, topics, io=io, ledger=ledger, limiter=limiter, adapter=adapter,
                            directory=build_directory(cfg.contacts), metrics=metrics,
-                           clock=clock, sleep=sleep, rng=rng, on_close=[client.close], watchdog=watchdog,
-                           on_hang=on_hang)
+                           clock=clock, sleep=sleep, rng=rng, on_close=[client.close, close_recs], watchdog=watchdog,
+                           on_hang=on_hang, recs=recs)
     holder["w"] = worker
     return worker
