@@ -36,12 +36,12 @@ def collector_topic() -> str:
 
 
 @contextmanager
-def running_collector(config: dict[str, Any], *, namespace: str | None = None,
+def running_collector(config: dict[str, Any], *, namespace: str | None = None, port: int | None = None,
                       start_timeout_s: float = 60.0) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "collector.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        port = free_port()
+        port = port or free_port()
         cmd = [sys.executable, "-m", "zhongtai.cli", "--config", str(path)]
         if namespace:
             cmd += ["--namespace", namespace]

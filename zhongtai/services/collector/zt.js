@@ -21,7 +21,7 @@
   if (window.zt && window.zt.__loaded) return;
   var VERSION = "1";
   var STORE = "zt_queue", BEACONED = "zt_beaconed", USER = "zt_uid";
-  var cfg = null, queue = [], timer = null, sending = false, attempt = 0, anonId = null, userId = null;
+  var cfg = null, queue = [], timer = null, timerAt = 0, sending = false, attempt = 0, anonId = null, userId = null;
   var stats = { queued: 0, accepted: 0, rejected: 0, retries: 0, beacons: 0, failed: 0 };
 
   function uuid() {
@@ -98,11 +98,14 @@
     return msg.messageId;
   }
 
+  // One pending flush at a time: the earliest one asked for.
   function schedule(ms) {
+    var at = Date.now() + ms;
     if (timer !== null) {
-      if (ms > 0) return; // one pending flush is enough; a full batch (ms 0) goes now
+      if (timerAt <= at) return;
       window.clearTimeout(timer);
     }
+    timerAt = at;
     timer = window.setTimeout(function () { timer = null; flush(); }, ms);
   }
 
