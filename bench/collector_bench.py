@@ -12,7 +12,9 @@ percentiles (send → answer); the collector's CPU seconds (``/proc/<pid>/stat``
 measured part and CPU µs per event; the load average before and after (the machine is shared). Every answer
 must be 200 with ``accepted`` = the batch size, or the run fails.
 
-``python -m bench.collector_bench [--events 100000] [--batch 100] [--concurrency 8] [--out FILE]``
+``--workers 1 2`` (the default) runs the collector with one process, then with two (one per core).
+
+``python -m bench.collector_bench [--events 100000] [--batch 100] [--concurrency 8] [--workers 1 2] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -130,7 +132,15 @@ def _wait_up(base: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: flo
             time.sleep(0.2)
 
 
-def run(events: int, batch: int, concurrency: int, warmup: int, seed: int = 7) -> dict[str, Any]:
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (the worker processes of ``--workers N``)."""
+    total = _cpu_s(pid)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += _cpu_s(int(child))
+    return total
+
+
+def run(events: int, batch: int, concurrency: int, warmup: int, workers: int = 1, seed: int = 7) -> dict[str, Any]:
     """One measured run (see the module's docstring); the result as written to the JSON file."""
     topic = f"zt.bench{uuid.uuid4().hex[:8]}.collector"
     n_batches = max(1, events // batch)
@@ -143,15 +153,15 @@ def run(events: int, batch: int, concurrency: int, warmup: int, seed: int = 7) -
         base = f"http://127.0.0.1:{port}"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "zhongtai.cli", "--config", str(cfg), "collect", "--port",
-                                     str(port)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                     str(port), "--workers", str(workers)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
             _wait_up(base, proc, log)
             asyncio.run(_load(base, bodies[:warmup], concurrency, batch))
             load_before = os.getloadavg()
-            cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
+            cpu0, t0 = _tree_cpu_s(proc.pid), time.perf_counter()
             latencies = asyncio.run(_load(base, bodies[warmup:], concurrency, batch))
-            wall, cpu = time.perf_counter() - t0, _cpu_s(proc.pid) - cpu0
+            wall, cpu = time.perf_counter() - t0, _tree_cpu_s(proc.pid) - cpu0
             load_after = os.getloadavg()
         finally:
             proc.terminate()
@@ -159,7 +169,7 @@ def run(events: int, batch: int, concurrency: int, warmup: int, seed: int = 7) -
     measured = n_batches * batch
     return {
         "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "events": measured, "batch": batch, "concurrency": concurrency, "requests": n_batches,
+        "events": measured, "batch": batch, "concurrency": concurrency, "workers": workers, "requests": n_batches,
         "bytes_per_event": round(sum(map(len, bodies)) / len(bodies) / batch),
         "wall_s": round(wall, 3), "events_per_s": round(measured / wall),
         "latency_ms": {q: round(_pct(latencies, p) * 1000, 1)
@@ -176,21 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--warmup", type=int, default=20, help="unmeasured requests first")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="collector processes; one run each")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
-    result = run(args.events, args.batch, args.concurrency, args.warmup)
-    Path(args.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    lat = result["latency_ms"]
-    rows = [("events (measured)", f"{result['events']:,} in batches of {result['batch']}, "
-                                  f"{result['concurrency']} connections"),
-            ("accepted events/s", f"{result['events_per_s']:,}"),
-            ("request latency ms", f"p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}"),
-            ("collector CPU", f"{result['collector_cpu_s']} s, {result['cpu_us_per_event']} µs/event"),
-            ("load average", f"{result['load_before'][0]} before, {result['load_after'][0]} after "
-                             f"({result['cores']} cores)")]
-    for name, value in rows:
-        print(f"{name:<20} {value}")
-    print(f"written to {args.out}")
+    results = [run(args.events, args.batch, args.concurrency, args.warmup, workers) for workers in args.workers]
+    Path(args.out).write_text(json.dumps({"runs": results}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{'workers':>7} {'events':>8} {'batch':>5} {'conns':>5} {'events/s':>9} {'p50 ms':>7} {'p95 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7} {'CPU µs/ev':>9} {'load 1m':>13}")
+    for r in results:
+        lat = r["latency_ms"]
+        print(f"{r['workers']:>7} {r['events']:>8,} {r['batch']:>5} {r['concurrency']:>5} {r['events_per_s']:>9,} "
+              f"{lat['p50']:>7} {lat['p95']:>7} {lat['p99']:>7} {lat['max']:>7} {r['cpu_us_per_event']:>9} "
+              f"{r['load_before'][0]:>6}→{r['load_after'][0]:<6}")
+    print(f"written to {args.out} ({results[0]['cores']} cores; the load average includes whatever else runs)")
     return 0
 
 

@@ -37,7 +37,7 @@ def collector_topic() -> str:
 
 @contextmanager
 def running_collector(config: dict[str, Any], *, namespace: str | None = None, port: int | None = None,
-                      start_timeout_s: float = 60.0) -> Iterator[str]:
+                      workers: int = 1, start_timeout_s: float = 60.0) -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "collector.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -45,7 +45,7 @@ def running_collector(config: dict[str, Any], *, namespace: str | None = None, p
         cmd = [sys.executable, "-m", "zhongtai.cli", "--config", str(path)]
         if namespace:
             cmd += ["--namespace", namespace]
-        cmd += ["collect", "--port", str(port)]
+        cmd += ["collect", "--port", str(port), "--workers", str(workers)]
         log = Path(tmp) / "collector.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,

@@ -163,6 +163,21 @@ def test_namespace_qualifies_the_topic() -> None:
     assert [json.loads(m.value())["event_id"] for m in _records(f"ztcol.{topic}")] == ["m-ns"]
 
 
+def test_several_worker_processes_share_the_port_and_sum_their_metrics() -> None:
+    topic = collector_topic()
+    with running_collector({"collector": {"topic": topic, "write_keys": KEYS}}, namespace="ztcolw", workers=2) as base:
+        for i in range(20):
+            r = httpx.post(f"{base}/v1/track", json={"messageId": f"w{i}", "event": "x", "userId": f"u{i}"}, auth=WEB)
+            assert r.json() == {"accepted": 1}
+        # a new connection each time: the kernel hands them to either process
+        processes = {httpx.get(f"{base}/healthz").json()["process"] for _ in range(60)}
+        assert len(processes) == 2
+        metrics = httpx.get(f"{base}/metrics").text
+        assert _metric(metrics, "zhongtai_collector_accepted_total", source="web") == 20  # the sum of both
+    assert sorted(json.loads(m.value())["event_id"] for m in _records(f"ztcolw.{topic}")) == sorted(
+        f"w{i}" for i in range(20))
+
+
 def test_the_producer_is_idempotent_and_waits_for_every_replica() -> None:
     cfg = producer_config(load_settings(env={}))
     assert (cfg["enable.idempotence"], cfg["acks"], cfg["max.in.flight.requests.per.connection"]) == (True, "all", 5)

@@ -9,7 +9,8 @@ Routes (docs/collector.md):
   when any is rejected (the valid rest of a batch *is* written and counted in ``accepted``); 401 without a
   known write key; 403 from an origin not in ``collector.cors_origins``; 413 over ``collector.max_body_bytes``
   or ``collector.max_batch_events``; 503 + ``Retry-After`` when Kafka cannot take them.
-- ``GET /sdk/zt.js``: the browser SDK; ``GET /healthz``; ``GET /metrics`` (Prometheus).
+- ``GET /sdk/zt.js``: the browser SDK; ``GET /healthz`` (Kafka up or down, events queued, the answering
+  process); ``GET /metrics`` (Prometheus).
 
 Write keys: HTTP Basic with the key as the user (Segment's ``writeKey``), the ``X-Zt-Write-Key`` header, or
 ``writeKey`` in the body (``navigator.sendBeacon`` cannot set headers). The key decides the envelope's
@@ -25,6 +26,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -247,9 +250,10 @@ def _observed(c: Collector, route: str, handler: Callable[[Request], Any]) -> Ca
     return endpoint
 
 
-def create_app(settings: Settings, *, topic: str | None = None) -> Starlette:
+def create_app(settings: Settings, *, topic: str | None = None, metrics_dir: str | None = None) -> Starlette:
     """The collector over ``settings`` (``collector.*``, ``kafka.bootstrap``, ``job``, ``pii``, ``identity``);
-    ``topic`` replaces ``collector.topic``. The producer starts and stops with the app."""
+    ``topic`` replaces ``collector.topic``. The producer starts and stops with the app. ``metrics_dir``: the
+    ``PROMETHEUS_MULTIPROC_DIR`` of ``zhongtai collect --workers N`` (``/metrics`` sums every process's)."""
     c = Collector(settings, topic)
 
     def post(kind: str | None) -> Callable[[Request], Any]:
@@ -264,11 +268,15 @@ def create_app(settings: Settings, *, topic: str | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         p = c.producer
         down = p is None or p.kafka_down
-        return JSONResponse({"kafka": "down" if down else "up", "queued": p.queued() if p else 0},
-                            status_code=503 if down else 200)
+        return JSONResponse({"kafka": "down" if down else "up", "queued": p.queued() if p else 0,
+                             "process": os.getpid()}, status_code=503 if down else 200)
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(c.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = c.metrics.registry
+        if metrics_dir:  # several worker processes: the sum of their files
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=metrics_dir)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
