@@ -155,6 +155,20 @@ def test_kafka_unreachable_is_503_with_retry_after() -> None:
         assert _metric(metrics, "zhongtai_collector_accepted_total", source="web") == 0
 
 
+def test_a_full_producer_queue_is_503_at_once() -> None:
+    topic = collector_topic()
+    with running_collector({"collector": {"topic": topic, "write_keys": KEYS, "queue_max_events": 100}}) as base:
+        batch = [{"type": "track", "messageId": f"q{i}", "event": "x", "userId": f"u{i}"} for i in range(150)]
+        r = httpx.post(f"{base}/v1/batch", json={"batch": batch}, auth=WEB)
+        assert (r.status_code, r.json()["cause"], r.headers["Retry-After"]) == (503, "queue_full", "5")
+        assert "producer's queue is full (100 events)" in r.json()["error"]
+        # what was queued before the queue filled is still delivered; the retry (smaller) is accepted, and the
+        # job counts each messageId once
+        assert httpx.post(f"{base}/v1/batch", json={"batch": batch[:100]}, auth=WEB).json() == {"accepted": 100}
+    ids = [json.loads(m.value())["event_id"] for m in _records(topic)]
+    assert set(ids) == {f"q{i}" for i in range(100)} and len(ids) == 200
+
+
 def test_namespace_qualifies_the_topic() -> None:
     topic = collector_topic()
     with running_collector({"collector": {"topic": topic, "write_keys": KEYS}}, namespace="ztcol") as base:
