@@ -11,7 +11,8 @@
     # Unavailable with the events still queued
 
 Calls queue events (each gets a ``messageId`` and a ``timestamp`` here); :meth:`Client.flush` sends them to
-``POST /v1/batch`` in batches of ``flush_at``, and a call that fills a batch flushes it. Network errors, 429 and
+``POST /v1/batch`` in batches of ``flush_at``, and a call that fills a batch flushes it (raising what
+:meth:`Client.flush` raises). Network errors, 429 and
 5xx are retried with exponential backoff and jitter (``Retry-After`` honoured) with the same ``messageId``s,
 so the job counts a retried event once. A 400 is final for the events it rejects (the rest of their batch is
 accepted): :class:`Rejected` lists them. Nothing is dropped silently: an event leaves the queue only once the
