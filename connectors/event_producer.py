@@ -135,7 +135,7 @@ class EventProducer:
         return self._down_since is not None
 
     def queued(self) -> int:
-        """Events waiting in the producer (queued or in flight)."""
+        """What the producer still holds: events queued or in flight, and protocol requests (``len(Producer)``)."""
         return len(self._producer)
 
     def close(self, timeout_s: float = 10.0) -> int:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import socketserver
+import threading
+import time
 
 import httpx
 import pytest
 
 from config import load_settings
 from connectors.event_producer import producer_config
+from connectors.kafka_admin import create_topics
 from tests.collector_env import CRM_KEY, KEYS, WEB_KEY, collector_topic, running_collector
 from tests.helpers import free_port, read_topics
 
@@ -167,6 +172,77 @@ def test_a_full_producer_queue_is_503_at_once() -> None:
         assert httpx.post(f"{base}/v1/batch", json={"batch": batch[:100]}, auth=WEB).json() == {"accepted": 100}
     ids = [json.loads(m.value())["event_id"] for m in _records(topic)]
     assert set(ids) == {f"q{i}" for i in range(100)} and len(ids) == 200
+
+
+class _Forwarder:
+    """A TCP forwarder 127.0.0.1:``port`` → Kafka's bootstrap, started and stopped by the test (the broker's
+    metadata still names its own address, so only the bootstrap connection goes through here)."""
+
+    def __init__(self, port: int, target: str) -> None:
+        host, _, tport = target.rpartition(":")
+        self.target = (host, int(tport))
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), self._handler(), bind_and_activate=False)
+        self.server.allow_reuse_address = True
+        self.server.daemon_threads = True
+
+    def _handler(self) -> type:
+        target = self.target
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                upstream = socket.create_connection(target)
+
+                def pump(a: socket.socket, b: socket.socket) -> None:
+                    try:
+                        while data := a.recv(65536):
+                            b.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        b.close()
+
+                t = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                t.start()
+                pump(self.request, upstream)
+                t.join()
+
+        return Pipe
+
+    def start(self) -> None:
+        self.server.server_bind()
+        self.server.server_activate()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_kafka_down_then_back_is_503_then_200_without_a_restart() -> None:
+    settings = load_settings()
+    topic = collector_topic()
+    create_topics(settings, [topic])
+    port = free_port()
+    forwarder = _Forwarder(port, settings.kafka.bootstrap)
+    cfg = {"kafka": {"bootstrap": f"127.0.0.1:{port}"},
+           "collector": {"topic": topic, "write_keys": KEYS, "delivery_timeout_ms": 1500}}
+    with running_collector(cfg) as base:
+        msg = {"messageId": "m-back", "event": "x", "userId": "u1"}
+        r = httpx.post(f"{base}/v1/track", json=msg, auth=WEB, timeout=10)
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert r.json()["cause"] in ("kafka_down", "delivery_failed")
+        assert httpx.get(f"{base}/healthz").json()["kafka"] == "down"  # until a probe gets an answer
+        forwarder.start()
+        try:
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{base}/healthz").json()["kafka"] != "up":
+                assert time.monotonic() < deadline, "the collector did not notice Kafka coming back"
+                time.sleep(0.2)
+            r = httpx.post(f"{base}/v1/track", json=msg, auth=WEB, timeout=10)
+            assert (r.status_code, r.json()) == (200, {"accepted": 1})
+        finally:
+            forwarder.stop()
+    assert [json.loads(m.value())["event_id"] for m in _records(topic)] == ["m-back"]
 
 
 def test_namespace_qualifies_the_topic() -> None:

@@ -9,8 +9,8 @@ Routes (docs/collector.md):
   when any is rejected (the valid rest of a batch *is* written and counted in ``accepted``); 401 without a
   known write key; 403 from an origin not in ``collector.cors_origins``; 413 over ``collector.max_body_bytes``
   or ``collector.max_batch_events``; 503 + ``Retry-After`` when Kafka cannot take them.
-- ``GET /sdk/zt.js``: the browser SDK; ``GET /healthz`` (Kafka up or down, events queued, the answering
-  process); ``GET /metrics`` (Prometheus).
+- ``GET /sdk/zt.js``: the browser SDK; ``GET /healthz`` (Kafka up or down, what the producer holds, the
+  answering process); ``GET /metrics`` (Prometheus).
 
 Write keys: HTTP Basic with the key as the user (Segment's ``writeKey``), the ``X-Zt-Write-Key`` header, or
 ``writeKey`` in the body (``navigator.sendBeacon`` cannot set headers). The key decides the envelope's
@@ -268,7 +268,7 @@ def create_app(settings: Settings, *, topic: str | None = None, metrics_dir: str
     async def healthz(request: Request) -> Response:
         p = c.producer
         down = p is None or p.kafka_down
-        return JSONResponse({"kafka": "down" if down else "up", "queued": p.queued() if p else 0,
+        return JSONResponse({"kafka": "down" if down else "up", "producer_queue": p.queued() if p else 0,
                              "process": os.getpid()}, status_code=503 if down else 200)
 
     async def metrics(request: Request) -> Response:
