@@ -6,10 +6,10 @@ ZT := $(BIN)/zhongtai
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install lint stack-up stack-down status test test-unit demo bench clean
+.PHONY: help install lint stack-up stack-down status test test-unit demo bench bench-collector clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,10 @@ demo: install  ## stack + sample stream + job on the embedded mini-cluster + sum
 bench: install  ## throughput benchmark (writes bench/results/latest.json)
 	$(ZT) stack up
 	$(ZT) bench
+
+bench-collector: install  ## the collector's events/s and latency, 1 and 2 processes (bench/results/collector.json)
+	$(ZT) stack up
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.collector_bench
 
 clean:  ## remove the local stack's data (keeps the jar cache)
 	-$(ZT) stack down

@@ -15,6 +15,7 @@ worker.group              ``zt-workers``              ``a.zt-workers``
 redis.prefix              ``zt`` (keys ``zt:...``)    ``a.zt`` (keys ``a.zt:...``)
 hbase.namespace           ``zt`` (``zt_profile``)     ``a.zt`` (``a.zt_profile``)
 flink.job_name            ``zhongtai-events``         ``a.zhongtai-events``
+collector.topic           ``zt.events.collector``     ``a.zt.events.collector``
 ========================  ==========================  =============================
 
 Everything derived from these follows (store log ``a.zt.store.a.zt-job``, action topics, the job's and the
@@ -57,6 +58,7 @@ NAMED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("hbase",), "namespace"),
     (("worker",), "group"),
     (("flink",), "job_name"),
+    (("collector",), "topic"),
 )
 PATTERN_KEYS: tuple[tuple[tuple[str, ...], str], ...] = ((("kafka", "topics"), "events"),)
 

@@ -433,6 +433,58 @@ class ApiSettings(_Frozen):
     token: SecretStr | None = None
 
 
+class WriteKey(_Frozen):
+    """One write key of the collector: whoever sends it writes events of ``source``."""
+
+    #: The secret a sender presents (HTTP Basic user, ``X-Zt-Write-Key`` or the body's ``writeKey``).
+    key: SecretStr
+    #: The envelope's ``source`` of every event sent with this key (``web``, ``app``, ``store``, ``crm``...).
+    source: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        raw = v.get_secret_value()
+        if len(raw) < 8 or not raw.isascii() or ":" in raw or not raw.isprintable():
+            raise ValueError("collector.write_keys[].key must be at least 8 printable ASCII characters without ':' "
+                             "(generate one with `openssl rand -hex 16`)")
+        return v
+
+
+class CollectorSettings(_Frozen):
+    """``zhongtai collect``: the HTTP event collector and its browser SDK (docs/collector.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8900, ge=1, le=65535)
+    #: Where accepted events are written (qualified by ``namespace``); keep it matched by
+    #: ``kafka.topics.events`` so that the job reads it.
+    topic: str = "zt.events.collector"
+    #: Who may send: each key names the ``source`` its events get. No key: ``zhongtai collect`` refuses to start.
+    write_keys: tuple[WriteKey, ...] = ()
+    #: Origins whose pages may call the collector from a browser (CORS); ``*``: any. Requests carrying
+    #: another ``Origin`` are refused with 403.
+    cors_origins: tuple[str, ...] = ()
+    #: Largest request body (bytes); larger requests get 413. Each event is further capped at
+    #: ``job.max_event_bytes`` once mapped (``oversized``).
+    max_body_bytes: int = Field(524_288, ge=1024)
+    #: Most events per ``/v1/batch`` request.
+    max_batch_events: int = Field(500, ge=1)
+    #: How long the producer tries to deliver an event before the request gets 503 (librdkafka
+    #: ``message.timeout.ms``); the request waits for the delivery reports at most this long.
+    delivery_timeout_ms: int = Field(10_000, ge=100)
+    #: Events the producer may hold in memory; beyond it requests get 503 at once.
+    queue_max_events: int = Field(100_000, ge=100)
+    #: librdkafka ``linger.ms``: how long the producer gathers events into one request to the broker.
+    linger_ms: int = Field(5, ge=0)
+    #: The ``Retry-After`` (seconds) of a 503.
+    retry_after_s: int = Field(5, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: Any) -> Any:
+        return [o.strip() for o in v.split(",") if o.strip()] if isinstance(v, str) else v
+
+
 class Settings(_Frozen):
     #: Puts every shared name (topics, groups, transactional ids, Redis prefix, HBase tables, job name) of
     #: this configuration in its own namespace: ``load_settings`` qualifies them (config/namespace.py).
@@ -455,6 +507,7 @@ class Settings(_Frozen):
     #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's
     #: operators with the rest of the settings).
     event_schema: EventSchema = EventSchema()
+    collector: CollectorSettings = CollectorSettings()
 
     @field_validator("namespace")
     @classmethod

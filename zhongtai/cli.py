@@ -469,6 +469,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_identity",
     "zhongtai.cli_rules",
     "zhongtai.cli_api",
+    "zhongtai.cli_collect",
 )
 
 

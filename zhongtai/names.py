@@ -44,7 +44,7 @@ def shared_names(settings: Settings) -> dict[str, str]:
     names |= {f"topic.produce.{topic.rsplit('.', 1)[-1]}": topic for topic in produced_topics(settings)}
     names |= {"topic.dlq": t.dlq, "topic.identity_changes": t.identity_changes, "topic.tag_changes": t.tag_changes,
               "topic.control": t.control, "topic.control_results": t.control_results, "topic.delivery": t.delivery,
-              "topic.store_log": store_log_topic(settings)}
+              "topic.store_log": store_log_topic(settings), "topic.collector": settings.collector.topic}
     for channel in CHANNELS:
         topics = WorkerTopics.of(settings.kafka, channel)
         names |= {f"topic.actions.{channel}": topics.actions, f"topic.actions_dlq.{channel}": topics.dlq,
