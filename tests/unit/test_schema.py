@@ -170,3 +170,18 @@ def test_a_computed_param_error_points_at_its_token() -> None:
     # column 81: just after the '+', where the operand is missing (the "${" is counted)
     assert str(e.value) == ("r.yaml:7:81: rule 'r' at $.rules[0].actions[0].params.store: expression error: "
                             "unexpected end of expression: an operand is missing; fix the expression")
+
+
+def test_the_collector_validates_with_the_declared_schema(tmp_path) -> None:
+    """The collector answers a schema-breaking event with the job's reason (negative control: the same event
+    passes without the schema)."""
+    import orjson
+
+    from zhongtai.services.collector.app import Collector
+
+    f = tmp_path / "schema.yaml"
+    f.write_text(RETAIL, encoding="utf-8")
+    event = orjson.dumps({"event_id": "e1", "event_type": "purchase", "ts": 1_000, "ids": {"user_id": "u1"},
+                          "props": {"store_id": "s1", "tier": "gold"}})
+    assert Collector(load_settings(overrides={"schema_file": str(f)})).validate(event, 1_000) == "wrong_type:props.tier"
+    assert not isinstance(Collector(load_settings()).validate(event, 1_000), str)
