@@ -334,11 +334,12 @@ class PrivateCluster:
         with urllib.request.urlopen(self.rest_url + path, timeout=timeout) as r:
             return json.loads(r.read())
 
-    def taskmanagers(self) -> int:
-        return len(self.rest("/taskmanagers")["taskmanagers"])
+    def taskmanagers(self) -> frozenset[str]:
+        """RPC addresses of the registered TaskManagers (a replacement keeps the resource id, not the address)."""
+        return frozenset(str(t["path"]) for t in self.rest("/taskmanagers")["taskmanagers"])
 
     def wait_taskmanagers(self, n: int, timeout_s: float = 120.0) -> None:
-        self._wait(lambda: self.taskmanagers() == n, f"{n} TaskManager(s)", timeout_s)
+        self._wait(lambda: len(self.taskmanagers()) == n, f"{n} TaskManager(s)", timeout_s)
 
     @staticmethod
     def _wait(cond: Any, what: str, timeout_s: float) -> None:
@@ -365,7 +366,7 @@ class Sample:
     completed: int
     latest_id: int | None
     received: int
-    taskmanagers: int
+    taskmanagers: frozenset[str]
 
 
 class Watch:
@@ -389,7 +390,7 @@ class Watch:
             tms = c.taskmanagers()
             state, running = str(details["state"]), all_subtasks_running(details)
         except (OSError, urllib.error.URLError, ValueError, KeyError):  # REST busy while the JobManager restores
-            details, ck, tms, state, running = {}, {}, -1, "?", False
+            details, ck, tms, state, running = {}, {}, frozenset({"?"}), "?", False
         self.sizes.update(checkpoint_sizes(ck.get("history") or []))
         counts = ck.get("counts") or {}
         latest = ck.get("latest") or {}
@@ -422,8 +423,9 @@ def measure_kill(watch: Watch, cluster: PrivateCluster, n: int, tm: int, at: Sam
     cluster.start_tm(tm)
     spawned = round(time.monotonic() - t0, 1)
     s = watch.until(lambda s: s.restored > at.restored and s.subtasks_running, "restore", timeout_s)
-    s = watch.until(lambda s: (s.received > at.received or at.received >= events) and s.latest_id is not None
-                    and s.latest_id != s.restored_id, "progress after the restore", timeout_s)
+    s = watch.until(lambda s: s.latest_id is not None and s.latest_id != s.restored_id and (
+        at.received >= events or resumed_after([x for x in watch.samples if x.t >= t0], t0, at.restored) is not None),
+        "progress after the restore", timeout_s)
     after = [x for x in watch.samples if x.t >= t0]
     restored_id = s.restored_id
     sizes = watch.sizes.get(restored_id or -1, {})
@@ -435,7 +437,9 @@ def measure_kill(watch: Watch, cluster: PrivateCluster, n: int, tm: int, at: Sam
         "replacement_spawned_s": spawned,
         "detected_s": first_at_or_after([(x.t, x) for x in after], t0, lambda x: x.state not in ("RUNNING", "?")),
         "tm_registered_s": first_at_or_after(
-            [(x.t, x) for x in after], t0 + spawned, lambda x: x.taskmanagers == TASKMANAGERS),
+            [(x.t, x) for x in after], t0,
+            lambda x: "?" not in x.taskmanagers and len(x.taskmanagers) == TASKMANAGERS
+            and bool(x.taskmanagers - at.taskmanagers)),
         "job_running_s": first_at_or_after(
             [(x.t, x) for x in after], t0, lambda x: x.restored > at.restored and x.state == "RUNNING"),
         "restore_s": first_at_or_after(

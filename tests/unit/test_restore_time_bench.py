@@ -90,7 +90,8 @@ def test_table_and_summary_of_a_run() -> None:
 
 
 def _sample(t: float, restored: int, running: bool, received: int) -> Sample:
-    return Sample(t, "RUNNING" if running else "RESTARTING", running, restored, None, 0, None, received, 2)
+    return Sample(t, "RUNNING" if running else "RESTARTING", running, restored, None, 0, None, received,
+                  frozenset({"tm0", "tm1"}))
 
 
 def test_resumed_counts_only_output_of_processing_after_the_restore() -> None:
