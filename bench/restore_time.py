@@ -422,15 +422,20 @@ def measure_kill(watch: Watch, cluster: PrivateCluster, n: int, tm: int, at: Sam
     cluster.kill_tm(tm)
     cluster.start_tm(tm)
     spawned = round(time.monotonic() - t0, 1)
-    s = watch.until(lambda s: s.restored > at.restored and s.subtasks_running, "restore", timeout_s)
-    s = watch.until(lambda s: s.latest_id is not None and s.latest_id != s.restored_id and (
+    error = None
+    try:
+        watch.until(lambda s: s.restored > at.restored and s.subtasks_running, "restore", timeout_s)
+        watch.until(lambda s: s.latest_id is not None and s.latest_id != s.restored_id and (
         at.received >= events or resumed_after([x for x in watch.samples if x.t >= t0], t0, at.restored) is not None),
-        "progress after the restore", timeout_s)
+            "progress after the restore", timeout_s)
+    except RuntimeError as e:  # no restore within timeout_s: record what was seen, the caller ends the run
+        error = str(e)[:2000]
+    s = watch.samples[-1]
     after = [x for x in watch.samples if x.t >= t0]
     restored_id = s.restored_id
     sizes = watch.sizes.get(restored_id or -1, {})
     return {
-        "n": n, "taskmanager": tm, "received_at_kill": at.received, "checkpoint_before_kill": at.latest_id,
+        "n": n, "taskmanager": tm, "error": error, "received_at_kill": at.received, "checkpoint_before_kill": at.latest_id,
         "restored_checkpoint": restored_id,
         "restore_attempts": s.restored - at.restored,
         "restored_state_bytes": sizes.get("state_bytes"), "restored_checkpointed_bytes": sizes.get("checkpointed_bytes"),
@@ -489,12 +494,15 @@ def run_config(base: Settings, name: str, cfg: Config, *, topics: list[str], exp
                              f"received ≥ {threshold:,}", timeout_s, every_s=0.5)
             k = measure_kill(watch, cluster, n, tm=(n - 1) % TASKMANAGERS, at=at, events=events, timeout_s=300)
             out["kills"].append(k)
+            if k["error"]:
+                raise RuntimeError(f"kill {n}: {k['error']}")
             print(f"[restore_time] {name} kill {n} at {at.received:,}: restore {k['restore_s']} s, "
                   f"resumed {k['resumed_s']} s, checkpoint {k['restored_checkpoint']} "
                   f"({(k['restored_state_bytes'] or 0) / 1e6:.0f} MB)", flush=True)
         last = watch.until(lambda x: x.received >= events, "every record received", timeout_s, every_s=1.0)
         watch.until(lambda x: x.completed > last.completed + 1, "a checkpoint after the end", 120)
         out["seconds"] = round(time.monotonic() - t_start, 1)
+        out["unplanned_tm_deaths_total"] = len(watch.unplanned)
         out["final_checkpoint_bytes"] = watch.sizes.get(watch.samples[-1].latest_id or -1)
         _cancel(cluster, job_id)
         applier.finish(timeout_s=300)
@@ -507,6 +515,10 @@ def run_config(base: Settings, name: str, cfg: Config, *, topics: list[str], exp
         finally:
             store.close()
         out.update(exact=diffs == 0 and pn == 0 and not problems, differences=(problems + pshown)[:10])
+    except (RuntimeError, OSError) as e:
+        # a restore that never completes is a result too: keep the kills measured so far
+        out["error"] = str(e)[:4000]
+        print(f"[restore_time] {name} failed: {e}", flush=True)
     finally:
         if applier is not None:
             applier.stop()
@@ -581,13 +593,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for name in names:
             print(f"[restore_time] {name} ...", flush=True)
-            try:
-                r = run_config(settings, name, CONFIGS[name], topics=topics, expected=expected, events=a.events,
-                               runid=runid, work=work, tm_memory=a.tm_memory, kill_at=a.kill_at,
-                               timeout_s=a.timeout)
-            except (RuntimeError, OSError) as e:
-                r = {"config": name, "error": str(e)[:4000]}
-                print(f"[restore_time] {name} failed: {e}", flush=True)
+            r = run_config(settings, name, CONFIGS[name], topics=topics, expected=expected, events=a.events,
+                           runid=runid, work=work, tm_memory=a.tm_memory, kill_at=a.kill_at, timeout_s=a.timeout)
             doc["runs"].append(r)
             Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")  # keep what is done if a later one fails
     finally:
