@@ -372,8 +372,9 @@ class Sample:
 class Watch:
     """Polls the job (REST) and ``{prefix}:stats`` (Redis); keeps every sample and every checkpoint's size."""
 
-    def __init__(self, cluster: PrivateCluster, settings: Settings, prefix: str, job_id: str) -> None:
-        self.cluster, self.job_id = cluster, job_id
+    def __init__(self, cluster: PrivateCluster, settings: Settings, prefix: str, job_id: str,
+                 deadline: float = float("inf")) -> None:
+        self.cluster, self.job_id, self.deadline = cluster, job_id, deadline
         self.store = _redis_store(settings, prefix)
         self.samples: list[Sample] = []
         self.sizes: dict[int, dict[str, int]] = {}
@@ -411,6 +412,8 @@ class Watch:
                 return s
             if time.monotonic() > deadline:
                 raise RuntimeError(f"restore_time: {what} not reached within {timeout_s:.0f} s; last {s}")
+            if time.monotonic() > self.deadline:
+                raise RuntimeError(f"restore_time: --deadline-min passed while waiting for {what}; last {s}")
             time.sleep(every_s)
 
 
@@ -461,7 +464,7 @@ def measure_kill(watch: Watch, cluster: PrivateCluster, n: int, tm: int, at: Sam
 
 def run_config(base: Settings, name: str, cfg: Config, *, topics: list[str], expected: dict[str, Any],
                events: int, runid: str, work: Path, tm_memory: str, kill_at: list[float],
-               timeout_s: float) -> dict[str, Any]:
+               timeout_s: float, deadline: float = float("inf")) -> dict[str, Any]:
     from connectors.store_log import store_log_topic
     from zhongtai.jobs.submit import submit
     from zhongtai.services.applier import ApplierThread, StoreApplier
@@ -488,7 +491,7 @@ def run_config(base: Settings, name: str, cfg: Config, *, topics: list[str], exp
                         hbase=False, job_name=f"zt-restore-{runid}-{tag}", resume=False)
         out["job_id"] = job_id
         applier = ApplierThread(StoreApplier(s, group=group, redis_prefix=prefix, hbase_prefix=None, hbase=False))
-        watch = Watch(cluster, s, prefix, job_id)
+        watch = Watch(cluster, s, prefix, job_id, deadline)
         for n, threshold in enumerate(kill_thresholds(events, kill_at), start=1):
             at = watch.until(lambda x, th=threshold: x.received >= th and x.subtasks_running,
                              f"received ≥ {threshold:,}", timeout_s, every_s=0.5)
@@ -564,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tm-memory", default=TM_MEMORY, help="taskmanager.memory.process.size of each TaskManager")
     ap.add_argument("--work", default="/tmp/zt-restore", help="folder of the private clusters (logs, checkpoints)")
     ap.add_argument("--timeout", type=float, default=2400.0, help="seconds allowed for each phase")
+    ap.add_argument("--deadline-min", type=float, default=None,
+                    help="end every configuration still running this many minutes after the start (kills so far kept)")
     ap.add_argument("--out", default="bench/results/restore-1m.json")
     a = ap.parse_args(argv)
     names = [n for n in a.config if a.backend is None or CONFIGS[n].backend == a.backend]
@@ -574,6 +579,7 @@ def main(argv: list[str] | None = None) -> None:
     from zhongtai.devtools.generator.produce import produce
 
     settings = load_settings()
+    deadline = time.monotonic() + 60 * a.deadline_min if a.deadline_min else float("inf")
     runid = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     work = Path(a.work) / runid
     cfg = GeneratorConfig(events=a.events, persons=a.persons, topic_prefix=f"zt.bench.{runid}.",
@@ -594,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             print(f"[restore_time] {name} ...", flush=True)
             r = run_config(settings, name, CONFIGS[name], topics=topics, expected=expected, events=a.events,
-                           runid=runid, work=work, tm_memory=a.tm_memory, kill_at=a.kill_at, timeout_s=a.timeout)
+                           runid=runid, work=work, tm_memory=a.tm_memory, kill_at=a.kill_at, timeout_s=a.timeout,
+                           deadline=deadline)
             doc["runs"].append(r)
             Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")  # keep what is done if a later one fails
     finally:
