@@ -101,3 +101,20 @@ def test_resumed_counts_only_output_of_processing_after_the_restore() -> None:
     assert resumed_after(samples, 10.0, restores_before=0) == 16.5
     assert resumed_after(samples[:3], 10.0, restores_before=0) is None  # restored, nothing new yet
     assert resumed_after(samples[:2], 10.0, restores_before=0) is None  # not restored
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_each_configuration_reaches_the_job_config(name: str) -> None:
+    """The bench sets ``flink.state_backend``; the job's Flink config carries the backend and, for RocksDB,
+    incremental checkpoints. Local recovery is a TaskManager setting in Flink 2.3 (read by
+    ``TaskExecutorLocalStateStoresManager`` from the TaskManager's configuration), so it goes into the cluster's
+    conf (``cluster_conf``), not into the job's."""
+    from config import load_settings
+    from zhongtai.jobs.runner import RunOptions, flink_options
+
+    cfg = CONFIGS[name]
+    s = load_settings(overrides={"flink": {"state_backend": cfg.backend, "mode": "cluster"}})
+    options = flink_options(s, RunOptions(job_name="j"), [], cluster=True)
+    assert options["state.backend.type"] == cfg.backend
+    assert options["execution.checkpointing.incremental"] == ("true" if cfg.incremental else "false")
+    assert not {"execution.state-recovery.from-local", "state.backend.local-recovery"} & set(options)
