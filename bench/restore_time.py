@@ -429,7 +429,8 @@ def measure_kill(watch: Watch, cluster: PrivateCluster, n: int, tm: int, at: Sam
     try:
         watch.until(lambda s: s.restored > at.restored and s.subtasks_running, "restore", timeout_s)
         watch.until(lambda s: s.latest_id is not None and s.latest_id != s.restored_id and (
-        at.received >= events or resumed_after([x for x in watch.samples if x.t >= t0], t0, at.restored) is not None),
+        max(x.received for x in watch.samples) >= events  # all of it committed already: nothing left to resume
+        or resumed_after([x for x in watch.samples if x.t >= t0], t0, at.restored) is not None),
             "progress after the restore", timeout_s)
     except RuntimeError as e:  # no restore within timeout_s: record what was seen, the caller ends the run
         error = str(e)[:2000]
