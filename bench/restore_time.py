@@ -542,6 +542,7 @@ def run_config(base: Settings, name: str, cfg: Config, *, topics: list[str], exp
         _delete_topics(base, [dlq, store_log_topic(s, group)])
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         shutil.rmtree(folder / "tm-work", ignore_errors=True)
+        shutil.rmtree(folder / "tmp", ignore_errors=True)  # io.tmp.dirs: blobs, Python archives (logs are kept)
     return out
 
 
