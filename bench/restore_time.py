@@ -19,17 +19,21 @@ by ``TaskExecutorLocalStateStoresManager`` from the TaskManager's configuration,
 Per kill, all times from the SIGKILL (``time.monotonic``; the probe polls REST + Redis every ~0.2 s):
 
 * ``detected_s``: the job left RUNNING (RESTARTING/FAILING...).
-* ``tm_registered_s``: the replacement TaskManager registered (two TaskManagers again).
+* ``tm_registered_s``: the replacement TaskManager registered (two TaskManagers again, one at a new address).
 * ``job_running_s``: job status RUNNING again after the restore (Flink's ``restored`` count went up).
 * ``restore_s``: every subtask RUNNING again: state restored, processing may start. **The figure the
   ≤ 30 s target is about.**
 * ``first_checkpoint_s``: the first checkpoint completed after the restore (processing resumed and committed).
-* ``resumed_s``: the first advance of ``received`` in ``{prefix}:stats`` after the kill: output of
-  processing after the restore reached Redis (the applier writes a checkpoint's rows once it completed).
+* ``resumed_s``: the first advance of ``received`` in ``{prefix}:stats`` past the largest value seen up to the
+  restore: output of processing after the restore reached Redis (the applier writes a checkpoint's rows once it
+  completed; rows of pre-kill checkpoints still being applied do not count).
+* ``unplanned_tm_deaths``: TaskManagers that died on their own meanwhile (restarted by the bench).
 * ``restored_checkpoint``, ``restored_state_bytes`` (full state size of that checkpoint, REST
   ``state_size``), ``restored_checkpointed_bytes`` (what that checkpoint wrote: the delta when incremental).
 
-Results: ``--out`` (default ``bench/results/restore-1m.json``), a table on stdout.
+A restore that does not complete within 300 s (or ``--deadline-min``) ends that configuration with ``error``; the
+kills measured so far are kept. Results: ``--out`` (default ``bench/results/restore-1m.json``), a table on stdout.
+Figures and findings: docs/performance.md, "Restore time".
 """
 
 from __future__ import annotations
