@@ -69,6 +69,7 @@ def test_item_lists_and_the_api_answer_exactly(settings, store) -> None:
         {"item": "B", "score": 0.730297}]
     assert client.get(f"/v1/recommendations/{PID}").status_code == 401
     assert client.get("/v1/recommendations/p00000000000000bb", headers=auth).json()["items"] == []
+    assert client.get(f"/v1/recommendations/{PID}?k=ten", headers=auth).status_code == 400
     bad = client.get(f"/v1/recommendations/{PID}?k=0", headers=auth)
     assert bad.status_code == 400 and "k must be between 1 and 100" in bad.json()["error"]
     assert client.get("/v1/recommendations/user_id:nobody", headers=auth).status_code == 404

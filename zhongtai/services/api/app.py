@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -259,9 +259,15 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
           400: {description: "malformed identifier"}
           404: {description: "no person has this identifier"}
         """
+        return await _by_identifier(request, lambda ident: _run(get_person_profile, settings, ident,
+                                                                 _int_param(request, "as_of"), prefix))
+
+    async def _by_identifier(request: Request, look_up: Callable[[str], Awaitable[Any]]) -> Response:
+        """``look_up(identifier)`` of the path's identifier: 400 for a malformed one, 503 when Redis does not
+        answer, 404 when no person has it."""
         ident = request.path_params["identifier"]
         try:
-            out = await _run(get_person_profile, settings, ident, _int_param(request, "as_of"), prefix)
+            out = await look_up(ident)
         except (ValueError, _BadRequest) as e:
             return _error(400, str(e))
         except RedisError as e:
@@ -284,18 +290,11 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
           400: {description: "malformed identifier or k"}
           404: {description: "no person has this identifier"}
         """
-        ident = request.path_params["identifier"]
-        try:
+        def look_up(ident: str) -> Awaitable[Any]:
             k = _int_param(request, "k")
-            out = await _run(person_recommendations, settings, ident, 10 if k is None else k, prefix)
-        except (ValueError, _BadRequest) as e:
-            return _error(400, str(e))
-        except RedisError as e:
-            return _unavailable(e)
-        if not out:
-            return _error(404, f"no person has identifier {ident!r} (prefix {prefix or settings.redis.prefix!r}); "
-                               "check the type and value, or whether the job has seen it yet")
-        return JSONResponse(out)
+            return _run(person_recommendations, settings, ident, 10 if k is None else k, prefix)
+
+        return await _by_identifier(request, look_up)
 
     async def list_rules(request: Request) -> Response:
         """The rule set as the job has it.
