@@ -92,9 +92,14 @@ class EventSchema(_Frozen):
         return out
 
     def props_of(self, event_type: str) -> dict[str, PropSpec]:
-        """The declared props of one event type (common ones included)."""
+        """The declared props of one event type (common ones included; read-only). Called for every event the
+        person operator sees: without a second source of props no new mapping is built."""
         ev = self.events.get(event_type)
-        return {**self.common_props, **(ev.props if ev else {})}
+        if ev is None or not ev.props:
+            return self.common_props
+        if not self.common_props:
+            return ev.props
+        return {**self.common_props, **ev.props}
 
     def reasons(self) -> tuple[str, ...]:
         """Every DLQ reason the schema's checks can give."""

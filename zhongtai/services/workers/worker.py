@@ -41,6 +41,7 @@ from operators.delivery.backoff import Backoff
 from operators.delivery.ledger import Ledger, Outcome, Record
 from operators.delivery.ratelimit import RateLimiter
 from operators.messages import Action, ActionDecodeError, DeliveryReceipt
+from zhongtai.services.recommendations import fill_recs, person_recommendations
 from zhongtai.services.workers.metrics import WorkerMetrics
 from zhongtai.services.workers.tracking import TP, OffsetTracker, ParkingLot
 from zhongtai.services.workers.watchdog import EXIT_COMMIT_HUNG, CommitWatchdog, Hang, exit_process
@@ -302,8 +303,6 @@ class ChannelWorker:
         Redis unavailable, retried like a delivery) or a permanent failure (a k out of range) otherwise."""
         if self.recs is None or not any(isinstance(v, str) and "{{" in v for v in a.params.values()):
             return a
-        from zhongtai.services.recommendations import fill_recs
-
         try:
             return replace(a, params=fill_recs(a.params, a.person_id, self.recs))
         except ValueError as e:
@@ -462,7 +461,6 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
         watch=watchdog,
     )
     from connectors.redis_store import RedisStore
-    from zhongtai.services.recommendations import person_recommendations
 
     recs_store: list[RedisStore] = []
 
