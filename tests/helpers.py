@@ -138,3 +138,11 @@ def read_topics(settings: Settings, topics: list[str], idle_polls: int = 3) -> l
         out += [m for m in msgs if not m.error()]
     c.close()
     return out
+
+
+def event_record(eid: str, etype: str, ids: str | dict[str, str], ts: int, **props: object) -> bytes:
+    """One envelope as a producer writes it; ``ids`` a user id or the whole ``ids`` object."""
+    import orjson
+
+    return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts,
+                         "ids": ids if isinstance(ids, dict) else {"user_id": ids}, "props": props})

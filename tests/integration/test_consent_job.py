@@ -20,7 +20,7 @@ from confluent_kafka import Producer
 
 from connectors.redis_store import RedisStore
 from operators.identity.model import person_id
-from tests.helpers import fresh_names
+from tests.helpers import event_record, fresh_names
 from tests.workers_env import RecordingHttpServer, read_topic, receipts, worker_settings, write_contacts
 from zhongtai.jobs.runner import RunOptions, run_events_job
 from zhongtai.services.workers.worker import build_worker
@@ -41,10 +41,6 @@ rules:
 """
 
 
-def _event(eid: str, etype: str, user: str, ts: int, **props: object) -> bytes:
-    return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts, "ids": {"user_id": user}, "props": props})
-
-
 def test_consent_reaches_the_engine_and_the_sms_is_delivered(tmp_path) -> None:
     n = fresh_names()
     pa, pb, pc = (person_id(f"user_id:{u}") for u in ("ua", "ub", "uc"))
@@ -59,12 +55,12 @@ def test_consent_reaches_the_engine_and_the_sms_is_delivered(tmp_path) -> None:
         t0 = int(time.time() * 1000) - 600_000
         p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
         for value, ts in [
-            (_event("a1", "consent", "ua", t0, channel="sms", granted=True), t0),
-            (_event("a2", "purchase", "ua", t0 + 60_000, price="10.00"), t0 + 60_000),
-            (_event("b1", "purchase", "ub", t0 + 60_000, price="10.00"), t0 + 60_000),
-            (_event("c1", "consent", "uc", t0, channel="sms", status="opt_in"), t0),
-            (_event("c2", "unsubscribe", "uc", t0 + 30_000, channels=["sms"]), t0 + 30_000),
-            (_event("c3", "purchase", "uc", t0 + 60_000, price="10.00"), t0 + 60_000),
+            (event_record("a1", "consent", "ua", t0, channel="sms", granted=True), t0),
+            (event_record("a2", "purchase", "ua", t0 + 60_000, price="10.00"), t0 + 60_000),
+            (event_record("b1", "purchase", "ub", t0 + 60_000, price="10.00"), t0 + 60_000),
+            (event_record("c1", "consent", "uc", t0, channel="sms", status="opt_in"), t0),
+            (event_record("c2", "unsubscribe", "uc", t0 + 30_000, channels=["sms"]), t0 + 30_000),
+            (event_record("c3", "purchase", "uc", t0 + 60_000, price="10.00"), t0 + 60_000),
         ]:
             p.produce(n.topic_prefix + "web", value, key=b"k", timestamp=ts)
         assert p.flush(30) == 0

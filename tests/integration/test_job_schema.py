@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 from connectors.redis_store import RedisStore
 from operators.identity.model import person_id
 from operators.pii import pseudonymise
-from tests.helpers import fresh_names, make_settings
+from tests.helpers import event_record, fresh_names, make_settings
 from tests.workers_env import read_topic
 from zhongtai.jobs.runner import RunOptions, run_events_job
 from zhongtai.services.profiles import get_profile
@@ -63,11 +63,6 @@ rules:
 """
 
 
-def _event(eid: str, etype: str, user: str | dict, ts: int, **props: object) -> bytes:
-    ids = user if isinstance(user, dict) else {"user_id": user}
-    return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts, "ids": ids, "props": props})
-
-
 def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -> None:
     n = fresh_names()
     schema = tmp_path / "schema.yaml"
@@ -83,14 +78,14 @@ def test_declared_props_are_checked_typed_and_reach_rules_and_params(tmp_path) -
     t0 = int(time.time() * 1000) - 600_000
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
     sent = [
-        _event("a1", "purchase", "ua", t0, price="10.00", tier="3", store_id=12, order_id="o1"),
-        _event("b1", "purchase", "ub", t0, price="10.00", tier=2, store_id="s2"),
-        _event("c1", "purchase", "uc", t0, price="10.00", tier=5),
-        _event("d1", "purchase", "ud", t0, price="10.00", tier="gold", store_id="s4"),
-        _event("e1", "page_view", "ue", t0, tier=4, shelf={"aisle": 7}),
-        _event("f1", "page_view", {"member_card": "MC-7"}, t0),
-        _event("f2", "page_view", {"member_card": "MC-7", "alipay_uid": " Zhang@Pay "}, t0 + 1_000),
-        _event("f3", "page_view", {"alipay_uid": "ZHANG@PAY"}, t0 + 2_000),
+        event_record("a1", "purchase", "ua", t0, price="10.00", tier="3", store_id=12, order_id="o1"),
+        event_record("b1", "purchase", "ub", t0, price="10.00", tier=2, store_id="s2"),
+        event_record("c1", "purchase", "uc", t0, price="10.00", tier=5),
+        event_record("d1", "purchase", "ud", t0, price="10.00", tier="gold", store_id="s4"),
+        event_record("e1", "page_view", "ue", t0, tier=4, shelf={"aisle": 7}),
+        event_record("f1", "page_view", {"member_card": "MC-7"}, t0),
+        event_record("f2", "page_view", {"member_card": "MC-7", "alipay_uid": " Zhang@Pay "}, t0 + 1_000),
+        event_record("f3", "page_view", {"alipay_uid": "ZHANG@PAY"}, t0 + 2_000),
     ]
     for value in sent:
         p.produce(n.topic_prefix + "web", value, key=b"k", timestamp=t0)
@@ -143,9 +138,9 @@ def test_the_generated_retail_stream_under_its_schema_is_exact(parallelism: int)
     expected = load_expected(report.expected_path)
     t0 = DEFAULT_START_MS + 60_000
     breaking = [
-        _event("x1", "purchase", "ux", t0, price="1.00"),                    # no order_id
-        _event("x2", "login", "ux", t0, method=["sms_code"]),               # a list, not a string
-        _event("x3", "page_view", "ux", t0, store_id={"id": "sh-001"}),      # an object, not a string
+        event_record("x1", "purchase", "ux", t0, price="1.00"),                    # no order_id
+        event_record("x2", "login", "ux", t0, method=["sms_code"]),               # a list, not a string
+        event_record("x3", "page_view", "ux", t0, store_id={"id": "sh-001"}),      # an object, not a string
     ]
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
     for value in breaking:
