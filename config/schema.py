@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from config.yaml_source import YamlSource
+
 __all__ = ["BUILTIN_IDENTIFIERS", "BUILTIN_PROPS", "PROP_TYPES", "EventSchema", "EventSpec", "IdentifierSpec",
            "PropSpec", "SchemaError", "default_schema", "load_schema", "parse_schema"]
 
@@ -138,24 +140,6 @@ def load_schema(path: str | Path | None = None) -> EventSchema:
     return parse_schema(text, str(p))
 
 
-def _marks(node: yaml.Node | None, path: tuple[str, ...], out: dict[tuple[str, ...], int],
-           dups: list[tuple[tuple[str, ...], int]]) -> None:
-    if node is None:
-        return
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = str(k.value)
-            if key in seen:
-                dups.append((path + (key,), k.start_mark.line + 1))
-            seen.add(key)
-            out[path + (key,)] = k.start_mark.line + 1
-            if k.tag != "tag:yaml.org,2002:str":
-                dups.append((path + (key,), -(k.start_mark.line + 1)))
-            _marks(v, path + (key,), out, dups)
-
-
 def parse_schema(text: str, file: str = "<schema>") -> EventSchema:
     """Parse and check a schema document; :class:`SchemaError` with ``file:line: message`` when wrong."""
     try:
@@ -165,21 +149,16 @@ def parse_schema(text: str, file: str = "<schema>") -> EventSchema:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise SchemaError(f"{file}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    marks: dict[tuple[str, ...], int] = {}
-    odd: list[tuple[tuple[str, ...], int]] = []
-    _marks(root, (), marks, odd)
+    src = YamlSource(file, root, text=text)
 
     def at(path: tuple[str, ...]) -> str:
-        p = path
-        while p and p not in marks:
-            p = p[:-1]
-        return f"{file}:{marks.get(p, 1)}"
+        return f"{file}:{src.at(path)[0] or 1}"
 
-    for key_path, line in odd:
-        if line < 0:
-            raise SchemaError(f"{file}:{-line}: {'.'.join(key_path)}: YAML reads this key as something other than "
-                              "text (on/off/yes/no, numbers, ~): quote it")
-        raise SchemaError(f"{file}:{line}: {'.'.join(key_path)} is declared twice: keep one")
+    for key_path, _key, _kind in src.non_text_keys:
+        raise SchemaError(f"{at(tuple(map(str, key_path)))}: {'.'.join(map(str, key_path))}: YAML reads this key as "
+                          "something other than text (on/off/yes/no, numbers, ~): quote it")
+    for key_path, _key in src.duplicates:
+        raise SchemaError(f"{at(tuple(map(str, key_path)))}: {'.'.join(map(str, key_path))} is declared twice: keep one")
     if not isinstance(data, dict):
         raise SchemaError(f"{file}:1: the schema must be a mapping with identifiers, common_props and events")
     try:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from jsonschema import Draft202012Validator
 
+from config.yaml_source import Path_, YamlSource
 from operators.rules.model import (
     CHANNELS,
     CONSENT_MODES,
@@ -258,85 +259,11 @@ class Definitions:
 
 # ---------------------------------------------------------------------------------------- positions
 
-Path_ = tuple[str | int, ...]
-
-
 def _json_path(path: Sequence[str | int]) -> str:
     out = "$"
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
     return out
-
-
-_YAML_STR = "tag:yaml.org,2002:str"
-_YAML_KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "null": "null", "timestamp": "a date"}
-
-
-class _Source:
-    """Where each JSON path starts in the text (1-based line/column), plus duplicate YAML keys."""
-
-    def __init__(self, file: str, root: yaml.Node | None, base: Path_ = (), text: str = ""):
-        self.file = file
-        self.lines = text.split("\n")
-        self.marks: dict[Path_, tuple[int, int]] = {}
-        self.scalar_style: dict[Path_, str | None] = {}
-        self.duplicates: list[tuple[Path_, str]] = []
-        #: Mapping keys YAML resolved to something other than text (``on``/``yes`` → bool, ``1`` → int, ``~``).
-        self.non_text_keys: list[tuple[Path_, str, str]] = []
-        if root is not None:
-            self._walk(root, base)
-
-    def _walk(self, node: yaml.Node, path: Path_) -> None:
-        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for k, v in node.value:
-                key = str(k.value)
-                if key in seen:
-                    self.duplicates.append((path + (key,), key))
-                seen.add(key)
-                if k.tag != _YAML_STR:
-                    kind = k.tag.rsplit(":", 1)[-1]
-                    self.non_text_keys.append((path + (key,), key, _YAML_KINDS.get(kind, kind)))
-                self._walk(v, path + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                self._walk(v, path + (i,))
-        else:
-            self.scalar_style[path] = node.style
-
-    def at(self, path: Path_) -> tuple[int | None, int | None]:
-        p = tuple(path)
-        while p:
-            if p in self.marks:
-                return self.marks[p]
-            p = p[:-1]
-        return self.marks.get((), (None, None))
-
-    def expr_start(self, path: Path_) -> tuple[int, int]:
-        """Line/column of an expression's first character (quotes and block headers skipped)."""
-        line, col = self.at(path)
-        line, col = line or 1, col or 1
-        style = self.scalar_style.get(tuple(path))
-        if style in ("'", '"'):
-            return line, col + 1
-        if style in ("|", ">"):
-            return line + 1, self.block_indent(line) + 1
-        return line, col
-
-    def block_indent(self, header_line: int) -> int:
-        """Indentation of a block scalar's first content line (the line after its header)."""
-        content = self.lines[header_line] if header_line < len(self.lines) else ""
-        return len(content) - len(content.lstrip(" "))
-
-    def expr_position(self, path: Path_, text: str, offset: int) -> tuple[int, int]:
-        """File line/column of character ``offset`` of the expression at ``path``."""
-        line, col = self.expr_start(path)
-        nl = text.count("\n", 0, offset)
-        in_line = offset - (text.rfind("\n", 0, offset) + 1)
-        if self.scalar_style.get(tuple(path)) in ("|", ">"):
-            return line + nl, self.block_indent(line - 1) + in_line + 1
-        return line + nl, (col + in_line) if nl == 0 else in_line + 1
 
 
 def _object_name(doc: Any, path: Path_) -> str:
@@ -411,7 +338,7 @@ def _error_path(err: Any) -> Path_:
 
 
 class _Checker:
-    def __init__(self, src: _Source, doc: Any):
+    def __init__(self, src: YamlSource, doc: Any):
         self.src = src
         self.doc = doc
         self.problems: list[Problem] = []
@@ -653,7 +580,7 @@ def load_text(text: str, file: str = "<rules>") -> Definitions:
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise DefinitionError([Problem(file, line, col, "", "$", f"not valid YAML/JSON: "
                                        f"{getattr(e, 'problem', e)}; fix the syntax")]) from None
-    src = _Source(file, root, text=text)
+    src = YamlSource(file, root, text=text)
     c = _Checker(src, doc if doc is not None else {})
     for path, key in src.duplicates:
         c.add(path, f"key {key!r} appears twice in one mapping; keep one")
@@ -700,7 +627,7 @@ def parse_definition(kind: str, definition: Any, *, source: str | None = None) -
         raise DefinitionError([Problem(source or "<control>", None, None, "", "$.kind",
                                        f"unknown kind {kind!r}; use rule, pattern or journey")])
     oid = definition.get("id") if isinstance(definition, Mapping) else None
-    src = _Source(source or f"<control {kind} {oid}>", None)
+    src = YamlSource(source or f"<control {kind} {oid}>", None)
     obj = f"{kind} {oid!r}" if oid is not None else kind
     c = _Checker(src, definition)
     for err in sorted(_KIND_VALIDATORS[kind].iter_errors(definition), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -715,7 +642,7 @@ def parse_definition(kind: str, definition: Any, *, source: str | None = None) -
 
 def policy_from(definition: Any) -> Policy:
     """A policy section on its own (validated)."""
-    src = _Source("<control policy>", None)
+    src = YamlSource("<control policy>", None)
     c = _Checker(src, {"policy": definition})
     for err in _KIND_VALIDATORS["policy"].iter_errors(definition):
         c.add(("policy",) + tuple(err.absolute_path), _schema_message(err))
