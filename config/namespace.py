@@ -52,6 +52,7 @@ NAMED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("kafka", "topics"), "control"),
     (("kafka", "topics"), "control_results"),
     (("kafka", "topics"), "delivery"),
+    (("kafka", "topics"), "audit"),
     (("kafka", "topics"), "store_log_prefix"),
     (("kafka",), "consumer_group"),
     (("redis",), "prefix"),

@@ -47,6 +47,8 @@ class KafkaTopics(_Frozen):
     control: str = "zt.control"
     control_results: str = "zt.control.results"
     delivery: str = "zt.delivery"
+    #: Every control change made through the API (who, what, old and new version, diff): docs/api.md, "Audit".
+    audit: str = "zt.audit"
     #: The job's transactional store log is ``<store_log_prefix><consumer group>`` (docs/semantics.md).
     store_log_prefix: str = "zt.store."
 
@@ -430,7 +432,17 @@ class ApiSettings(_Frozen):
 
     host: str = "127.0.0.1"
     port: int = Field(8800, ge=1, le=65535)
+    #: The legacy single bearer token: it acts as an ``admin`` key (key id ``api.token`` in the logs).
     token: SecretStr | None = None
+    #: Require an API key (``zhongtai keys create``) on every route but ``/healthz`` and ``/openapi.json``,
+    #: also when no ``token`` is set. With a ``token`` set, keys are always accepted beside it.
+    require_keys: bool = False
+    #: Each key's token bucket unless the key has its own (``zhongtai keys create --per-s --burst``); 429 beyond.
+    rate: ChannelRate = ChannelRate(per_s=20.0, burst=40)
+    #: Largest request body (bytes); larger requests get 413.
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: One JSON line per request on the ``zhongtai.api.access`` logger (key id, route template, status, latency).
+    access_log: bool = True
 
 
 class WriteKey(_Frozen):

@@ -5,7 +5,9 @@ Layout (DESIGN.md, tables named ``{namespace}_{table}`` through happybase's tabl
 (``b:m:{epoch_minute}`` = ``views,carts,purchases,events,gmv_cents,first,last,last_purchase``,
 the same row the Redis profile applies), family ``i`` the person's identifiers; ``identity`` row =
 identifier (``p:pid`` its person, ``e:<ts>:<other>`` its edge log); ``actions`` row = action id
-(``a:status``, ``a:record``, ``a:ts`` its audit; ``a:c:<purchase event id>`` a purchase attributed to it).
+(``a:status``, ``a:record``, ``a:ts`` its audit; ``a:c:<purchase event id>`` a purchase attributed to it);
+``audit`` row = :func:`audit_row` (newest first), ``a:e`` the JSON entry of one control change made through
+the API (docs/api.md, "Audit").
 A bucket cell is written with its absolute value from Flink state, so a replay writes the same
 cell again: idempotent, and order-independent because one bucket is owned by one aggregate key.
 Lifetime totals and rolling windows are derived from the buckets by ``operators.profile_windows``.
@@ -31,6 +33,7 @@ TABLES: dict[str, dict[str, dict]] = {
     "profile": {"b": {"max_versions": 1}, "m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}},
     "identity": {"p": {"max_versions": 1}, "e": {"max_versions": 1}},
     "actions": {"a": {"max_versions": 1}},
+    "audit": {"a": {"max_versions": 1}},
 }
 
 
@@ -71,13 +74,13 @@ class HBaseStore:
             timeout=cfg.timeout_ms, autoconnect=True,
         )
 
-    def ensure_tables(self) -> None:
-        """Create the missing tables (safe when several workers race to create the same one)."""
+    def ensure_tables(self, only: Sequence[str] | None = None) -> None:
+        """Create the missing tables (``only`` these; safe when several workers race to create the same one)."""
         from Hbase_thrift import AlreadyExists, IOError  # happybase's generated Thrift module
 
         existing = {t.decode() for t in self.conn.tables()}
         for name, families in TABLES.items():
-            if name not in existing:
+            if name not in existing and (only is None or name in only):
                 try:
                     self.conn.create_table(name, families)
                     logger.info("hbase: created table %s_%s", self.prefix, name)
@@ -189,6 +192,19 @@ class HBaseStore:
                 out[q] = val.decode()
         return out
 
+    def write_audit(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Put ``(row, JSON entry)`` pairs into ``audit`` (rows from :func:`audit_row`; written once each)."""
+        with self.conn.table("audit").batch() as b:
+            for row, entry in entries:
+                b.put(row.encode(), {b"a:e": entry.encode()})
+
+    def audit(self, limit: int, row_start: str | None = None) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(row, JSON entry)`` of ``audit``, newest first, from ``row_start`` on (a page's
+        ``next``)."""
+        table = self.conn.table("audit")
+        return [(k.decode(), v[b"a:e"].decode())
+                for k, v in table.scan(row_start=row_start.encode() if row_start else None, limit=limit)]
+
     def delete_rows(self, table: str) -> int:
         t = self.conn.table(table)
         n = 0
@@ -200,6 +216,12 @@ class HBaseStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def audit_row(ts_ms: int, seq: str) -> str:
+    """The ``audit`` row of an entry made at ``ts_ms``: the reversed time first, so a scan reads newest first;
+    ``seq`` (unique per entry, e.g. its control message id and item) keeps entries of one millisecond apart."""
+    return f"{9_999_999_999_999 - ts_ms:013d}:{seq}"
 
 
 def derive_profile_hash(buckets: dict[str, str]) -> dict[str, str]:

@@ -73,7 +73,7 @@ def make_settings(**overrides: Any) -> Settings:
     kafka = dict(overrides.pop("kafka", {}))
     topics = {"control": f"zt.c{tag}.control", "control_results": f"zt.c{tag}.control.results",
               "tag_changes": f"zt.c{tag}.tags.changes", "identity_changes": f"zt.c{tag}.identity.changes",
-              "delivery": f"zt.c{tag}.delivery",
+              "delivery": f"zt.c{tag}.delivery", "audit": f"zt.c{tag}.audit",
               **kafka.pop("topics", {})}
     return load_settings(overrides={**overrides, "kafka": {**kafka, "topics": topics}})
 

@@ -347,10 +347,15 @@ def test_openapi_documents_every_route(settings):
         "/v1/rules/{id}/resume": ["post"],
         "/v1/experiments": ["get", "post"],
         "/v1/experiments/{key}": ["get"],
+        "/v1/audit": ["get"],
         "/healthz": ["get"],
         "/metrics": ["get"],
     }
     assert doc["paths"]["/v1/rules"]["post"]["responses"]["422"]["description"].startswith("invalid document")
+    scopes = {(p, m): op.get("x-scope") for p, ops in doc["paths"].items() for m, op in ops.items()}
+    assert (scopes["/v1/rules", "post"], scopes["/v1/profiles/{identifier}", "get"], scopes["/v1/audit", "get"],
+            scopes["/healthz", "get"]) == ("rules:write", "profiles:read", "audit:read", None)
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
 def test_zhongtai_api_serves_over_http_with_env_token(settings, prefix, person):

@@ -13,18 +13,22 @@ Routes (JSON in and out; every error is ``{"error": "...what to do"}`` plus deta
   code as ``zhongtai rules``;
 - ``GET /v1/experiments``, ``GET /v1/experiments/{key}`` (the numbers of ``zhongtai experiment report
   --json``), ``POST /v1/experiments`` (definitions, published as ``zhongtai experiment publish`` does);
-- ``GET /healthz`` (Redis and Kafka reachable; never needs the token), ``GET /metrics`` (Prometheus:
+- ``GET /v1/audit?limit=50&after=ROW``: the audit log of control changes made through the API, newest first
+  (``zhongtai.services.api.audit``);
+- ``GET /healthz`` (Redis and Kafka reachable; never needs a key), ``GET /metrics`` (Prometheus:
   ``zhongtai_api_requests_total{route,status}``, ``zhongtai_api_request_seconds{route}``, route =
   the route template), ``GET /openapi.json``.
 
-With a token (``api.token`` / env ``ZT_API_TOKEN``, given to :func:`create_app`) every other route
-needs ``Authorization: Bearer <token>``. Redis and Kafka clients are synchronous: handlers run them in
-a worker thread. Nothing connects at import time; :func:`create_app` only builds objects.
+With a token (``api.token`` / env ``ZT_API_TOKEN``, given to :func:`create_app`) or ``api.require_keys``, every
+other route needs ``Authorization: Bearer <API key or token>`` with the route's scope, within the key's rate
+limit (``zhongtai.services.api.gateway``, the route → scope table in ``zhongtai.services.api.keys``). Redis and
+Kafka clients are synchronous: handlers run them in a worker thread. Nothing connects at import time;
+:func:`create_app` only builds objects.
 """
 
 from __future__ import annotations
 
-import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +48,9 @@ from connectors.control import PublishError, ReadError
 from zhongtai.services.profiles import get_profile as get_person_profile
 from zhongtai.services.recommendations import get_recommendations as person_recommendations
 
+from .audit import AuditLog, AuditUnavailable, entry
+from .gateway import Gateway
+from .keys import ROUTE_SCOPES, SCOPES, required_scope
 from .rules import (
     Rejected,
     RuleSetView,
@@ -58,9 +65,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
     from config.settings import Settings
-
-_OPEN = frozenset({"/healthz"})
-
 
 def _error(status: int, message: str, **details: Any) -> JSONResponse:
     return JSONResponse({"error": message, **details}, status_code=status)
@@ -118,24 +122,6 @@ class _Observe:
         finally:
             self.metrics.requests.labels(route, status[0]).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
-
-
-class _BearerToken:
-    """401 unless ``Authorization: Bearer <token>`` (constant-time compare); ``/healthz`` stays open."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app, self.token = app, token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in _OPEN:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, value = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                response = _error(401, "missing or wrong bearer token: send `Authorization: Bearer <api.token>`")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="zhongtai"'
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 # ---- profiles and experiments (thin: the project's own functions) ----------------------------------
@@ -233,17 +219,23 @@ async def _run(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def create_app(settings: Settings, *, token: str | None = None, prefix: str | None = None,
-               rules_file: str | Path | None = None) -> Starlette:
-    """The ASGI app. ``token``: require it as a bearer token (None: open); ``prefix``: Redis key prefix
-    (default ``redis.prefix``); ``rules_file``: the file the job started from (default config/rules.yaml).
+               rules_file: str | Path | None = None, hbase_prefix: str | None = None,
+               clock: Callable[[], float] = time.time) -> Starlette:
+    """The ASGI app. ``token``: the legacy bearer token, an ``admin`` key (None and ``api.require_keys`` off:
+    open); ``prefix``: Redis key prefix of profiles and API keys (default ``redis.prefix``); ``rules_file``: the
+    file the job started from (default config/rules.yaml); ``hbase_prefix``: the audit table's namespace
+    (default ``hbase.namespace``); ``clock``: epoch seconds of the rate limits and audit entries.
     ``app.state.rules`` is the :class:`~zhongtai.services.api.rules.RuleSetView` (kept between requests: each
     request folds only the new control records)."""
     import zhongtai
+    from connectors.api_keys import RedisApiKeys
     from operators.experiments.definitions import DefinitionError as ExperimentError
     from operators.rules.schema import DefinitionError
 
     view = RuleSetView(settings, rules_file)
     metrics = ApiMetrics()
+    audit = AuditLog(settings, hbase_prefix)
+    auth = bool(token) or settings.api.require_keys
 
     async def get_profile(request: Request) -> Response:
         """Profile of a person.
@@ -339,10 +331,23 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
                           kinds=[f["kind"] for f in found])
         return JSONResponse(found[0])
 
+    def _before(msg: dict[str, Any]) -> list[dict[str, Any] | None]:
+        """Each item's running ``{version, definition}`` before ``msg`` (the audit log's "old")."""
+        items = msg["items"] if msg.get("kind") == "batch" else [msg]
+        return [next(iter(view.find(i["id"], i["kind"])), None)
+                if i.get("kind") in ("rule", "pattern", "journey") and i.get("id") else None for i in items]
+
+    def _audited(request: Request, msg: dict[str, Any], old: list[dict[str, Any] | None], message_id: str) -> None:
+        items = msg["items"] if msg.get("kind") == "batch" else [msg]
+        now = int(clock() * 1000)
+        audit.write_logged([entry(now, request.state.key_id, i.get("kind"), i.get("id"), i.get("op"), o, i.get("definition"),
+                                  i.get("version"), message_id) for i, o in zip(items, old, strict=True)])
+
     async def _send(request: Request, msg: dict[str, Any]) -> Response:
         check = request.query_params.get("check", "true").lower() not in ("0", "false", "no")
         wait = _float_param(request, "wait")
         try:
+            old = await _run(_before, msg)
             published = await _run(lambda: view.publish(msg, check=check))
         except Rejected as e:
             return _error(409, f"the job would reject this: {e}; nothing was sent (?check=false sends anyway)",
@@ -350,6 +355,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         except (PublishError, ReadError) as e:
             return _unavailable(e)
         body = published.to_json()
+        await _run(_audited, request, msg, old, body["message_id"])
         if wait:
             try:
                 body["result"] = await _run(wait_result, settings, published, wait)
@@ -478,7 +484,33 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
             return _error(422, f"{len(e.errors)} problem(s); nothing was published", problems=list(e.errors))
         except PublishError as e:
             return _unavailable(e)
+        now = int(clock() * 1000)
+        await _run(audit.write_logged, [entry(now, request.state.key_id, "experiment", p["key"], "upsert", None,
+                                              None, p["version"], p["message_id"]) for p in published])
         return JSONResponse({"published": published}, status_code=202)
+
+    async def get_audit(request: Request) -> Response:
+        """The audit log.
+        ---
+        summary: "Control changes made through the API (who, what, old and new version, diff), newest first"
+        parameters:
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 500, default: 50}}
+          - {name: after, in: query, schema: {type: string}, description: "the previous page's next"}
+        responses:
+          200: {description: "{entries: [{ts_ms, key, kind, id, op, old_version, new_version, diff, message_id}],
+            next}"}
+          503: {description: "HBase unreachable"}
+        """
+        try:
+            limit = _int_param(request, "limit") or 50
+        except _BadRequest as e:
+            return _error(400, str(e))
+        if not 1 <= limit <= 500:
+            return _error(400, f"limit={limit}: give 1 to 500")
+        try:
+            return JSONResponse(await _run(audit.read, limit, request.query_params.get("after") or None))
+        except AuditUnavailable as e:
+            return _error(503, str(e))
 
     async def healthz(request: Request) -> Response:
         """Liveness of the dependencies.
@@ -521,9 +553,25 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         "openapi": "3.0.3",
         "info": {"title": "zhongtai API", "version": getattr(zhongtai, "__version__", "0"),
                  "description": "Profiles, rules and experiments of the zhongtai marketing platform (docs/api.md)."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        **({"security": [{"bearer": []}]} if token else {}),
+        "components": {"securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "An API key (`zhongtai keys create`, ztk_<id>_<secret>) or the legacy api.token (an "
+                           "admin key). Each operation's x-scope names the scope it needs; scopes: "
+                           + "; ".join(f"{k}: {v}" for k, v in SCOPES.items())}}},
+        **({"security": [{"bearer": []}]} if auth else {}),
     })
+
+    def with_scopes(doc: dict[str, Any]) -> dict[str, Any]:
+        """Each operation's ``x-scope`` (and an empty ``security`` on the open ones)."""
+        templates = {re.sub(r":\w+}", "}", path): path for _, path in ROUTE_SCOPES} | {"/healthz": "/healthz"}
+        for path, ops in doc.get("paths", {}).items():
+            for method, op in ops.items():
+                needed = required_scope(method.upper(), templates.get(path, path))
+                if needed is None:
+                    op["security"] = []
+                else:
+                    op["x-scope"] = needed
+        return doc
 
     async def openapi(request: Request) -> Response:
         """The OpenAPI document.
@@ -532,7 +580,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         responses:
           200: {description: "OpenAPI 3 JSON"}
         """
-        return JSONResponse(schemas.get_schema(routes=request.app.routes))
+        return JSONResponse(with_scopes(schemas.get_schema(routes=request.app.routes)))
 
     routes: list[BaseRoute] = [
         Route("/v1/profiles/{identifier:path}", get_profile, methods=["GET"]),
@@ -546,13 +594,14 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         Route("/v1/experiments", list_experiments, methods=["GET"]),
         Route("/v1/experiments", post_experiments, methods=["POST"]),
         Route("/v1/experiments/{key}", get_experiment, methods=["GET"]),
+        Route("/v1/audit", get_audit, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
-    middleware = [Middleware(_Observe, metrics=metrics, routes=routes)]
-    if token:
-        middleware.append(Middleware(_BearerToken, token=token))
+    middleware = [Middleware(_Observe, metrics=metrics, routes=routes),
+                  Middleware(Gateway, cfg=settings.api, routes=routes, route_of=route_template, token=token,
+                             store=RedisApiKeys(settings.redis, prefix) if auth else None, clock=clock)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.rules, app.state.metrics = view, metrics
     return app
