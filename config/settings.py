@@ -479,6 +479,10 @@ class CollectorSettings(_Frozen):
     #: Largest request body (bytes); larger requests get 413. Each event is further capped at
     #: ``job.max_event_bytes`` once mapped (``oversized``).
     max_body_bytes: int = Field(524_288, ge=1024)
+    #: Also accept the API's keys (``zhongtai keys create --role collector --source web``) that hold
+    #: ``collect:write``, looked up in Redis under ``redis.prefix`` on each request (a revoked key is refused
+    #: at once); the key's ``source`` names its events' source.
+    api_keys: bool = False
     #: Most events per ``/v1/batch`` request.
     max_batch_events: int = Field(500, ge=1)
     #: How long the producer tries to deliver an event before the request gets 503 (librdkafka

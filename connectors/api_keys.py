@@ -8,7 +8,7 @@ append-only file (docker/compose.yaml and the Kubernetes manifests do); the loca
 persistent unless ``stack.redis_aof`` is set, and keys must then be created again after a restart.
 
 Keys (prefix = ``redis.prefix``): ``{prefix}:apikey:{id}`` hash ``{digest, name, scopes, role, per_s,
-burst, created_ms, revoked_ms}`` (no TTL: a key lives until it is deleted; a revoked key stays listed),
+burst, created_ms, revoked_ms, source}`` (no TTL: a key lives until it is deleted; a revoked key stays listed),
 ``{prefix}:apikeys`` set of ids, ``{prefix}:apirate:{id}`` hash (the key's token bucket, TTL one minute
 past its last use). Each operation touches one key, so it runs as it is on a Redis Cluster.
 """
@@ -41,18 +41,21 @@ class KeyRecord:
     burst: int | None
     created_ms: int
     revoked_ms: int | None
+    #: The envelope ``source`` of events the collector accepts with this key (``collect:write``; "" : ``api``).
+    source: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.key_id, "name": self.name, "role": self.role, "scopes": sorted(self.scopes),
                 "per_s": self.per_s, "burst": self.burst, "created_ms": self.created_ms,
-                "revoked_ms": self.revoked_ms}
+                "revoked_ms": self.revoked_ms, "source": self.source}
 
 
 def _record(key_id: str, h: dict[str, str]) -> KeyRecord:
     return KeyRecord(key_id, h["digest"], h.get("name", ""), h.get("role", ""),
                      frozenset(s for s in h.get("scopes", "").split(",") if s),
                      float(h["per_s"]) if h.get("per_s") else None, int(h["burst"]) if h.get("burst") else None,
-                     int(h.get("created_ms", "0")), int(h["revoked_ms"]) if h.get("revoked_ms") else None)
+                     int(h.get("created_ms", "0")), int(h["revoked_ms"]) if h.get("revoked_ms") else None,
+                     h.get("source", ""))
 
 
 class RedisApiKeys:
@@ -68,7 +71,7 @@ class RedisApiKeys:
 
     def create(self, rec: KeyRecord) -> None:
         fields = {"digest": rec.digest, "name": rec.name, "role": rec.role, "scopes": ",".join(sorted(rec.scopes)),
-                  "created_ms": str(rec.created_ms)}
+                  "created_ms": str(rec.created_ms), "source": rec.source}
         if rec.per_s is not None:
             fields["per_s"] = repr(rec.per_s)
         if rec.burst is not None:

@@ -23,9 +23,10 @@ def cmd_collect(args: argparse.Namespace, settings_of: Callable[[argparse.Namesp
 
     settings = settings_of(args)
     cfg = settings.collector
-    if not cfg.write_keys:
+    if not cfg.write_keys and not cfg.api_keys:
         print("zhongtai collect: no write keys: add collector.write_keys ([{key: SECRET, source: web}]) to your "
-              "--config file; without one nobody could send events", file=sys.stderr)
+              "--config file, or set collector.api_keys: true and create keys with `zhongtai keys create --role "
+              "collector`; without one nobody could send events", file=sys.stderr)
         return 2
     if not re.fullmatch(settings.kafka.topics.events, cfg.topic):
         print(f"zhongtai collect: warning: collector.topic {cfg.topic!r} is not matched by kafka.topics.events "
@@ -36,7 +37,7 @@ def cmd_collect(args: argparse.Namespace, settings_of: Callable[[argparse.Namesp
         print(f"zhongtai collect: warning: could not make sure topic {cfg.topic} exists ({e}); events get 503 "
               "until Kafka answers", file=sys.stderr)
     host, port = args.host or cfg.host, args.port or cfg.port
-    sources = sorted({k.source for k in cfg.write_keys})
+    sources = sorted({k.source for k in cfg.write_keys} | ({"API keys"} if cfg.api_keys else set()))
     print(f"zhongtai collect on http://{host}:{port}/ → Kafka {settings.kafka.bootstrap} topic {cfg.topic} "
           f"(sources {', '.join(sources)}; {args.workers} worker process(es); SDK at /sdk/zt.js, metrics at "
           "/metrics); Ctrl-C stops it", flush=True)

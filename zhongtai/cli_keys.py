@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,10 @@ def cmd_create(args: argparse.Namespace, settings_of: Callable[[argparse.Namespa
     if (args.per_s is None) != (args.burst is None):
         print("zhongtai keys create: give --per-s and --burst together (or neither: api.rate)", file=sys.stderr)
         return 2
+    if args.source is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", args.source):
+        print(f"zhongtai keys create: --source {args.source!r}: lower-case letters, digits and _ (e.g. web, app, crm)",
+              file=sys.stderr)
+        return 2
     if args.per_s is not None and (args.per_s <= 0 or args.burst < 1):
         print(f"zhongtai keys create: --per-s must be > 0 and --burst >= 1, got {args.per_s}, {args.burst}",
               file=sys.stderr)
@@ -40,7 +45,7 @@ def cmd_create(args: argparse.Namespace, settings_of: Callable[[argparse.Namespa
     store = _store(args, settings_of)
     try:
         store.create(KeyRecord(key.key_id, key.digest, args.name, args.role or "", scopes, args.per_s, args.burst,
-                               int(time.time() * 1000), None))
+                               int(time.time() * 1000), None, args.source or ""))
     finally:
         store.close()
     print(key.token)
@@ -94,6 +99,8 @@ def register(subparsers: Any, settings_of: Callable[[argparse.Namespace], Any]) 
     c.add_argument("--role", choices=list(ROLES), default=None,
                    help="; ".join(f"{r}: {','.join(sorted(s))}" for r, s in ROLES.items()))
     c.add_argument("--scope", action="append", choices=list(SCOPES), help="a scope to add (repeatable)")
+    c.add_argument("--source", default=None,
+                   help="collect:write keys: the envelope source of the events sent with it (default api)")
     c.add_argument("--per-s", type=float, default=None, help="own rate limit: requests per second (default api.rate)")
     c.add_argument("--burst", type=int, default=None, help="own rate limit: burst")
     common(c)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -19,6 +20,7 @@ from connectors.api_keys import KeyRecord, RedisApiKeys
 from connectors.hbase_store import HBaseStore
 from connectors.redis_store import RedisStore
 from operators.delivery.ratelimit import take
+from tests.collector_env import collector_topic, running_collector
 from tests.helpers import ROOT, fresh_names, make_settings, read_topics
 from zhongtai.services.api.app import create_app
 from zhongtai.services.api.keys import new_key, scopes_of
@@ -57,10 +59,10 @@ def store(settings, prefix):
 
 
 def _key(store: RedisApiKeys, role: str | None = None, *scopes: str, per_s: float | None = None,
-         burst: int | None = None) -> tuple[str, str]:
+         burst: int | None = None, source: str = "") -> tuple[str, str]:
     k = new_key()
     store.create(KeyRecord(k.key_id, k.digest, "test", role or "", scopes_of(role, list(scopes)), per_s, burst, 0,
-                           None))
+                           None, source))
     return k.key_id, k.token
 
 
@@ -199,3 +201,21 @@ def test_zhongtai_keys_cli_create_list_revoke(settings, prefix):
     assert client.get("/v1/rules", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     bad = cli("create", "--name", "x", "--scope", "rules:admin")
     assert bad.returncode == 2 and "invalid choice: 'rules:admin'" in bad.stderr
+
+
+def test_the_collector_takes_collect_write_keys(settings, prefix, store):
+    """``zhongtai collect`` with ``collector.api_keys`` and no write key at all: a collector key sends events with
+    its own source; a key without the scope, a revoked one and a forged one get 401."""
+    topic = collector_topic()
+    _, app_key = _key(store, "collector", source="app")
+    _, reader = _key(store, "reader")
+    gone_id, gone = _key(store, "collector")
+    store.revoke(gone_id, 1)
+    msg = {"messageId": f"m-{prefix}", "event": "Member Joined", "userId": "crm-1"}
+    with running_collector({"redis": {"prefix": prefix}, "collector": {"topic": topic, "api_keys": True}}) as base:
+        for key in (reader, gone, app_key[:-1] + ("0" if app_key[-1] != "0" else "1")):
+            assert httpx.post(f"{base}/v1/track", json=msg, headers={"X-Zt-Write-Key": key}).status_code == 401
+        r = httpx.post(f"{base}/v1/track", json=msg, auth=httpx.BasicAuth(app_key, ""))
+        assert (r.status_code, r.json()) == (200, {"accepted": 1})
+    events = [json.loads(m.value()) for m in read_topics(settings, [topic], idle_polls=2)]
+    assert [(e["event_id"], e["source"]) for e in events] == [(f"m-{prefix}", "app")]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -42,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from connectors.api_keys import RedisApiKeys
 from connectors.event_producer import EventProducer, ProducerUnavailable
 from operators.envelope import DecodedFields, Pseudonyms, decode_full
 
@@ -86,6 +88,7 @@ class Collector:
         self.settings = settings
         self.topic = topic or settings.collector.topic
         self.keys = [(k.key.get_secret_value().encode(), k.source) for k in settings.collector.write_keys]
+        self.api_keys = RedisApiKeys(settings.redis) if settings.collector.api_keys else None
         self.pseudonyms = Pseudonyms.of(settings)
         self.metrics = CollectorMetrics()
         self.producer: EventProducer | None = None
@@ -107,6 +110,19 @@ class Collector:
             if hmac.compare_digest(given, secret):
                 found = source
         return found
+
+    def api_key_source(self, key: str | None) -> str | None:
+        """The source of an API key holding ``collect:write`` (``collector.api_keys``): its own, else ``api``;
+        None when API keys are off, or the key is unknown, revoked or lacks the scope. Reads Redis."""
+        from zhongtai.services.api.keys import allows, parse, secret_matches
+
+        parsed = parse(key) if key and self.api_keys is not None else None
+        if parsed is None or self.api_keys is None:
+            return None
+        rec = self.api_keys.get(parsed[0])
+        if rec is None or rec.revoked_ms is not None or not secret_matches(parsed[1], rec.digest):
+            return None
+        return (rec.source or "api") if allows(rec.scopes, "collect:write") else None
 
     def origin_allowed(self, request: Request) -> bool:
         origin = request.headers.get("origin")
@@ -172,8 +188,16 @@ async def _collect(c: Collector, request: Request, kind: str | None) -> Response
         return _error(400, f"the body is not JSON ({e}): send one JSON object", reason="malformed_json")
     if not isinstance(doc, dict):
         return _error(400, "the body must be a JSON object", reason="malformed_json")
-    source = c.source_of(_header_key(request) or (doc.get("writeKey") if isinstance(doc.get("writeKey"), str)
-                                                    else None))
+    key = _header_key(request) or (doc.get("writeKey") if isinstance(doc.get("writeKey"), str) else None)
+    source = c.source_of(key)
+    if source is None and c.api_keys is not None:
+        try:
+            source = await asyncio.to_thread(c.api_key_source, key)
+        except RedisError as e:
+            no_redis = _error(503, f"Redis cannot be reached to check the API key ({type(e).__name__}: {e}); "
+                                   "is the stack up?")
+            no_redis.headers["Retry-After"] = str(cfg.retry_after_s)
+            return no_redis
     if source is None:
         return _unauthorized()
     if kind is None:
