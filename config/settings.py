@@ -524,6 +524,9 @@ class Settings(_Frozen):
     #: operators with the rest of the settings).
     event_schema: EventSchema = EventSchema()
     collector: CollectorSettings = CollectorSettings()
+    #: Each plugin's own section, ``plugins.NAME`` (config/plugins.py, docs/plugins.md): validated by the plugin's
+    #: ``config_model`` where the plugin runs (its worker or enricher, and ``zhongtai plugins list``).
+    plugins: dict[str, dict[str, Any]] = {}
 
     @field_validator("namespace")
     @classmethod

@@ -35,7 +35,27 @@ class HttpRequest:
     status: int
 
 
-class RecordingHttpServer:
+class LocalHttpServer:
+    """A server on 127.0.0.1 (``self.server``, a ThreadingHTTPServer a subclass builds) served by a daemon thread
+    while the ``with`` block runs."""
+
+    server: ThreadingHTTPServer
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self) -> Self:
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class RecordingHttpServer(LocalHttpServer):
     """``POST`` endpoint on 127.0.0.1 that records every request and answers ``status`` (or, per
     idempotency key, the codes queued in ``plan`` first). ``delay_s`` slows every answer."""
 
@@ -74,19 +94,6 @@ class RecordingHttpServer:
                 pass  # a client killed mid-request (the kill tests) is expected here
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def accepted(self) -> list[HttpRequest]:
         with self.lock:

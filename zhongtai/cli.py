@@ -471,6 +471,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_api",
     "zhongtai.cli_collect",
     "zhongtai.cli_keys",
+    "zhongtai.cli_plugins",
 )
 
 

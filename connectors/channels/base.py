@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from config.plugins import channel_names
 from operators.messages import Action
 
-CHANNELS = ("email", "sms", "push", "webhook", "coupon")
+#: The built-in channels and the installed channel plugins' (config/plugins.py).
+CHANNELS = channel_names()
 #: Channels addressed by the person id itself: a person the directory does not know still gets
 #: the action (coupons are issued to the account), unless the directory says they opted out.
 CONTACTLESS_CHANNELS = frozenset({"coupon"})
@@ -41,6 +43,8 @@ class Contact:
     push_token: str | None = None
     webhook_url: str | None = None
     name: str | None = None
+    #: The person's WeChat openid (of the official account / mini program that sends), for WeChat channels.
+    openid: str | None = None
     #: Channels the person opted out of (the directory's view; the job enforces consent too).
     opt_out: frozenset[str] = frozenset()
 

@@ -8,7 +8,7 @@ so a worker asks a directory owned by the CRM for the address when it delivers. 
 * ``HttpContactDirectory``: ``GET {url}/{person_id}`` returning the contact object (404: unknown).
 
 A contact object: ``{"email": ..., "phone": ..., "push_token": ..., "webhook_url": ..., "name": ...,
-"opt_out": ["sms", ...]}``; every field optional. ``lookup`` returns None for an unknown person and
+"openid": ..., "opt_out": ["sms", ...]}``; every field optional. ``lookup`` returns None for an unknown person and
 raises ``ContactLookupError`` when the directory cannot answer right now (the worker retries).
 """
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-_FIELDS = ("email", "phone", "push_token", "webhook_url", "name")
+_FIELDS = ("email", "phone", "push_token", "webhook_url", "name", "openid")
 
 
 class ContactLookupError(RuntimeError):

@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-CHANNELS = ("email", "sms", "push", "webhook", "coupon")
+from config.plugins import channel_names
+
+#: The built-in channels and the installed channel plugins' (config/plugins.py).
+CHANNELS = channel_names()
 TRIGGER_KINDS = ("event", "tag_added", "tag_removed", "pattern", "journey")
 PATTERN_KINDS = ("absence", "count", "sequence")
 CONSENT_MODES = ("opt_in", "opt_out", "none")

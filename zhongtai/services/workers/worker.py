@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -267,7 +267,7 @@ class ChannelWorker:
             return
         if contact is None and self.channel in CONTACTLESS_CHANNELS:
             contact = Contact(a.person_id)
-        suppress = _suppression(self.channel, a, contact)
+        suppress = _suppression(self.channel, a, contact, self.adapter)
         dest, closed_until = "", None
         if suppress is None:
             assert contact is not None
@@ -405,13 +405,15 @@ class ChannelWorker:
         return OutRecord(self.topics.dlq, m.key, m.value or b"", headers)
 
 
-def _suppression(channel: str, action: Action, contact: Contact | None) -> str | None:
-    """Why the action is not sent at all, or None to deliver it."""
+def _suppression(channel: str, action: Action, contact: Contact | None, adapter: Any = None) -> str | None:
+    """Why the action is not sent at all, or None to deliver it. A plugin's adapter may say where its channel
+    sends (``address(contact)``, e.g. the openid); the built-in ones use ``Contact.address``."""
     if contact is None:
         return "no_contact"
     if channel in contact.opt_out:
         return "opted_out"
-    if not contact.address(channel):
+    address = getattr(adapter, "address", None)
+    if not (address(contact) if callable(address) else contact.address(channel)):
         return "no_address"
     return None
 
@@ -434,7 +436,7 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
 
     cfg = settings.worker
     topics = WorkerTopics.of(settings.kafka, channel)
-    adapter = build_adapter(channel, cfg, clock)
+    adapter = build_adapter(channel, cfg, clock, settings.plugins)
     create_topics(settings, [topics.dlq, topics.delivery])
     client = redis_client(settings.redis)
     prefix = settings.redis.prefix
