@@ -1,7 +1,8 @@
 """``zhongtai api``: serve the REST API (docs/api.md) with uvicorn.
 
-The bearer token comes from ``api.token`` (config file or ``ZT__API__TOKEN``) or ``ZT_API_TOKEN``; it is
-never taken from the command line (it would show in ``ps``). Registered through ``_EXTENSIONS``.
+The legacy bearer token (an ``admin`` key beside the API keys of ``zhongtai keys``) comes from ``api.token``
+(config file or ``ZT__API__TOKEN``) or ``ZT_API_TOKEN``; it is never taken from the command line (it would show
+in ``ps``). Registered through ``_EXTENSIONS``.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def cmd_api(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace]
         print(f"zhongtai api: the rules file the job starts from cannot be used: {e}; fix it or pass --rules-file",
               file=sys.stderr)
         return 2
-    print(f"zhongtai api on http://{host}:{port}/ (OpenAPI at /openapi.json, metrics at /metrics; "
-          f"{'bearer token required' if secret else 'no token: open to anyone who can reach it'}); Ctrl-C stops it")
+    gate = ("bearer token required" if secret else "API keys required" if settings.api.require_keys
+            else "no token: open to anyone who can reach it")
+    print(f"zhongtai api on http://{host}:{port}/ (OpenAPI at /openapi.json, metrics at /metrics; {gate}); "
+          "Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level=args.log_level, timeout_graceful_shutdown=2)
     return 0
 

@@ -18,8 +18,10 @@ from starlette.testclient import TestClient
 
 from connectors.api_keys import KeyRecord, RedisApiKeys
 from connectors.hbase_store import HBaseStore
+from connectors.redis_experiments import RedisExperiments
 from connectors.redis_store import RedisStore
 from operators.delivery.ratelimit import take
+from operators.experiments.definitions import parse_definitions
 from tests.collector_env import collector_topic, running_collector
 from tests.helpers import ROOT, fresh_names, make_settings, read_topics
 from zhongtai.services.api.app import create_app
@@ -36,6 +38,17 @@ rules:
     trigger: {{event: [add_to_cart]}}
     actions:
       - {{channel: push, template: cart_nudge}}
+"""
+
+EXPERIMENT = """
+experiments:
+  - key: gw-test
+    version: {v}
+    unit: person
+    variants: [{{key: control, weight: 0.5}}, {{key: treatment, weight: 0.5}}]
+    start: 2026-11-01T00:00:00Z
+    assign_on: [register]
+    conversion: {{event_type: purchase, window: {w}}}
 """
 
 
@@ -176,6 +189,19 @@ def test_control_changes_are_audited_in_hbase_and_on_the_topic(settings, prefix,
         assert entries[0]["diff"] == ""
         on_topic = [json.loads(m.value()) for m in read_topics(settings, [settings.kafka.topics.audit])]
         assert sorted(on_topic, key=lambda e: e["message_id"]) == sorted(entries, key=lambda e: e["message_id"])
+
+        # an experiment: the old side is the definition the job recorded in Redis (its own writer here)
+        recorded = RedisExperiments(settings.redis, prefix=prefix)
+        recorded.write_meta(parse_definitions(EXPERIMENT.format(v=3, w="7d")))
+        recorded.close()
+        r = client.post("/v1/experiments", headers=auth, content=EXPERIMENT.format(v=4, w="3d"))
+        assert r.status_code == 202
+        [e] = client.get("/v1/audit?limit=1", headers=auth).json()["entries"]
+        assert (e["key"], e["kind"], e["id"], e["op"], e["old_version"], e["new_version"]) == (
+            key_id, "experiment", "gw-test", "upsert", 3, 4)
+        changed = [ln for ln in e["diff"].splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
+        assert changed == ['-  "window": 604800000', '+  "window": 259200000', '- "version": 3',
+                           '+ "version": 4'], e["diff"]
     finally:
         hb = HBaseStore(settings.hbase, prefix=hbase_prefix)
         hb.conn.delete_table("audit", disable=True)

@@ -182,6 +182,32 @@ def publish_experiments(settings: Settings, text: str) -> list[dict[str, Any]]:
             for d, (p, o) in zip(defs, landed, strict=True)]
 
 
+def experiments_before(settings: Settings, text: str, prefix: str | None) -> dict[str, tuple[Any, Any, int]]:
+    """For the audit log: key → (``{version, definition}`` the job recorded in Redis or None, the new definition,
+    its version) of each definition in ``text``; ``{}`` when ``text`` does not parse (the publish says why)."""
+    from connectors.redis_experiments import RedisExperiments
+    from operators.experiments.definitions import DefinitionError as ExperimentError
+    from operators.experiments.definitions import parse_definitions
+
+    try:
+        defs = parse_definitions(text, "<request body>")
+    except ExperimentError:
+        return {}
+    store = RedisExperiments(settings.redis, prefix=prefix)
+    out: dict[str, tuple[Any, Any, int]] = {}
+    try:
+        for d in defs:
+            try:
+                old = store.definition(d.key)
+            except ValueError:  # a bad recorded definition: the change is still audited, without the old side
+                old = None
+            out[d.key] = ({"version": old.version, "definition": old.to_dict()} if old else None, d.to_dict(),
+                          d.version)
+    finally:
+        store.close()
+    return out
+
+
 # ---- the app -------------------------------------------------------------------------------------
 
 
@@ -479,14 +505,19 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         """
         text = (await request.body()).decode("utf-8", errors="replace")
         try:
+            before = await _run(experiments_before, settings, text, prefix)
             published = await _run(publish_experiments, settings, text)
         except ExperimentError as e:
             return _error(422, f"{len(e.errors)} problem(s); nothing was published", problems=list(e.errors))
-        except PublishError as e:
+        except (PublishError, RedisError) as e:
             return _unavailable(e)
         now = int(clock() * 1000)
-        await _run(audit.write_logged, [entry(now, request.state.key_id, "experiment", p["key"], "upsert", None,
-                                              None, p["version"], p["message_id"]) for p in published])
+        entries = []
+        for p in published:
+            old, new, version = before.get(p["key"], (None, None, p["version"]))
+            entries.append(entry(now, request.state.key_id, "experiment", p["key"], "upsert", old, new, version,
+                                 p["message_id"]))
+        await _run(audit.write_logged, entries)
         return JSONResponse({"published": published}, status_code=202)
 
     async def get_audit(request: Request) -> Response:
