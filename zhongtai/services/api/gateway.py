@@ -88,8 +88,10 @@ class Gateway:
         if length is not None and length.isdigit() and int(length) > limit:
             await self._too_large(scope, receive, send)
             return
-        if self.store is not None or self.token is not None:
-            refused = await self._refusal(scope, route, key_id)
+        gated = self.store is not None or self.token is not None
+        if gated and keys.required_scope(scope["method"], route) is not None:
+            # one worker-thread hop for the key's look-up and its bucket (both synchronous Redis calls)
+            refused = await anyio.to_thread.run_sync(self._refusal, scope, route, key_id)
             if refused is not None:
                 await refused(scope, receive, send)
                 return
@@ -119,7 +121,7 @@ class Gateway:
         await _json(413, {"error": f"request body above api.max_body_bytes ({self.cfg.max_body_bytes} bytes); "
                                    "send less per request"})(scope, receive, send)
 
-    async def _refusal(self, scope: Scope, route: str, key_id: list[str | None]) -> JSONResponse | None:
+    def _refusal(self, scope: Scope, route: str, key_id: list[str | None]) -> JSONResponse | None:
         """The response refusing the request (401 / 403 / 429 / 503), None to let it through."""
         needed = keys.required_scope(scope["method"], route)
         if needed is None:
@@ -137,7 +139,7 @@ class Gateway:
             if parsed is None or self.store is None:
                 return self._unauthorized(_WRONG_TOKEN)
             try:
-                rec = await anyio.to_thread.run_sync(self.store.get, parsed[0])
+                rec = self.store.get(parsed[0])
             except RedisError as e:
                 return _unavailable(e)
             if rec is None or rec.revoked_ms is not None or not keys.secret_matches(parsed[1], rec.digest):
@@ -153,7 +155,7 @@ class Gateway:
         if self.store is None:
             return None
         try:
-            wait = await anyio.to_thread.run_sync(self.store.take, who, int(self.clock() * 1000), per_s, burst)
+            wait = self.store.take(who, int(self.clock() * 1000), per_s, burst)
         except RedisError as e:
             return _unavailable(e)
         if wait > 0:
