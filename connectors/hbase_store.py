@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import happybase
@@ -33,8 +33,10 @@ TABLES: dict[str, dict[str, dict]] = {
     "profile": {"b": {"max_versions": 1}, "m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}},
     "identity": {"p": {"max_versions": 1}, "e": {"max_versions": 1}},
     "actions": {"a": {"max_versions": 1}},
-    "audit": {"a": {"max_versions": 1}},
 }
+#: The API's audit log (zhongtai/services/api/audit.py): created by the API on its first entry, not by the job,
+#: which never writes it.
+AUDIT_TABLES: dict[str, dict[str, dict]] = {"audit": {"a": {"max_versions": 1}}}
 
 
 class HBaseSchemaError(RuntimeError):
@@ -74,13 +76,13 @@ class HBaseStore:
             timeout=cfg.timeout_ms, autoconnect=True,
         )
 
-    def ensure_tables(self, only: Sequence[str] | None = None) -> None:
-        """Create the missing tables (``only`` these; safe when several workers race to create the same one)."""
+    def ensure_tables(self, tables: Mapping[str, dict[str, dict]] = TABLES) -> None:
+        """Create the missing ``tables`` (safe when several workers race to create the same one)."""
         from Hbase_thrift import AlreadyExists, IOError  # happybase's generated Thrift module
 
         existing = {t.decode() for t in self.conn.tables()}
-        for name, families in TABLES.items():
-            if name not in existing and (only is None or name in only):
+        for name, families in tables.items():
+            if name not in existing:
                 try:
                     self.conn.create_table(name, families)
                     logger.info("hbase: created table %s_%s", self.prefix, name)

@@ -32,7 +32,7 @@ def shared_names(settings: Settings) -> dict[str, str]:
     consumer group (``group.*``), Kafka transactional id or id prefix (``txn.*``), Redis key prefix, HBase
     table, Flink job name and checkpoint/savepoint folder that runs with ``settings`` use."""
     from connectors.channels.base import CHANNELS
-    from connectors.hbase_store import TABLES
+    from connectors.hbase_store import AUDIT_TABLES, TABLES
     from connectors.store_log import store_log_topic
     from zhongtai.jobs.runner import RunOptions, consumer_groups, savepoint_dir, transactional_ids
     from zhongtai.services.applier import StoreApplier
@@ -44,7 +44,8 @@ def shared_names(settings: Settings) -> dict[str, str]:
     names |= {f"topic.produce.{topic.rsplit('.', 1)[-1]}": topic for topic in produced_topics(settings)}
     names |= {"topic.dlq": t.dlq, "topic.identity_changes": t.identity_changes, "topic.tag_changes": t.tag_changes,
               "topic.control": t.control, "topic.control_results": t.control_results, "topic.delivery": t.delivery,
-              "topic.store_log": store_log_topic(settings), "topic.collector": settings.collector.topic}
+              "topic.store_log": store_log_topic(settings), "topic.collector": settings.collector.topic,
+              "topic.audit": t.audit}
     for channel in CHANNELS:
         topics = WorkerTopics.of(settings.kafka, channel)
         names |= {f"topic.actions.{channel}": topics.actions, f"topic.actions_dlq.{channel}": topics.dlq,
@@ -53,7 +54,7 @@ def shared_names(settings: Settings) -> dict[str, str]:
     names |= {"group.applier": StoreApplier(settings).consumer_group, "group.workers": settings.worker.group}
     names |= {f"txn.{sink}": prefix for sink, prefix in transactional_ids(settings, opts).items()}
     names |= {"redis.prefix": settings.redis.prefix}
-    names |= {f"hbase.{table}": f"{settings.hbase.namespace}_{table}" for table in TABLES}
+    names |= {f"hbase.{table}": f"{settings.hbase.namespace}_{table}" for table in (*TABLES, *AUDIT_TABLES)}
     names |= {"flink.job_name": job_name,
               "flink.checkpoints": settings.checkpoint_url().rstrip("/") + "/" + job_name,
               "flink.savepoints": savepoint_dir(settings)}

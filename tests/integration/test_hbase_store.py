@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.hbase_store import TABLES, HBaseStore
+from connectors.hbase_store import HBaseStore
 from connectors.redis_store import StoreRow
 from tests.helpers import fresh_names, make_settings
 
@@ -27,7 +27,7 @@ def hb():
     try:
         yield store
     finally:
-        for t in TABLES:
+        for t in ("profile", "identity", "actions"):
             store.conn.disable_table(t)
             store.conn.delete_table(t)
         store.close()

@@ -59,14 +59,14 @@ class AuditLog:
 
     def __init__(self, settings: Settings, hbase_prefix: str | None = None) -> None:
         self.settings, self.hbase_prefix = settings, hbase_prefix
-        self._ready = False
+        self._ready = self._topic_ready = False
 
     def _store(self) -> Any:
-        from connectors.hbase_store import HBaseStore
+        from connectors.hbase_store import AUDIT_TABLES, HBaseStore
 
         store = HBaseStore(self.settings.hbase, prefix=self.hbase_prefix)
         if not self._ready:
-            store.ensure_tables(only=["audit"])
+            store.ensure_tables(AUDIT_TABLES)
             self._ready = True
         return store
 
@@ -84,6 +84,11 @@ class AuditLog:
             store.write_audit(rows)
         finally:
             store.close()
+        if not self._topic_ready:  # brokers that do not create topics on first use
+            from connectors.kafka_admin import create_topics
+
+            create_topics(self.settings, [self.settings.kafka.topics.audit], timeout_s=10.0)
+            self._topic_ready = True
         publish_at(self.settings, entries, topic=self.settings.kafka.topics.audit,
                    key_of=lambda e: f"{e['kind']}:{e['id']}")
 
