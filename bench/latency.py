@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from config.plugins import channel_names
 from config.settings import Settings, settings_to_json
 from zhongtai.devtools.stack._proc import inherited_env
 
@@ -228,8 +229,7 @@ def measure_latency(settings: Settings, runid: str, work: Path, rate: int = 5_00
         "p50_ms": round(_pct(lat, 0.50)) if lat else None,
         "p99_ms": round(_pct(lat, 0.99)) if lat else None,
         "max_ms": round(max(lat)) if lat else None,
-        "topics": [topic, dlq, tag_topic, *([f"{actions_prefix}{c}" for c in ("email", "sms", "push", "webhook",
-                                                                              "coupon")] if timers else [])],
+        "topics": [topic, dlq, tag_topic, *([f"{actions_prefix}{c}" for c in channel_names()] if timers else [])],
     }
     if timers:
         for kind, pre in (("action", "user_id:tp"), ("tag", "user_id:tg")):

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from config.plugins import BUILTIN_CHANNELS
 from operators.rules.engine import PersonState, evaluate
 from operators.rules.model import Event, TagChange
 from operators.rules.registry import RuleSet, apply_control
@@ -42,7 +43,7 @@ CONDITIONS = [
     "profile.views_7d > 30 and not ('seg_{k}' in tags) and event.props.price > {n}",
     "coalesce(event.props.qty, 1) * coalesce(event.props.price, 0) >= {n} and 'high_value' in tags",
 ]
-CHANNELS = ["email", "sms", "push", "webhook", "coupon"]
+CHANNELS = list(BUILTIN_CHANNELS)
 WATERMARK_DELAY_MS = 5_000
 
 

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 import orjson
 
+from config.plugins import channel_names
 from config.settings import Settings, settings_to_json
 from connectors.store_log import store_log_topic
 from zhongtai.devtools.stack._proc import inherited_env
@@ -309,7 +310,7 @@ def run_bench(
                     "flink": run_settings.flink.model_copy(update={"state_backend": "rocksdb"})})
             if name == "job_rules":
                 kwargs = {**kwargs, "rules": True, "actions_prefix": f"zt.bench.{runid}.actions."}
-                extra_topics += [f"zt.bench.{runid}.actions.{c}" for c in ("email", "sms", "push", "webhook", "coupon")]
+                extra_topics += [f"zt.bench.{runid}.actions.{c}" for c in channel_names()]
             res = _spawn(name, run_settings, kwargs, work, poller)
         except RuntimeError as e:  # one failing contender must not lose the others' numbers
             logger.error("%s", e)
