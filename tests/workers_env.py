@@ -187,9 +187,16 @@ def create(settings: Settings, topics: list[str], partitions: int = 2) -> None:
 
 
 def cleanup(settings: Settings, topics: list[str]) -> None:
+    """Delete ``topics`` and every Redis key of ``settings.redis.prefix``, which must be a test's own (never the
+    default prefix the shared stack's runs use)."""
     from confluent_kafka.admin import AdminClient
 
+    from config.settings import RedisSettings
     from connectors.channels.redis_state import redis_client
+
+    if settings.redis.prefix == RedisSettings().prefix:
+        raise ValueError(f"cleanup would delete every key of the default Redis prefix {settings.redis.prefix!r} on the "
+                         "shared stack: give the test's settings a fresh prefix (worker_settings does)")
 
     AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).delete_topics(topics, operation_timeout=10)
     r = redis_client(settings.redis)
