@@ -341,6 +341,8 @@ def test_openapi_documents_every_route(settings):
     assert {p: sorted(ops) for p, ops in doc["paths"].items()} == {
         "/v1/profiles/{identifier}": ["get"],
         "/v1/recommendations/{identifier}": ["get"],
+        "/v1/prices/{item}": ["get"],
+        "/v1/offers/{identifier}": ["get"],
         "/v1/rules": ["get", "post"],
         "/v1/rules/{id}": ["delete", "get"],
         "/v1/rules/{id}/pause": ["post"],
