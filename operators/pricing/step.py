@@ -64,7 +64,8 @@ class Tick:
 class PricingContext:
     """What every step reads besides the state: the policies in force (by event time: the latest of
     ``versions`` whose effective time is ≤ the tick), the tick, and the item → variant assignment of the
-    pricing experiment (None: no experiment, or the item is not in it)."""
+    configured pricing experiment (None: the item is not in it), used while the set in force names an
+    experiment (a control message can turn it off with ``experiment: null``)."""
 
     versions: tuple[tuple[int, Policies], ...]
     tick_ms: int = 900_000
@@ -204,7 +205,8 @@ def _tick(st: ItemState, t: int, ctx: PricingContext) -> tuple[ItemState | None,
 
 
 def _policy(st: ItemState, ts: int, ctx: PricingContext) -> PricingPolicy:
-    return ctx.policies_at(ts).get(ctx.variant_of(st.item, ts))
+    pols = ctx.policies_at(ts)
+    return pols.get(ctx.variant_of(st.item, ts) if pols.experiment else None)
 
 
 def bounds(rails: Rails, cost: int, base: int, map_price: int | None) -> tuple[int, int, dict[str, int]]:
@@ -221,8 +223,8 @@ def bounds(rails: Rails, cost: int, base: int, map_price: int | None) -> tuple[i
 
 def reprice(st: ItemState, t: int, ctx: PricingContext) -> tuple[ItemState, PriceChange | None]:
     """The list price at tick ``t`` from the settled state; the state with the new price and hour anchor."""
-    variant = ctx.variant_of(st.item, t)
     pols = ctx.policies_at(t)
+    variant = ctx.variant_of(st.item, t) if pols.experiment else None
     pol = pols.get(variant)
     rails = pol.rails_for(st.category)
     hour = t // HOUR_MS

@@ -14,13 +14,18 @@ The stream, with t0 a whole hour (tick 15 min, demand window 1 h, rails: margin 
   quiet until a stock update at t0+2h10m → 100.00 at t0+2h15m (policy v2 ignores the competitor).
 * an add_to_cart of A by u1 at t0+50m fires the rule ``cart_offer`` (30 % off A): the offer, decided against
   the list price in force then (90.00), is capped at 20 % → 72.00.
+* u2 buys A at 90.00 at t0+55m (demand 5 more, which moves no price above).
+* C: 5 in store sh-001, none in bj-001 (cost 50.00, base 80.00) → 84.00 at t0+15m (low stock, +5 %); carts of C
+  with a city fire ``pickup_offer`` ("claim online, pick up in store", 10 %): u3 in sh gets 75.60 at sh-001,
+  u4 in bj is refused (not in stock nearby).
 * a page view of Z (never stocked: never priced) at t0+3h20m.
+* a pricing experiment (unit item, both variants on the standard policy): each record names the item's variant
+  and the experiments' statistics count A's revenue in A's variant.
 
-Worked by hand (the same arithmetic as tests/unit/test_pricing.py), at parallelism 1: at parallelism 2 the
-bounded job ends without firing the keyed operators' event-time timers at all (the person operator's neither:
-0 timers in its log), so the ticks after the last watermark never run there; the arrival-order independence
-the second parallelism would show is tested on the step (tests/unit/test_pricing.py). The negative control is
-the default job (``pricing.enabled`` off): no ``price:`` / ``offers:`` key at all.
+Worked by hand (the same arithmetic as tests/unit/test_pricing.py), at parallelism 1 and 2. The inputs are
+never idle before the end (``job.source_idle_timeout_ms`` far away): with the default 10 s, on a loaded machine,
+the bounded job ended twice without firing any keyed timer (the person operator's neither) and priced nothing. The negative control is the default job
+(``pricing.enabled`` off): no ``price:`` / ``offers:`` key at all.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from confluent_kafka import Producer
 from starlette.testclient import TestClient
 
 from connectors.hbase_store import TABLES, HBaseStore
+from connectors.redis_experiments import RedisExperiments
 from connectors.redis_store import RedisStore
+from operators.experiments.definitions import assign, load_definitions
 from operators.identity.model import person_id
 from tests.helpers import fresh_names, make_settings, read_topics
 from zhongtai.jobs.runner import RunOptions, run_events_job
@@ -49,9 +56,30 @@ rules:
   - id: cart_offer
     version: 1
     trigger: {event: [add_to_cart]}
+    condition: "event.props.city is null"
     actions:
       - {channel: coupon, template: item_offer,
          params: {offer: true, item_id: "${event.props.item_id}", discount_pct: 30, valid_ms: 86400000}}
+  - id: pickup_offer
+    version: 1
+    trigger: {event: [add_to_cart]}
+    condition: "event.props.city is not null"
+    actions:
+      - {channel: coupon, template: claim_online_pick_up_in_store,
+         params: {offer: true, item_id: "${event.props.item_id}", discount_pct: 10, pickup_city: "${event.props.city}"}}
+"""
+
+
+EXPERIMENTS = """
+experiments:
+  - key: price-test
+    version: 1
+    unit: item
+    variants: [{key: control, weight: 0.5}, {key: treatment, weight: 0.5}]
+    start: 2026-01-01T00:00:00Z
+    assign_on: [page_view]
+    conversion: {event_type: purchase, window: 7d}
+    revenue: {event_type: purchase, window: 7d}
 """
 
 
@@ -64,6 +92,11 @@ def _stream(t0: int) -> list[tuple[str, str, int, dict]]:
     out += [(f"u{i % 4}", "page_view", t0 + 16 * M + i * 1000, {"item_id": "A"}) for i in range(12)]
     out += [(crawler, "competitor_price", t0 + 31 * M, {"sku": "A", "competitor": "jd", "price": "90.00"}),
             ("u1", "add_to_cart", t0 + 50 * M, {"item_id": "A"}),
+            ("u2", "purchase", t0 + 55 * M, {"item_id": "A", "price": "90.00", "order_id": "o1"}),
+            (erp, "inventory", t0 + 4000, {"sku": "C", "store_id": "sh-001", "qty": 5, "cost": "50.00", "price": "80.00"}),
+            (erp, "inventory", t0 + 5000, {"sku": "C", "store_id": "bj-001", "qty": 0}),
+            ("u3", "add_to_cart", t0 + 52 * M, {"item_id": "C", "city": "sh"}),
+            ("u4", "add_to_cart", t0 + 53 * M, {"item_id": "C", "city": "bj"}),
             (erp, "inventory", t0 + 130 * M, {"sku": "B", "qty": 30}),
             ("u9", "page_view", t0 + 200 * M, {"item_id": "Z"})]
     return out
@@ -72,8 +105,16 @@ def _stream(t0: int) -> list[tuple[str, str, int, dict]]:
 def _run(enabled: bool, parallelism: int, tmp_path) -> dict:
     n = fresh_names()
     topic = f"zt.t{n.tag}.pricing"
-    settings = make_settings(pricing={"enabled": enabled}, flink={"parallelism": parallelism},
-                             kafka={"topics": {"pricing": topic}})
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(EXPERIMENTS, encoding="utf-8")
+    # both variants price with the standard policy here (tests/unit/test_pricing.py gives them different ones):
+    # what this run shows is the variant in every record and the revenue per variant in the statistics
+    settings = make_settings(pricing={"enabled": enabled, "experiment": "price-test",
+                                      "variants": {"control": "standard", "treatment": "standard"}},
+                             flink={"parallelism": parallelism}, kafka={"topics": {"pricing": topic}},
+                             # no input idle before the end: an idle input's final watermark fires no timer
+                             job={"source_idle_timeout_ms": 600_000},
+                             experiments={"definitions_file": str(experiments)})
     t0 = (int(time.time() * 1000) - 6 * 3_600_000) // 3_600_000 * 3_600_000
     p = Producer({"bootstrap.servers": settings.kafka.bootstrap})
     for i, (user, etype, ts, props) in enumerate(_stream(t0)):
@@ -89,7 +130,7 @@ def _run(enabled: bool, parallelism: int, tmp_path) -> dict:
     rules.write_text(RULES, encoding="utf-8")
     run_events_job(settings, RunOptions(bounded=True, group=n.group, topic_pattern=n.topic_pattern, dlq_topic=n.dlq,
                                         redis_prefix=n.prefix, hbase_prefix=n.prefix, resume=False, job_name=n.job,
-                                        experiments=False, rules=True, rules_file=str(rules),
+                                        experiments=enabled, rules=True, rules_file=str(rules),
                                         actions_prefix=f"zt.t{n.tag}.actions.", attribution=False))
     store = RedisStore(settings.redis, prefix=n.prefix)
     hb = HBaseStore(settings.hbase, prefix=n.prefix)
@@ -106,10 +147,14 @@ def _run(enabled: bool, parallelism: int, tmp_path) -> dict:
         out["api_offers"] = client.get(f"/v1/offers/user_id:u1?at={t0 + 60 * M}").json()
         out["api_offers_later"] = client.get(f"/v1/offers/user_id:u1?at={t0 + 50 * M + 86_400_000}").json()
         out["history"] = {i: [(r["ts_ms"] - t0, r["price_cents"], r["reasons"]) for r in hb.price_history(i)]
-                          for i in "AB"}
+                          for i in "ABC"}
         out["offer_history"] = hb.offer_history(u1)
+        out["pickup"] = {u: hb.offer_history(person_id(f"user_id:{u}")) for u in ("u3", "u4")}
         out["topic"] = [(dict(m.headers())["zt.kind"].decode(), orjson.loads(m.value()))
                         for m in read_topics(settings, [topic])]
+        exp = RedisExperiments(settings.redis, prefix=n.prefix)
+        out["exp"] = {v: exp.raw("price-test", v) for v in ("control", "treatment")}
+        exp.close()
         out["control"] = [orjson.loads(m.value()) for m in read_topics(settings, [settings.kafka.topics.control_results])
                           if dict(m.headers() or []).get("zt.kind") == b"pricing"]
         return out
@@ -133,10 +178,16 @@ EXPECTED_A = [(15 * M, 10000, ["base"]), (30 * M, 10500, ["demand_surge"]),
 EXPECTED_B = [(15 * M, 9975, ["competitor_match", "floor"]), (135 * M, 10000, ["base"])]
 
 
-def test_exact_prices_offers_and_records_through_the_job(tmp_path) -> None:
-    out = _run(True, 1, tmp_path)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_exact_prices_offers_and_records_through_the_job(parallelism: int, tmp_path) -> None:
+    out = _run(True, parallelism, tmp_path)
     t0 = out["t0"]
-    assert out["history"] == {"A": EXPECTED_A, "B": EXPECTED_B}
+    assert out["history"] == {"A": EXPECTED_A, "B": EXPECTED_B, "C": [(15 * M, 8400, ["low_stock"])]}
+    # claim online, pick up in store: u3 (city sh) gets C at sh-001, which has it; u4 (bj) is refused
+    (sh,), (bj,) = out["pickup"]["u3"], out["pickup"]["u4"]
+    assert (sh["granted"], sh["offer_cents"], sh["pickup_store"], sh["rule_id"], sh["reasons"]) == (
+        True, 7560, "sh-001", "pickup_offer", ["pickup_in_store"])
+    assert (bj["granted"], bj["reasons"]) == (False, ["not_in_stock_nearby"])
     a = out["price"]["A"]
     assert (int(a["price_cents"]), int(a["ts_ms"]), a["policy"], a["reasons"]) == (10000, t0 + 180 * M, "standard",
                                                                                    "base")
@@ -152,13 +203,22 @@ def test_exact_prices_offers_and_records_through_the_job(tmp_path) -> None:
     assert [(r["offer_id"], r["granted"], r["offer_cents"]) for r in out["offer_history"]] == [
         (offer["offer_id"], True, 7200)]
     kinds = sorted(k for k, _ in out["topic"])
-    assert kinds == ["offer"] + ["price"] * (len(EXPECTED_A) + len(EXPECTED_B))
+    assert kinds == ["offer"] * 3 + ["price"] * (len(EXPECTED_A) + len(EXPECTED_B) + 1)
     jd = next(r for k, r in out["topic"] if k == "price" and r["ts_ms"] == t0 + 45 * M)
     assert (jd["inputs"]["competitors"], jd["policy_set_version"]) == ({"used": {"jd": 9000}, "ignored": {}}, 1)
     v2 = next(r for k, r in out["topic"] if k == "price" and r["ts_ms"] == t0 + 120 * M)
     assert (v2["inputs"]["competitors"], v2["policy_set_version"]) == (
         {"used": {}, "ignored": {"jd": "policy_ignores_competitors"}}, 2)
     assert out["control"] == [{"kind": "pricing", "ok": True, "version": 2, "reason": "installed"}]
+    # the pricing experiment: A and Z (viewed) are its units, each in its variant; A's 90.00 purchase is its
+    # variant's revenue in the experiments' own statistics (unit item)
+    (defn,) = load_definitions(tmp_path / "experiments.yaml")
+    var = {i: defn.variations[assign(defn, i, t0)] for i in "AZ"}
+    assert jd["variant"] == var["A"] and v2["variant"] is None  # v2's set names no experiment
+    for v in ("control", "treatment"):
+        h = out["exp"][v]
+        assert (int(h.get("units", 0)), h.get("rev_sum", "0.00") if v == var["A"] else None) == (
+            sum(x == v for x in var.values()), "90.00" if v == var["A"] else None), (v, h)
 
 
 def test_the_default_job_prices_nothing(tmp_path) -> None:

@@ -405,3 +405,63 @@ def test_the_pure_modules_import_without_pyflink_or_a_client() -> None:
             "assert bad == ['pyflink'], bad\nprint('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ---- a pricing policy as an experiment variant -----------------------------------------------------------
+
+_EXPERIMENT = """
+experiments:
+  - key: price-test
+    version: 1
+    unit: {unit}
+    variants: [{{key: control, weight: 0.5}}, {{key: flat, weight: 0.5}}]
+    start: 2026-01-01T00:00:00Z
+    assign_on: [page_view]
+    conversion: {{event_type: purchase, window: 7d}}
+    revenue: {{event_type: purchase, window: 7d}}
+"""
+
+
+def _experiment_settings(tmp_path, unit: str = "item"):
+    from config.settings import load_settings
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(_EXPERIMENT.format(unit=unit), encoding="utf-8")
+    return load_settings(overrides={"experiments": {"definitions_file": str(path)}, "pricing": {
+        "enabled": True, "experiment": "price-test", "variants": {"control": "standard", "flat": "flat"},
+        "policies": [{"name": "standard", "rails": {"*": RAILS}},
+                     {"name": "flat", "rails": {"*": {**RAILS, "max_markup": 0.0}}}]}})
+
+
+def test_the_experiment_assigns_each_item_its_policy(tmp_path) -> None:
+    from operators.experiments.definitions import assign, load_definitions
+    from pipelines.pricing import experiment_definition, pricing_context
+
+    settings = _experiment_settings(tmp_path)
+    ctx = pricing_context(settings.pricing, experiment_definition(settings))
+    (defn,) = load_definitions(tmp_path / "experiments.yaml")
+    items = [f"sku-{i}" for i in range(40)]
+    variant = {i: defn.variations[assign(defn, i, T0)] for i in items}
+    assert set(variant.values()) == {"control", "flat"}
+    for item in items:
+        st = None
+        stream = [_inv(T0 + 1, "i1"), *(ItemInput(T0 + TICK + j, f"v{j}", "page_view") for j in range(12))]
+        for m in stream:
+            st, _ = step(st, m, m.ts_ms, ctx, item)
+        outs = []
+        for t in (T0 + TICK, T0 + 2 * TICK):
+            st, o = step(st, Tick(t), t, ctx)
+            outs += o
+        last = outs[-1].record
+        # the surge is +5 % under the standard policy; the flat policy's ceiling is the base
+        expected = {"control": (10500, "standard"), "flat": (10000, "flat")}[variant[item]]
+        assert (last["price_cents"], last["policy"], last["variant"]) == (*expected, variant[item]), item
+
+
+def test_a_pricing_experiment_of_persons_is_refused(tmp_path) -> None:
+    from operators.pricing.policy import PricingPolicyError
+    from pipelines.pricing import experiment_definition
+
+    with pytest.raises(PricingPolicyError, match="never persons"):
+        experiment_definition(_experiment_settings(tmp_path, unit="person"))
+    assert experiment_definition(_experiment_settings(tmp_path))["unit"] == "item"  # negative control
