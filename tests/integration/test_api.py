@@ -285,7 +285,7 @@ def test_experiment_publish_sends_the_cli_messages(settings):
     r = client.post("/v1/experiments", content=EXPERIMENT.replace("unit: person", "unit: planet"))
     assert (r.status_code, r.json()) == (422, {
         "error": "1 problem(s); nothing was published",
-        "problems": ["<request body>:5: experiments[0].unit: must be one of person, device, got 'planet'"]})
+        "problems": ["<request body>:5: experiments[0].unit: must be one of person, device, item, got 'planet'"]})
     assert len(read_topic(settings, control)) == 1
 
 

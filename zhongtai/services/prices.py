@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from operators.pricing.policy import LIST_PRICE_POLICY
-from zhongtai.services.profiles import PERSON_ID, person_key
+from zhongtai.services.profiles import resolve_person
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
@@ -46,11 +46,9 @@ def get_offers(settings: Settings, identifier: str, now_ms: int, prefix: str | N
     still valid at ``now_ms``, oldest first; ``{}`` when no person has the identifier."""
     from connectors.redis_store import RedisStore
 
-    by_person = PERSON_ID.match(identifier) is not None
-    key = identifier if by_person else person_key(settings, identifier)
     store = RedisStore(settings.redis, prefix=prefix)
     try:
-        pid = key if by_person else store.person_of(key)
+        key, pid = resolve_person(settings, store, identifier)
         if pid is None:
             return {}
         offers = [o for o in store.offers(pid) if int(o.get("expires_ms", 0)) > now_ms]
