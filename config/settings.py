@@ -51,6 +51,8 @@ class KafkaTopics(_Frozen):
     audit: str = "zt.audit"
     #: The job's transactional store log is ``<store_log_prefix><consumer group>`` (docs/semantics.md).
     store_log_prefix: str = "zt.store."
+    #: Every list-price change and offer decision with its inputs and reasons (docs/pricing.md).
+    pricing: str = "zt.pricing"
 
 
 class KafkaSettings(_Frozen):
@@ -426,6 +428,43 @@ class RecsSettings(_Frozen):
     max_purchased: int = Field(50, ge=1, le=1000)
 
 
+class PricingSettings(_Frozen):
+    """Dynamic list prices and personal offers (docs/pricing.md): a stage of the job, off unless ``enabled``."""
+
+    enabled: bool = False
+    #: Personalised list prices (a different list price for identical conditions) are refused, and this
+    #: setting has no other value: E-commerce Law of the PRC art. 18, SAMR 2021 rules. Use offers instead.
+    personalised_list_prices: Literal["refused"] = "refused"
+    #: Prices are decided at event-time ticks on multiples of this (and demand is bucketed by it).
+    tick_ms: int = Field(900_000, ge=60_000, le=86_400_000)
+    #: An item's state is dropped this long after its last input (event time).
+    item_ttl_ms: int = Field(90 * 86_400_000, gt=0)
+    #: The control version of the configured set; a control message must carry a higher one.
+    version: int = Field(1, ge=1)
+    default: str = "standard"
+    #: The policies (operators/pricing/policy.py: name, demand/stock/competitor rules, rails per category);
+    #: parsed when the job is built (``pipelines.pricing.pricing_context``: config cannot import operators).
+    policies: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "standard"}])
+    #: An experiment (experiments.definitions_file, unit item) whose variants map to policies in ``variants``.
+    experiment: str | None = None
+    variants: dict[str, str] = Field(default_factory=dict)
+    #: Offers are asked for by rule actions of this channel with ``params.offer: true``.
+    offer_channel: str = "coupon"
+    #: An offer's validity when the action does not say (``params.valid_ms``).
+    offer_valid_ms: int = Field(7 * 86_400_000, gt=0)
+    #: ``{prefix}:offers:{person}`` expires this long after its last write (the API drops expired offers).
+    offer_key_ttl_s: int = Field(30 * 86_400, gt=0)
+
+    @field_validator("personalised_list_prices", mode="before")
+    @classmethod
+    def _refused(cls, v: Any) -> Any:
+        if v != "refused":
+            raise ValueError("pricing.personalised_list_prices can only be 'refused': a different list price for "
+                             "identical conditions is unlawful (E-commerce Law of the PRC art. 18, SAMR 2021 rules "
+                             "on big-data price discrimination); give a person an offer instead (docs/pricing.md)")
+        return v
+
+
 class ApiSettings(_Frozen):
     """``zhongtai api`` (docs/api.md). With ``token`` set (or env ``ZT_API_TOKEN``), every route but
     ``/healthz`` needs ``Authorization: Bearer <token>``."""
@@ -518,6 +557,7 @@ class Settings(_Frozen):
     experiments: ExperimentSettings = ExperimentSettings()
     api: ApiSettings = ApiSettings()
     recs: RecsSettings = RecsSettings()
+    pricing: PricingSettings = PricingSettings()
     #: The declared event schema's file (docs/schema.md); empty: the shipped config/schema.yaml.
     schema_file: str = ""
     #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's

@@ -7,7 +7,8 @@ the same row the Redis profile applies), family ``i`` the person's identifiers; 
 identifier (``p:pid`` its person, ``e:<ts>:<other>`` its edge log); ``actions`` row = action id
 (``a:status``, ``a:record``, ``a:ts`` its audit; ``a:c:<purchase event id>`` a purchase attributed to it);
 ``audit`` row = :func:`audit_row` (newest first), ``a:e`` the JSON entry of one control change made through
-the API (docs/api.md, "Audit").
+the API (docs/api.md, "Audit"); ``prices`` row = item (``c:<ts 13 digits>`` each list-price change's record), ``offers`` row = person
+(``o:<ts 13 digits>:<offer id>`` each offer decision's record, granted or refused; docs/pricing.md).
 A bucket cell is written with its absolute value from Flink state, so a replay writes the same
 cell again: idempotent, and order-independent because one bucket is owned by one aggregate key.
 Lifetime totals and rolling windows are derived from the buckets by ``operators.profile_windows``.
@@ -33,6 +34,8 @@ TABLES: dict[str, dict[str, dict]] = {
     "profile": {"b": {"max_versions": 1}, "m": {"max_versions": 1}, "t": {"max_versions": 1}, "i": {"max_versions": 1}},
     "identity": {"p": {"max_versions": 1}, "e": {"max_versions": 1}},
     "actions": {"a": {"max_versions": 1}},
+    "prices": {"c": {"max_versions": 1}},
+    "offers": {"o": {"max_versions": 1}},
 }
 #: The API's audit log (zhongtai/services/api/audit.py): created by the API on its first entry, not by the job,
 #: which never writes it.
@@ -140,6 +143,11 @@ class HBaseStore:
             elif r.kind == "cx":  # a purchase attributed to this action: a:c:<purchase event id>
                 eid = json.loads(r.s1 or "{}").get("purchase_event_id", "")
                 cells["actions", key, f"a:c:{eid}".encode()] = (r.s1 or "").encode()
+            elif r.kind == "pr":
+                cells["prices", key, f"c:{r.bucket:013d}".encode()] = (r.s1 or "").encode()
+            elif r.kind == "po":
+                oid = json.loads(r.s1 or "{}").get("offer_id", "")
+                cells["offers", key, f"o:{r.bucket:013d}:{oid}".encode()] = (r.s1 or "").encode()
             elif r.kind in ("t", "tr"):
                 cells["profile", key, f"t:{r.s1}".encode()] = str(r.bucket).encode() if r.kind == "t" else b""
             elif r.kind == "e":
@@ -165,6 +173,16 @@ class HBaseStore:
         """The purchases attributed to an action: purchase event id → conversion JSON (``a:c:*`` cells)."""
         row = self.conn.table("actions").row(action_id.encode())
         return {k.decode()[4:]: v.decode() for k, v in row.items() if k.startswith(b"a:c:")}
+
+    def price_history(self, item: str) -> list[dict]:
+        """The item's list-price changes (records), oldest first."""
+        row = self.conn.table("prices").row(item.encode(), columns=[b"c"])
+        return [json.loads(v) for _, v in sorted(row.items()) if v]
+
+    def offer_history(self, person: str) -> list[dict]:
+        """The person's offer decisions (records, granted or refused), oldest first."""
+        row = self.conn.table("offers").row(person.encode(), columns=[b"o"])
+        return [json.loads(v) for _, v in sorted(row.items()) if v]
 
     def tags(self, pid: str) -> dict[str, int]:
         row = self.conn.table("profile").row(pid.encode(), columns=[b"t"])

@@ -59,7 +59,11 @@ class StoreRow:
     kind ``s``: pipeline total, ``key`` = name, ``n1`` = value;
     kind ``ri``: item ``key``'s similar items, ``s1`` = the whole list as JSON ``[[item, score]...]``
     (``state.recs.encode_neighbours_row``; ``[]`` deletes ``{prefix}:rec:item:{key}``);
-    kind ``rp``: person ``key``'s recommender window, ``s1`` = ``state.recs.encode_window_row`` (``""``: deleted).
+    kind ``rp``: person ``key``'s recommender window, ``s1`` = ``state.recs.encode_window_row`` (``""``: deleted);
+    kind ``pr``: item ``key``'s list price from ``bucket`` (ms) on, ``n1`` = cents, ``s1`` = the change's record
+    (``operators.pricing.step.PriceChange.record``); ``{prefix}:price:{key}``;
+    kind ``po``: an offer decision for person ``key`` at ``bucket``, ``n1`` = offer cents (0: refused), ``n2`` =
+    the TTL (s) of ``{prefix}:offers:{key}``, ``s1`` = the record (``operators.pricing.offers.Offer.record``).
     """
 
     kind: str
@@ -162,6 +166,14 @@ class RedisStore:
     def rec_person_key(self, person: str) -> str:
         return f"{self.prefix}:rec:person:{person}"
 
+    def price_key(self, item: str) -> str:
+        """``{prefix}:price:{item}``: hash of the item's list price (docs/pricing.md)."""
+        return f"{self.prefix}:price:{item}"
+
+    def offers_key(self, person: str) -> str:
+        """``{prefix}:offers:{person}``: hash offer id → the granted offer's record (JSON)."""
+        return f"{self.prefix}:offers:{person}"
+
     @property
     def stats_key(self) -> str:
         return f"{self.prefix}:stats"
@@ -254,6 +266,18 @@ class RedisStore:
                     pipe.set(self.rec_person_key(r.key), r.s1)
                 else:
                     pipe.delete(self.rec_person_key(r.key))
+            elif r.kind == "pr":  # the whole price hash from the change's record (absolute: replay-safe)
+                rec = orjson.loads(r.s1 or "{}")
+                pipe.hset(self.price_key(r.key), mapping={
+                    "price_cents": r.n1, "ts_ms": r.bucket, "policy": rec.get("policy") or "",
+                    "variant": rec.get("variant") or "", "reasons": ",".join(rec.get("reasons") or ()),
+                    "record": r.s1 or "{}"})
+                pipe.sadd(f"{self.prefix}:price:items", r.key)
+            elif r.kind == "po":  # granted offers only (refusals are history: HBase and the pricing topic)
+                if r.n1 > 0:
+                    rec = orjson.loads(r.s1 or "{}")
+                    pipe.hset(self.offers_key(r.key), rec.get("offer_id", ""), r.s1 or "{}")
+                    pipe.expire(self.offers_key(r.key), max(1, r.n2))
             else:  # pragma: no cover - the SQL only produces the kinds above
                 raise ValueError(f"redis store: unknown row kind {r.kind!r} for key {r.key!r}")
         for op, pid, ident in moves.members:
@@ -310,6 +334,16 @@ class RedisStore:
     def rec_window(self, person: str) -> str | None:
         """The person's recommender window as the job wrote it (``state.recs.decode_window_row``), or None."""
         return self.client.get(self.rec_person_key(person))
+
+    def price(self, item: str) -> dict[str, str]:
+        """The item's list-price hash (``price_cents``, ``ts_ms``, ``policy``, ``variant``, ``reasons``,
+        ``record``), empty when the job has priced nothing for it."""
+        return self.client.hgetall(self.price_key(item))
+
+    def offers(self, person: str) -> list[dict[str, Any]]:
+        """The person's granted offers (records), oldest first; expired ones included (the reader decides)."""
+        recs = [orjson.loads(v) for v in self.client.hvals(self.offers_key(person))]
+        return sorted(recs, key=lambda r: (r.get("ts_ms", 0), r.get("offer_id", "")))
 
     def action_counters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.client.hgetall(f"{self.prefix}:actions").items()}

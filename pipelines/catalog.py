@@ -87,6 +87,9 @@ VIEWS: tuple[View, ...] = (
     View("zt_recs_rows", "recs", "append",
          ("kind", "k", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3", "s1"),
          "recommendations: each item's whole top-K list (ri) and each person's window (rp) (recs.enabled)"),
+    View("zt_pricing_rows", "pricing", "append",
+         ("kind", "k", "bucket", "n1", "n2", "n3", "n4", "n5", "amount", "t1", "t2", "t3", "s1"),
+         "list-price changes (pr, key item) and offer decisions (po, key person) (pricing.enabled)"),
 )
 CATALOG: dict[str, View] = {v.name: v for v in VIEWS}
 
@@ -102,6 +105,7 @@ PRIVATE_PREFIXES: dict[str, tuple[str, ...]] = {
     "attribution": ("zt_conversion_",),
     "experiments": ("zt_exp_", "zt_control_results_experiments"),
     "recs": ("zt_recs_",),
+    "pricing": ("zt_pricing_",),
 }
 
 

@@ -165,8 +165,8 @@ def experiment_statements(
     Needs :func:`definitions_statements` with ``defs_prefix`` first and ``assign_function`` registered
     (:func:`assign_udf`; for targeting, with the Redis settings where the job keeps the person tags).
     """
-    if unit not in ("person", "device"):
-        raise ValueError(f"experiment_statements: unit must be person or device, got {unit!r}")
+    if unit not in ("person", "device", "item"):
+        raise ValueError(f"experiment_statements: unit must be person, device or item, got {unit!r}")
     p, d = prefix, defs_prefix
     ttl, look, forever = state_ttl_ms, lookup_ttl_ms, _FOREVER_MS
     valid_unit = "unit IS NOT NULL AND unit <> '' AND ts_ms IS NOT NULL"

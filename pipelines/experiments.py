@@ -32,6 +32,9 @@ _SOURCES = {
     "device": "SELECT event_type, ts_ms, id_device_id AS unit, amount, exp_key, variation FROM zt_unique "
               "WHERE id_device_id IS NOT NULL",
 }
+#: Items (a pricing experiment's unit: docs/pricing.md), in a job with ``pricing.enabled`` only.
+_ITEM_SOURCE = ("SELECT event_type, ts_ms, item_id AS unit, amount, exp_key, variation FROM zt_person_events "
+                "WHERE item_id IS NOT NULL AND item_id <> ''")
 #: Tables the event job registers for the raw control topic (the shared view first) and its results.
 _CONTROL_SOURCES = ("zt_control", "zt_control_source")
 _CONTROL_RESULTS = "zt_control_results"
@@ -201,7 +204,8 @@ FROM zt_control_results_experiments""")
     if control_source is not None:
         stmt_set.add_insert_sql("INSERT INTO zt_exp_sink SELECT zt_exp_meta(exp_key, packed) FROM zt_exp_control_rows")
     cols = ", ".join(EXPERIMENT_STORE_COLUMNS)
-    for unit, source in _SOURCES.items():
+    sources = {**_SOURCES, "item": _ITEM_SOURCE} if settings.pricing.enabled else _SOURCES
+    for unit, source in sources.items():
         prefix = f"zt_exp_{unit}"
         t_env.execute_sql(f"CREATE TEMPORARY VIEW {prefix}_source AS {source}")
         t_env.create_temporary_function(f"{prefix}_store",

@@ -20,6 +20,8 @@ store            every Redis/HBase upsert of the above as one row shape (the sto
 rules            the engine's actions to their topics, counters and audit rows (rules on)
 attribution      purchases attributed to delivered actions (rules on)
 recs             item-to-item recommendations: item lists and person windows as store rows (recs.enabled)
+pricing          list prices within guard rails and personal offers: store rows and the pricing topic
+                 (pricing.enabled)
 experiments      assignment and per-variant statistics (experiments on)
 store_insert     THE one INSERT into the store sink (the union of every stage's store rows)
 naive            the per-event HINCRBY negative control (tests only)
@@ -69,6 +71,7 @@ class JobTables:
     actions_control: str | None = None
     actions_control_prefix: str | None = None
     delivery_source: str | None = None
+    pricing: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,20 @@ def _recs(b: Build) -> None:
     b.store_views.append("zt_recs_rows")
 
 
+def _pricing(b: Build) -> None:
+    from pipelines.events import CONTROL_VIEW
+    from pipelines.pricing import attach_pricing, control_results_insert, topic_insert
+
+    control = CONTROL_VIEW if b.has(CONTROL_VIEW) else None
+    attach_pricing(b.t_env, b.settings, actions_view="zt_actions" if b.has("zt_actions") else None,
+                   control_view=control)
+    b.store_views.append("zt_pricing_rows")
+    if b.tables.pricing:
+        b.stmt_set.add_insert_sql(topic_insert(b.tables.pricing))
+    if b.tables.control_results and control:
+        b.stmt_set.add_insert_sql(control_results_insert(b.tables.control_results))
+
+
 def _store_insert(b: Build) -> None:
     from pipelines.events import Sinks, store_insert
 
@@ -270,6 +287,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("rules", ("zt_actions", "zt_suppressed"), _rules, _rules_on),
     Stage("attribution", ("zt_person_events",), _attribution, lambda b: _rules_on(b) and b.plan.attribution),
     Stage("recs", ("zt_person_events",), _recs, lambda b: b.settings.recs.enabled),
+    Stage("pricing", ("zt_person_events",), _pricing, lambda b: b.settings.pricing.enabled),
     Stage("store_insert", ("zt_store_rows",), _store_insert),
     Stage("experiments", ("zt_person_events", "zt_unique"), _experiments, lambda b: b.plan.experiments),
     Stage("naive", ("zt_unique",), _naive, lambda b: b.plan.naive_prefix is not None),

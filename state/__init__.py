@@ -46,6 +46,10 @@ DECLARATIONS: tuple[StateDecl, ...] = (
               "none: the step drops the norm recs.pair_ttl_ms after its last update, by event time"),
     StateDecl("recs-neighbours-v1", "state.recs", "value", "item",
               "none: capped at max_neighbours x 1.25; pairs dropped recs.pair_ttl_ms after their last update"),
+    StateDecl("pricing-item-v1", "state.pricing", "value", "item",
+              "none: the step drops the item pricing.item_ttl_ms after its last input, by event time"),
+    StateDecl("pricing-control-log-v1", "state.pricing", "broadcast map", "-",
+              "none: the accepted pricing policy sets (at most 16 kept by the step)"),
     StateDecl("experiments-registry-v2", "state.experiments", "value", "the registry (one key)",
               "none: the definitions live as long as the job"),
 )

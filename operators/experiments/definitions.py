@@ -69,7 +69,9 @@ __all__ = [
     "validate_file",
 ]
 
-UNITS = ("person", "device")
+#: ``item``: a pricing experiment assigns items, never persons (docs/pricing.md); its statistics run only in a
+#: job with ``pricing.enabled``.
+UNITS = ("person", "device", "item")
 #: The stream encodes a variation index in 10 bits (pipelines/experiment_stats.py).
 MAX_VARIANTS = 1024
 CONTROL_KIND = "experiment"

@@ -285,7 +285,7 @@ def test_experiment_publish_sends_the_cli_messages(settings):
     r = client.post("/v1/experiments", content=EXPERIMENT.replace("unit: person", "unit: planet"))
     assert (r.status_code, r.json()) == (422, {
         "error": "1 problem(s); nothing was published",
-        "problems": ["<request body>:5: experiments[0].unit: must be one of person, device, got 'planet'"]})
+        "problems": ["<request body>:5: experiments[0].unit: must be one of person, device, item, got 'planet'"]})
     assert len(read_topic(settings, control)) == 1
 
 
@@ -341,6 +341,8 @@ def test_openapi_documents_every_route(settings):
     assert {p: sorted(ops) for p, ops in doc["paths"].items()} == {
         "/v1/profiles/{identifier}": ["get"],
         "/v1/recommendations/{identifier}": ["get"],
+        "/v1/prices/{item}": ["get"],
+        "/v1/offers/{identifier}": ["get"],
         "/v1/rules": ["get", "post"],
         "/v1/rules/{id}": ["delete", "get"],
         "/v1/rules/{id}/pause": ["post"],

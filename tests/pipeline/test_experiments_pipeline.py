@@ -221,7 +221,7 @@ def test_generated_stream_exercises_every_path():
 
 
 def test_statements_refuse_an_unknown_unit():
-    with pytest.raises(ValueError, match="unit must be person or device"):
+    with pytest.raises(ValueError, match="unit must be person, device or item"):
         experiment_statements("src", unit="session")
 
 

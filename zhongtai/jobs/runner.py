@@ -226,7 +226,7 @@ def transactional_ids(settings: Settings, opts: RunOptions) -> dict[str, str]:
     """The Kafka transactional-id prefix of each exactly-once sink of the job: two jobs that share one fence
     each other, so they derive from the job name (``--txn-prefix`` replaces it)."""
     root = opts.transactional_id_prefix or opts.job_name_for(settings)
-    ids = {sink: f"{root}-{sink}" for sink in ("identity", "tags", "control", "store", "actions")}
+    ids = {sink: f"{root}-{sink}" for sink in ("identity", "tags", "control", "store", "actions", "pricing")}
     return {"dlq": opts.transactional_id_prefix or f"{root}-dlq", **ids}
 
 
@@ -319,11 +319,18 @@ def register_events_job(t_env: StreamTableEnvironment, settings: Settings, opts:
             delivery = "zt_delivery_source"
             t_env.execute_sql(delivery_source_ddl(delivery, settings, topic=topic, bounded=opts.bounded,
                                                   group=groups["delivery"]))
+    pricing_out = None
+    if settings.pricing.enabled:  # docs/pricing.md: every price change and offer decision on a topic
+        create_topics(settings, [settings.kafka.topics.pricing])
+        pricing_out = "zt_pricing_topic"
+        t_env.execute_sql(dlq_sink_ddl(pricing_out, settings.kafka, topic=settings.kafka.topics.pricing,
+                                       transactional_id_prefix=txn["pricing"]))
     tables = JobTables(source="zt_source", dlq="zt_dlq", store="zt_store_sink", store_udf=store_fn,
                        identity_changes="zt_identity_out", tag_changes="zt_tags_out",
                        control_source="zt_control_source", control_results="zt_control_results",
                        actions=actions, actions_prefix=prefix, actions_control=actions_control,
-                       actions_control_prefix=opts.actions_control_prefix, delivery_source=delivery)
+                       actions_control_prefix=opts.actions_control_prefix, delivery_source=delivery,
+                       pricing=pricing_out)
     plan = JobPlan(ruleset=ruleset, attribution=opts.attribution, experiments=opts.experiments,
                    redis_prefix=opts.redis_prefix,
                    naive_prefix=(opts.naive_prefix or f"{opts.redis_prefix or settings.redis.prefix}:naive")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from config.settings import Settings
 from operators.pii import pseudonymise
@@ -22,6 +23,15 @@ def person_key(settings: Settings, identifier: str) -> str:
 
 #: A person id as the identity graph makes it (``operators.identity.model.person_id``).
 PERSON_ID = re.compile(r"^p[0-9a-f]{16}$")
+
+
+def resolve_person(settings: Settings, store: Any, identifier: str) -> tuple[str, str | None]:
+    """``identifier`` (``type:value`` or a person id) → (the identifier as stored, its person or None), read from
+    ``store`` (a ``connectors.redis_store.RedisStore``). ``ValueError`` for a malformed identifier."""
+    if PERSON_ID.match(identifier) is not None:
+        return identifier, identifier
+    key = person_key(settings, identifier)
+    return key, store.person_of(key)
 
 
 def get_profile(settings: Settings, identifier: str, as_of: int | None = None,

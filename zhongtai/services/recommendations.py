@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from operators.recs.recommend import recommend
 from state.recs import decode_window_row
-from zhongtai.services.profiles import PERSON_ID, person_key
+from zhongtai.services.profiles import resolve_person
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
@@ -47,11 +47,9 @@ def get_recommendations(settings: Settings, identifier: str, k: int = 10,
 
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}; got {k}")
-    by_person = PERSON_ID.match(identifier) is not None
-    key = identifier if by_person else person_key(settings, identifier)
     store = RedisStore(settings.redis, prefix=prefix)
     try:
-        pid = key if by_person else store.person_of(key)
+        key, pid = resolve_person(settings, store, identifier)
         if pid is None:
             return {}
         items = person_recommendations(store, pid, k)

@@ -7,6 +7,9 @@ Routes (JSON in and out; every error is ``{"error": "...what to do"}`` plus deta
   profile; 400 malformed, 404 unknown;
 - ``GET /v1/recommendations/{identifier}?k=10``: the person's recommended items with scores
   (``zhongtai.services.recommendations``; empty until the job, with ``recs.enabled``, has seen their items);
+- ``GET /v1/prices/{item}``: the item's list price and what it was made of (``zhongtai.services.prices``; the
+  same for everyone, docs/pricing.md), 404 when not priced; ``GET /v1/offers/{identifier}?at=ms``: the
+  person's offers still valid (now, or at ``at``);
 - ``GET /v1/rules``, ``GET /v1/rules/{id}``, ``POST /v1/rules`` (a YAML / JSON definitions document:
   422 with every problem, 409 when the job would reject it, else 202 with the control message id),
   ``POST /v1/rules/{id}/pause|resume``, ``DELETE /v1/rules/{id}``: ``zhongtai.services.api.rules``, the same
@@ -45,6 +48,8 @@ from starlette.schemas import SchemaGenerator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.control import PublishError, ReadError
+from zhongtai.services.prices import get_offers as person_offers
+from zhongtai.services.prices import get_price as item_price
 from zhongtai.services.profiles import get_profile as get_person_profile
 from zhongtai.services.recommendations import get_recommendations as person_recommendations
 
@@ -311,6 +316,46 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         def look_up(ident: str) -> Awaitable[Any]:
             k = _int_param(request, "k")
             return _run(person_recommendations, settings, ident, 10 if k is None else k, prefix)
+
+        return await _by_identifier(request, look_up)
+
+    async def get_price(request: Request) -> Response:
+        """An item's list price.
+        ---
+        summary: "The item's list price in force, with its inputs and reasons (docs/pricing.md); the same for everyone"
+        parameters:
+          - {name: item, in: path, required: true, schema: {type: string}}
+        responses:
+          200: {description: "{item, price, price_cents, since_ms, policy, variant, reasons, explanation, list_price_policy}"}
+          404: {description: "the job has not priced this item (pricing.enabled off, or no inventory event yet)"}
+        """
+        item = request.path_params["item"]
+        try:
+            out = await _run(item_price, settings, item, prefix)
+        except RedisError as e:
+            return _unavailable(e)
+        if not out:
+            return _error(404, f"no list price for item {item!r} (prefix {prefix or settings.redis.prefix!r}); the "
+                               "job prices an item once pricing.enabled is on and an inventory event gave its cost "
+                               "and base price")
+        return JSONResponse(out)
+
+    async def get_offers(request: Request) -> Response:
+        """A person's offers.
+        ---
+        summary: "The person's personal offers still valid (docs/pricing.md)"
+        parameters:
+          - {name: identifier, in: path, required: true, schema: {type: string},
+             description: "type:value or a person id, as for /v1/profiles"}
+          - {name: at, in: query, schema: {type: integer}, description: "valid at this epoch ms (default: now)"}
+        responses:
+          200: {description: "{identifier, person, offers: [{offer_id, item, offer_price, list_price, expires_ms, ...}]}"}
+          400: {description: "malformed identifier or at"}
+          404: {description: "no person has this identifier"}
+        """
+        def look_up(ident: str) -> Awaitable[Any]:
+            at = _int_param(request, "at")
+            return _run(person_offers, settings, ident, int(time.time() * 1000) if at is None else at, prefix)
 
         return await _by_identifier(request, look_up)
 
@@ -616,6 +661,8 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
     routes: list[BaseRoute] = [
         Route("/v1/profiles/{identifier:path}", get_profile, methods=["GET"]),
         Route("/v1/recommendations/{identifier:path}", get_recommendations, methods=["GET"]),
+        Route("/v1/prices/{item:path}", get_price, methods=["GET"]),
+        Route("/v1/offers/{identifier:path}", get_offers, methods=["GET"]),
         Route("/v1/rules", list_rules, methods=["GET"]),
         Route("/v1/rules", post_rules, methods=["POST"]),
         Route("/v1/rules/{id}", get_rule, methods=["GET"]),

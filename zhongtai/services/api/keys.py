@@ -56,6 +56,9 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/experiments/{key}"): "experiments:read",
     ("POST", "/v1/experiments"): "experiments:write",
     ("GET", "/v1/audit"): "audit:read",
+    # list prices are the same for everyone but still the business's data; offers are a person's
+    ("GET", "/v1/prices/{item:path}"): "profiles:read",
+    ("GET", "/v1/offers/{identifier:path}"): "profiles:read",
     ("GET", "/metrics"): "metrics:read",
 }
 

@@ -229,6 +229,14 @@ def create_app(
         except RedisError as e:
             return JSONResponse({"error": _failure(e)}, status_code=503)
 
+    async def api_prices(request: Request) -> Response:
+        from .prices import latest_prices
+
+        try:
+            return JSONResponse(await anyio.to_thread.run_sync(latest_prices, dash.store))
+        except RedisError as e:
+            return JSONResponse({"error": _failure(e)}, status_code=503)
+
     async def healthz(request: Request) -> Response:
         try:
             await anyio.to_thread.run_sync(dash.store.client.ping)
@@ -264,6 +272,7 @@ def create_app(
         Route("/api/funnel", api_funnel),
         Route("/api/experiments", api_experiments),
         Route("/api/recs/pairs", api_recs_pairs),
+        Route("/api/prices", api_prices),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
     ]

@@ -101,6 +101,11 @@ HTML = r"""<!doctype html>
     <h2>Top recommendation pairs <span class="dim" style="text-transform:none">(item-to-item similarity; recs.enabled)</span></h2>
     <div id="recs"></div>
   </section>
+
+  <section class="w12">
+    <h2>Latest list prices <span class="dim" style="text-transform:none">(the same for everyone; pricing.enabled)</span></h2>
+    <div id="prices"></div>
+  </section>
 </main>
 <script>
 "use strict";
@@ -282,6 +287,18 @@ function renderRecs(r) {
 
 function loadRecs() { fetch("api/recs/pairs").then((res) => res.json()).then(renderRecs).catch(() => {}); }
 
+function renderPrices(r) {
+  const box = $("prices"); box.replaceChildren();
+  if (!r.prices || !r.prices.length) { box.appendChild(cell("div", "no prices yet", {class: "empty", "data-testid": "no-prices"})); return; }
+  const tbl = document.createElement("table");
+  tbl.appendChild(row(["item", "price", "since", "policy", "reasons"].map((x) => cell("th", x))));
+  for (const p of r.prices) tbl.appendChild(row([cell("td", p.item), cell("td", dec(p.price_cents / 100, 2), {"data-testid": `price-${p.item}`}),
+    cell("td", new Date(p.since_ms).toISOString()), cell("td", p.policy + (p.variant ? ` (${p.variant})` : "")), cell("td", p.reasons.join(", "))]));
+  box.appendChild(tbl);
+}
+
+function loadPrices() { fetch("api/prices").then((res) => res.json()).then(renderPrices).catch(() => {}); }
+
 function render(s) {
   if (!s) return;
   renderHealth(s); renderFunnel(s); renderTags(s); renderExperiments(s);
@@ -303,6 +320,7 @@ function connect() {
 }
 connect();
 loadRecs(); setInterval(loadRecs, 15000);
+loadPrices(); setInterval(loadPrices, 15000);
 </script>
 </body>
 </html>
