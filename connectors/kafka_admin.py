@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from connectors.kafka_security import client_config
+
 if TYPE_CHECKING:  # pragma: no cover
     from config import Settings
 
@@ -23,7 +25,7 @@ def list_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(client_config(settings.kafka))
     try:
         names = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as e:
@@ -53,7 +55,7 @@ def create_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(client_config(settings.kafka))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [n for n in wanted if n not in existing]
     if not missing:
@@ -83,7 +85,7 @@ def records_in(settings: Settings, topics: list[str], timeout_s: float = 10.0) -
     """The records the topics hold now (sum over their partitions of high − low watermark)."""
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "zt-admin-watermarks",
+    c = Consumer({**client_config(settings.kafka), "group.id": "zt-admin-watermarks",
                   "enable.auto.commit": False})
     try:
         meta = c.list_topics(timeout=timeout_s)

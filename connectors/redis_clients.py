@@ -48,17 +48,19 @@ def redis_address(cfg: RedisSettings) -> str:
 
 
 def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> Client:
-    """The one way zhongtai connects to Redis (string replies, the configured db and password).
+    """The one way zhongtai connects to Redis (string replies, the configured db, ACL user and password;
+    a component's own user comes from ``Settings.for_component``).
 
     Standalone: a lazy ``redis.Redis`` (no round trip yet). Cluster: a ``RedisCluster`` that asks the
     startup nodes for the slot map now; when none answers, ``redis.ConnectionError`` naming the nodes
     (the same error a standalone client raises on its first command)."""
     if cfg.mode != "cluster":
-        return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, password=_password(cfg),
+        return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.username, password=_password(cfg),
                            decode_responses=True, socket_timeout=socket_timeout)
     try:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(cfg)],
-                            password=_password(cfg), decode_responses=True, socket_timeout=socket_timeout,
+                            username=cfg.username, password=_password(cfg), decode_responses=True,
+                            socket_timeout=socket_timeout,
                             socket_connect_timeout=min(socket_timeout, 5.0))
     except RedisClusterException as e:
         raise redis.ConnectionError(f"{redis_address(cfg)}: no startup node answers with a slot map ({e}); "
@@ -67,7 +69,7 @@ def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> Client:
 
 def node_client(cfg: RedisSettings, host: str, port: int, socket_timeout: float = 2) -> redis.Redis:
     """A client of one server, whatever the mode: the local stack's health probes and cluster set-up."""
-    return redis.Redis(host=host, port=port, password=_password(cfg), decode_responses=True,
+    return redis.Redis(host=host, port=port, username=cfg.username, password=_password(cfg), decode_responses=True,
                        socket_timeout=socket_timeout)
 
 

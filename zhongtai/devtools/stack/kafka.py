@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from connectors.kafka_security import client_config
+
 from ._proc import Log, Paths, java, run_checked, spawn
 from .jars import HERE, lib_dir
 
@@ -126,7 +128,7 @@ def probe(settings: Settings) -> bool:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(
-        {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
+        {**client_config(settings.kafka), "socket.timeout.ms": 2000, "log_level": 0}
     )
     md = admin.list_topics(timeout=2)
     return bool(md.brokers)
