@@ -131,3 +131,23 @@ def execute_scripted(client: Client, scripts: Sequence[Script], fill: Callable[[
             for s in scripts:
                 s.sha = client.script_load(s.script)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def component_acl_rules(cfg: RedisSettings) -> dict[str, str]:
+    """The Redis ACL rules (``ACL SETUSER name <rules>``) each component's user needs, least privilege within
+    the key prefix (a tenant's namespace qualifies it: ``a.zt:*`` holds nothing of tenant ``b``).
+    docs/security.md explains them; the local stack writes them into its ACL file.
+
+    * ``job`` / ``applier``: the writers of the live store (Lua scripts, ``WATCH``/``MULTI`` included);
+    * ``api``: reads only (a script it runs cannot write either: scripts run with the caller's rights);
+    * ``worker``: writes only its ledger (``dlv``) and rate-limit (``rate``) keys, reads the rest."""
+    p = cfg.prefix
+    safe = "+@connection -@dangerous"
+    writer = f"resetkeys ~{p}:* resetchannels -@all +@read +@write +@scripting +@transaction {safe}"
+    return {
+        "job": writer,
+        "applier": writer,
+        "api": f"resetkeys ~{p}:* resetchannels -@all +@read +@scripting {safe} -@write",
+        "worker": f"resetkeys %RW~{p}:dlv:* %RW~{p}:rate:* %R~{p}:* resetchannels -@all +@read +@write +@scripting "
+                  f"+@transaction {safe}",
+    }

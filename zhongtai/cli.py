@@ -26,8 +26,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides.setdefault("flink", {})["parallelism"] = args.parallelism
     if getattr(args, "namespace", None) is not None:
         overrides["namespace"] = args.namespace
-    return load_settings(args.config, overrides=overrides).for_component(
-        VERB_COMPONENT.get(getattr(args, "verb", ""), "admin"))  # type: ignore[arg-type]
+    settings = load_settings(args.config, overrides=overrides)
+    if getattr(args, "verb", "") == "stack":  # the local stack creates every component's users
+        return settings
+    return settings.for_component(VERB_COMPONENT.get(getattr(args, "verb", ""), "admin"))  # type: ignore[arg-type]
 
 
 # ---- stack ------------------------------------------------------------------------------------

@@ -111,3 +111,29 @@ def test_the_development_hmac_secret_is_refused_off_this_machine(where: dict) ->
 def test_the_development_secret_is_fine_on_the_local_stack() -> None:
     assert load_settings(env={}).pii.hmac_secret.get_secret_value() == DEV_HMAC_SECRET
     assert load_settings(env={}, overrides={"kafka": {"bootstrap": "localhost:9092,127.0.0.2:9093"}})
+
+
+def test_docs_list_the_acls_the_code_grants() -> None:
+    """docs/security.md's two tables are exactly what ``component_acls`` and ``component_acl_rules`` grant."""
+    from connectors.kafka_admin import component_acls
+    from connectors.redis_clients import component_acl_rules
+    from tests.helpers import ROOT
+
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    s = load_settings(env={})
+    for component, rows in component_acls(s).items():
+        cell = "<br>".join(f"{r} `{n}` ({p.lower()}): {', '.join(ops)}" for r, n, p, ops in rows)
+        assert f"| {component} | {cell} |" in doc
+    for component, rules in component_acl_rules(s.redis).items():
+        assert f"| {component} | `{rules}` |" in doc
+
+
+def test_an_api_instance_serves_only_its_tenants_prefix() -> None:
+    from zhongtai.services.api.tenant import TenantError, tenant_prefix
+
+    a = load_settings(env={}, overrides={"namespace": "brand-a"})
+    assert tenant_prefix(a, None) == "brand-a.zt" and tenant_prefix(a, "brand-a.legacy") == "brand-a.legacy"
+    for other in ("brand-b.zt", "zt", "brand-aa.zt"):
+        with pytest.raises(TenantError, match=f"tenant 'brand-a' cannot serve the Redis prefix '{other}'"):
+            tenant_prefix(a, other)
+    assert tenant_prefix(load_settings(env={}), "anything") == "anything"  # no tenant: no binding
