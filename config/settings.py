@@ -55,6 +55,52 @@ class KafkaTopics(_Frozen):
     pricing: str = "zt.pricing"
 
 
+#: The Kafka client classes inside Flink's SQL connector jar are relocated (shaded) to this package; a JAAS
+#: login module named in a Kafka table's ``properties.sasl.jaas.config`` must carry it.
+FLINK_KAFKA_SHADED = "org.apache.flink.kafka.shaded."
+
+
+def _quotable_password(v: SecretStr) -> SecretStr:
+    raw = v.get_secret_value()
+    if not raw or not raw.isprintable() or any(c in raw for c in "\"\\ "):
+        raise ValueError("a password must be printable, without spaces, quotes or backslashes (it is quoted in a "
+                         "JAAS line and an ACL rule): generate one with `openssl rand -hex 24`")
+    return v
+
+
+class KafkaSecurity(_Frozen):
+    """How every Kafka client of zhongtai authenticates (docs/security.md): the job's Kafka tables, the admin
+    client, the applier, the workers, the API, the collector's producer and the control producers all read it
+    (``connectors/kafka_security.py`` turns it into client properties).
+
+    ``PLAINTEXT`` (the local stack's default) sends no credentials. ``SASL_PLAINTEXT`` / ``SASL_SSL``
+    authenticate ``username`` with SCRAM; ``SSL`` / ``SASL_SSL`` verify the broker against ``ca_file``
+    (PEM; empty: the system's CAs). Each component can have its own principal: ``security.components``."""
+
+    protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str = ""
+    password: SecretStr | None = None
+    ca_file: str = ""
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @field_validator("password")
+    @classmethod
+    def _quotable(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is None else _quotable_password(v)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSecurity:
+        if self.sasl and (not self.username or self.password is None):
+            raise ValueError(f"kafka.security.protocol is {self.protocol} but the SCRAM username or password is "
+                             "missing: set kafka.security.username and kafka.security.password (env "
+                             "ZT__KAFKA__SECURITY__PASSWORD), or security.components.<component>.kafka")
+        return self
+
+
 class KafkaSettings(_Frozen):
     bootstrap: str = "127.0.0.1:9092"
     topics: KafkaTopics = KafkaTopics()
@@ -65,6 +111,7 @@ class KafkaSettings(_Frozen):
     partitions: int = Field(2, ge=1)
     #: Transaction timeout asked of the broker by the exactly-once sink (must be ≤ the broker's cap).
     transaction_timeout_ms: int = Field(600_000, ge=1_000)
+    security: KafkaSecurity = KafkaSecurity()
 
 
 class RedisSettings(_Frozen):
@@ -79,6 +126,9 @@ class RedisSettings(_Frozen):
     #: A comma-separated string is accepted (``ZT__REDIS__NODES=h:7001,h:7002``).
     nodes: tuple[str, ...] = ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003")
     db: int = 0
+    #: Redis ACL user (``AUTH username password``); None: the ``default`` user (``requirepass``).
+    #: Each component can have its own: ``security.components.<component>.redis``.
+    username: str | None = None
     password: SecretStr | None = None
     #: Key prefix of every key zhongtai writes (``{prefix}:id:...``).
     prefix: str = "zt"
@@ -194,9 +244,14 @@ class JobSettings(_Frozen):
     applier_batch: int = Field(5_000, ge=1)
 
 
+#: The built-in development HMAC secret: accepted only while every service is on this machine (the local
+#: stack) or ``security.allow_dev_secrets`` is set (``Settings._no_dev_secret_in_production``).
+DEV_HMAC_SECRET = "zhongtai-dev-secret-change-me"
+
+
 class PiiSettings(_Frozen):
     #: Keyed HMAC secret for phone and e-mail (ASCII). Override it in production.
-    hmac_secret: SecretStr = SecretStr("zhongtai-dev-secret-change-me")
+    hmac_secret: SecretStr = SecretStr(DEV_HMAC_SECRET)
     default_country_code: str = "86"
 
     @field_validator("hmac_secret")
@@ -540,6 +595,47 @@ class CollectorSettings(_Frozen):
         return [o.strip() for o in v.split(",") if o.strip()] if isinstance(v, str) else v
 
 
+class Credentials(_Frozen):
+    """A user name and its password (a Kafka SCRAM principal or a Redis ACL user)."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+    @field_validator("password")
+    @classmethod
+    def _quotable(cls, v: SecretStr) -> SecretStr:
+        return _quotable_password(v)
+
+
+class ComponentCredentials(_Frozen):
+    """What one component authenticates as; None: the shared ``kafka.security`` / ``redis`` credentials."""
+
+    kafka: Credentials | None = None
+    redis: Credentials | None = None
+
+
+#: The processes that can have credentials of their own (docs/security.md lists the ACLs each needs).
+#: ``job`` is the event job (``zhongtai run`` also runs its applier in-process with them); ``admin`` every
+#: other verb (``stack``, ``produce``, ``rules publish``, ``names`` ...).
+Component = Literal["job", "applier", "api", "worker", "collector", "admin"]
+
+
+class SecuritySettings(_Frozen):
+    """Credentials per component and the production guard (docs/security.md)."""
+
+    #: Accept the built-in development ``pii.hmac_secret`` although a service is not on this machine (a demo
+    #: with docker compose). Never in production: pseudonyms made with a public secret can be reversed.
+    allow_dev_secrets: bool = False
+    #: Per component: its Kafka SCRAM principal and Redis ACL user (``Settings.for_component`` picks one);
+    #: ``ZT__SECURITY__COMPONENTS__API__REDIS__PASSWORD=...``.
+    components: dict[Component, ComponentCredentials] = {}
+
+
+def _is_local(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class Settings(_Frozen):
     #: Puts every shared name (topics, groups, transactional ids, Redis prefix, HBase tables, job name) of
     #: this configuration in its own namespace: ``load_settings`` qualifies them (config/namespace.py).
@@ -567,6 +663,7 @@ class Settings(_Frozen):
     #: Each plugin's own section, ``plugins.NAME`` (config/plugins.py, docs/plugins.md): validated by the plugin's
     #: ``config_model`` where the plugin runs (its worker or enricher, and ``zhongtai plugins list``).
     plugins: dict[str, dict[str, Any]] = {}
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("namespace")
     @classmethod
@@ -584,6 +681,47 @@ class Settings(_Frozen):
             raise ValueError(f"identifier types {', '.join(unlimited)} have no identity.max_per_person: add the most "
                              "identifiers of that type one person may hold (e.g. member_card: 1)")
         return self
+
+    def remote_services(self) -> list[str]:
+        """The configured services that are not on this machine (``kafka.bootstrap``, Redis, HBase)."""
+        addrs = [("kafka.bootstrap", a.strip()) for a in self.kafka.bootstrap.split(",") if a.strip()]
+        if self.redis.mode == "cluster":
+            addrs += [("redis.nodes", n) for n in self.redis.nodes]
+        else:
+            addrs.append(("redis.host", f"{self.redis.host}:{self.redis.port}"))
+        addrs.append(("hbase.host", f"{self.hbase.host}:{self.hbase.port}"))
+        return [f"{key} {addr}" for key, addr in addrs if not _is_local(addr.rpartition(":")[0] or addr)]
+
+    @model_validator(mode="after")
+    def _no_dev_secret_in_production(self) -> Settings:
+        if self.pii.hmac_secret.get_secret_value() != DEV_HMAC_SECRET or self.security.allow_dev_secrets:
+            return self
+        remote = self.remote_services()
+        if remote:
+            raise ValueError(
+                f"pii.hmac_secret is the built-in development secret, but {remote[0]} is not on this machine: set "
+                "your own secret in pii.hmac_secret (env ZT__PII__HMAC_SECRET; generate one with `openssl rand -hex "
+                "32`) before identities reach a shared Kafka or Redis, or set security.allow_dev_secrets: true for "
+                "a throw-away demo (docs/security.md)"
+            )
+        return self
+
+    def for_component(self, component: Component) -> Settings:
+        """These settings as ``component`` uses them: its own Kafka principal and Redis user (when
+        ``security.components`` names them) in ``kafka.security`` and ``redis``, and no other component's
+        credentials (the job ships its settings to every TaskManager: only its own go)."""
+        own = self.security.components.get(component, ComponentCredentials())
+        kafka_sec = self.kafka.security
+        if own.kafka is not None:
+            kafka_sec = kafka_sec.model_copy(update={"username": own.kafka.username, "password": own.kafka.password})
+        redis = self.redis
+        if own.redis is not None:
+            redis = redis.model_copy(update={"username": own.redis.username, "password": own.redis.password})
+        return self.model_copy(update={
+            "kafka": self.kafka.model_copy(update={"security": kafka_sec}),
+            "redis": redis,
+            "security": self.security.model_copy(update={"components": {}}),
+        })
 
     @field_validator("flink")
     @classmethod

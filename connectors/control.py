@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from connectors.kafka_security import client_config
+
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
 
@@ -58,7 +60,7 @@ def publish_at(settings: Settings, messages: Iterable[Mapping[str, Any]], *, top
                 landed[i] = (msg.partition(), msg.offset())
         return report
 
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
+    producer = Producer({**client_config(settings.kafka), "enable.idempotence": True})
     n = 0
     for m in messages:
         key = key_of(m) if key_of else f"{m.get('kind')}:{m.get('identifier') or m.get('name') or m.get('key')}"
@@ -106,7 +108,7 @@ def _record(m: Any) -> TopicRecord:
 def _consumer(settings: Settings) -> Any:
     from confluent_kafka import Consumer
 
-    return Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"zt-read-{uuid.uuid4().hex[:12]}",
+    return Consumer({**client_config(settings.kafka), "group.id": f"zt-read-{uuid.uuid4().hex[:12]}",
                      "isolation.level": "read_committed", "enable.auto.commit": False,
                      "enable.partition.eof": True, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
 
@@ -216,7 +218,7 @@ def kafka_error(settings: Settings, *, timeout_s: float = 3.0) -> str | None:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=timeout_s)
+        AdminClient(client_config(settings.kafka)).list_topics(timeout=timeout_s)
     except KafkaException as e:
         return f"Kafka at {settings.kafka.bootstrap} does not answer ({e.args[0]}); is the stack up (`zhongtai stack status`)?"
     return None

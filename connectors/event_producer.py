@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from connectors.kafka_security import client_config
+
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import Settings
 
@@ -42,7 +44,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     """The librdkafka configuration of the collector's producer."""
     c = settings.collector
     return {
-        "bootstrap.servers": settings.kafka.bootstrap,
+        **client_config(settings.kafka),
         "enable.idempotence": True,
         "acks": "all",
         "max.in.flight.requests.per.connection": 5,

@@ -1,8 +1,13 @@
-"""Flink SQL DDL for the Kafka tables of the event job (the connector jar comes from Maven Central)."""
+"""Flink SQL DDL for the Kafka tables of the event job (the connector jar comes from Maven Central).
+
+Every table carries ``kafka.security`` (``connectors.kafka_security.table_properties``): with SASL its DDL
+holds the job's JAAS line, password included; print a DDL only through ``kafka_security.redact``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from connectors.kafka_security import table_properties
 
 if TYPE_CHECKING:  # pragma: no cover
     from config.settings import KafkaSettings
@@ -38,7 +43,7 @@ def source_ddl(name: str, kafka: KafkaSettings, *, topic_pattern: str | None = N
     opts = {
         "connector": "kafka",
         "topic-pattern": topic_pattern or kafka.topics.events,
-        "properties.bootstrap.servers": kafka.bootstrap,
+        **table_properties(kafka),
         "properties.group.id": group or kafka.consumer_group,
         "properties.isolation.level": "read_committed",
         "properties.partition.discovery.interval.ms": "10000",
@@ -76,7 +81,7 @@ def dlq_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str | None = None, e
     opts = {
         "connector": "kafka",
         "topic": topic or kafka.topics.dlq,
-        "properties.bootstrap.servers": kafka.bootstrap,
+        **table_properties(kafka),
         "sink.delivery-guarantee": "exactly-once" if exactly_once else "at-least-once",
         "properties.transaction.timeout.ms": str(kafka.transaction_timeout_ms),
     }
@@ -113,7 +118,7 @@ def store_log_sink_ddl(name: str, kafka: KafkaSettings, *, topic: str, transacti
     opts = {
         "connector": "kafka",
         "topic": topic,
-        "properties.bootstrap.servers": kafka.bootstrap,
+        **table_properties(kafka),
         "key.format": "raw",
         "key.fields": "k",
         "value.format": "json",

@@ -48,17 +48,19 @@ def redis_address(cfg: RedisSettings) -> str:
 
 
 def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> Client:
-    """The one way zhongtai connects to Redis (string replies, the configured db and password).
+    """The one way zhongtai connects to Redis (string replies, the configured db, ACL user and password;
+    a component's own user comes from ``Settings.for_component``).
 
     Standalone: a lazy ``redis.Redis`` (no round trip yet). Cluster: a ``RedisCluster`` that asks the
     startup nodes for the slot map now; when none answers, ``redis.ConnectionError`` naming the nodes
     (the same error a standalone client raises on its first command)."""
     if cfg.mode != "cluster":
-        return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, password=_password(cfg),
+        return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.username, password=_password(cfg),
                            decode_responses=True, socket_timeout=socket_timeout)
     try:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(cfg)],
-                            password=_password(cfg), decode_responses=True, socket_timeout=socket_timeout,
+                            username=cfg.username, password=_password(cfg), decode_responses=True,
+                            socket_timeout=socket_timeout,
                             socket_connect_timeout=min(socket_timeout, 5.0))
     except RedisClusterException as e:
         raise redis.ConnectionError(f"{redis_address(cfg)}: no startup node answers with a slot map ({e}); "
@@ -67,7 +69,7 @@ def redis_client(cfg: RedisSettings, socket_timeout: float = 30) -> Client:
 
 def node_client(cfg: RedisSettings, host: str, port: int, socket_timeout: float = 2) -> redis.Redis:
     """A client of one server, whatever the mode: the local stack's health probes and cluster set-up."""
-    return redis.Redis(host=host, port=port, password=_password(cfg), decode_responses=True,
+    return redis.Redis(host=host, port=port, username=cfg.username, password=_password(cfg), decode_responses=True,
                        socket_timeout=socket_timeout)
 
 
@@ -129,3 +131,23 @@ def execute_scripted(client: Client, scripts: Sequence[Script], fill: Callable[[
             for s in scripts:
                 s.sha = client.script_load(s.script)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def component_acl_rules(cfg: RedisSettings) -> dict[str, str]:
+    """The Redis ACL rules (``ACL SETUSER name <rules>``) each component's user needs, least privilege within
+    the key prefix (a tenant's namespace qualifies it: ``a.zt:*`` holds nothing of tenant ``b``).
+    docs/security.md explains them; the local stack writes them into its ACL file.
+
+    * ``job`` / ``applier``: the writers of the live store (Lua scripts, ``WATCH``/``MULTI`` included);
+    * ``api``: reads only (a script it runs cannot write either: scripts run with the caller's rights);
+    * ``worker``: writes only its ledger (``dlv``) and rate-limit (``rate``) keys, reads the rest."""
+    p = cfg.prefix
+    safe = "+@connection -@dangerous"
+    writer = f"resetkeys ~{p}:* resetchannels -@all +@read +@write +@scripting +@transaction {safe}"
+    return {
+        "job": writer,
+        "applier": writer,
+        "api": f"resetkeys ~{p}:* resetchannels -@all +@read +@scripting {safe} -@write",
+        "worker": f"resetkeys %RW~{p}:dlv:* %RW~{p}:rate:* %R~{p}:* resetchannels -@all +@read +@write +@scripting "
+                  f"+@transaction {safe}",
+    }

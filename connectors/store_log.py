@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from connectors.kafka_security import client_config
 from connectors.redis_store import StoreRow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +93,7 @@ class StoreLogReader:
 
         self.topic = topic
         self._consumer = Consumer({
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **client_config(settings.kafka),
             "group.id": group,
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
@@ -211,7 +212,7 @@ def wait_for_topic(settings: Settings, topic: str, timeout_s: float) -> bool:
     """True once ``topic`` exists (the job creates it at start), False after ``timeout_s``."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(client_config(settings.kafka))
     deadline = time.monotonic() + timeout_s
     while True:
         if topic in admin.list_topics(timeout=10).topics:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from connectors.channels.base import CHANNELS
+from connectors.kafka_security import table_properties
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -51,6 +52,7 @@ def actions_sink_ddl(name: str, settings: Settings, transactional_id_prefix: str
                          "use exactly-once (the default) unless you are testing duplicates")
     k = settings.kafka
     topics = ";".join(f"{prefix}{c}" for c in CHANNELS)
+    client = "".join(f"\n  '{key}' = '{value}'," for key, value in table_properties(k).items())
     if delivery == "at-least-once":
         guarantee = "'sink.delivery-guarantee' = 'at-least-once'"
     else:
@@ -64,8 +66,7 @@ CREATE TEMPORARY TABLE {name} (
   ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'
 ) WITH (
   'connector' = 'kafka',
-  'topic' = '{topics}',
-  'properties.bootstrap.servers' = '{k.bootstrap}',
+  'topic' = '{topics}',{client}
   'format' = 'raw',
   {guarantee},
   'properties.transaction.timeout.ms' = '{k.transaction_timeout_ms}'

@@ -121,7 +121,9 @@ def read_topics(settings: Settings, topics: list[str], idle_polls: int = 3) -> l
     messages; stops after ``idle_polls`` empty one-second polls."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"chk-{uuid.uuid4().hex[:8]}",
+    from connectors.kafka_security import client_config
+
+    c = Consumer({**client_config(settings.kafka), "group.id": f"chk-{uuid.uuid4().hex[:8]}",
                   "isolation.level": "read_committed", "auto.offset.reset": "earliest", "enable.auto.commit": False})
     parts = []
     for t in topics:

@@ -83,3 +83,21 @@ def private_kafka(tmp_path: Path, **overrides: Any) -> contextlib.AbstractContex
     """A running single-node KRaft broker (broker and controller on free ports, its own log dir)."""
     return _running(_private("kafka", tmp_path, kafka={"bootstrap": f"127.0.0.1:{free_port()}"},
                              stack={"kafka_controller_port": free_port()}, **overrides))
+
+
+@contextlib.contextmanager
+def private_secured(tmp_path: Path, **overrides: Any) -> Iterator[Settings]:
+    """A running SECURED Kafka (SASL_PLAINTEXT + SCRAM, the authorizer on, each component's principal and ACLs)
+    and Redis (ACL users, the default user off) on free ports, in one private ``stack.run_dir``; yields their
+    settings (the super user's: ``.for_component(name)`` gives a component's). ``overrides`` must name the
+    credentials: ``kafka.security``, ``redis.username``/``password`` and ``security.components``."""
+    kafka, redis = dict(overrides.pop("kafka", {})), dict(overrides.pop("redis", {}))
+    stack = {"run_dir": str(tmp_path / "stack-secured"), "kafka_controller_port": free_port(),
+             **overrides.pop("stack", {})}
+    settings = make_settings(kafka={**kafka, "bootstrap": f"127.0.0.1:{free_port()}"},
+                             redis={**redis, "port": free_port()}, stack=stack, **overrides)
+    start_procs(settings, ["redis", "kafka"], log=logger.info)
+    try:
+        yield settings
+    finally:
+        stop_procs(settings, ["kafka", "redis"], log=logger.info)

@@ -15,6 +15,10 @@ from config.settings import Settings
 from zhongtai.names import EVENTS_TOPIC_PREFIX
 from zhongtai.names import zhongtai_command as _zhongtai
 
+#: Whose credentials a verb uses (``security.components``; docs/security.md); every other verb: ``admin``.
+VERB_COMPONENT = {"run": "job", "submit": "job", "apply": "applier", "api": "api", "dashboard": "api",
+                  "worker": "worker", "collect": "collector"}
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict = {}
@@ -22,7 +26,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides.setdefault("flink", {})["parallelism"] = args.parallelism
     if getattr(args, "namespace", None) is not None:
         overrides["namespace"] = args.namespace
-    return load_settings(args.config, overrides=overrides)
+    settings = load_settings(args.config, overrides=overrides)
+    if getattr(args, "verb", "") == "stack":  # the local stack creates every component's users
+        return settings
+    return settings.for_component(VERB_COMPONENT.get(getattr(args, "verb", ""), "admin"))  # type: ignore[arg-type]
 
 
 # ---- stack ------------------------------------------------------------------------------------

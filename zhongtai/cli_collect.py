@@ -68,7 +68,7 @@ def worker_app() -> Any:
 
     namespace = os.environ.get(WORKER_NAMESPACE_ENV)
     settings = load_settings(os.environ.get(WORKER_CONFIG_ENV) or None,
-                             overrides={"namespace": namespace} if namespace else None)
+                             overrides={"namespace": namespace} if namespace else None).for_component("collector")
     return create_app(settings, metrics_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 

@@ -27,11 +27,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from connectors.kafka_security import client_config
 from connectors.log_throttle import LogLine, LogThrottle
+
+if TYPE_CHECKING:  # pragma: no cover
+    from config.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ class KafkaWorkerIO:
     worker can commit what it finished and forget the rest; ``on_lost(tps)`` when they are already gone.
     """
 
-    def __init__(self, bootstrap: str, topic: str, group: str, instance: str, transactional_id: str,
+    def __init__(self, kafka: KafkaSettings, topic: str, group: str, instance: str, transactional_id: str,
                  transaction_timeout_ms: int, on_revoke: Callable[[list[TP]], None] | None = None,
                  on_lost: Callable[[list[TP]], None] | None = None, watch: CommitWatch | None = None) -> None:
         self.topic = topic
@@ -107,7 +111,7 @@ class KafkaWorkerIO:
         self.watch = watch
         self.errors = LogThrottle(CONSUMER_ERROR_LOG_EVERY_S)
         self.consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "group.id": group,
             # static membership: a restarted worker gets its partitions back at once instead of
             # waiting a session timeout for the dead member to be evicted
@@ -124,7 +128,7 @@ class KafkaWorkerIO:
             "max.poll.interval.ms": 300_000,
         })
         self.producer = Producer({
-            "bootstrap.servers": bootstrap,
+            **client_config(kafka),
             "transactional.id": transactional_id,
             "transaction.timeout.ms": transaction_timeout_ms,
             "enable.idempotence": True,
@@ -134,7 +138,7 @@ class KafkaWorkerIO:
             self.producer.init_transactions(30)
         except KafkaException as e:
             raise RuntimeError(
-                f"worker: initialising Kafka transactions ({transactional_id}) at {bootstrap} failed: {e}; "
+                f"worker: initialising Kafka transactions ({transactional_id}) at {kafka.bootstrap} failed: {e}; "
                 "is Kafka up (`zhongtai stack up`)?"
             ) from e
         self.assigned: set[TP] = set()

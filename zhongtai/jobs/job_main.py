@@ -81,7 +81,7 @@ def _settings(args: argparse.Namespace):
 
     if args.settings_file:
         return Settings.model_validate_json(Path(args.settings_file).read_text(encoding="utf-8"))
-    return load_settings(args.config)
+    return load_settings(args.config).for_component("job")
 
 
 def run_options(args: argparse.Namespace):

@@ -29,6 +29,7 @@ import orjson
 
 from config.schema import EventSchema
 from config.settings import JobSettings, PiiSettings, Settings
+from connectors.kafka_security import client_config
 
 from .model import GeneratorConfig
 from .oracle import Oracle, resolve_persons
@@ -164,7 +165,7 @@ def _ensure_topics(settings: Settings, cfg: GeneratorConfig, timeout_s: float = 
     from confluent_kafka.admin import AdminClient, NewTopic
 
     bootstrap = settings.kafka.bootstrap
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(settings.kafka))
     try:
         meta = admin.list_topics(timeout=timeout_s)
     except KafkaException as e:
@@ -234,7 +235,7 @@ def _send_all(
 
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            **client_config(settings.kafka),
             # Idempotence: retries neither reorder nor duplicate, so offsets follow the stream order.
             "enable.idempotence": True,
             "acks": "all",

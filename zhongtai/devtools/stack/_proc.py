@@ -228,11 +228,16 @@ def spawn(
     return proc.pid
 
 
-def run_checked(name: str, argv: Sequence[str], paths: Paths, env: Mapping[str, str] | None = None) -> None:
-    """Run a one-shot command (storage format …) with its output in the service log."""
+def run_checked(name: str, argv: Sequence[str], paths: Paths, env: Mapping[str, str] | None = None,
+                secrets: Sequence[str] = ()) -> None:
+    """Run a one-shot command (storage format …) with its output in the service log; each of ``secrets`` is
+    written to the log as ``****``."""
     log_file = paths.log_file(name)
+    shown = " ".join(argv)
+    for secret in secrets:
+        shown = shown.replace(secret, "****")
     with log_file.open("ab") as out:
-        out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} zhongtai runs: {' '.join(argv)}\n".encode())
+        out.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} zhongtai runs: {shown}\n".encode())
         out.flush()
         rc = subprocess.run(
             list(argv),

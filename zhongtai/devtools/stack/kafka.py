@@ -2,6 +2,15 @@
 
 Data lives in ``<run_dir>/data/kafka`` (formatted once, then reused), configuration in
 ``<run_dir>/conf/kafka/``, output in ``<run_dir>/logs/kafka.log``.
+
+Secured (``kafka.security.protocol: SASL_PLAINTEXT``): the client listener takes SCRAM only, the
+authorizer (``StandardAuthorizer``) denies whatever no ACL allows, ``kafka.security.username`` is the super
+user (the broker's own inter-broker login), and every principal of ``security.components`` is created at
+format time (``StorageTool format --add-scram``) and given the ACLs of its component
+(``connectors.kafka_admin.component_acls``) once the broker answers. The controller listener stays
+PLAINTEXT on 127.0.0.1 (its principal, ANONYMOUS, is a super user: it is the broker talking to itself); a
+production cluster protects it too (docs/security.md). TLS is for real clusters: the local stack refuses
+``SASL_SSL`` / ``SSL``.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._proc import Log, Paths, java, run_checked, spawn
+from connectors.kafka_admin import apply_acls, component_acls
+from connectors.kafka_security import client_config, jaas_config
+
+from ._proc import Log, Paths, StackError, java, run_checked, spawn
 from .jars import HERE, lib_dir
 
 if TYPE_CHECKING:
@@ -73,9 +85,45 @@ def server_properties(settings: Settings, data_dir: Path) -> str:
         "num.network.threads": "2",
         "num.io.threads": "4",
     }
+    props |= _sasl_properties(settings, host, port, cport)
     return "# written by zhongtai.devtools.stack on every start; edit settings instead\n" + "".join(
         f"{k}={v}\n" for k, v in props.items()
     )
+
+
+def _sasl_properties(settings: Settings, host: str, port: int, cport: int) -> dict[str, str]:
+    sec = settings.kafka.security
+    if sec.protocol == "PLAINTEXT":
+        return {}
+    if not sec.sasl or sec.protocol != "SASL_PLAINTEXT":
+        raise StackError(f"kafka.security.protocol {sec.protocol}: the local stack serves PLAINTEXT or SASL_PLAINTEXT "
+                         "(TLS needs certificates of a real deployment: docs/security.md)")
+    assert sec.password is not None
+    mech = sec.sasl_mechanism
+    return {
+        "listeners": f"SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": mech,
+        "sasl.mechanism.inter.broker.protocol": mech,
+        f"listener.name.sasl_plaintext.{mech.lower()}.sasl.jaas.config": jaas_config(
+            sec.username, sec.password.get_secret_value(), shaded=False),
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{sec.username};User:ANONYMOUS",
+    }
+
+
+def scram_users(settings: Settings) -> dict[str, str]:
+    """``username -> password`` of every SCRAM principal the secured broker knows: the super user
+    (``kafka.security``) and each component's (``security.components.*.kafka``)."""
+    sec = settings.kafka.security
+    users = {sec.username: sec.password.get_secret_value()} if sec.sasl and sec.password else {}
+    for creds in settings.security.components.values():
+        if creds.kafka is not None:
+            users[creds.kafka.username] = creds.kafka.password.get_secret_value()
+    return users
 
 
 def start(settings: Settings, paths: Paths, log: Log) -> int:
@@ -85,6 +133,7 @@ def start(settings: Settings, paths: Paths, log: Log) -> int:
     conf.mkdir(parents=True, exist_ok=True)
     data.mkdir(parents=True, exist_ok=True)
     props = conf / "server.properties"
+    props.touch(mode=0o600)  # with SASL it holds the broker's own password
     props.write_text(server_properties(settings, data))
     jvm = [
         java(),
@@ -104,6 +153,9 @@ def start(settings: Settings, paths: Paths, log: Log) -> int:
         if not cid_file.exists():
             cid_file.write_text(_cluster_id())
         log(f"kafka: formatting storage in {data}")
+        users = scram_users(settings)
+        scram = [a for u, pw in users.items()
+                 for a in ("--add-scram", f"{settings.kafka.security.sasl_mechanism}=[name={u},password={pw}]")]
         run_checked(
             NAME,
             [
@@ -116,8 +168,10 @@ def start(settings: Settings, paths: Paths, log: Log) -> int:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *scram,
             ],
             paths,
+            secrets=list(users.values()),
         )
     return spawn(NAME, [*jvm, MARKER, str(props)], paths)
 
@@ -126,7 +180,9 @@ def probe(settings: Settings) -> bool:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(
-        {"bootstrap.servers": settings.kafka.bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
+        {**client_config(settings.kafka), "socket.timeout.ms": 2000, "log_level": 0}
     )
     md = admin.list_topics(timeout=2)
+    if md.brokers and settings.kafka.security.sasl:
+        apply_acls(settings, component_acls(settings))  # idempotent: the same bindings again are no change
     return bool(md.brokers)

@@ -14,14 +14,16 @@ create`` (all 16384 slots, no replicas) unless they already form a healthy clust
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from connectors.redis_clients import cluster_nodes, node_client
+from connectors.redis_clients import cluster_nodes, component_acl_rules, node_client
 
 from ._proc import Log, Paths, StackError, read_pid, require_tool, run_checked, tail
 
@@ -62,7 +64,43 @@ def _redis_server(log: Log) -> str:
 def start(settings: Settings, paths: Paths, log: Log) -> int:
     # later options win: with stack.redis_aof the append-only file in <run_dir>/data/redis is loaded at start
     aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if settings.stack.redis_aof else []
-    return _daemon(settings, paths, log, NAME, settings.redis.host, settings.redis.port, aof)
+    acl = acl_file(settings, paths)
+    return _daemon(settings, paths, log, NAME, settings.redis.host, settings.redis.port,
+                   aof + (["--aclfile", str(acl)] if acl else []))
+
+
+def acl_lines(settings: Settings) -> list[str]:
+    """The ACL file of a secured Redis (``redis.username`` set): that user may do everything (the stack's
+    probes, the tests' checks, ``admin``), each user of ``security.components.*.redis`` what its component
+    needs (``connectors.redis_clients.component_acl_rules``), the ``default`` user nothing. Passwords are
+    stored as their SHA-256 (``#<hex>``), never in clear."""
+    cfg = settings.redis
+    if cfg.username is None or cfg.password is None:
+        return []
+
+    def sha(secret: str) -> str:
+        return "#" + hashlib.sha256(secret.encode()).hexdigest()
+
+    lines = ["user default off resetpass -@all",
+             f"user {cfg.username} on {sha(cfg.password.get_secret_value())} ~* &* +@all"]
+    rules = component_acl_rules(cfg)
+    for component, creds in settings.security.components.items():
+        if creds.redis is not None and component in rules:
+            lines.append(f"user {creds.redis.username} on {sha(creds.redis.password.get_secret_value())} "
+                         f"{rules[component]}")
+    return lines
+
+
+def acl_file(settings: Settings, paths: Paths) -> Path | None:
+    """Write :func:`acl_lines` to ``<run_dir>/conf/redis/users.acl`` (mode 0600); None when Redis is not secured."""
+    lines = acl_lines(settings)
+    if not lines:
+        return None
+    path = paths.conf / "redis" / "users.acl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def _daemon(settings: Settings, paths: Paths, log: Log, name: str, host: str, port: int,
@@ -94,7 +132,7 @@ def _daemon(settings: Settings, paths: Paths, log: Log, name: str, host: str, po
         str(data),
         *extra,
     ]
-    if settings.redis.password is not None:
+    if settings.redis.password is not None and settings.redis.username is None:
         pw = settings.redis.password.get_secret_value()
         argv += ["--requirepass", pw, "--masterauth", pw]
     p = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -76,6 +76,9 @@ def _error(status: int, message: str, **details: Any) -> JSONResponse:
 
 
 def _unavailable(e: Exception) -> JSONResponse:
+    if isinstance(e, NoPermissionError):  # a secured Redis refused this API's user (docs/security.md)
+        return _error(503, f"Redis refused the API's user ({e}): give it read access to the tenant's keys "
+                           "(docs/security.md), or start the API with the tenant's --namespace")
     what = "Redis" if isinstance(e, RedisError) else "Kafka"
     return _error(503, f"{what} cannot be reached ({type(e).__name__}: {e}); is the stack up (`zhongtai stack status`)?")
 
@@ -263,6 +266,9 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
     from operators.experiments.definitions import DefinitionError as ExperimentError
     from operators.rules.schema import DefinitionError
 
+    from .tenant import tenant_prefix
+
+    tenant_prefix(settings, prefix)  # one tenant per instance (tenant.py)
     view = RuleSetView(settings, rules_file)
     metrics = ApiMetrics()
     audit = AuditLog(settings, hbase_prefix)

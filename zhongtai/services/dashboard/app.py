@@ -32,6 +32,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connectors.kafka_security import client_config
+
 from .experiments import ReportSettings
 from .funnel import ALL, join_scope, minute_label
 from .health import RateWindow, TotalsSample
@@ -91,8 +93,8 @@ class Dashboard:
         )  # fmt: skip
         self.rates = RateWindow(opts.rate_window_s)
         self.clock, self.wall_ms = clock, wall_ms
-        bootstrap = settings.kafka.bootstrap
-        self._lag_reader = lag_reader or (lambda: consumer_lag(bootstrap, self.group, timeout_s=2.0))
+        bootstrap, client = settings.kafka.bootstrap, client_config(settings.kafka)
+        self._lag_reader = lag_reader or (lambda: consumer_lag(bootstrap, self.group, timeout_s=2.0, client=client))
         self._lock = threading.Lock()
         self._snap: tuple[float, dict[str, Any]] | None = None
         self._lag: tuple[float, GroupLag] | None = None

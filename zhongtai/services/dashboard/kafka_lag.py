@@ -7,6 +7,7 @@ what the job has actually read). Partitions the group has never committed are no
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,15 +49,17 @@ class GroupLag:
         }
 
 
-def consumer_lag(bootstrap: str, group: str, *, timeout_s: float = 5.0) -> GroupLag:
-    """Read the lag of ``group`` on the cluster at ``bootstrap`` (blocking, at most ~2 x timeout_s).
+def consumer_lag(bootstrap: str, group: str, *, timeout_s: float = 5.0,
+                 client: Mapping[str, Any] | None = None) -> GroupLag:
+    """Read the lag of ``group`` on the cluster at ``bootstrap`` (blocking, at most ~2 x timeout_s);
+    ``client``: the whole client configuration instead (``connectors.kafka_security.client_config``).
 
     Never raises for Kafka errors: an unreachable broker or unknown group gives ``error`` set.
     """
     from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout_s * 1000)})
+    admin = AdminClient({**(client or {"bootstrap.servers": bootstrap}), "socket.timeout.ms": int(timeout_s * 1000)})
     try:
         fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)
         committed = [

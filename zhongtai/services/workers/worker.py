@@ -456,7 +456,7 @@ def build_worker(settings: Settings, channel: str, *, registry: CollectorRegistr
     holder: dict[str, ChannelWorker] = {}
     watchdog = CommitWatchdog(cfg.commit_watchdog_ms / 1000)
     io = KafkaWorkerIO(
-        settings.kafka.bootstrap, topics.actions, cfg.group, f"{channel}-{cfg.instance_id}",
+        settings.kafka, topics.actions, cfg.group, f"{channel}-{cfg.instance_id}",
         transactional_id=worker_transactional_id(settings, channel),
         transaction_timeout_ms=cfg.transaction_timeout_ms,
         on_revoke=lambda tps: holder["w"].revoked(tps), on_lost=lambda tps: holder["w"].lost(tps),
