@@ -53,6 +53,7 @@ NAMED_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("kafka", "topics"), "control_results"),
     (("kafka", "topics"), "delivery"),
     (("kafka", "topics"), "audit"),
+    (("kafka", "topics"), "pricing"),
     (("kafka", "topics"), "store_log_prefix"),
     (("kafka",), "consumer_group"),
     (("redis",), "prefix"),

@@ -483,6 +483,19 @@ class RecsSettings(_Frozen):
     max_purchased: int = Field(50, ge=1, le=1000)
 
 
+#: The shipped pricing policy, spelled out as config/defaults.yaml spells it (operators/pricing/policy.py reads it).
+STANDARD_PRICING_POLICY: dict[str, Any] = {
+    "name": "standard", "demand_window_ms": 3_600_000,
+    "demand_weights": {"page_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}, "min_demand": 10.0,
+    "surge_trend": 2.0, "surge_pct": 0.05, "slump_trend": 0.5, "slump_pct": 0.05, "low_stock_qty": 5,
+    "low_stock_pct": 0.05, "overstock_qty": 1000, "overstock_pct": 0.05, "competitor_stale_ms": 86_400_000,
+    "competitor_sane": [0.5, 2.0],
+    "rails": {"*": {"min_margin": 0.05, "max_markup": 0.20, "max_discount": 0.30, "max_step_per_hour": 0.10,
+                    "max_offer_discount": 0.20, "respect_map": True, "competitor_mode": "match",
+                    "competitor_tolerance": 0.0}},
+}
+
+
 class PricingSettings(_Frozen):
     """Dynamic list prices and personal offers (docs/pricing.md): a stage of the job, off unless ``enabled``."""
 
@@ -499,7 +512,7 @@ class PricingSettings(_Frozen):
     default: str = "standard"
     #: The policies (operators/pricing/policy.py: name, demand/stock/competitor rules, rails per category);
     #: parsed when the job is built (``pipelines.pricing.pricing_context``: config cannot import operators).
-    policies: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "standard"}])
+    policies: list[dict[str, Any]] = Field(default_factory=lambda: [dict(STANDARD_PRICING_POLICY)])
     #: An experiment (experiments.definitions_file, unit item) whose variants map to policies in ``variants``.
     experiment: str | None = None
     variants: dict[str, str] = Field(default_factory=dict)

@@ -35,12 +35,14 @@ class EnricherIO:
     def __init__(self, settings: Settings, pattern: str, group: str, skip: frozenset[str]) -> None:
         from confluent_kafka import Consumer, Producer
 
+        from connectors.kafka_security import client_config
+
         self.skip = skip
-        self.consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group,
+        self.consumer = Consumer({**client_config(settings.kafka), "group.id": group,
                                   "isolation.level": "read_committed", "enable.auto.commit": False,
                                   "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 5000})
         self.consumer.subscribe([f"^{pattern}"])
-        self.producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True,
+        self.producer = Producer({**client_config(settings.kafka), "enable.idempotence": True,
                                   "acks": "all", "linger.ms": 5, "client.id": f"zhongtai-{group}"})
         self.failures: list[str] = []
 

@@ -150,7 +150,7 @@ def component_acls(settings: Settings) -> dict[str, list[Grant]]:
       reads as its consumer groups, writes with its transactional ids (both derived from the group / job name);
     * ``applier``: reads the store log as ``<group>-store``;
     * ``worker``: reads ``<actions_prefix><channel>``, writes their ``.dlq`` and the delivery receipts;
-    * ``api``: publishes control messages and reads the job's answers;
+    * ``api``: publishes control messages and reads the job's answers, writes the audit log (``zt.audit``);
     * ``collector``: writes its one topic."""
     t, ns = settings.kafka.topics, settings.in_namespace
     group, job = settings.kafka.consumer_group, settings.flink.job_name
@@ -162,7 +162,7 @@ def component_acls(settings: Settings) -> dict[str, list[Grant]]:
                    ("TOPIC", t.delivery, "LITERAL", _PRODUCE), ("GROUP", settings.worker.group, "PREFIXED", ("READ",)),
                    ("TRANSACTIONAL_ID", settings.redis.prefix + "-", "PREFIXED", ("WRITE", "DESCRIBE"))],
         "api": [("TOPIC", t.control, "LITERAL", _PRODUCE + ("READ",)), ("TOPIC", t.control_results, "LITERAL", _CONSUME),
-                ("GROUP", "zt-read-", "PREFIXED", ("READ",))],
+                ("TOPIC", t.audit, "LITERAL", _PRODUCE + ("READ",)), ("GROUP", "zt-read-", "PREFIXED", ("READ",))],
         "collector": [("TOPIC", settings.collector.topic, "LITERAL", _PRODUCE)],
     }
 

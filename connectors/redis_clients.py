@@ -139,7 +139,8 @@ def component_acl_rules(cfg: RedisSettings) -> dict[str, str]:
     docs/security.md explains them; the local stack writes them into its ACL file.
 
     * ``job`` / ``applier``: the writers of the live store (Lua scripts, ``WATCH``/``MULTI`` included);
-    * ``api``: reads only (a script it runs cannot write either: scripts run with the caller's rights);
+    * ``api``: reads, and writes only its keys' token buckets (``apirate``: the gateway's rate limit; a script it
+      runs can write nothing else, scripts running with the caller's rights);
     * ``worker``: writes only its ledger (``dlv``) and rate-limit (``rate``) keys, reads the rest."""
     p = cfg.prefix
     safe = "+@connection -@dangerous"
@@ -147,7 +148,7 @@ def component_acl_rules(cfg: RedisSettings) -> dict[str, str]:
     return {
         "job": writer,
         "applier": writer,
-        "api": f"resetkeys ~{p}:* resetchannels -@all +@read +@scripting {safe} -@write",
+        "api": f"resetkeys %RW~{p}:apirate:* %R~{p}:* resetchannels -@all +@read +@write +@scripting {safe}",
         "worker": f"resetkeys %RW~{p}:dlv:* %RW~{p}:rate:* %R~{p}:* resetchannels -@all +@read +@write +@scripting "
                   f"+@transaction {safe}",
     }
