@@ -27,7 +27,11 @@ aggregates (only when asked, for the engine).
 Rows (the bundle's JSON: the fields after the key, ``ROW_COLUMNS``; unused columns are null):
 ``[ts, "m", op, minute, views, carts, purchases, events, gmv, first_ts, last_ts, last_purchase]`` with ``op``
 INSERT / UPDATE_BEFORE / UPDATE_AFTER / DELETE and ``gmv`` a decimal string;
-``[ts, "e", event_id, ts_ms, -, -, -, -, amount, -, -, -, event_type, campaign, channel, item_id, props_json]``.
+``[ts, "e", event_id, ts_ms, -, -, -, -, amount, -, -, -, event_type, campaign, channel, item_id, props_json]``;
+with declared traits (``operators.traits``) a **trait row** ``[ts, "x", op, minute, n, -, -, -, sum, -, -, -, trait,
+dv, "lo,hi", first, last]`` (op as for bucket rows; its UPDATE_BEFORE is not sent: a partial is set as a whole).
+After a bundle that changed a trait partial or the profile, the traits' values as of ``last_seen`` are computed
+and each changed one is emitted (``trait``). Without declared traits none of this runs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from operators.rules.model import Event
 from operators.rules.model import TagChange as RuleTagInput
 from operators.rules.registry import RuleSet
 from operators.tags import TagMemo, TagSet, TagState, tag_step_memo
+from operators.traits import Trait, TraitBuckets, TraitValue, row_partial
 
 __all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer", "run_due"]
 
@@ -82,9 +87,12 @@ class PersonState:
     timer_ms: int = 0
     memo: TagMemo | None = None
     pending_old: dict[int, Bucket] = field(default_factory=dict)
+    #: the computed traits' partials and last written values (None: no trait declared or none seen)
+    traits: TraitBuckets | None = None
 
     def is_empty(self) -> bool:
-        return self.profile.is_empty() and self.tags is None and self.rules is None and not self.rule_timers
+        return (self.profile.is_empty() and self.tags is None and self.rules is None and not self.rule_timers
+                and (self.traits is None or self.traits.is_empty()))
 
     @property
     def next_timer(self) -> int:
@@ -99,10 +107,11 @@ class PersonState:
 @dataclass(frozen=True, slots=True)
 class Output:
     """What one step emits: ``kind`` ``tag`` (a :class:`TagChange`), ``action`` (an action to send),
-    ``budget`` (an action that must pass its campaign budget first) or ``suppressed``."""
+    ``budget`` (an action that must pass its campaign budget first), ``suppressed`` or ``trait`` (a
+    :class:`TraitValue`)."""
 
     kind: str
-    item: TagChange | Action | Suppressed
+    item: TagChange | Action | Suppressed | TraitValue
 
 
 class _ProfileView(Mapping[str, Any]):
@@ -205,12 +214,34 @@ def _tags(st: PersonState, tagset: TagSet, ruleset: RuleSet | None, rows: RowSto
             _rules(st, ruleset, RuleTagInput(st.person, c.tag, c.op == "add", c.ts_ms), rows, now_ms, out)
 
 
+def _trait_values(st: PersonState, traits: tuple[Trait, ...], out: list[Output]) -> None:
+    """Emit each trait whose value as of ``last_seen`` changed since it was last emitted (all of them cleared
+    when the person has no profile left: a split or merge moved everything away)."""
+    tb = st.traits
+    if tb is None:
+        tb = st.traits = TraitBuckets()
+    last = st.profile.last
+    if st.profile.is_empty():
+        new: dict[str, Any] = {}
+    else:
+        tb.fold(last)
+        new = {k: v for k, v in tb.values(traits, last).items() if v is not None}
+    for name in [n for n in tb.out if n not in new]:
+        del tb.out[name]
+        out.append(Output("trait", TraitValue(st.person, name, None, last)))
+    for name, v in new.items():
+        if tb.out.get(name) != v or name not in tb.out:
+            tb.out[name] = v
+            out.append(Output("trait", TraitValue(st.person, name, v, last)))
+
+
 def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: TagSet,
-            ruleset: RuleSet | None, schema: EventSchema | None = None) -> list[Output]:
+            ruleset: RuleSet | None, schema: EventSchema | None = None, traits: tuple[Trait, ...] = ()) -> list[Output]:
     """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place. ``schema``:
-    the declared event schema (props reach the rules with their declared types)."""
+    the declared event schema (props reach the rules with their declared types); ``traits``: the declared
+    computed traits (``operators.traits.compile_traits``)."""
     out: list[Output] = []
-    changed, newest = False, 0
+    changed, newest, traits_changed = False, 0, False
     for r in rows_in:
         kind = r[1]
         if kind == "m":
@@ -233,6 +264,13 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
         elif kind == "e" and ruleset is not None:
             event = _event(st.person, r, schema)
             _rules(st, ruleset, event, rows, event.ts_ms, out)
+        elif kind == "x":  # after the others: a job without traits pays nothing for them
+            if st.traits is None:
+                st.traits = TraitBuckets()
+            new_p = None if r[2] == "DELETE" else row_partial(r)
+            traits_changed |= st.traits.apply(r[12], r[3], r[13] or "", new_p, st.profile.last)
+    if traits and (changed or traits_changed):
+        _trait_values(st, traits, out)
     if changed:
         _tags(st, tagset, ruleset, rows, max(newest, st.now_ms), "profile", out)
     return out
