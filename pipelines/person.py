@@ -269,7 +269,7 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             c["bundles"] += 1
             c["rows"] += len(rows)
             store = MapRows(self.minutes)
-            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs, traits)
             outs += on_rows(st, rows, store, self.tagset, self.rs, schema, traits)
             store.flush()
             self._save(key, st, ctx)
@@ -285,7 +285,7 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             self.counts["timers"] += 1
             st.timer_ms = 0
             store = MapRows(self.minutes)
-            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs, traits)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)

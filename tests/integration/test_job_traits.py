@@ -7,7 +7,7 @@ distinct_count, first, last), lifetime and windows of minutes, hours and days, a
 ``is not null`` and ``not``. Every person's traits in Redis (``{prefix}:traits:{person}``) and, at p=2, HBase
 (``b:t:<name>``) equal the oracle's: the same events' values computed from the events themselves, with the
 filter evaluated by the expression language (not the job's SQL) and the persons of the guard-railed batch
-resolution.
+resolution; the profile look-up of the API and ``zhongtai profile get`` answers them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from zhongtai.devtools.generator.model import IDENTITY_NOISE
 from zhongtai.devtools.generator.oracle import expected_identity
 from zhongtai.devtools.generator.produce import produce
 from zhongtai.jobs.runner import RunOptions, run_events_job
+from zhongtai.services.profiles import get_profile
 
 pytestmark = [pytest.mark.stack, pytest.mark.flink]
 
@@ -69,6 +70,9 @@ def test_computed_traits_are_exact_under_merges(parallelism: int) -> None:
         # no trait hash of a person merged away
         assert sorted(k.rsplit(":", 1)[-1] for k in store.client.scan_iter(match=f"{n.prefix}:traits:*")) == \
             sorted(p for p, t in want.items() if t)
+        # the API's and `zhongtai profile get`'s look-up answers them too
+        pid = max(want, key=lambda p: len(want[p]))
+        assert get_profile(settings, pid, prefix=n.prefix)["traits"] == want[pid]
         if hbase:
             hb = HBaseStore(settings.hbase, prefix=n.prefix)
             try:

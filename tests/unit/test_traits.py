@@ -260,3 +260,77 @@ def test_the_profile_fields_as_traits_equal_the_specialised_profile() -> None:
         got[person] = {k: v for k, v in tb.values(traits, int(last)).items() if v is not None}
     assert got == profiles
     assert sum(1 for p in profiles.values() if "last_purchase" in p) > 5
+
+
+# ------------------------------------------------------------------------- through the person step
+
+STEP_SCHEMA = """
+common_props:
+  category: {type: string}
+traits:
+  shoes_30d: {aggregate: count, event: purchase, where: "props.category == 'shoes'", window: 30d}
+  spend: {aggregate: sum, event: purchase, prop: amount}
+"""
+STEP_TAGS = """
+version: 1
+tags:
+  - name: shoe_lover
+    description: test
+    expression: traits.shoes_30d >= 2 and traits.spend > 100
+"""
+
+
+def _m(op: str, minute: int, ts: int, purchases: int) -> list:
+    return [ts, "m", op, minute, 0, 0, purchases, purchases, None, ts, ts, ts]
+
+
+def _x(op: str, trait: str, minute: int, n: int, s: str | None = None) -> list:
+    return [minute * 60_000, "x", op, minute, n, None, None, None, s, None, None, None, trait, "",
+            f"{s},{s}" if s else None, None, None]
+
+
+def test_the_person_step_writes_changed_traits_and_tags_read_them() -> None:
+    from operators.person import PersonState, on_rows
+    from operators.profile import DictRows, Profile
+    from operators.tags import TagSet
+
+    traits = compile_traits(parse_schema(STEP_SCHEMA, "s.yaml"))
+    tagset = TagSet.from_yaml_text(STEP_TAGS, "t.yaml")
+    st = PersonState("p1", Profile.empty())
+    rows = DictRows()
+    t = 1_700_000_000_000
+    m = t // 60_000
+    out = on_rows(st, [_m("INSERT", m, t, 1), _x("INSERT", "shoes_30d", m, 1), _x("INSERT", "spend", m, 1, "80.00")],
+                  rows, tagset, None, None, traits)
+    assert [(o.kind, o.item.trait, o.item.value) for o in out] == [("trait", "shoes_30d", 1), ("trait", "spend", "80.00")]
+    # a second shoe purchase, and more spend: the tag (which reads only traits) is added
+    out = on_rows(st, [_m("UPDATE_BEFORE", m, t, 1), _m("UPDATE_AFTER", m, t + 1, 2),
+                       _x("UPDATE_AFTER", "shoes_30d", m, 2), _x("UPDATE_AFTER", "spend", m, 2, "130.00")],
+                  rows, tagset, None, None, traits)
+    assert [(o.kind, getattr(o.item, "trait", None) or o.item.tag) for o in out] == \
+        [("trait", "shoes_30d"), ("trait", "spend"), ("tag", "shoe_lover")]
+    # negative control: a bundle that changes no trait value writes none and flips no tag
+    assert on_rows(st, [_x("UPDATE_AFTER", "spend", m, 2, "130.00")], rows, tagset, None, None, traits) == []
+    # the anchor moves away (a split): the partials and buckets are deleted, every trait is cleared
+    out = on_rows(st, [_m("DELETE", m, t + 1, 2), _x("DELETE", "shoes_30d", m, 2), _x("DELETE", "spend", m, 2, "130.00")],
+                  rows, tagset, None, None, traits)
+    assert sorted((o.kind, o.item.trait, o.item.value) if o.kind == "trait" else (o.kind, o.item.tag, o.item.op)
+                  for o in out) == [("tag", "shoe_lover", "remove"), ("trait", "shoes_30d", None),
+                                    ("trait", "spend", None)]
+    assert st.is_empty()
+
+
+def test_rules_read_traits_as_profile_fields_as_of_their_time() -> None:
+    from operators.person import _ProfileView
+    from operators.profile import DictRows, Profile
+
+    traits = compile_traits(parse_schema(STEP_SCHEMA, "s.yaml"))
+    tb = TraitBuckets()
+    t = 1_700_000_000_000
+    tb.apply("shoes_30d", t // 60_000, "", (3, None, None, None, None, None), t)
+    view = _ProfileView(Profile.empty(), DictRows(), t, traits, tb)
+    assert view["shoes_30d"] == 3 and view.get("spend") == 0 and "nope" not in view
+    # 31 days later the 30-day window no longer holds that minute
+    assert _ProfileView(Profile.empty(), DictRows(), t + 31 * 86_400_000, traits, tb)["shoes_30d"] == 0
+    # without traits the view knows the profile fields only (as before)
+    assert _ProfileView(Profile.empty(), DictRows(), t).get("shoes_30d") is None
