@@ -48,6 +48,7 @@ __all__ = ["SCALE", "Partial", "Trait", "TraitBuckets", "TraitError", "TraitValu
 SCALE = Decimal("0.000001")
 _DEC = "DECIMAL(38, 6)"
 _FILTER_DEC = "DECIMAL(38, 18)"
+_FILTER_SCALE = Decimal("1e-18")
 _TS_DIGITS = 15
 
 
@@ -70,12 +71,32 @@ class Trait:
     where_sql: str
     value_sql: str | None
     expr: Expr | None = field(compare=False, default=None)
+    #: the declared type of each prop the filter reads (``string``, ``integer``, ``decimal``)
+    filter_types: Mapping[str, str] = field(compare=False, default_factory=dict)
 
     def matches(self, event_type: str, props: Mapping[str, Any]) -> bool:
-        """Whether an event counts for this trait (``props``: :func:`exact_props` of the event's JSON)."""
+        """Whether an event counts for this trait (``props``: :func:`exact_props` of the event's JSON). The props
+        the filter reads are taken as the SQL reads them: a number (also one sent as text, as the schema's
+        types allow) as a decimal of 18 places (``DECIMAL(38, 18)``, rounded half up), an integer sent for a
+        text prop as its digits."""
         if self.spec.event != "*" and event_type != self.spec.event:
             return False
-        return self.expr is None or self.expr.evaluate({"props": props}, 0) is True
+        if self.expr is None:
+            return True
+        env: dict[str, Any] = {}
+        for name, kind in self.filter_types.items():
+            v = props.get(name)
+            if v is None or isinstance(v, bool):
+                env[name] = v
+            elif kind == "string":
+                env[name] = str(v) if isinstance(v, int) else v
+            else:
+                try:
+                    env[name] = Decimal(str(v)).quantize(_FILTER_SCALE, rounding=ROUND_HALF_UP) \
+                        if isinstance(v, (str, int, Decimal)) else v
+                except ArithmeticError:
+                    env[name] = None
+        return self.expr.evaluate({"props": env}, 0) is True
 
     def prop_value(self, props: Mapping[str, Any], columns: Mapping[str, Any]) -> Any:
         """The value the trait aggregates for an event (None: the event lacks it and does not count)."""
@@ -123,7 +144,7 @@ def compile_traits(schema: EventSchema) -> tuple[Trait, ...]:
 
 def _compile(name: str, spec: TraitSpec, schema: EventSchema) -> Trait:
     kind = schema.prop_type(spec.event, spec.prop) if spec.prop else None
-    where_sql, expr = "TRUE", None
+    where_sql, expr, types = "TRUE", None, {}
     if spec.where:
         source, line, column = _origin(spec.at)
         try:
@@ -131,6 +152,8 @@ def _compile(name: str, spec: TraitSpec, schema: EventSchema) -> Trait:
             tree = _Parser(_Text(spec.where, source, line, column)).parse()
             where_sql = filter_sql(tree, lambda p: schema.prop_type(spec.event, p),
                                    _Text(spec.where, source, line, column))
+            types = {p.split(".", 1)[1]: schema.prop_type(spec.event, p.split(".", 1)[1]) or "string"
+                     for p in expr.paths if p.startswith("props.")}
         except ExprError as e:
             raise TraitError(f"traits.{name}.where: {e}") from None
     value_sql = None
@@ -140,7 +163,7 @@ def _compile(name: str, spec: TraitSpec, schema: EventSchema) -> Trait:
         if spec.aggregate in ("sum", "min", "max"):
             col = f"CAST({col} AS {_DEC})"
         value_sql = col
-    return Trait(name, spec, kind, where_sql, value_sql, expr)
+    return Trait(name, spec, kind, where_sql, value_sql, expr, types)
 
 
 def _origin(at: str) -> tuple[str, int, int]:
