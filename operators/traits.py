@@ -8,8 +8,8 @@ profile (docs/semantics.md "Computed traits"):
 * **Anchor partials, in SQL** (:func:`anchor_traits_statement`): per (anchor, minute, trait, ``dv``) the
   partial ``(n, sum, lo, hi, first, last)`` of the anchor's matching events. ``first``/``last`` are the
   sortable text ``"<ts, 15 digits>|<event_id>|<value>"`` (MIN / MAX pick the earliest / latest event, ties
-  by event id); ``dv`` is the value for ``distinct_count`` ('' otherwise). ONE row shape for every trait:
-  adding a trait adds rows, never columns.
+  by event id); ``dv`` is the value for ``distinct_count`` ('' otherwise). ONE row shape and ONE plan for
+  every set of traits: adding a trait adds rows and ``CASE`` branches, never columns or operators.
 * **The same re-key as the profile** (:func:`person_traits_statement`): the partials join the identity map
   and are re-aggregated per person, so a merge or split retracts an anchor's partials from the old person
   and adds them to the new one (what ``zt_person_minutes`` does for the profile buckets).
@@ -256,32 +256,50 @@ def filter_sql(node: _Node, prop_type: Any, src: _Text) -> str:
 
 def anchor_traits_statement(traits: Iterable[Trait], source: str = "zt_unique", view: str = "zt_anchor_traits") -> str:
     """``zt_anchor_traits``: per (anchor, mb, trait, dv) the partial of the anchor's matching events (one row
-    shape for every trait; see the module docstring)."""
-    dec_null, str_null = f"CAST(NULL AS {_DEC})", "CAST(NULL AS STRING)"
-    parts = []
+    shape for every trait; see the module docstring).
+
+    Every event is paired with every trait name (``CROSS JOIN UNNEST`` of a constant array) and each trait's
+    condition and value are ``CASE`` branches: the plan has the same operators whatever the number of traits,
+    so adding a trait changes expressions and rows, never the planner's node numbers (the SQL operators' uids,
+    ``pipelines.events.sql_uid_options``) — a savepoint restores every operator's state into the new plan
+    (``bench/results/trait-uids.json``)."""
+    ok, vs, fls, dvs = [], [], [], []
+    names = []
     for t in traits:
         a = t.spec.aggregate
+        name = _sql_text(t.name)
+        names.append(f"CAST({name} AS STRING)")  # not CHAR(n): literals of different lengths would be padded
         conds = [t.where_sql] if t.where_sql != "TRUE" else []
         if t.spec.event != "*":
             conds.insert(0, f"event_type = {_sql_text(t.spec.event)}")
         if t.value_sql is not None:
             conds.append(f"{t.value_sql} IS NOT NULL")
-        num = t.value_sql if a in ("sum", "min", "max") else dec_null
-        fl = str_null
+        ok.append(f"WHEN {name} THEN {' AND '.join(conds) if conds else 'TRUE'}")
+        if a in ("sum", "min", "max"):
+            vs.append(f"WHEN {name} THEN {t.value_sql}")
         if a in ("first", "last"):
-            fl = (f"CONCAT(LPAD(CAST(ts_ms AS STRING), {_TS_DIGITS}, '0'), '|', event_id, '|', "
-                  f"CAST({t.value_sql} AS STRING))")
-        dv = f"CAST({t.value_sql} AS STRING)" if a == "distinct_count" else "''"
-        parts.append(f"  SELECT person, ts_ms / 60000 AS mb, {_sql_text(t.name)} AS trait, {dv} AS dv, "
-                     f"{num} AS v, {fl} AS fl\n  FROM {source}{' WHERE ' + ' AND '.join(conds) if conds else ''}")
-    union = "\n  UNION ALL\n".join(parts)
+            fls.append(f"WHEN {name} THEN CONCAT(LPAD(CAST(ts_ms AS STRING), {_TS_DIGITS}, '0'), '|', event_id, '|', "
+                       f"CAST({t.value_sql} AS STRING))")
+        if a == "distinct_count":
+            dvs.append(f"WHEN {name} THEN CAST({t.value_sql} AS STRING)")
+
+    def case(branches: list[str], otherwise: str) -> str:
+        if not branches:
+            return otherwise
+        return "CASE t.trait\n      " + "\n      ".join(branches) + f"\n      ELSE {otherwise} END"
+
     return f"""
 CREATE TEMPORARY VIEW {view} AS
 SELECT person AS anchor, mb, trait, dv, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS lo, MAX(v) AS hi, MIN(fl) AS fst,
        MAX(fl) AS lst
 FROM (
-{union})
-WHERE person IS NOT NULL
+  SELECT person, ts_ms / 60000 AS mb, t.trait AS trait,
+    {case(dvs, "''")} AS dv,
+    CAST({case(vs, f"CAST(NULL AS {_DEC})")} AS {_DEC}) AS v,
+    {case(fls, "CAST(NULL AS STRING)")} AS fl,
+    {case(ok, "FALSE")} AS ok
+  FROM {source} CROSS JOIN UNNEST(ARRAY[{", ".join(names)}]) AS t(trait))
+WHERE ok AND person IS NOT NULL
 GROUP BY person, mb, trait, dv"""
 
 
