@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.yaml_source import YamlSource
 
-__all__ = ["BUILTIN_IDENTIFIERS", "BUILTIN_PROPS", "PROP_TYPES", "EventSchema", "EventSpec", "IdentifierSpec",
-           "PropSpec", "SchemaError", "default_schema", "load_schema", "parse_schema"]
+__all__ = ["BUILTIN_IDENTIFIERS", "BUILTIN_PROPS", "PROP_TYPES", "TRAIT_AGGREGATES", "TRAIT_COLUMNS", "EventSchema",
+           "EventSpec", "IdentifierSpec", "PropSpec", "SchemaError", "TraitSpec", "default_schema", "load_schema",
+           "parse_schema"]
 
 #: The type of a declared prop (docs/schema.md "Types").
 PROP_TYPES = ("string", "integer", "decimal", "boolean", "timestamp", "list")
@@ -35,6 +36,17 @@ BUILTIN_IDENTIFIERS = ("user_id", "unionid", "openid", "phone", "email", "device
 #: A prop or identifier type name (it becomes part of DLQ reasons, Redis fields and SQL column names).
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: What a computed trait aggregates (docs/schema.md "Computed traits").
+TRAIT_AGGREGATES = ("count", "sum", "min", "max", "distinct_count", "first", "last")
+TraitAggregate = Literal["count", "sum", "min", "max", "distinct_count", "first", "last"]
+#: Columns of the job's event rows a trait may read as a prop besides the declared props: ``amount`` (price ×
+#: qty of a purchase, docs/semantics.md) is a decimal, ``ts`` the event time (epoch ms), the others text.
+TRAIT_COLUMNS = {"amount": "decimal", "ts": "integer", "item_id": "string", "campaign": "string",
+                 "channel": "string"}
+#: A trait window: a whole number of minutes, hours or days (``30d``), or ``lifetime``.
+_WINDOW = re.compile(r"([1-9][0-9]{0,5})([mhd])")
+#: The longest window: the days the person operator keeps buckets for (``operators.profile.KEEP_DAYS``).
+MAX_WINDOW_MINUTES = 90 * 1440
 #: Longest list a ``list`` prop may hold.
 MAX_LIST_ITEMS = 1000
 
@@ -71,6 +83,31 @@ class IdentifierSpec(_Frozen):
     description: str = ""
 
 
+class TraitSpec(_Frozen):
+    """A computed trait (docs/schema.md "Computed traits"): ``aggregate`` of the events of type ``event`` (all
+    types when ``"*"``) that pass ``where`` (an expression over ``props``), of ``prop`` (not for ``count``), over
+    ``window`` (``lifetime`` or e.g. ``30d``, ``24h``, ``60m``: buckets of that unit ending with the as-of
+    time's)."""
+
+    aggregate: TraitAggregate
+    event: str = "*"
+    prop: str | None = None
+    where: str | None = None
+    window: str = "lifetime"
+    description: str = ""
+    #: Where ``where`` starts (``file:line:column``; set by the loader, for the expression's errors).
+    at: str = ""
+
+    def window_spec(self) -> tuple[str, int] | None:
+        """``(unit, n)`` with unit ``m``/``h``/``d``; None for ``lifetime``."""
+        if self.window == "lifetime":
+            return None
+        m = _WINDOW.fullmatch(self.window)
+        if m is None:  # parse_schema refuses such a file
+            raise ValueError(f"trait window {self.window!r}")
+        return m.group(2), int(m.group(1))
+
+
 class EventSchema(_Frozen):
     version: Literal[1] = 1
     #: Custom identifier types, weakest last in ``identity.priority`` (which must name each of them).
@@ -81,6 +118,15 @@ class EventSchema(_Frozen):
     #: ``undeclared_events: reject`` (then ``undeclared:event_type``).
     events: dict[str, EventSpec] = {}
     undeclared_events: Literal["accept", "reject"] = "accept"
+    #: Computed traits (``operators.traits``): kept per person by the job, written with the profile.
+    traits: dict[str, TraitSpec] = {}
+
+    def prop_type(self, event_type: str, prop: str) -> str | None:
+        """The type a trait reads ``prop`` of ``event_type`` as (``"*"``: a common prop), None when undeclared."""
+        if prop in TRAIT_COLUMNS:
+            return TRAIT_COLUMNS[prop]
+        spec = (self.common_props if event_type == "*" else self.props_of(event_type)).get(prop)
+        return spec.type if spec is not None else None
 
     def id_types(self) -> tuple[str, ...]:
         """Every identifier type the decode reads: the built-in ones, then the custom ones in file order."""
@@ -175,6 +221,15 @@ def parse_schema(text: str, file: str = "<schema>") -> EventSchema:
             msg = f"type is missing: give each prop a type ({', '.join(PROP_TYPES)})"
         raise SchemaError(f"{at(path)}: {'.'.join(path)}: {msg}") from None
     _check_names(schema, at)
+    _check_traits(schema, at)
+    if schema.traits:
+        def where_at(name: str) -> str:
+            line, col = src.expr_start(("traits", name, "where"))
+            return f"{file}:{line}:{col}"
+
+        traits = {n: t.model_copy(update={"at": where_at(n) if t.where else at(("traits", n))})
+                  for n, t in schema.traits.items()}
+        schema = schema.model_copy(update={"traits": traits})
     return schema
 
 
@@ -201,3 +256,45 @@ def _check_names(schema: EventSchema, at: Any) -> None:
                               f"do not declare it (built in: {', '.join(BUILTIN_PROPS)})")
         if et != "*" and name in schema.common_props:
             raise SchemaError(f"{at(prop_path)}: props.{name} is already a common prop: declare it once")
+
+
+_NUMERIC = ("integer", "decimal")
+
+
+def _check_traits(schema: EventSchema, at: Any) -> None:
+    """Each trait: a valid name, an event type and prop that exist with a type its aggregate can use, a window
+    within the kept days. (Its ``where`` is an expression: ``operators.traits`` compiles it when the job is built and
+names the file and line kept in ``TraitSpec.at``.)"""
+    for name, t in schema.traits.items():
+        path = ("traits", name)
+        if not _NAME.fullmatch(name):
+            raise SchemaError(f"{at(path)}: trait '{name}': write a-z, 0-9 and _ starting with a letter, at most 40 "
+                              "characters")
+        if t.event != "*" and not _EVENT_TYPE.fullmatch(t.event):
+            raise SchemaError(f"{at(path + ('event',))}: traits.{name}.event: '{t.event}' is not an event type name "
+                              "(or \"*\" for every type)")
+        if t.window != "lifetime":
+            m = _WINDOW.fullmatch(t.window)
+            minutes = int(m.group(1)) * {"m": 1, "h": 60, "d": 1440}[m.group(2)] if m else 0
+            if not m or minutes > MAX_WINDOW_MINUTES:
+                raise SchemaError(f"{at(path + ('window',))}: traits.{name}.window: '{t.window}': write lifetime or a "
+                                  "whole number of minutes, hours or days (60m, 24h, 30d), at most 90d")
+        if t.aggregate == "count":
+            if t.prop is not None:
+                raise SchemaError(f"{at(path + ('prop',))}: traits.{name}: count counts events: remove prop (or use "
+                                  "distinct_count to count its values)")
+        else:
+            if t.prop is None:
+                raise SchemaError(f"{at(path)}: traits.{name}: {t.aggregate} needs a prop: name one of the event's "
+                                  f"props (or {', '.join(TRAIT_COLUMNS)})")
+            kind = schema.prop_type(t.event, t.prop)
+            if kind is None:
+                raise SchemaError(f"{at(path + ('prop',))}: traits.{name}.prop: props.{t.prop} is not declared for "
+                                  f"{'every event type (common_props)' if t.event == '*' else t.event}: declare it "
+                                  f"first (or use {', '.join(TRAIT_COLUMNS)})")
+            if t.aggregate in ("sum", "min", "max") and kind not in _NUMERIC:
+                raise SchemaError(f"{at(path + ('prop',))}: traits.{name}: {t.aggregate} needs an integer or decimal "
+                                  f"prop; props.{t.prop} is {kind}")
+            if t.aggregate in ("distinct_count", "first", "last") and kind not in ("string", "integer"):
+                raise SchemaError(f"{at(path + ('prop',))}: traits.{name}: {t.aggregate} reads a string or integer "
+                                  f"prop; props.{t.prop} is {kind}")

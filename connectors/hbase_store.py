@@ -150,6 +150,11 @@ class HBaseStore:
                 cells["offers", key, f"o:{r.bucket:013d}:{oid}".encode()] = (r.s1 or "").encode()
             elif r.kind in ("t", "tr"):
                 cells["profile", key, f"t:{r.s1}".encode()] = str(r.bucket).encode() if r.kind == "t" else b""
+            elif r.kind == "tv":  # a computed trait: b:t:<name> = its value text (empty: none)
+                name, _, value = (r.s1 or "").partition("=")
+                v = json.loads(value) if value else None
+                text = "" if v is None else v if isinstance(v, str) else json.dumps(v)
+                cells["profile", key, f"b:t:{name}".encode()] = text.encode()
             elif r.kind == "e":
                 other, _, rest = (r.s1 or "").partition("|")
                 cells["identity", key, f"e:{r.bucket:013d}:{other}".encode()] = f"{r.n1}|{rest}".encode()
@@ -183,6 +188,11 @@ class HBaseStore:
         """The person's offer decisions (records, granted or refused), oldest first."""
         row = self.conn.table("offers").row(person.encode(), columns=[b"o"])
         return [json.loads(v) for _, v in sorted(row.items()) if v]
+
+    def traits(self, pid: str) -> dict[str, str]:
+        """The person's computed traits as stored (``b:t:<name>`` cells): name → value text."""
+        row = self.conn.table("profile").row(pid.encode(), columns=[b"b"])
+        return {k.decode()[4:]: v.decode() for k, v in row.items() if k.startswith(b"b:t:") and v}
 
     def tags(self, pid: str) -> dict[str, int]:
         row = self.conn.table("profile").row(pid.encode(), columns=[b"t"])

@@ -51,6 +51,8 @@ class StoreRow:
     kind ``e``: identity edge-log record (HBase only): ``key`` = anchor, ``bucket`` = ts, ``n1`` = accepted,
     ``s1`` = ``"<other>|<reason>|<event_id>"``;
     kind ``t`` / ``tr``: person ``key`` gained / lost tag ``s1`` at event time ``bucket``;
+    kind ``tv``: person ``key``'s computed trait: ``s1`` = ``<trait>=<value as JSON>`` (``null``: it has none),
+    as of event time ``bucket`` (``operators.traits``);
     kind ``ac``: action counter ``key`` (``<rule>|<channel>`` / ``suppressed:<reason>``) = ``n1``;
     kind ``ax``: action audit (HBase only): ``key`` = action_id, ``n1`` = 1 emitted / 0 suppressed, ``s1`` = JSON;
     kind ``cv``: attributed conversions of ``key`` (``<rule>|<channel>``): ``n1`` = count, ``amount`` = revenue;
@@ -150,6 +152,9 @@ class RedisStore:
     def profile_key(self, person: str) -> str:
         return f"{self.prefix}:profile:{person}"
 
+    def traits_key(self, person: str) -> str:
+        return f"{self.prefix}:traits:{person}"
+
     def id_key(self, ident: str) -> str:
         """``{prefix}:id:{type}:{value}`` → person id."""
         return f"{self.prefix}:id:{ident}"
@@ -248,6 +253,14 @@ class RedisStore:
                 op = pipe.sadd if r.kind == "t" else pipe.srem
                 op(f"{self.prefix}:tag:{r.s1}", r.key)
                 op(f"{self.prefix}:tags:{r.key}", r.s1)
+            elif r.kind == "tv":  # a computed trait's value: ``{prefix}:traits:{person}`` (not the profile hash,
+                # which the profile script deletes when its last bucket leaves: a trait row may come before)
+                name, _, value = (r.s1 or "").partition("=")
+                v = orjson.loads(value) if value else None
+                if v is None:
+                    pipe.hdel(self.traits_key(r.key), name)
+                else:
+                    pipe.hset(self.traits_key(r.key), name, v if isinstance(v, str) else orjson.dumps(v).decode())
             elif r.kind == "ac":  # action counters: "<rule>|<channel>" or "suppressed:<reason>"
                 pipe.hset(f"{self.prefix}:actions", r.key, r.n1)
             elif r.kind == "cv":  # attributed conversions per "<rule>|<channel>": count and revenue
@@ -291,6 +304,10 @@ class RedisStore:
 
     def profile(self, person: str, as_of: int | None = None) -> dict[str, object]:
         return profile_windows.evaluate(self.profile_hash(person), as_of)
+
+    def traits(self, person: str) -> dict[str, str]:
+        """The person's computed traits (``config/schema.yaml`` ``traits:``) as stored: name → value text."""
+        return self.client.hgetall(self.traits_key(person))
 
     def counters(self, scope: str, minute_label_: str) -> dict[str, str]:
         return self.client.hgetall(self.counter_key(scope, minute_label_))

@@ -27,7 +27,11 @@ aggregates (only when asked, for the engine).
 Rows (the bundle's JSON: the fields after the key, ``ROW_COLUMNS``; unused columns are null):
 ``[ts, "m", op, minute, views, carts, purchases, events, gmv, first_ts, last_ts, last_purchase]`` with ``op``
 INSERT / UPDATE_BEFORE / UPDATE_AFTER / DELETE and ``gmv`` a decimal string;
-``[ts, "e", event_id, ts_ms, -, -, -, -, amount, -, -, -, event_type, campaign, channel, item_id, props_json]``.
+``[ts, "e", event_id, ts_ms, -, -, -, -, amount, -, -, -, event_type, campaign, channel, item_id, props_json]``;
+with declared traits (``operators.traits``) a **trait row** ``[ts, "x", op, minute, n, -, -, -, sum, -, -, -, trait,
+dv, "lo,hi", first, last]`` (op as for bucket rows; its UPDATE_BEFORE is not sent: a partial is set as a whole).
+After a bundle that changed a trait partial or the profile, the traits' values as of ``last_seen`` are computed
+and each changed one is emitted (``trait``). Without declared traits none of this runs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from operators.rules.model import Event
 from operators.rules.model import TagChange as RuleTagInput
 from operators.rules.registry import RuleSet
 from operators.tags import TagMemo, TagSet, TagState, tag_step_memo
+from operators.traits import Trait, TraitBuckets, TraitValue, row_partial
 
 __all__ = ["ROW_COLUMNS", "Output", "PersonState", "on_rows", "on_timer", "run_due"]
 
@@ -82,9 +87,12 @@ class PersonState:
     timer_ms: int = 0
     memo: TagMemo | None = None
     pending_old: dict[int, Bucket] = field(default_factory=dict)
+    #: the computed traits' partials and last written values (None: no trait declared or none seen)
+    traits: TraitBuckets | None = None
 
     def is_empty(self) -> bool:
-        return self.profile.is_empty() and self.tags is None and self.rules is None and not self.rule_timers
+        return (self.profile.is_empty() and self.tags is None and self.rules is None and not self.rule_timers
+                and (self.traits is None or self.traits.is_empty()))
 
     @property
     def next_timer(self) -> int:
@@ -99,44 +107,55 @@ class PersonState:
 @dataclass(frozen=True, slots=True)
 class Output:
     """What one step emits: ``kind`` ``tag`` (a :class:`TagChange`), ``action`` (an action to send),
-    ``budget`` (an action that must pass its campaign budget first) or ``suppressed``."""
+    ``budget`` (an action that must pass its campaign budget first), ``suppressed`` or ``trait`` (a
+    :class:`TraitValue`)."""
 
     kind: str
-    item: TagChange | Action | Suppressed
+    item: TagChange | Action | Suppressed | TraitValue
 
 
 class _ProfileView(Mapping[str, Any]):
     """The engine's ``profile``: the profile fields as of ``as_of`` with numbers as numbers
     (``rules_profile``), computed on the first read of a profile field (most rules read none; a
-    quiet-hours check asks for ``timezone``, which is not a field and costs nothing)."""
+    quiet-hours check asks for ``timezone``, which is not a field and costs nothing). With declared traits,
+    ``profile.<trait>`` is the trait's value as of ``as_of`` too (computed when read)."""
 
-    __slots__ = ("_as_of", "_d", "_p", "_rows")
+    __slots__ = ("_as_of", "_d", "_p", "_rows", "_tb", "_traits")
 
-    def __init__(self, profile: Profile, rows: RowStore, as_of: int) -> None:
+    def __init__(self, profile: Profile, rows: RowStore, as_of: int, traits: tuple[Trait, ...] = (),
+                 buckets: TraitBuckets | None = None) -> None:
         self._p, self._rows, self._as_of = profile, rows, as_of
+        self._traits = {t.name: t for t in traits} if traits else None
+        self._tb = buckets
         self._d: dict[str, Any] | None = None
 
     def _data(self) -> dict[str, Any]:
         d = self._d
         if d is None:
             d = self._d = rules_profile(self._p.fields(self._as_of, self._rows))
+            if self._traits:
+                vals = self._tb.values(self._traits.values(), self._as_of) if self._tb is not None else {}
+                d.update(rules_profile({k: v for k, v in vals.items() if v is not None}))
         return d
+
+    def _known(self, k: str) -> bool:
+        return k in _FIELD_SET or (self._traits is not None and k in self._traits)
 
     def __bool__(self) -> bool:
         return True
 
     def __getitem__(self, k: str) -> Any:
-        if k not in _FIELD_SET:
+        if not self._known(k):
             raise KeyError(k)
         return self._data()[k]
 
     def get(self, k: str, default: Any = None) -> Any:
-        if k not in _FIELD_SET:
+        if not self._known(k):
             return default
         return self._data().get(k, default)
 
     def __contains__(self, k: object) -> bool:
-        return k in _FIELD_SET and k in self._data()
+        return isinstance(k, str) and self._known(k) and k in self._data()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data())
@@ -181,9 +200,10 @@ def _event(person: str, r: list[Any], schema: EventSchema | None = None) -> Even
     return Event(event_id, event_type, ts, person, props)
 
 
-def _rules(st: PersonState, ruleset: RuleSet, item: Any, rows: RowStore, now_ms: int, out: list[Output]) -> None:
+def _rules(st: PersonState, ruleset: RuleSet, item: Any, rows: RowStore, now_ms: int, out: list[Output],
+           traits: tuple[Trait, ...] = ()) -> None:
     tags = st.tags.tags if st.tags is not None else frozenset()
-    res = evaluate(ruleset, st.rules, item, _ProfileView(st.profile, rows, now_ms), tags, now_ms)
+    res = evaluate(ruleset, st.rules, item, _ProfileView(st.profile, rows, now_ms, traits, st.traits), tags, now_ms)
     st.rules = res.new_state
     due = next_due(ruleset, st.rules)  # where work is, not every time the engine asked for (bounded)
     st.rule_timers = [due] if due is not None else []
@@ -194,23 +214,49 @@ def _rules(st: PersonState, ruleset: RuleSet, item: Any, rows: RowStore, now_ms:
 
 
 def _tags(st: PersonState, tagset: TagSet, ruleset: RuleSet | None, rows: RowStore, now_ms: int, cause: str,
-          out: list[Output]) -> None:
+          out: list[Output], traits: tuple[Trait, ...] = ()) -> None:
     fields = st.profile.fields() if not st.profile.is_empty() else {}
+    if fields and st.traits is not None:  # ``traits.<name>``: the values last written (as of last_seen)
+        fields["traits"] = rules_profile(st.traits.out)
     tags, changes, due, st.memo = tag_step_memo(st.tags, fields, now_ms, tagset, st.memo, person=st.person,
                                                 cause=cause)
     st.tags, st.tag_due, st.now_ms = tags, due or 0, now_ms
     for c in changes:
         out.append(Output("tag", c))
         if ruleset is not None:
-            _rules(st, ruleset, RuleTagInput(st.person, c.tag, c.op == "add", c.ts_ms), rows, now_ms, out)
+            _rules(st, ruleset, RuleTagInput(st.person, c.tag, c.op == "add", c.ts_ms), rows, now_ms, out, traits)
+
+
+def _trait_values(st: PersonState, traits: tuple[Trait, ...], out: list[Output]) -> bool:
+    """Emit each trait whose value as of ``last_seen`` changed since it was last emitted (all of them cleared
+    when the person has no profile left: a split or merge moved everything away); True when one changed."""
+    n_out = len(out)
+    tb = st.traits
+    if tb is None:
+        tb = st.traits = TraitBuckets()
+    last = st.profile.last
+    if st.profile.is_empty():
+        new: dict[str, Any] = {}
+    else:
+        tb.fold(last)
+        new = {k: v for k, v in tb.values(traits, last).items() if v is not None}
+    for name in [n for n in tb.out if n not in new]:
+        del tb.out[name]
+        out.append(Output("trait", TraitValue(st.person, name, None, last)))
+    for name, v in new.items():
+        if tb.out.get(name) != v or name not in tb.out:
+            tb.out[name] = v
+            out.append(Output("trait", TraitValue(st.person, name, v, last)))
+    return len(out) > n_out
 
 
 def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: TagSet,
-            ruleset: RuleSet | None, schema: EventSchema | None = None) -> list[Output]:
+            ruleset: RuleSet | None, schema: EventSchema | None = None, traits: tuple[Trait, ...] = ()) -> list[Output]:
     """Run one bundle's rows in order (see the module docstring); ``st`` is updated in place. ``schema``:
-    the declared event schema (props reach the rules with their declared types)."""
+    the declared event schema (props reach the rules with their declared types); ``traits``: the declared
+    computed traits (``operators.traits.compile_traits``)."""
     out: list[Output] = []
-    changed, newest = False, 0
+    changed, newest, traits_changed = False, 0, False
     for r in rows_in:
         kind = r[1]
         if kind == "m":
@@ -232,13 +278,21 @@ def on_rows(st: PersonState, rows_in: list[list[Any]], rows: RowStore, tagset: T
                 newest = max(newest, b[6])
         elif kind == "e" and ruleset is not None:
             event = _event(st.person, r, schema)
-            _rules(st, ruleset, event, rows, event.ts_ms, out)
+            _rules(st, ruleset, event, rows, event.ts_ms, out, traits)
+        elif kind == "x":  # after the others: a job without traits pays nothing for them
+            if st.traits is None:
+                st.traits = TraitBuckets()
+            new_p = None if r[2] == "DELETE" else row_partial(r)
+            traits_changed |= st.traits.apply(r[12], r[3], r[13] or "", new_p, st.profile.last)
+    if traits and (changed or traits_changed) and _trait_values(st, traits, out):
+        changed = True  # a tag may read traits.<name>
     if changed:
-        _tags(st, tagset, ruleset, rows, max(newest, st.now_ms), "profile", out)
+        _tags(st, tagset, ruleset, rows, max(newest, st.now_ms), "profile", out, traits)
     return out
 
 
-def run_due(st: PersonState, watermark: int, rows: RowStore, tagset: TagSet, ruleset: RuleSet | None) -> list[Output]:
+def run_due(st: PersonState, watermark: int, rows: RowStore, tagset: TagSet, ruleset: RuleSet | None,
+            traits: tuple[Trait, ...] = ()) -> list[Output]:
     """Everything due at or before ``watermark``, one due time after the other in time order (each exactly as
     a timer at that time): what the shell runs before a bundle's rows and when the person's timer fires.
 
@@ -250,11 +304,11 @@ def run_due(st: PersonState, watermark: int, rows: RowStore, tagset: TagSet, rul
         t = st.next_timer
         if not t or t > watermark:
             return out
-        out += on_timer(st, t, watermark, rows, tagset, ruleset)
+        out += on_timer(st, t, watermark, rows, tagset, ruleset, traits)
 
 
 def on_timer(st: PersonState, t: int, watermark: int, rows: RowStore, tagset: TagSet,
-             ruleset: RuleSet | None) -> list[Output]:
+             ruleset: RuleSet | None, traits: tuple[Trait, ...] = ()) -> list[Output]:
     """The person's timer fired at ``t`` (the watermark is ``watermark``): the tags' flip due at ``t`` and the
     engine's work due by ``t``. At the end of a bounded input (``watermark`` = ``END_OF_INPUT``) the tags do
     not flip (that time has not come; their due time is dropped), the engine's timers still run."""
@@ -263,13 +317,13 @@ def on_timer(st: PersonState, t: int, watermark: int, rows: RowStore, tagset: Ta
         if watermark >= END_OF_INPUT:
             st.tag_due = 0
         elif t >= st.now_ms:
-            _tags(st, tagset, ruleset, rows, t, "timer", out)
+            _tags(st, tagset, ruleset, rows, t, "timer", out, traits)
         else:  # cannot happen: a row evaluated after t would have moved the flip
             st.tag_due = 0
     if st.rule_timers and st.rule_timers[0] <= t:
         st.rule_timers = [x for x in st.rule_timers if x > t]
         if ruleset is not None and st.rules is not None:
-            _rules(st, ruleset, None, rows, t, out)
+            _rules(st, ruleset, None, rows, t, out, traits)
         if st.rule_timers and st.rule_timers[0] <= t:
             # a due time the engine's state still names but its step did not move past (never loop on it)
             st.rule_timers = []

@@ -332,13 +332,19 @@ def attach_person_events(t_env: StreamTableEnvironment, pending_ttl_ms: int) -> 
     t_env.execute_sql(f"CREATE TEMPORARY VIEW zt_person_events AS SELECT person, {cols} FROM zt_person_events_enriched")
 
 
-def store_rows_statement() -> str:
+def store_rows_statement(trait_values: str | None = None) -> str:
     """``zt_store_rows``: every upsert for Redis/HBase, one shape (``STORE_COLUMNS``; kinds in
     ``connectors.redis_store.StoreRow``): counters, person buckets, identifier mappings, identity
-    edges, tag changes and pipeline totals."""
+    edges, tag changes, computed trait values (``trait_values``: the person operator's view, with declared
+    traits) and pipeline totals."""
     zero = "CAST(0 AS BIGINT)"
     no_amount = "CAST(0 AS DECIMAL(38, 2))"
     none = "CAST(NULL AS STRING)"
+    traits = "" if trait_values is None else f"""
+  UNION ALL
+  SELECT 'INSERT', 'tv', person, ts_ms, {zero}, {zero}, {zero}, {zero}, {zero}, {no_amount}, {zero}, {zero}, {zero},
+         CONCAT(trait, '=', v)
+  FROM {trait_values}"""
     return f"""
 CREATE TEMPORARY VIEW zt_store_rows AS
 SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
@@ -362,7 +368,7 @@ SELECT kind, k, bucket, n1, n2, n3, n4, n5, amount, t1, t2, t3, s1 FROM (
   UNION ALL
   SELECT 'INSERT', CASE WHEN op = 'add' THEN 't' ELSE 'tr' END, person, ts_ms, {zero}, {zero}, {zero}, {zero},
          {zero}, {no_amount}, {zero}, {zero}, {zero}, tag
-  FROM zt_tag_changes
+  FROM zt_tag_changes{traits}
   UNION ALL
   SELECT op, 's', name, {zero}, n, {zero}, {zero}, {zero}, {zero}, {no_amount}, {zero}, {zero}, {zero}, {none}
   FROM TO_CHANGELOG(input => TABLE zt_totals))

@@ -198,8 +198,9 @@ FROM zt_control_results_tags""")
 
 def _store(b: Build) -> None:
     from pipelines.events import store_rows_statement
+    from pipelines.person import TRAIT_VALUES_VIEW
 
-    b.t_env.execute_sql(store_rows_statement())
+    b.t_env.execute_sql(store_rows_statement(TRAIT_VALUES_VIEW if b.settings.event_schema.traits else None))
     b.store_views.append("zt_store_rows")
 
 

@@ -75,9 +75,10 @@ def _log() -> logging.Logger:
 
 
 def input_sql(person_minutes_view: str, events_view: str | None, event_types: Iterable[str],
-              props: str = "CAST(NULL AS STRING)") -> str:
+              props: str = "CAST(NULL AS STRING)", traits_view: str | None = None) -> str:
     """One append-only query over the person inputs: key, then ``operators.person.ROW_COLUMNS``.
-    ``props``: the events view's column (or expression) with the envelope's props as JSON text."""
+    ``props``: the events view's column (or expression) with the envelope's props as JSON text;
+    ``traits_view``: the person trait partials (``operators.traits.person_traits_statement``), if any."""
     ns, nn = "CAST(NULL AS STRING)", "CAST(NULL AS BIGINT)"
     parts = [f"""
 SELECT person AS k, CAST(COALESCE(last_ts, mb * 60000) AS BIGINT) AS ts, 'm' AS kind, op AS s1, CAST(mb AS BIGINT) AS n1,
@@ -87,6 +88,13 @@ SELECT person AS k, CAST(COALESCE(last_ts, mb * 60000) AS BIGINT) AS ts, 'm' AS 
   {ns} AS s6, {ns} AS s7
 FROM TO_CHANGELOG(input => TABLE {person_minutes_view})
 WHERE person IS NOT NULL"""]
+    if traits_view:
+        # a partial is set as a whole: its UPDATE_BEFORE carries nothing the operator needs
+        parts.append(f"""
+SELECT person, CAST(mb * 60000 AS BIGINT), 'x', op, CAST(mb AS BIGINT), CAST(n AS BIGINT), {nn}, {nn}, {nn},
+  CAST(s AS STRING), {nn}, {nn}, {nn}, trait, dv, CONCAT(CAST(lo AS STRING), ',', CAST(hi AS STRING)), fst, lst
+FROM TO_CHANGELOG(input => TABLE {traits_view})
+WHERE person IS NOT NULL AND op <> 'UPDATE_BEFORE'""")
     types = sorted(event_types)
     if events_view and types:
         quoted = ", ".join("'" + t.replace("'", "''") + "'" for t in types)
@@ -154,6 +162,9 @@ def _row_out(kind: str, a: Any, reason: str | None, payload: dict[str, Any]) -> 
 
 def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset[str], result_tag: Any,
                     slack: int, schema: EventSchema | None = None) -> type:
+    from operators.traits import compile_traits
+
+    traits = compile_traits(schema) if schema is not None and schema.traits else ()
     from pyflink.common import Row
     from pyflink.datastream.functions import KeyedBroadcastProcessFunction
 
@@ -239,6 +250,9 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
                 if k == "tag":
                     yield Row("t", it.tag, it.op, it.person, it.cause, str(it.tagset_version), it.ts_ms,
                               orjson.dumps(it.as_record()).decode(), None)
+                elif k == "trait":
+                    yield Row("v", it.trait, None, it.person, None, None, it.ts_ms,
+                              orjson.dumps(it.value).decode(), None)
                 elif k == "action":
                     yield _row_out("a", it, None, it.to_json())
                 elif k == "budget":
@@ -255,8 +269,8 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             c["bundles"] += 1
             c["rows"] += len(rows)
             store = MapRows(self.minutes)
-            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
-            outs += on_rows(st, rows, store, self.tagset, self.rs, schema)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs, traits)
+            outs += on_rows(st, rows, store, self.tagset, self.rs, schema, traits)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)
@@ -271,7 +285,7 @@ def _function_class(tagset_json: str, ruleset: RuleSet | None, routed: frozenset
             self.counts["timers"] += 1
             st.timer_ms = 0
             store = MapRows(self.minutes)
-            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs)
+            outs = run_due(st, ctx.timer_service().current_watermark(), store, self.tagset, self.rs, traits)
             store.flush()
             self._save(key, st, ctx)
             yield from self._emit(outs)
@@ -349,6 +363,23 @@ def _budget_function() -> type:
     return BudgetFunction
 
 
+#: The person operator's trait values (person, trait, ts_ms, v: the value as JSON, ``null`` = none); with
+#: declared traits only. Private to the person stage; the store stage writes it (``store_rows_statement``).
+TRAIT_VALUES_VIEW = "zt_person_trait_values"
+
+
+def _attach_traits(t_env: StreamTableEnvironment, schema: EventSchema) -> str:
+    """The declared traits' anchor partials and their re-key to persons (``operators.traits``); returns the
+    person view's name. Planned after the profile's statements, so that adding traits to a job leaves the
+    node ids of everything before them as they were (docs/schema.md "Computed traits": state)."""
+    from operators.traits import anchor_traits_statement, compile_traits, person_traits_statement
+
+    traits = compile_traits(schema)
+    t_env.execute_sql(anchor_traits_statement(traits, view="zt_person_anchor_traits"))
+    t_env.execute_sql(person_traits_statement(anchors="zt_person_anchor_traits", view="zt_person_traits"))
+    return "zt_person_traits"
+
+
 def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: TagSet | None = None,
                   ruleset: RuleSet | None = None, person_minutes_view: str = "zt_person_minutes",
                   events_view: str | None = "zt_person_events", control_view: str | None = None,
@@ -366,8 +397,9 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
 
     job = settings.job
     routed = ruleset.event_types if ruleset is not None else frozenset()
+    traits_view = _attach_traits(t_env, settings.event_schema) if settings.event_schema.traits else None
     table = t_env.sql_query(input_sql(person_minutes_view, events_view if ruleset is not None else None, routed,
-                                      props))
+                                      props, traits_view))
     keyed = keyed_bundles(t_env, table, ts_field=1, out_of_orderness_ms=job.watermark_delay_ms,
                           idle_ms=job.source_idle_timeout_ms, max_delay_ms=job.bundle_ms, max_rows=job.bundle_rows,
                           name="person")
@@ -413,6 +445,9 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     t_env.create_temporary_view("zt_tag_changes", t_env.sql_query(
         "SELECT person, action_id AS tag, channel AS op, ts_ms, rule_id AS cause, "
         "CAST(reason AS BIGINT) AS tagset_version, payload FROM zt_person_out WHERE kind = 't'"))
+    if traits_view:
+        t_env.create_temporary_view(TRAIT_VALUES_VIEW, t_env.sql_query(
+            "SELECT person, action_id AS trait, ts_ms, payload AS v FROM zt_person_out WHERE kind = 'v'"))
     if ruleset is not None:
         t_env.create_temporary_view("zt_actions", t_env.sql_query(
             "SELECT action_id, channel, person, rule_id, ts_ms, payload FROM zt_person_out WHERE kind = 'a'"))

@@ -18,7 +18,10 @@ Declarations (pyflink imported lazily, so this module loads without the JVM):
   expire; Flink's TTL runs on processing time and a replay would drop them. Bounded as said above.
 
 Codec of ``PERSON``: one version character (chr(1)), then compact JSON
-``[now_ms, tag_due, timer_ms, tagset_version, [tag...], profile, rules | null, [rule_time...], pending_old]``.
+``[now_ms, tag_due, timer_ms, tagset_version, [tag...], profile, rules | null, [rule_time...], pending_old]``,
+then ``traits`` (``operators.traits.TraitBuckets.to_json``) only when the person has computed-trait state: a
+value without it (every value written before traits existed, and every person of a job without traits) reads
+as no trait state, so adding the first trait needs no new codec version.
 A string, not bytes: byte-array state values fail to snapshot in thread mode.
 
 Before this operator (zhongtai 0.1) tags and rules were two operators (``tags-person-v1``,
@@ -36,6 +39,7 @@ from operators.person import PersonState
 from operators.profile import Bucket, Profile
 from operators.rules.engine import state_from_json, state_to_json
 from operators.tags import TagState
+from operators.traits import TraitBuckets
 
 PERSON = "person-v1"
 MINUTES = "person-minutes-v1"
@@ -53,6 +57,8 @@ def encode_person(st: PersonState) -> str:
             sorted(tags.tags) if tags else [], st.profile.to_json(),
             state_to_json(st.rules) if st.rules is not None else None, st.rule_timers,
             [[m, *b] for m, b in st.pending_old.items()]]
+    if st.traits is not None and not st.traits.is_empty():
+        body.append(st.traits.to_json())
     return _V + orjson.dumps(body).decode()
 
 
@@ -61,10 +67,12 @@ def decode_person(person: str, value: str) -> PersonState:
         raise CodecError(f"person state {PERSON!r} of {person!r} has codec version "
                          f"{ord(value[0]) if value else None}; this build reads {CODEC_VERSION} (state/person.py): "
                          "restore with a build that knows it, or start without state and replay (docs/upgrade.md)")
-    now_ms, tag_due, timer_ms, tv, tags, profile, rules, rule_timers, pending = orjson.loads(value[1:])
+    body = orjson.loads(value[1:])
+    now_ms, tag_due, timer_ms, tv, tags, profile, rules, rule_timers, pending = body[:9]
     return PersonState(person, Profile.from_json(profile), TagState(frozenset(tags), tv) if tags else None, now_ms,
                        tag_due, state_from_json(rules) if rules is not None else None, list(rule_timers), timer_ms,
-                       None, {r[0]: tuple(r[1:]) for r in pending})
+                       None, {r[0]: tuple(r[1:]) for r in pending},
+                       TraitBuckets.from_json(body[9]) if len(body) > 9 else None)
 
 
 def encode_bucket(b: Bucket) -> str:

@@ -18,8 +18,10 @@ def _profile_fields() -> tuple[frozenset[str], frozenset[str]]:
 
 #: Profile fields an expression may read (bare or as ``profile.<field>``).
 PROFILE_FIELDS, MONEY_FIELDS = _profile_fields()
-#: The names (with kinds) a tag expression is compiled against.
-TAG_NAMES: Mapping[str, str] = {**{f: "num" for f in PROFILE_FIELDS}, **{f"profile.{f}": "num" for f in PROFILE_FIELDS}}
+#: The names (with kinds) a tag expression is compiled against: the profile fields, and ``traits.<name>`` for the
+#: schema's computed traits (docs/schema.md; a trait the schema does not declare reads as null).
+TAG_NAMES: Mapping[str, str] = {**{f: "num" for f in PROFILE_FIELDS}, **{f"profile.{f}": "num" for f in PROFILE_FIELDS},
+                                "traits": "map"}
 
 _KIND_WORDS = {"num": "a number", "str": "a string", "list": "a list", "map": "a mapping", "null": "null"}
 

@@ -176,7 +176,7 @@ HEAD = "version: 2\ntags:\n  - name: ok\n    description: fine\n    expression: 
         ('  - name: bad\n    description: d\n    expression: "views > 1 and \\"x\\" == lower(\'Y\') and gmv_99d > 0"\n', 8, 56,
          "unknown name 'gmv_99d'; did you mean 'gmv_90d' or 'gmv_30d' or 'gmv'?"),
         ("  - name: bad\n    description: d\n    expression: 'views > 1 and ''it'' == \"x\" and bogus > 0'\n", 8, 50,
-         "unknown name 'bogus'; known: carts, carts_7d, events, first_seen, gmv, gmv_30d, gmv_90d, last_purchase, last_seen, profile, purchases, purchases_30d, purchases_90d, views, views_1h, views_24h, views_7d"),
+         "unknown name 'bogus'; known: carts, carts_7d, events, first_seen, gmv, gmv_30d, gmv_90d, last_purchase, last_seen, profile, purchases, purchases_30d, purchases_90d, traits, views, views_1h, views_24h, views_7d"),
         # structure
         ("  - name: bad\n    description: d\n    expresion: views > 1\n", 8, 5,
          "unknown key 'expresion' in a tag definition; allowed: name, description, expression, enabled, version"),

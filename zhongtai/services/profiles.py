@@ -38,7 +38,8 @@ def get_profile(settings: Settings, identifier: str, as_of: int | None = None,
                 prefix: str | None = None) -> dict[str, object]:
     """Resolve ``identifier`` (``type:value``, raw phone/e-mail accepted, or a person id) to its person and
     return the person id, the identifier as stored, the person's identifiers, live tags and rolling
-    profile; ``{}`` when it belongs to no person. ``ValueError`` for a malformed identifier."""
+    profile, and with declared computed traits (docs/schema.md) their values (``traits``: name → value text);
+    ``{}`` when it belongs to no person. ``ValueError`` for a malformed identifier."""
     from connectors.redis_store import RedisStore
 
     by_person = PERSON_ID.match(identifier) is not None
@@ -49,12 +50,15 @@ def get_profile(settings: Settings, identifier: str, as_of: int | None = None,
         ids = store.identifiers(pid) if pid is not None else []
         if pid is None or (by_person and not ids and not store.profile_hash(pid)):
             return {}
-        return {
+        out: dict[str, object] = {
             "identifier": key,
             "person": pid,
             "identifiers": ids,
             "tags": store.tags_of(pid),
             "profile": store.profile(pid, as_of),
         }
+        if settings.event_schema.traits:
+            out["traits"] = store.traits(pid)
+        return out
     finally:
         store.close()

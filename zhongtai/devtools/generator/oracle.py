@@ -19,6 +19,9 @@ Readings of the contract where docs/semantics.md leaves room for the outputs (te
     ``last_seen`` (60 minutes, 168 hours, 90 days) are kept.
   * Output always carries every counter and profile field (zeros included) except ``last_purchase``
     for a person without purchases; ``stats`` has ``dlq:<reason>`` only for reasons that occurred.
+  * Computed traits (``schema.traits``, docs/schema.md): ``result()["traits"]`` person → name → value, as of
+    the person's ``last_seen``, from the matching events themselves (the filter evaluated by the expression
+    language, not the job's SQL); a trait with no value (min / max / first / last of no event) is absent.
 """
 
 from __future__ import annotations
@@ -160,6 +163,36 @@ class _Profile:
         return out
 
 
+def _trait(t: Any, events: list[tuple[int, str, Any]], as_of: int) -> Any:
+    """One trait's value from its matching events, directly (the reference of ``operators.traits``)."""
+    w = t.spec.window_spec()
+    if w is not None:
+        div = {"m": MINUTE, "h": HOUR, "d": DAY}[w[0]]
+        end = as_of // div
+        events = [x for x in events if end - w[1] < x[0] // div <= end]
+    a = t.spec.aggregate
+    if a == "count":
+        return len(events)
+    if a == "distinct_count":
+        return len({x[2] for x in events})
+    nums = [x[2] for x in events]
+    v: Decimal
+    if a == "sum":
+        v = sum(nums, ZERO)
+    elif not events:
+        return None
+    elif a in ("min", "max"):
+        v = min(nums) if a == "min" else max(nums)
+    else:
+        pick = min(events) if a == "first" else max(events)
+        return pick[2]
+    if t.spec.prop == "amount":
+        return _money(v)
+    if t.kind == "integer" and v == v.to_integral_value():
+        return int(v)
+    return format(v.normalize(), "f") if v else "0"
+
+
 def _money(v: Decimal) -> str:
     return str(v.quantize(CENT))
 
@@ -197,11 +230,18 @@ class Oracle:
         self.dlq: dict[str, int] = {}
         self._counters: dict[tuple[str, int], _Counter] = {}
         self._profiles: dict[str, _Profile] = {}
+        from operators.traits import compile_traits
+
+        #: the declared traits and, per person and trait, the matching events' (ts, event_id, value)
+        self._traits = compile_traits(schema) if schema is not None and schema.traits else ()
+        self._trait_events: dict[str, dict[str, list[tuple[int, str, Any]]]] = {}
 
     def feed(self, value: bytes, timestamp_ms: int) -> str:
         """Account for one record; returns its kind: ``"ok"``, ``"dup"`` or the DLQ reason."""
         self.received += 1
-        e = decode(value, timestamp_ms, self.job, self._pseudonyms)
+        full = decode_full(value, timestamp_ms, self.job, self._pseudonyms) if self._traits else None
+        e = decode(value, timestamp_ms, self.job, self._pseudonyms) if full is None else (
+            full if isinstance(full, str) else full.event)
         if isinstance(e, str):
             self.dlq[e] = self.dlq.get(e, 0) + 1
             return e
@@ -220,7 +260,31 @@ class Oracle:
         if p is None:
             p = self._profiles[key] = _Profile(first_seen=e.ts, last_seen=e.ts)
         p.add(e)
+        if self._traits and isinstance(full, DecodedFields):
+            self._add_traits(key, full)
         return "ok"
+
+    def _add_traits(self, key: str, f: DecodedFields) -> None:
+        from operators.traits import exact_props
+
+        e = f.event
+        props = exact_props(f.props)
+        columns = {"amount": e.amount, "ts": e.ts, "item_id": f.item_id, "campaign": e.campaign, "channel": e.channel}
+        mine = self._trait_events.setdefault(key, {})
+        for t in self._traits:
+            if t.matches(e.event_type, props):
+                v = t.prop_value(props, columns)
+                if v is not None:
+                    mine.setdefault(t.name, []).append((e.ts, e.event_id, v))
+
+    def traits(self) -> dict[str, dict[str, Any]]:
+        """Person → trait → value as of the person's ``last_seen`` (see the module docstring)."""
+        out: dict[str, dict[str, Any]] = {}
+        for person, prof in sorted(self._profiles.items()):
+            events = self._trait_events.get(person, {})
+            vals = {t.name: _trait(t, events.get(t.name, []), prof.last_seen) for t in self._traits}
+            out[person] = {k: v for k, v in vals.items() if v is not None}
+        return out
 
     def stats(self) -> dict[str, int]:
         unique = len(self._seen)
@@ -243,7 +307,10 @@ class Oracle:
             label = labels.get(minute) or labels.setdefault(minute, minute_label(minute))
             counters[f"{scope}:{label}"] = c.as_dict()
         profiles = {p: prof.as_dict() for p, prof in sorted(self._profiles.items())}
-        return {"stats": self.stats(), "counters": counters, "profiles": profiles}
+        out = {"stats": self.stats(), "counters": counters, "profiles": profiles}
+        if self._traits:
+            out["traits"] = self.traits()
+        return out
 
 
 def resolve_persons(
@@ -269,13 +336,14 @@ def expected(
     job: JobSettings | None = None,
     pii: PiiSettings | None = None,
     person_of: Callable[[Any], str] | None = None,
+    schema: EventSchema | None = None,
 ) -> dict[str, Any]:
     """The oracle's result for ``records`` (anything with ``.value`` and ``.timestamp_ms``).
 
     Profiles are keyed by ``person_of(event)`` (default: the event's anchor identifier); the job keys
     them by person id: pass ``resolve_persons(records)[1]``.
     """
-    o = Oracle(job, pii, person_of)
+    o = Oracle(job, pii, person_of, schema)
     for r in records:
         o.feed(r.value, r.timestamp_ms)
     return o.result()
