@@ -424,6 +424,28 @@ class RecsSettings(_Frozen):
     max_purchased: int = Field(50, ge=1, le=1000)
 
 
+class ArchiveSettings(_Frozen):
+    """The archive (docs/warehouse.md): every event and decision of the job as Parquet files partitioned by day,
+    written by a stage of the job and committed on each checkpoint; off unless ``enabled``."""
+
+    enabled: bool = False
+    #: The warehouse's URL (``file:///…``, ``hdfs://…``, ``s3://…``); empty: ``<stack.home>/warehouse``,
+    #: in the configuration's namespace.
+    path: str = ""
+    #: A part file is closed (and committed at the next checkpoint) at this size or age, whichever comes first.
+    rolling_file_size: str = "128MB"
+    rollover_interval: str = "15 min"
+    #: Hadoop's client jars that Flink's Parquet writer needs (fetched from Maven Central, connectors/archive.py).
+    hadoop_version: str = "3.4.1"
+
+    @field_validator("path")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("file://", "hdfs://", "s3://", "s3a://", "oss://", "gs://", "abfs://")):
+            raise ValueError("archive.path must be a URL such as file:///abs/warehouse or s3://bucket/warehouse")
+        return v
+
+
 class ApiSettings(_Frozen):
     """``zhongtai api`` (docs/api.md). With ``token`` set (or env ``ZT_API_TOKEN``), every route but
     ``/healthz`` needs ``Authorization: Bearer <token>``."""
@@ -502,6 +524,7 @@ class Settings(_Frozen):
     experiments: ExperimentSettings = ExperimentSettings()
     api: ApiSettings = ApiSettings()
     recs: RecsSettings = RecsSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     #: The declared event schema's file (docs/schema.md); empty: the shipped config/schema.yaml.
     schema_file: str = ""
     #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's
