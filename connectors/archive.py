@@ -65,6 +65,18 @@ TABLES: tuple[ArchiveTable, ...] = (
 )
 TABLE_NAMES = tuple(t.name for t in TABLES)
 
+#: DuckDB columns of the tables a job without rules or attribution never writes: an empty view stands in for
+#: them, so that the shipped queries run on any archive (``connect``).
+EMPTY_SCHEMAS: dict[str, str] = {
+    "actions": "status VARCHAR, action_id VARCHAR, channel VARCHAR, person VARCHAR, rule_id VARCHAR, "
+               "reason VARCHAR, ts_ms BIGINT, payload VARCHAR, dt DATE",
+    "receipts": "action_id VARCHAR, person_id VARCHAR, channel VARCHAR, status VARCHAR, rule_id VARCHAR, "
+                "campaign VARCHAR, ts_ms BIGINT, payload VARCHAR, kts TIMESTAMP, dt DATE",
+    "conversions": "purchase_event_id VARCHAR, person VARCHAR, action_id VARCHAR, rule_id VARCHAR, "
+                   "campaign VARCHAR, channel VARCHAR, delivered_ts BIGINT, purchase_ts BIGINT, "
+                   "amount DECIMAL(18, 2), payload VARCHAR, dt DATE",
+}
+
 
 def warehouse_url(settings: Settings) -> str:
     """The warehouse's URL: ``archive.path``, or ``<stack.home>/warehouse/<namespace or 'default'>``."""
@@ -153,16 +165,21 @@ def present_tables(root: Path) -> list[str]:
 
 def connect(root: Path, *, threads: int | None = None) -> Any:
     """An in-memory DuckDB connection with one view per archive table present under ``root`` (``dt`` a DATE
-    column from the folder names). Tables with no committed file yet have no view."""
+    column from the folder names). Of the tables with no committed file yet, those of ``EMPTY_SCHEMAS`` get an
+    empty view, the others none."""
     import duckdb
 
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    for t in present_tables(root):
+    present = present_tables(root)
+    for t in present:
         glob = table_glob(root, t).replace("'", "''")
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
                     "union_by_name = true)")
+    for t, cols in EMPTY_SCHEMAS.items():
+        if t not in present:
+            con.execute(f"CREATE TABLE {t} ({cols})")
     return con
 
 

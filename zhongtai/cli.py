@@ -470,6 +470,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_rules",
     "zhongtai.cli_api",
     "zhongtai.cli_collect",
+    "zhongtai.cli_warehouse",
 )
 
 
