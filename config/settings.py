@@ -530,6 +530,27 @@ class PricingSettings(_Frozen):
             raise ValueError("pricing.personalised_list_prices can only be 'refused': a different list price for "
                              "identical conditions is unlawful (E-commerce Law of the PRC art. 18, SAMR 2021 rules "
                              "on big-data price discrimination); give a person an offer instead (docs/pricing.md)")
+
+
+class ArchiveSettings(_Frozen):
+    """The archive (docs/warehouse.md): every event and decision of the job as Parquet files partitioned by day,
+    written by a stage of the job and committed on each checkpoint; off unless ``enabled``."""
+
+    enabled: bool = False
+    #: The warehouse's URL (``file:///…``, ``hdfs://…``, ``s3://…``); empty: ``<stack.home>/warehouse``,
+    #: in the configuration's namespace.
+    path: str = ""
+    #: A part file is closed (and committed at the next checkpoint) at this size or age, whichever comes first.
+    rolling_file_size: str = "128MB"
+    rollover_interval: str = "15 min"
+    #: Hadoop's client jars that Flink's Parquet writer needs (fetched from Maven Central, connectors/archive.py).
+    hadoop_version: str = "3.4.1"
+
+    @field_validator("path")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("file://", "hdfs://", "s3://", "s3a://", "oss://", "gs://", "abfs://")):
+            raise ValueError("archive.path must be a URL such as file:///abs/warehouse or s3://bucket/warehouse")
         return v
 
 
@@ -667,6 +688,7 @@ class Settings(_Frozen):
     api: ApiSettings = ApiSettings()
     recs: RecsSettings = RecsSettings()
     pricing: PricingSettings = PricingSettings()
+    archive: ArchiveSettings = ArchiveSettings()
     #: The declared event schema's file (docs/schema.md); empty: the shipped config/schema.yaml.
     schema_file: str = ""
     #: The declared event schema, read from ``schema_file`` by :func:`load_settings` (shipped to the job's

@@ -22,6 +22,7 @@ attribution      purchases attributed to delivered actions (rules on)
 recs             item-to-item recommendations: item lists and person windows as store rows (recs.enabled)
 pricing          list prices within guard rails and personal offers: store rows and the pricing topic
                  (pricing.enabled)
+archive          every event and decision as Parquet partitioned by day (archive.enabled; pipelines.archive)
 experiments      assignment and per-variant statistics (experiments on)
 store_insert     THE one INSERT into the store sink (the union of every stage's store rows)
 naive            the per-event HINCRBY negative control (tests only)
@@ -254,6 +255,13 @@ def _pricing(b: Build) -> None:
         b.stmt_set.add_insert_sql(control_results_insert(b.tables.control_results))
 
 
+def _archive(b: Build) -> None:
+    from pipelines.archive import attach_archive
+
+    attach_archive(b.t_env, b.stmt_set, b.settings, rules=_rules_on(b), conversions=b.has("zt_conversions"),
+                   receipts=b.tables.delivery_source if b.has("zt_conversions") else None)
+
+
 def _store_insert(b: Build) -> None:
     from pipelines.events import Sinks, store_insert
 
@@ -289,6 +297,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("attribution", ("zt_person_events",), _attribution, lambda b: _rules_on(b) and b.plan.attribution),
     Stage("recs", ("zt_person_events",), _recs, lambda b: b.settings.recs.enabled),
     Stage("pricing", ("zt_person_events",), _pricing, lambda b: b.settings.pricing.enabled),
+    Stage("archive", ("zt_unique", "zt_decoded", "zt_person_events"), _archive, lambda b: b.settings.archive.enabled),
     Stage("store_insert", ("zt_store_rows",), _store_insert),
     Stage("experiments", ("zt_person_events", "zt_unique"), _experiments, lambda b: b.plan.experiments),
     Stage("naive", ("zt_unique",), _naive, lambda b: b.plan.naive_prefix is not None),

@@ -16,7 +16,7 @@ from zhongtai.names import EVENTS_TOPIC_PREFIX
 from zhongtai.names import zhongtai_command as _zhongtai
 
 #: Whose credentials a verb uses (``security.components``; docs/security.md); every other verb: ``admin``.
-VERB_COMPONENT = {"run": "job", "submit": "job", "apply": "applier", "api": "api", "dashboard": "api",
+VERB_COMPONENT = {"run": "job", "submit": "job", "replay": "job", "apply": "applier", "api": "api", "dashboard": "api",
                   "worker": "worker", "collect": "collector"}
 
 
@@ -479,6 +479,7 @@ _EXTENSIONS: tuple[str, ...] = (
     "zhongtai.cli_collect",
     "zhongtai.cli_keys",
     "zhongtai.cli_plugins",
+    "zhongtai.cli_warehouse",
 )
 
 

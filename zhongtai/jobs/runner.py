@@ -368,11 +368,14 @@ def ensure_control_topics(settings: Settings, control: str, results: str) -> Non
 
 
 def connector_jars(settings: Settings) -> list[Path]:
-    """The jars every run ships: the Flink Kafka connector and zhongtai's own JVM module (connectors.jvm)."""
+    """The jars every run ships: the Flink Kafka connector and zhongtai's own JVM module (connectors.jvm), and
+    with ``archive.enabled`` the Parquet format (connectors.archive)."""
+    from connectors.archive import archive_jars
     from connectors.jars import kafka_connector_jars
     from connectors.jvm import zhongtai_jar
 
-    return [*kafka_connector_jars(settings), zhongtai_jar(settings)]
+    archive = archive_jars(settings) if settings.archive.enabled else []
+    return [*kafka_connector_jars(settings), zhongtai_jar(settings), *archive]
 
 
 def execute(env: StreamExecutionEnvironment, stmt_set: StatementSet, job_name: str) -> JobClient:
