@@ -365,7 +365,7 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     from state.tags import encode_tagset, tagset_state
 
     job = settings.job
-    routed = ruleset.event_types if ruleset is not None else frozenset()
+    routed = ruleset.routed_event_types(job.rules_event_types) if ruleset is not None else frozenset()
     table = t_env.sql_query(input_sql(person_minutes_view, events_view if ruleset is not None else None, routed,
                                       props))
     keyed = keyed_bundles(t_env, table, ts_field=1, out_of_orderness_ms=job.watermark_delay_ms,

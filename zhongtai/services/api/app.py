@@ -13,6 +13,8 @@ Routes (JSON in and out; every error is ``{"error": "...what to do"}`` plus deta
   code as ``zhongtai rules``;
 - ``GET /v1/experiments``, ``GET /v1/experiments/{key}`` (the numbers of ``zhongtai experiment report
   --json``), ``POST /v1/experiments`` (definitions, published as ``zhongtai experiment publish`` does);
+- ``GET /builder`` (the visual journey builder, never needs the token) and the ``/v1/builder/*``,
+  ``/v1/expressions/check`` routes it calls (``zhongtai.services.api.builder``, docs/builder.md);
 - ``GET /healthz`` (Redis and Kafka reachable; never needs the token), ``GET /metrics`` (Prometheus:
   ``zhongtai_api_requests_total{route,status}``, ``zhongtai_api_request_seconds{route}``, route =
   the route template), ``GET /openapi.json``.
@@ -44,6 +46,7 @@ from connectors.control import PublishError, ReadError
 from zhongtai.services.profiles import get_profile as get_person_profile
 from zhongtai.services.recommendations import get_recommendations as person_recommendations
 
+from .builder import builder_routes
 from .rules import (
     Rejected,
     RuleSetView,
@@ -59,7 +62,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from config.settings import Settings
 
-_OPEN = frozenset({"/healthz"})
+#: Routes that never need the token: health, and the builder's page (static; it holds no data, and its
+#: calls to the API carry the key the user gives it).
+_OPEN = frozenset({"/healthz", "/builder"})
 
 
 def _error(status: int, message: str, **details: Any) -> JSONResponse:
@@ -549,6 +554,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        *builder_routes(settings, view, prefix),
     ]
     middleware = [Middleware(_Observe, metrics=metrics, routes=routes)]
     if token:
