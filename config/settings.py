@@ -234,6 +234,12 @@ class JobSettings(_Frozen):
     attribution_receipt_delay_ms: int = Field(300_000, ge=0)
     #: Channels whose deliveries can convert (None: every channel).
     attribution_channels: tuple[str, ...] | None = None
+    #: Event types routed to the strategy engine besides those its start rule set uses (and consent /
+    #: unsubscribe): the types a rule, pattern or journey published at run time (the builder, ``zhongtai rules
+    #: publish``) may need. The job's SQL drops every other type before Python (one row per routed event);
+    #: a published definition that needs an unrouted type is applied, but its events never reach it until the
+    #: job restarts with the type here (docs/rules_job.md). The builder warns about such types.
+    rules_event_types: tuple[str, ...] = ()
     #: How the store rows reach Redis and HBase (docs/semantics.md, "Failures and restore"):
     #: ``log`` (default): a transactional Kafka log, applied read_committed by ``zhongtai.services.applier``:
     #: only rows of completed checkpoints are ever written, so values are exact through any failure;
@@ -530,6 +536,7 @@ class PricingSettings(_Frozen):
             raise ValueError("pricing.personalised_list_prices can only be 'refused': a different list price for "
                              "identical conditions is unlawful (E-commerce Law of the PRC art. 18, SAMR 2021 rules "
                              "on big-data price discrimination); give a person an offer instead (docs/pricing.md)")
+        return v
 
 
 class ArchiveSettings(_Frozen):

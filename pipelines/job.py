@@ -207,6 +207,7 @@ def _store(b: Build) -> None:
 
 def _rules(b: Build) -> None:
     from pipelines.actions import actions_insert, rule_store_rows
+    from pipelines.events import CONTROL_VIEW
 
     t = b.tables
     if t.actions is None or t.actions_prefix is None:
@@ -214,7 +215,9 @@ def _rules(b: Build) -> None:
     b.stmt_set.add_insert_sql(actions_insert(t.actions, t.actions_prefix))
     if t.actions_control is not None and t.actions_control_prefix is not None:
         b.stmt_set.add_insert_sql(actions_insert(t.actions_control, t.actions_control_prefix))
-    if t.control_results and b.has("zt_person_control"):
+    # the person stage reads the control view whenever there is one (zt_person_control, not a catalog view: a
+    # check for it here was always false, so the job's answers to rule control messages were never written)
+    if t.control_results and b.has(CONTROL_VIEW):
         b.stmt_set.add_insert_sql(f"""
 INSERT INTO {t.control_results}
 SELECT ENCODE(payload, 'UTF-8'), MAP['zt.kind', ENCODE('rule', 'UTF-8')],

@@ -396,7 +396,7 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     from state.tags import encode_tagset, tagset_state
 
     job = settings.job
-    routed = ruleset.event_types if ruleset is not None else frozenset()
+    routed = ruleset.routed_event_types(job.rules_event_types) if ruleset is not None else frozenset()
     traits_view = _attach_traits(t_env, settings.event_schema) if settings.event_schema.traits else None
     table = t_env.sql_query(input_sql(person_minutes_view, events_view if ruleset is not None else None, routed,
                                       props, traits_view))

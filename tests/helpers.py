@@ -148,3 +148,18 @@ def event_record(eid: str, etype: str, ids: str | dict[str, str], ts: int, **pro
 
     return orjson.dumps({"event_id": eid, "event_type": etype, "ts": ts,
                          "ids": ids if isinstance(ids, dict) else {"user_id": ids}, "props": props})
+
+
+def wait_until(what: str, check: Any, timeout: float = 90.0, show: Any = None) -> Any:
+    """Poll ``check()`` once a second until it is truthy and return that; AssertionError naming ``what``, the
+    last value and ``show()`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r}; {show() if show else ''})")

@@ -119,6 +119,11 @@ class RuleSet:
         return frozenset(self._by_event) | frozenset(self._patterns_by_event) | frozenset(
             self._journeys_by_event) | {"consent", "unsubscribe"}
 
+    def routed_event_types(self, extra: Iterable[str] = ()) -> frozenset[str]:
+        """What a job started from this rule set routes to the engine: :attr:`event_types` plus ``extra``
+        (``job.rules_event_types``); the job's SQL drops every other type."""
+        return self.event_types | frozenset(extra)
+
     def rules_for_event(self, event_type: str) -> tuple[Rule, ...]:
         """Active rules triggered by ``event_type``, in priority order (high first, then id)."""
         return self._by_event.get(event_type, ())

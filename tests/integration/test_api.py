@@ -350,6 +350,10 @@ def test_openapi_documents_every_route(settings):
         "/v1/experiments": ["get", "post"],
         "/v1/experiments/{key}": ["get"],
         "/v1/audit": ["get"],
+        "/v1/builder/document": ["post"],
+        "/v1/builder/flows/{id}": ["get"],
+        "/v1/builder/audience": ["post"],
+        "/v1/expressions/check": ["post"],
         "/healthz": ["get"],
         "/metrics": ["get"],
     }

@@ -27,7 +27,7 @@ from connectors.control import publish
 from connectors.redis_experiments import STAT_FIELDS, RedisExperiments
 from connectors.redis_store import RedisStore
 from operators.experiments.definitions import ExperimentRegistry, control_message, parse_definitions
-from tests.helpers import fresh_names, make_settings, read_topics
+from tests.helpers import fresh_names, make_settings, read_topics, wait_until
 from tests.pipeline.test_experiments_pipeline import _quantized, oracle
 from zhongtai.jobs.runner import RunOptions, run_events_job
 
@@ -132,17 +132,6 @@ def _as_tuples(events: list[dict], unit_of) -> list[tuple]:
     return out
 
 
-def _wait(what: str, check, timeout: float = 90.0, show=None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r}; {show() if show else ''})")
-
-
 def _until_equal(read, want, timeout: float = 90.0, show=None) -> None:
     """Poll ``read()`` until it equals ``want``; then (or at the timeout) assert it, with the diff."""
     deadline = time.monotonic() + timeout
@@ -181,10 +170,10 @@ def test_definitions_from_the_control_topic_and_tag_targeting(tmp_path) -> None:
     store = RedisExperiments(settings.redis, prefix=n.prefix)
     totals = RedisStore(settings.redis, prefix=n.prefix)
     try:
-        _wait("batch 1", lambda: totals.stats().get("unique") == len(b1), show=totals.stats)
-        pids = {f"u{u}": _wait(f"person of u{u}", lambda u=u: totals.person_of(f"user_id:u{u}")) for u in range(20)}
+        wait_until("batch 1", lambda: totals.stats().get("unique") == len(b1), show=totals.stats)
+        pids = {f"u{u}": wait_until(f"person of u{u}", lambda u=u: totals.person_of(f"user_id:u{u}")) for u in range(20)}
         vips = {u for u in range(10)}
-        _wait("high_value tags", lambda: all(("high_value" in totals.tags_of(pids[f"u{u}"])) == (u in vips)
+        wait_until("high_value tags", lambda: all(("high_value" in totals.tags_of(pids[f"u{u}"])) == (u in vips)
                                              for u in range(20)))  # fmt: skip
         broken = {**live.to_dict(), "variants": [{"key": "control", "weight": 0.6}, {"key": "banner", "weight": 0.5}]}
         publish(settings, [
@@ -193,7 +182,7 @@ def test_definitions_from_the_control_topic_and_tag_targeting(tmp_path) -> None:
             {"kind": "experiment", "op": "upsert", "key": "live", "version": 2, "definition": broken},
             control_message("stop", "live", 3, stop_ms=STOP),
         ])  # fmt: skip
-        _wait("5 control results", lambda: len(_results(settings)) >= 5)
+        wait_until("5 control results", lambda: len(_results(settings)) >= 5)
         results = _results(settings)
         results.sort(key=lambda r: (r["key"], r["version"]))
         assert [(r["key"], r["op"], r["version"], r["status"]) for r in results] == [
@@ -207,7 +196,7 @@ def test_definitions_from_the_control_topic_and_tag_targeting(tmp_path) -> None:
             reg, _ = reg.apply(m, 0)
         live_v3 = reg.definitions["live"]
         assert live_v3.experiment.stop_ms == STOP and live_v3.experiment.weights == live.experiment.weights
-        _wait("meta of live v3", lambda: store.client.hget(store.meta_key("live"), "version") == "3")
+        wait_until("meta of live v3", lambda: store.client.hget(store.meta_key("live"), "version") == "3")
 
         _produce(settings, topic, b2)
         device_events = _as_tuples([e for e in b2 if "device_id" in e["ids"]], lambda e: e["ids"]["device_id"])
@@ -230,9 +219,9 @@ def test_definitions_from_the_control_topic_and_tag_targeting(tmp_path) -> None:
 
         # 2: delete retracts the experiment's units.
         publish(settings, [control_message("delete", "gone", 2)])
-        _wait("delete applied", lambda: any(r["key"] == "gone" and r["op"] == "delete" and r["status"] == "applied"
+        wait_until("delete applied", lambda: any(r["key"] == "gone" and r["op"] == "delete" and r["status"] == "applied"
                                             for r in _results(settings)))  # fmt: skip
-        _wait("gone at zero", lambda: all(store.raw("gone", v).get("units") == "0" for v in gone.variations))
+        wait_until("gone at zero", lambda: all(store.raw("gone", v).get("units") == "0" for v in gone.variations))
         assert store.client.hget(store.meta_key("gone"), "status") == "deleted"
         assert _stats(store, "live", variants["live"]) == {k: v for k, v in want.items() if k[0] == "live"}
     finally:

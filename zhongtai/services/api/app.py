@@ -18,6 +18,8 @@ Routes (JSON in and out; every error is ``{"error": "...what to do"}`` plus deta
   --json``), ``POST /v1/experiments`` (definitions, published as ``zhongtai experiment publish`` does);
 - ``GET /v1/audit?limit=50&after=ROW``: the audit log of control changes made through the API, newest first
   (``zhongtai.services.api.audit``);
+- ``GET /builder`` (the visual journey builder, never needs a key) and the ``/v1/builder/*``,
+  ``/v1/expressions/check`` routes it calls (``zhongtai.services.api.builder``, docs/builder.md);
 - ``GET /healthz`` (Redis and Kafka reachable; never needs a key), ``GET /metrics`` (Prometheus:
   ``zhongtai_api_requests_total{route,status}``, ``zhongtai_api_request_seconds{route}``, route =
   the route template), ``GET /openapi.json``.
@@ -54,6 +56,7 @@ from zhongtai.services.profiles import get_profile as get_person_profile
 from zhongtai.services.recommendations import get_recommendations as person_recommendations
 
 from .audit import AuditLog, AuditUnavailable, entry
+from .builder import builder_routes
 from .gateway import Gateway
 from .keys import ROUTE_SCOPES, SCOPES, required_scope
 from .rules import (
@@ -682,6 +685,7 @@ def create_app(settings: Settings, *, token: str | None = None, prefix: str | No
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        *builder_routes(settings, view, prefix),
     ]
     middleware = [Middleware(_Observe, metrics=metrics, routes=routes),
                   Middleware(Gateway, cfg=settings.api, routes=routes, route_of=route_template, token=token,

@@ -60,10 +60,16 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/prices/{item:path}"): "profiles:read",
     ("GET", "/v1/offers/{identifier:path}"): "profiles:read",
     ("GET", "/metrics"): "metrics:read",
+    # the visual builder's calls (docs/builder.md): reading and checking definitions, sizing an audience
+    ("POST", "/v1/builder/document"): "rules:read",
+    ("GET", "/v1/builder/flows/{id}"): "rules:read",
+    ("POST", "/v1/expressions/check"): "rules:read",
+    ("POST", "/v1/builder/audience"): "profiles:read",
 }
 
-#: Routes open to anyone who can reach the API (load balancers' health checks, the schema).
-OPEN_ROUTES = frozenset({"/healthz", "/openapi.json"})
+#: Routes open to anyone who can reach the API (load balancers' health checks, the schema, the builder's page:
+#: static, it holds no data and its calls carry the key typed into it).
+OPEN_ROUTES = frozenset({"/healthz", "/openapi.json", "/builder"})
 
 #: The key id the legacy ``api.token`` is logged and rate-limited under (it acts as an ``admin`` key).
 TOKEN_KEY_ID = "api.token"
