@@ -253,10 +253,11 @@ def test_stack_up_creates_a_namespaces_tables() -> None:
 
     ns = f"n{uuid.uuid4().hex[:8]}"
     s = load_settings(overrides={"namespace": ns})
-    assert sorted(hbase.ensure_tables(s)) == [f"{ns}.zt_actions", f"{ns}.zt_identity", f"{ns}.zt_profile"]
+    tables = [f"{ns}.zt_{t}" for t in ("actions", "identity", "offers", "prices", "profile")]
+    assert sorted(hbase.ensure_tables(s)) == tables
     hbase.wait_tables_serving(s, 120)
     assert hbase.ensure_tables(s) == []  # idempotent
-    assert _tables_with(s, ns) == {f"{ns}.zt_actions", f"{ns}.zt_identity", f"{ns}.zt_profile"}
+    assert _tables_with(s, ns) == set(tables)
 
 
 # ---- through the job ----------------------------------------------------------------------------
@@ -281,7 +282,7 @@ def _groups_with(settings: Settings, tag: str) -> set[str]:
 @pytest.mark.stack
 @pytest.mark.flink
 def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
-    from connectors.hbase_store import HBaseStore, derive_profile_hash
+    from connectors.hbase_store import TABLES, HBaseStore, derive_profile_hash
     from connectors.kafka_admin import list_topics, matching_topics
     from connectors.redis_store import RedisStore
     from operators.profile_windows import evaluate
@@ -322,8 +323,7 @@ def test_two_namespaces_run_the_job_apart(tmp_path, monkeypatch) -> None:
             assert sorted(matching_topics(s, s.kafka.topics.events)) == sorted(produced_topics(s))
             assert names["group.applier"] in groups
             assert {g for g in groups if g.startswith(f"{ns}.")} <= set(names.values())
-            assert {t for t in tables if t.startswith(f"{ns}.")} == {names[f"hbase.{t}"] for t in
-                                                                    ("profile", "identity", "actions")}
+            assert {t for t in tables if t.startswith(f"{ns}.")} == {names[f"hbase.{t}"] for t in TABLES}
             # exact counts, read through the namespace's prefix and tables
             assert stores[ns].stats() == expected[ns]["stats"]
             assert sorted(stores[ns].persons()) == sorted(expected[ns]["profiles"])
