@@ -88,8 +88,12 @@ def test_redis_users_have_least_privilege_within_their_tenant(secured: Settings)
     try:
         writer.hset(key, "n", "1")  # the writer writes (the negative control of the API's refusal)
         assert api.hgetall(key) == {"n": "1"}
-        with pytest.raises(redis.exceptions.NoPermissionError, match="hset"):
+        # the API writes only its keys' token buckets (the gateway's rate limit), nothing of the store
+        with pytest.raises(redis.exceptions.NoPermissionError, match="permissions to access one of the keys"):
             api.hset(key, "n", "2")
+        bucket = f"{secured.redis.prefix}:apirate:acl-check"
+        assert api.hset(bucket, "tokens", "1") == 1
+        api.delete(bucket)
         for user in (api, writer):  # another tenant's keys are out of reach, for reading and writing
             with pytest.raises(redis.exceptions.NoPermissionError, match="keys"):
                 user.get(f"{OTHER}.zt:profile:p1")
