@@ -70,3 +70,27 @@ def keyed_bundles(t_env: StreamTableEnvironment, table: Table, *, ts_field: int 
     j_bundled.getTransformation().setOutputType(row_type.get_java_type_info())
     j_keyed = j_bundled.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.STRING()]).get_java_type_info())
     return KeyedStream(j_keyed, Types.STRING(), DataStream(j_bundled))
+
+
+def control_stream(t_env: StreamTableEnvironment, payloads: str | None, *, idle_ms: int, name: str) -> Any:
+    """The control messages an operator broadcasts beside its keyed input, as a DataStream of
+    ``Row(payload, ts)``: ``payloads`` is a query with one STRING column ``payload`` (None: an empty stream).
+
+    Every record carries event time 0, so it never moves the watermark, and the input goes idle after
+    ``idle_ms``, so it does not hold the operator's watermark (the minimum of both inputs) either. The
+    assigner is named ``<name>-control-time`` with uid ``zt-<name>-control-time-v1``."""
+    from pyflink.common import Types
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+
+    if payloads is not None:
+        table = t_env.sql_query(f"SELECT payload, CAST(0 AS BIGINT) AS ts FROM ({payloads})")
+    else:
+        table = t_env.sql_query(
+            "SELECT CAST('' AS STRING) AS payload, CAST(0 AS BIGINT) AS ts FROM (VALUES (1)) AS t(x) WHERE x = 0")
+    j_ctl = get_gateway().jvm.io.zhongtai.flink.bundle.Bundles.withFieldTimestamps(
+        t_env.to_data_stream(table)._j_data_stream, 1, 0, idle_ms, f"{name}-control-time",
+        f"zt-{name}-control-time-v1")
+    j_ctl.getTransformation().setOutputType(
+        Types.ROW_NAMED(["payload", "ts"], [Types.STRING(), Types.LONG()]).get_java_type_info())
+    return DataStream(j_ctl)

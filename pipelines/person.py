@@ -391,7 +391,7 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
     from pyflink.java_gateway import get_gateway
 
     from operators.tags import TagSet
-    from pipelines.bundles import keyed_bundles
+    from pipelines.bundles import control_stream, keyed_bundles
     from state import rules as rules_state
     from state.tags import encode_tagset, tagset_state
 
@@ -411,19 +411,8 @@ def attach_person(t_env: StreamTableEnvironment, settings: Settings, *, tagset: 
                                                                      [Types.STRING(), Types.STRING()]))
     tagset_json = encode_tagset(tagset if tagset is not None else TagSet.load())
     fn = _function_class(tagset_json, ruleset, routed, result_tag, job.timer_slack_ms, settings.event_schema)()
-    # The control stream: its records carry event time 0 (they never move the watermark) and the input is
-    # idle after the idle timeout, so it does not hold the operator's watermark (the minimum of both).
-    if control_view is not None:
-        ctl_table = t_env.sql_query(f"SELECT payload, CAST(0 AS BIGINT) AS ts FROM {control_view}")
-    else:
-        ctl_table = t_env.sql_query(
-            "SELECT CAST('' AS STRING) AS payload, CAST(0 AS BIGINT) AS ts FROM (VALUES (1)) AS t(x) WHERE x = 0")
-    j_ctl = get_gateway().jvm.io.zhongtai.flink.bundle.Bundles.withFieldTimestamps(
-        t_env.to_data_stream(ctl_table)._j_data_stream, 1, 0, job.source_idle_timeout_ms,
-        "person-control-time", "zt-person-control-time-v1")
-    ctl = DataStream(j_ctl)
-    ctl_type = Types.ROW_NAMED(["payload", "ts"], [Types.STRING(), Types.LONG()])
-    j_ctl.getTransformation().setOutputType(ctl_type.get_java_type_info())
+    ctl = control_stream(t_env, None if control_view is None else f"SELECT payload FROM {control_view}",
+                         idle_ms=job.source_idle_timeout_ms, name="person")
     out = keyed.connect(ctl.broadcast(tagset_state(), rules_state.control_log_state())) \
         .process(fn, output_type=out_type()).name("person").uid("zt-person-v1")
     t_env.create_temporary_view("zt_person_all", t_env.from_data_stream(out))

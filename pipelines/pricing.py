@@ -308,10 +308,9 @@ def attach_pricing(t_env: StreamTableEnvironment, settings: Settings, *, events_
     """Register ``zt_pricing_rows`` (store rows ``pr`` / ``po``), ``zt_pricing_out`` (kind, k, ts, n, s1) and,
     with a control view, ``zt_pricing_control_results`` (payload)."""
     from pyflink.common import Types
-    from pyflink.datastream import DataStream, OutputTag
-    from pyflink.java_gateway import get_gateway
+    from pyflink.datastream import OutputTag
 
-    from pipelines.bundles import keyed_bundles
+    from pipelines.bundles import control_stream, keyed_bundles
     from state.pricing import control_log_state
 
     p = settings.pricing
@@ -321,22 +320,12 @@ def attach_pricing(t_env: StreamTableEnvironment, settings: Settings, *, events_
     keyed = keyed_bundles(t_env, t_env.sql_query(input_sql(events_view, actions_view, p)), ts_field=1,
                           out_of_orderness_ms=job.watermark_delay_ms, idle_ms=job.source_idle_timeout_ms,
                           max_delay_ms=job.bundle_ms, max_rows=job.bundle_rows, name="pricing")
-    if control_view is not None:
-        ctl_table = t_env.sql_query(f"""
-SELECT s AS payload, CAST(0 AS BIGINT) AS ts FROM (SELECT CAST(payload AS STRING) AS s FROM {control_view})
-WHERE JSON_VALUE(s, '$.kind') = 'pricing'""")
-    else:
-        ctl_table = t_env.sql_query(
-            "SELECT CAST('' AS STRING) AS payload, CAST(0 AS BIGINT) AS ts FROM (VALUES (1)) AS t(x) WHERE x = 0")
-    # control records carry event time 0 and go idle: they never hold the operator's watermark
-    j_ctl = get_gateway().jvm.io.zhongtai.flink.bundle.Bundles.withFieldTimestamps(
-        t_env.to_data_stream(ctl_table)._j_data_stream, 1, 0, job.source_idle_timeout_ms,
-        "pricing-control-time", "zt-pricing-control-time-v1")
-    j_ctl.getTransformation().setOutputType(
-        Types.ROW_NAMED(["payload", "ts"], [Types.STRING(), Types.LONG()]).get_java_type_info())
+    ctl = control_stream(t_env, None if control_view is None else f"""
+SELECT s AS payload FROM (SELECT CAST(payload AS STRING) AS s FROM {control_view})
+WHERE JSON_VALUE(s, '$.kind') = 'pricing'""", idle_ms=job.source_idle_timeout_ms, name="pricing")
     result_tag = OutputTag("pricing-control-results", Types.ROW_NAMED(["payload"], [Types.STRING()]))
     s, n = Types.STRING(), Types.LONG()
-    out = keyed.connect(DataStream(j_ctl).broadcast(control_log_state())) \
+    out = keyed.connect(ctl.broadcast(control_log_state())) \
         .process(_function(p.model_dump_json(), definition, result_tag),
                  output_type=Types.ROW_NAMED(["kind", "k", "ts", "n", "s1"], [s, s, n, n, s])) \
         .name("pricing").uid("zt-pricing-v1")
